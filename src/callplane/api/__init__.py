@@ -1,0 +1,1 @@
+"""The Restcomm 2012-04-24 HTTP API."""

@@ -1,0 +1,1 @@
+"""Shared ground for every layer: clock, id source, error roots and settings."""

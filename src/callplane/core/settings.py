@@ -1,0 +1,100 @@
+"""Settings: every option is an environment variable ``CALLPLANE_*`` and a command-line flag.
+
+Precedence: command-line flag > environment variable > embedded default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from callplane.core.errors import ConfigError
+
+
+def parse_hostport(value: str, *, default_port: int) -> tuple[str, int]:
+    """``host:port``, ``host``, ``:port`` or ``[v6]:port`` -> (host, port)."""
+    value = value.strip()
+    if not value:
+        raise ConfigError("empty address")
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    else:
+        host, port_text = value, ""
+    host = host or "127.0.0.1"
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"invalid port in address {value!r}")
+    return host, int(port_text)
+
+
+def _opt(default: Any, env: str, help: str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Node configuration. ``env`` names the variable, ``help`` documents the flag."""
+
+    data: Path = _opt(Path("var"), "DATA", "directory for the SQLite database, admin credentials, caches, recordings")
+    database_url: str = _opt(
+        "",
+        "DATABASE_URL",
+        "SQLAlchemy URL (default sqlite+aiosqlite:///DATA/callplane.db; "
+        "production: postgresql+asyncpg://user:pw@host/db)",
+    )
+    http: str = _opt("127.0.0.1:8080", "HTTP", "HTTP API listen address")
+    sip: str = _opt("127.0.0.1:5080", "SIP", "SIP listen address (UDP and TCP)")
+    rtp_ports: str = _opt("20000-29999", "RTP_PORTS", "RTP port range LOW-HIGH")
+    admin_account_sid: str = _opt(
+        "", "ADMIN_ACCOUNT_SID", "administrator AccountSid (default: generated on first start and stored in DATA)"
+    )
+    admin_auth_token: str = _opt(
+        "", "ADMIN_AUTH_TOKEN", "administrator auth token (default: generated on first start and stored in DATA)"
+    )
+    instance_id: str = _opt(
+        "", "INSTANCE_ID", "this node's InstanceId, ID + 32 hex (default: generated once, kept in DATA)"
+    )
+    log_level: str = _opt("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            key = "CALLPLANE_" + str(f.metadata["env"])
+            if key in env and env[key] != "":
+                values[f.name] = Path(env[key]) if f.name == "data" else env[key]
+        return cls(**values)  # type: ignore[arg-type]
+
+    def override(self, **changes: object) -> Settings:
+        """Apply command-line values that were given (``None`` means not given)."""
+        given = {k: (Path(str(v)) if k == "data" else v) for k, v in changes.items() if v is not None}
+        return replace(self, **given)  # type: ignore[arg-type]
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data / 'callplane.db').as_posix()}"
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        return parse_hostport(self.http, default_port=8080)
+
+    @property
+    def sip_address(self) -> tuple[str, int]:
+        return parse_hostport(self.sip, default_port=5080)
+
+    @property
+    def rtp_port_range(self) -> tuple[int, int]:
+        low, sep, high = self.rtp_ports.partition("-")
+        if not sep or not low.isdigit() or not high.isdigit() or not 1024 <= int(low) < int(high) <= 65535:
+            raise ConfigError(f"invalid RTP port range {self.rtp_ports!r}; expected LOW-HIGH")
+        return int(low), int(high)

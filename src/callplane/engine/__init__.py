@@ -1,0 +1,1 @@
+"""The only place where sip, media, rcml, webhooks and store meet."""

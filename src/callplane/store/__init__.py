@@ -1,0 +1,1 @@
+"""Persistence: schema, migrations and one query module per resource."""

@@ -1,0 +1,1 @@
+"""HTTP client for RCML fetches and status callbacks."""
