@@ -1,0 +1,307 @@
+"""The asyncio adapter of the media plane: sockets, port allocation, the ticker, and the engine-facing facade.
+
+No media logic lives here: datagrams go into :class:`~callplane.media.core.MediaCore`, the ticker calls its
+``tick`` and the returned datagrams are sent. Two receive strategies are offered (``io_mode``):
+
+- ``"reader"``: ``loop.add_reader`` on every RTP socket; a readable socket is drained with ``recvfrom`` until it
+  would block. Packets are timestamped on arrival (RTCP jitter is meaningful).
+- ``"poll"``: no reader registrations; at each tick every RTP socket is drained just before the tick runs. Fewer
+  wake-ups under load (one per tick instead of one per burst of arrivals), arrival time quantised to the tick.
+
+Sockets are plain non-blocking UDP sockets; ``sendto`` is called directly (a full send buffer drops the frame,
+which is what real-time audio wants). Both were measured with ``bench/media_streams.py --io``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from callplane.core.errors import MediaError
+from callplane.core.ids import IdSource
+from callplane.media import g711
+from callplane.media.core import MediaCore
+from callplane.media.events import MediaEvent, RecordingFinished
+from callplane.media.leg import RtpLeg
+from callplane.media.mixer import Conference
+from callplane.media.recorder import Recorder
+from callplane.media.sources import Sink, Source
+from callplane.media.ticker import Ticker
+
+__all__ = ["MediaEngine", "PortAllocator"]
+
+log = logging.getLogger(__name__)
+_RECV = 2048
+
+
+class PortAllocator:
+    """Even RTP ports (RTCP on port + 1) from ``low..high``, handed out round-robin from a random start so a
+    port just released is not reused at once (late packets of the old call would land in the new one)."""
+
+    def __init__(self, low: int, high: int, host: str = "127.0.0.1", ids: IdSource | None = None) -> None:
+        low += low % 2
+        if high - low < 1:
+            raise MediaError(f"RTP port range {low}-{high} holds no even/odd pair")
+        self.host = host
+        self._ports = list(range(low, high, 2))
+        self._next = (ids or IdSource()).u32() % len(self._ports)
+        self.in_use: set[int] = set()
+
+    def allocate(self) -> tuple[socket.socket, socket.socket, int]:
+        """Bind an RTP/RTCP socket pair; raises :class:`MediaError` when the range is exhausted."""
+        for _ in range(len(self._ports)):
+            port = self._ports[self._next]
+            self._next = (self._next + 1) % len(self._ports)
+            if port in self.in_use:
+                continue
+            rtp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rtcp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                rtp_sock.bind((self.host, port))
+                rtcp_sock.bind((self.host, port + 1))
+            except OSError:
+                rtp_sock.close()
+                rtcp_sock.close()
+                continue
+            rtp_sock.setblocking(False)
+            rtcp_sock.setblocking(False)
+            self.in_use.add(port)
+            return rtp_sock, rtcp_sock, port
+        raise MediaError("no free RTP port pair in range")
+
+    def release(self, port: int) -> None:
+        self.in_use.discard(port)
+
+
+@dataclasses.dataclass(slots=True)
+class _Socks:
+    rtp: socket.socket
+    rtcp: socket.socket
+    port: int
+
+
+class MediaEngine:
+    """The media plane of one node. See :mod:`callplane.media` for the API summary.
+
+    Events (:mod:`callplane.media.events`) go to ``on_event`` if given, else into the ``events`` queue.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port_range: tuple[int, int] = (20000, 29999),
+        ids: IdSource | None = None,
+        on_event: Callable[[MediaEvent], None] | None = None,
+        idle_timeout: float | None = None,
+        io_mode: str = "reader",
+    ) -> None:
+        if io_mode not in ("reader", "poll"):
+            raise MediaError(f"unknown io_mode {io_mode!r}")
+        self.ids = ids or IdSource()
+        self.host = host
+        self.ports = PortAllocator(port_range[0], port_range[1], host, self.ids)
+        self.core = MediaCore(self.ids)
+        self.ticker = Ticker(self._tick)
+        self.on_event = on_event
+        self.events: asyncio.Queue[MediaEvent] = asyncio.Queue()
+        self.idle_timeout = idle_timeout
+        self.io_mode = io_mode
+        self._socks: dict[str, _Socks] = {}
+        self._recordings: dict[str, tuple[Recorder, str]] = {}  # leg id -> recording in progress, its path
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bg: set[asyncio.Task[None]] = set()
+        self._wall_offset = time.time() - time.monotonic()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.ticker.start()
+
+    async def close(self) -> None:
+        await self.ticker.stop()
+        for leg_id in list(self._socks):
+            self.close_leg(leg_id)
+        if self._bg:
+            await asyncio.gather(*self._bg, return_exceptions=True)
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    # -- legs -----------------------------------------------------------------------------------
+    def create_leg(
+        self,
+        leg_id: str | None = None,
+        *,
+        payload_type: int = g711.PCMU,
+        dtmf_payload_type: int | None = 101,
+        idle_timeout: float | None = None,
+    ) -> tuple[str, int]:
+        """Bind a socket pair and create a leg; returns ``(leg_id, local RTP port)`` for the SDP."""
+        leg_id = leg_id or "LG" + self.ids.hex(8)
+        if leg_id in self._socks:
+            raise MediaError(f"leg {leg_id} exists")
+        rtp_sock, rtcp_sock, port = self.ports.allocate()
+        leg = RtpLeg(
+            leg_id,
+            self.ids,
+            payload_type=payload_type,
+            dtmf_payload_type=dtmf_payload_type,
+            idle_timeout=idle_timeout if idle_timeout is not None else self.idle_timeout,
+            start=self._now(),
+            wall_offset=self._wall_offset,
+        )
+        self.core.add_leg(leg)
+        self._socks[leg_id] = _Socks(rtp_sock, rtcp_sock, port)
+        if self._loop is not None:
+            if self.io_mode == "reader":
+                self._loop.add_reader(rtp_sock.fileno(), self._readable, rtp_sock, leg, False)
+            self._loop.add_reader(rtcp_sock.fileno(), self._readable, rtcp_sock, leg, True)
+        return leg_id, port
+
+    def leg(self, leg_id: str) -> RtpLeg:
+        return self.core.leg(leg_id)
+
+    def set_remote(
+        self, leg_id: str, host: str, port: int, payload_type: int | None = None, dtmf_payload_type: int | None = None
+    ) -> None:
+        """Values from the peer's SDP; RTP latches to the real source address once packets arrive."""
+        self.core.leg(leg_id).set_remote((host, port), payload_type, dtmf_payload_type)
+
+    def set_source(self, leg_id: str, source: Source | None) -> None:
+        """Play ``source`` on the leg (the previous one is stopped); ``None`` = silence."""
+        leg = self.core.leg(leg_id)
+        if leg.source is not None and leg.source is not source:
+            leg.source.stop()
+        leg.source = source
+
+    def add_sink(self, leg_id: str, sink: Sink) -> None:
+        self.core.leg(leg_id).add_sink(sink)
+
+    def record(self, leg_id: str, path: str | Path, recorder: Recorder) -> None:
+        """Record what the peer says; the WAV is written in a thread once it finishes, then the
+        :class:`RecordingFinished` event (with ``path``) is delivered."""
+        if leg_id in self._recordings:
+            raise MediaError(f"leg {leg_id} is already recording")
+        self.core.leg(leg_id).add_sink(recorder)
+        self._recordings[leg_id] = (recorder, str(path))
+
+    def stop_recording(self, leg_id: str) -> None:
+        entry = self._recordings.get(leg_id)
+        if entry is not None and entry[0].finished is None:
+            rec = entry[0]
+            rec.stop()
+            leg = self.core.leg(leg_id)
+            leg.remove_sink(rec)
+            leg.events.append(RecordingFinished(leg_id, "stopped", rec.duration_s))
+
+    def send_digits(self, leg_id: str, digits: str) -> None:
+        self.core.leg(leg_id).send_digits(digits)
+
+    def close_leg(self, leg_id: str) -> None:
+        """Send RTCP BYE, release the sockets and the port."""
+        leg = self.core.remove_leg(leg_id)
+        socks = self._socks.pop(leg_id, None)
+        if socks is None:
+            return
+        if leg is not None and leg.remote_rtcp is not None:
+            with contextlib.suppress(OSError):
+                socks.rtcp.sendto(leg.rtcp_report(self._now(), bye=True), leg.remote_rtcp)
+        if self._loop is not None:
+            self._loop.remove_reader(socks.rtp.fileno())
+            self._loop.remove_reader(socks.rtcp.fileno())
+        socks.rtp.close()
+        socks.rtcp.close()
+        self.ports.release(socks.port)
+
+    # -- bridges and conferences ------------------------------------------------------------------
+    def bridge(self, a: str, b: str) -> None:
+        self.core.bridge(a, b)
+
+    def unbridge(self, leg_id: str) -> None:
+        self.core.unbridge(leg_id)
+
+    def join(self, conference: str, leg_id: str, *, muted: bool = False, beep: bool = True) -> Conference:
+        return self.core.join(conference, leg_id, muted=muted, beep=beep)
+
+    def leave(self, conference: str, leg_id: str, *, beep: bool = True) -> None:
+        self.core.leave(conference, leg_id, beep=beep)
+
+    # -- I/O ------------------------------------------------------------------------------------
+    def _readable(self, sock: socket.socket, leg: RtpLeg, rtcp: bool) -> None:
+        now = self._now()
+        recv = sock.recvfrom
+        handle = leg.receive_rtcp if rtcp else leg.receive_rtp
+        while True:
+            try:
+                data, addr = recv(_RECV)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ICMP port unreachable surfaces here on Linux; nothing to do
+                continue
+            handle(data, addr, now)
+
+    def _poll(self, now: float) -> None:
+        legs = self.core.legs
+        for leg_id, socks in self._socks.items():
+            leg = legs.get(leg_id)
+            if leg is None:
+                continue
+            recv = socks.rtp.recvfrom
+            while True:
+                try:
+                    data, addr = recv(_RECV)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    continue
+                leg.receive_rtp(data, addr, now)
+
+    def _tick(self, now: float, n: int) -> None:
+        if self.io_mode == "poll":
+            self._poll(now)
+        socks = self._socks
+        for leg_id, pkt, addr in self.core.tick(now, n):
+            s = socks[leg_id]
+            sock = s.rtcp if 200 <= pkt[1] <= 204 else s.rtp
+            try:
+                sock.sendto(pkt, addr)
+            except (BlockingIOError, InterruptedError):
+                pass  # send buffer full: drop this frame rather than block the clock
+            except OSError as exc:
+                log.debug("send on %s to %s failed: %s", leg_id, addr, exc)
+        if self.core.events:
+            for ev in self.core.drain_events():
+                self._dispatch(ev)
+
+    def _dispatch(self, ev: MediaEvent) -> None:
+        if isinstance(ev, RecordingFinished) and ev.leg_id in self._recordings:
+            rec, path = self._recordings.pop(ev.leg_id)
+            task = asyncio.get_running_loop().create_task(self._save(rec, path, ev))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+            return
+        self._deliver(ev)
+
+    async def _save(self, rec: Recorder, path: str, ev: RecordingFinished) -> None:
+        try:
+            await asyncio.to_thread(rec.save, path)
+        except OSError as exc:
+            log.error("writing recording %s failed: %s", path, exc)
+            self._deliver(ev)
+            return
+        self._deliver(dataclasses.replace(ev, path=path))
+
+    def _deliver(self, ev: MediaEvent) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(ev)
+            except Exception:
+                log.exception("media event handler failed on %r", ev)
+        else:
+            self.events.put_nowait(ev)

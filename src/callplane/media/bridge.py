@@ -1,0 +1,50 @@
+"""A two-party bridge on the shared tick: each leg hears the other; either side can be muted or held.
+
+Muting a leg (``leg.muted``) stops its audio reaching the other side. Holding a side through :meth:`Bridge.hold`
+stops audio in both directions for it and plays it ``music`` (if given) instead.
+"""
+
+from __future__ import annotations
+
+from callplane.media.leg import RtpLeg
+from callplane.media.sources import SILENCE, Source
+
+__all__ = ["Bridge"]
+
+
+class Bridge:
+    def __init__(self, a: RtpLeg, b: RtpLeg) -> None:
+        self.a, self.b = a, b
+        a.attached = b.attached = True
+        self._held: dict[str, Source | None] = {}
+
+    def hold(self, leg: RtpLeg, music: Source | None = None) -> None:
+        self._held[leg.leg_id] = music
+
+    def unhold(self, leg: RtpLeg) -> None:
+        src = self._held.pop(leg.leg_id, None)
+        if src is not None:
+            src.stop()
+
+    def is_held(self, leg: RtpLeg) -> bool:
+        return leg.leg_id in self._held
+
+    def mix(self, now: float) -> None:
+        """Phase 2 of the tick: set each leg's ``feed`` from the other's ``heard``."""
+        for me, other in ((self.a, self.b), (self.b, self.a)):
+            if me.leg_id in self._held:
+                music = self._held[me.leg_id]
+                me.feed = (music.read() if music is not None else None) or SILENCE
+            elif other.leg_id in self._held:
+                me.feed = SILENCE
+            else:
+                me.feed = other.heard if other.heard is not None else SILENCE
+
+    def close(self) -> None:
+        for leg in (self.a, self.b):
+            leg.attached = False
+            leg.feed = None
+        for src in self._held.values():
+            if src is not None:
+                src.stop()
+        self._held.clear()

@@ -1,0 +1,47 @@
+"""Silence/energy detection on 20 ms frames: frame level in dBFS and a voice/silence timer with hangover."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["EnergyDetector", "frame_dbfs"]
+
+
+def frame_dbfs(frame: bytes) -> float:
+    """RMS level of an s16le frame in dB relative to full scale (32768); silence is -inf."""
+    x = np.frombuffer(frame, dtype="<i2").astype(np.float64)
+    if x.size == 0:
+        return -math.inf
+    ms = float(x @ x) / x.size
+    if ms <= 0.0:
+        return -math.inf
+    return 10 * math.log10(ms / (32768.0 * 32768.0))
+
+
+class EnergyDetector:
+    """Tracks voice vs silence (a :class:`~callplane.media.sources.Sink`).
+
+    A frame is voice when its level is at or above ``threshold_dbfs``. ``silent_for(now)`` is the time since the
+    last voice frame (or since the detector started, if none yet) - what Record's ``timeout`` needs.
+    """
+
+    def __init__(self, threshold_dbfs: float = -45.0, start: float = 0.0) -> None:
+        self.threshold_dbfs = threshold_dbfs
+        self.last_voice: float | None = None
+        self.started = start
+        self.voice_frames = 0
+        self.frames = 0
+
+    def is_voice(self, frame: bytes) -> bool:
+        return frame_dbfs(frame) >= self.threshold_dbfs
+
+    def write(self, frame: bytes, now: float) -> None:
+        self.frames += 1
+        if self.is_voice(frame):
+            self.voice_frames += 1
+            self.last_voice = now
+
+    def silent_for(self, now: float) -> float:
+        return now - (self.last_voice if self.last_voice is not None else self.started)

@@ -1,0 +1,104 @@
+"""A small reorder buffer for inbound audio, keyed by RTP sequence number (with 16-bit wraparound).
+
+Theory of operation: packets are pushed as they arrive; the ticker pops one frame per 20 ms tick.
+
+- The next expected sequence is played if present.
+- If it is missing but later packets wait behind it, the buffer holds on until ``depth`` packets are queued or
+  it has waited ``depth`` ticks; then the missing packet is declared lost and a concealment frame (silence) is
+  played in its place, so a recording keeps its length.
+- If nothing is queued at all, ``pop`` returns ``None`` (the peer sent nothing: hold, silence suppression, or our
+  tick ran ahead of its packet) and the expected sequence stays where it is.
+- A packet older than the next expected one (late) or already queued (duplicate) is dropped and counted.
+- A jump of more than ``RESYNC_GAP`` sequence numbers (sender restarted) resynchronises.
+- If the queue grows beyond ``capacity`` (the sender's clock runs fast, or a burst), the oldest is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from callplane.media.rtp import seq_diff
+from callplane.media.sources import SILENCE
+
+RESYNC_GAP = 100
+
+__all__ = ["JitterBuffer", "JitterStats"]
+
+
+@dataclass(slots=True)
+class JitterStats:
+    pushed: int = 0
+    played: int = 0
+    lost: int = 0
+    late: int = 0
+    duplicates: int = 0
+    overflow: int = 0
+    underruns: int = 0
+    resyncs: int = 0
+
+
+class JitterBuffer:
+    """Reorders a few packets; one :meth:`pop` per tick."""
+
+    def __init__(self, depth: int = 3, capacity: int = 10) -> None:
+        self.depth = depth
+        self.capacity = max(capacity, depth)
+        self.stats = JitterStats()
+        self._frames: dict[int, bytes] = {}
+        self._next: int | None = None
+        self._waited = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def push(self, seq: int, frame: bytes) -> None:
+        """Queue a decoded frame under its RTP sequence number."""
+        st = self.stats
+        if self._next is None:
+            self._next = seq
+        d = seq_diff(seq, self._next)
+        if d < -RESYNC_GAP or d > RESYNC_GAP:
+            self._frames.clear()
+            self._next = seq
+            st.resyncs += 1
+            d = 0
+        if d < 0:
+            st.late += 1
+            return
+        if seq in self._frames:
+            st.duplicates += 1
+            return
+        st.pushed += 1
+        self._frames[seq] = frame
+        while len(self._frames) > self.capacity:
+            st.overflow += 1
+            self._skip()
+
+    def pop(self) -> bytes | None:
+        """The frame for this tick: audio, a concealment frame for a lost packet, or ``None`` if nothing came."""
+        frames = self._frames
+        if not frames or self._next is None:
+            self.stats.underruns += 1
+            return None
+        frame = frames.pop(self._next, None)
+        if frame is not None:
+            self._next = (self._next + 1) & 0xFFFF
+            self._waited = 0
+            self.stats.played += 1
+            return frame
+        if len(frames) >= self.depth or self._waited >= self.depth:
+            self.stats.lost += 1
+            self._next = (self._next + 1) & 0xFFFF
+            self._waited = 0
+            return SILENCE
+        self._waited += 1
+        return None
+
+    def _skip(self) -> None:
+        """Drop the oldest queued frame and move the play point past it."""
+        assert self._next is not None
+        nxt = self._next
+        oldest = min(self._frames, key=lambda s: seq_diff(s, nxt))
+        del self._frames[oldest]
+        self._next = (oldest + 1) & 0xFFFF
+        self._waited = 0

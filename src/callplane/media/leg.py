@@ -1,0 +1,290 @@
+"""An RTP leg (sans-IO): one remote peer, one payload type, sequence/timestamp/SSRC state, jitter buffer, sinks.
+
+Theory of operation. The engine calls, on every 20 ms tick, in this order for all legs:
+
+1. :meth:`RtpLeg.pull` pops this tick's inbound frame from the jitter buffer into ``heard`` and feeds the sinks
+   (recorder, in-band DTMF detector, energy detector); silence is fed when nothing arrived, so recordings keep
+   wall-clock length.
+2. Bridges and mixers read ``heard`` of their legs and set ``feed`` (what each leg should send).
+3. :meth:`RtpLeg.produce` returns the RTP datagram for this tick: a telephone-event packet while digits are being
+   sent, else ``feed`` (if attached to a bridge/mixer), else the next frame of ``source``, else silence.
+
+The RTP timestamp is derived from the tick number (``ts0 + 160 * ticks``), so a tick the ticker had to skip also
+advances the timestamp and the stream stays locked to the wall clock. The marker bit is set on the first packet
+and on the first packet after a pause in sending (hold, no remote yet).
+
+Symmetric RTP (RFC 4961) / latching: the remote address starts as the one from SDP; the first packet from a
+different address (or a new SSRC) moves it there, and RTCP follows to port + 1 until RTCP itself is seen.
+"""
+
+from __future__ import annotations
+
+from callplane.core.errors import MediaError
+from callplane.core.ids import IdSource
+from callplane.media import g711, rtp
+from callplane.media.dtmf import DtmfReceiver, DtmfSender, InbandDtmfDetector
+from callplane.media.events import (
+    DigitReceived,
+    DigitsSent,
+    LegIdle,
+    MediaEvent,
+    RecordingFinished,
+    RemoteLatched,
+    SourceFinished,
+)
+from callplane.media.jitter import JitterBuffer
+from callplane.media.recorder import Recorder
+from callplane.media.rtcp import (
+    Bye,
+    ReceiverReport,
+    ReceptionStats,
+    RtcpParseError,
+    Sdes,
+    SenderReport,
+    build_compound,
+    ntp_timestamp,
+    parse_compound,
+)
+from callplane.media.sources import FRAME_SAMPLES, SILENCE, Sink, Source
+
+Addr = tuple[str, int]
+
+__all__ = ["Addr", "RtpLeg"]
+
+_HDR = rtp.HEADER
+
+
+class RtpLeg:
+    """One RTP session with one peer (PCMU or PCMA, ptime 20 ms, optional telephone-event)."""
+
+    def __init__(
+        self,
+        leg_id: str,
+        ids: IdSource,
+        *,
+        payload_type: int = g711.PCMU,
+        dtmf_payload_type: int | None = 101,
+        remote: Addr | None = None,
+        symmetric: bool = True,
+        idle_timeout: float | None = None,
+        jitter_depth: int = 3,
+        rtcp_interval: float = 5.0,
+        cname: str = "callplane",
+        start: float = 0.0,
+        wall_offset: float = 0.0,
+    ) -> None:
+        self.leg_id = leg_id
+        self.ssrc = ids.ssrc()
+        self._seq = ids.u32() & 0xFFFF
+        self._ts0 = ids.u32()
+        self._tick0: int | None = None
+        self.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self.remote: Addr | None = remote
+        self.remote_rtcp: Addr | None = None if remote is None else (remote[0], remote[1] + 1)
+        self.symmetric = symmetric
+        self.idle_timeout = idle_timeout
+        self.source: Source | None = None
+        self.sinks: list[Sink] = []
+        self.muted = False  # the peer's audio is not passed to bridges/mixers (sinks still get it)
+        self.held = False  # we send nothing and the peer's audio is not passed on
+        self.attached = False  # a bridge or mixer supplies ``feed``
+        self.heard: bytes | None = None
+        self.feed: bytes | None = None
+        self.events: list[MediaEvent] = []
+        self.jitter = JitterBuffer(jitter_depth)
+        self.dtmf_in = DtmfReceiver()
+        self.dtmf_out = DtmfSender()
+        self.inband: InbandDtmfDetector | None = None
+        self.rtcp_interval = rtcp_interval
+        self.cname = cname
+        self.wall_offset = wall_offset
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.packets_received = 0
+        self.remote_ssrc: int | None = None
+        self.stats: ReceptionStats | None = None
+        self._latched = False
+        self._rtcp_latched = False
+        self._last_rx = start
+        self._idle_reported = False
+        self._marker = True
+        self._next_rtcp = start + rtcp_interval / 2
+        self._last_ts = self._ts0
+
+    # -- configuration ----------------------------------------------------------------------
+    def set_remote(self, addr: Addr, payload_type: int | None = None, dtmf_payload_type: int | None = None) -> None:
+        """Values from the peer's SDP (c=, m= port, chosen codec, telephone-event PT)."""
+        self.remote = addr
+        self.remote_rtcp = (addr[0], addr[1] + 1)
+        self._latched = self._rtcp_latched = False
+        if payload_type is not None:
+            if payload_type not in g711.ENCODING_NAMES:
+                raise g711.UnsupportedCodec(f"payload type {payload_type} is not G.711")
+            self.payload_type = payload_type
+        if dtmf_payload_type is not None:
+            self.dtmf_payload_type = dtmf_payload_type
+
+    def add_sink(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+
+    def enable_inband_dtmf(self) -> None:
+        """Detect DTMF in the audio itself, for peers that do not send RFC 4733."""
+        if self.inband is None:
+            self.inband = InbandDtmfDetector()
+            self.sinks.append(self.inband)
+
+    def send_digits(self, digits: str) -> None:
+        """Queue RFC 4733 digits (``w`` = 0.5 s pause); a :class:`DigitsSent` event follows the last end packet."""
+        if self.dtmf_payload_type is None:
+            raise MediaError("peer did not negotiate telephone-event")
+        self.dtmf_out.queue(digits)
+
+    # -- inbound ----------------------------------------------------------------------------
+    def receive_rtp(self, data: bytes, addr: Addr, now: float) -> None:
+        if len(data) < 12 or data[0] >> 6 != 2:
+            return
+        b0, b1, seq, ts, ssrc = _HDR.unpack_from(data)
+        if b0 & 0x3F:  # CSRCs, extension or padding: take the general path
+            try:
+                p = rtp.RtpPacket.parse(data)
+            except rtp.RtpParseError:
+                return
+            payload = p.payload
+        else:
+            payload = data[12:]
+        pt = b1 & 0x7F
+        if ssrc != self.remote_ssrc:
+            self.remote_ssrc = ssrc
+            self.stats = ReceptionStats(ssrc, seq)
+            self._latched = False
+        if self.symmetric and not self._latched:
+            self._latched = True
+            if addr != self.remote:
+                self.remote = addr
+                if not self._rtcp_latched:
+                    self.remote_rtcp = (addr[0], addr[1] + 1)
+                self.events.append(RemoteLatched(self.leg_id, addr[0], addr[1]))
+        self.packets_received += 1
+        self._last_rx = now
+        self._idle_reported = False
+        assert self.stats is not None
+        self.stats.update(seq, ts, now)
+        if pt == self.dtmf_payload_type:
+            try:
+                digits = self.dtmf_in.feed(ts, payload)
+            except ValueError:
+                return
+            for d in digits:
+                self._digit(d.digit, d.duration_ms, "rfc4733")
+        elif pt == 0 or pt == 8:
+            if len(payload) == FRAME_SAMPLES:
+                self.jitter.push(seq, g711.decode(payload, pt))
+
+    def receive_rtcp(self, data: bytes, addr: Addr, now: float) -> None:
+        try:
+            packets = parse_compound(data)
+        except RtcpParseError:
+            return
+        if self.symmetric and not self._rtcp_latched:
+            self._rtcp_latched = True
+            self.remote_rtcp = addr
+        for p in packets:
+            if isinstance(p, SenderReport) and self.stats is not None and p.ssrc == self.stats.ssrc:
+                self.stats.last_sr = (p.ntp >> 16) & 0xFFFFFFFF
+                self.stats.last_sr_at = now
+
+    def _digit(self, digit: str, duration_ms: int, method: str) -> None:
+        self.events.append(DigitReceived(self.leg_id, digit, duration_ms, method))
+        for s in self.sinks:
+            if isinstance(s, Recorder) and s.on_digit(digit):
+                self._recording_done(s)
+
+    def _recording_done(self, rec: Recorder) -> None:
+        self.events.append(RecordingFinished(self.leg_id, rec.finished or "stopped", rec.duration_s, rec.digit))
+
+    # -- the tick ---------------------------------------------------------------------------
+    def pull(self, now: float) -> None:
+        """Phase 1: this tick's inbound frame into ``heard`` and the sinks."""
+        frame = self.jitter.pop()
+        self.heard = None if (self.held or self.muted) else frame
+        if self.sinks:
+            f = SILENCE if frame is None else frame
+            for s in self.sinks:
+                s.write(f, now)
+                if isinstance(s, Recorder) and s.finished is not None:
+                    self._recording_done(s)
+            self.sinks = [s for s in self.sinks if not (isinstance(s, Recorder) and s.finished is not None)]
+            if self.inband is not None and self.inband.detected:
+                for digit, ms in self.inband.detected:
+                    self._digit(digit, ms, "inband")
+                self.inband.detected.clear()
+
+    def produce(self, now: float, tick: int) -> bytes | None:
+        """Phase 3: the RTP datagram to send to ``remote`` for this tick, or ``None``."""
+        if self._tick0 is None:
+            self._tick0 = tick
+        ts = (self._ts0 + FRAME_SAMPLES * (tick - self._tick0)) & 0xFFFFFFFF
+        if self.idle_timeout is not None and not self._idle_reported and now - self._last_rx >= self.idle_timeout:
+            self._idle_reported = True
+            self.events.append(LegIdle(self.leg_id, now - self._last_rx))
+        if self.dtmf_out.busy and not self.held and self.dtmf_payload_type is not None:
+            ev = self.dtmf_out.next_packet(ts)
+            done = self.dtmf_out.take_finished()
+            if done is not None:
+                self.events.append(DigitsSent(self.leg_id, done))
+            if ev is not None:
+                self._read_frame()  # the prompt keeps time while the digit plays
+                return self._emit(self.dtmf_payload_type, ev.timestamp, ev.payload, ev.marker)
+        frame = self._read_frame()
+        if self.held or self.remote is None:
+            self._marker = True
+            return None
+        return self._emit(self.payload_type, ts, g711.encode(frame, self.payload_type), False)
+
+    def _read_frame(self) -> bytes:
+        if self.attached:
+            return self.feed if self.feed is not None else SILENCE
+        src = self.source
+        if src is None:
+            return SILENCE
+        frame = src.read()
+        if frame is None:
+            self.source = None
+            self.events.append(SourceFinished(self.leg_id))
+            return SILENCE
+        return frame
+
+    def _emit(self, pt: int, ts: int, payload: bytes, marker: bool) -> bytes:
+        if self._marker:
+            marker, self._marker = True, False
+        pkt = rtp.build(pt, self._seq, ts, self.ssrc, payload, marker)
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._last_ts = ts
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+        return pkt
+
+    # -- RTCP -------------------------------------------------------------------------------
+    def rtcp_due(self, now: float) -> bytes | None:
+        """A compound SR/RR + SDES every ``rtcp_interval`` seconds (RFC 3550 §6.1), else ``None``."""
+        if now < self._next_rtcp or self.remote_rtcp is None:
+            return None
+        self._next_rtcp = now + self.rtcp_interval
+        return self.rtcp_report(now)
+
+    def rtcp_report(self, now: float, bye: bool = False) -> bytes:
+        blocks = () if self.stats is None else (self.stats.report_block(now),)
+        first: SenderReport | ReceiverReport
+        if self.packets_sent:
+            ntp = ntp_timestamp(now + self.wall_offset)
+            first = SenderReport(self.ssrc, ntp, self._last_ts, self.packets_sent, self.octets_sent, blocks)
+        else:
+            first = ReceiverReport(self.ssrc, blocks)
+        if bye:
+            return build_compound(first, Sdes(self.ssrc, self.cname), Bye((self.ssrc,)))
+        return build_compound(first, Sdes(self.ssrc, self.cname))
