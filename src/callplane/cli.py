@@ -1,11 +1,164 @@
-"""The composition root: wires settings, store, engine and API. ``callplane --help`` lists everything."""
+"""The composition root: wires settings, store, engine and API.
+
+``callplane --help`` lists the subcommands; every setting is a flag on each subcommand and an environment
+variable ``CALLPLANE_<NAME>`` (flag > environment > embedded default).
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
 import sys
+import time
+from dataclasses import fields
+from datetime import UTC, datetime
+
+from callplane import __version__
+from callplane.core.clock import SystemClock
+from callplane.core.errors import CallplaneError, ConfigError
+from callplane.core.ids import IdSource
+from callplane.core.settings import Settings
+from callplane.store import calls as store_calls
+from callplane.store.bootstrap import ensure_admin, ensure_instance_id
+from callplane.store.db import Database
+from callplane.store.synthetic import generate
+
+log = logging.getLogger("callplane")
+
+_STORE_SETTINGS = ("data", "database_url", "log_level")
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    group = parser.add_argument_group("settings (each also read from CALLPLANE_<NAME>)")
+    for f in fields(Settings):
+        if names is not None and f.name not in names:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        env = "CALLPLANE_" + str(f.metadata["env"])
+        default = f.default if f.default != "" else "unset"
+        group.add_argument(flag, dest=f.name, default=None, help=f"{f.metadata['help']} [{env}; default {default}]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callplane",
+        description="callplane: programmable voice (Restcomm 2012-04-24 API, RCML, SIP, RTP).",
+    )
+    parser.add_argument("--version", action="version", version=f"callplane {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="apply migrations and run the node (HTTP API and SIP)")
+    _add_settings(serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations and exit")
+    _add_settings(migrate, _STORE_SETTINGS)
+
+    calls = sub.add_parser("calls", help="call-record utilities")
+    calls_sub = calls.add_subparsers(dest="calls_command", required=True, metavar="ACTION")
+    gen = calls_sub.add_parser("generate", help="load N synthetic call records (demos, benchmarks)")
+    gen.add_argument("--account", required=True, help="AccountSid that owns the records")
+    gen.add_argument("--count", type=int, required=True, help="number of records")
+    gen.add_argument("--days", type=int, default=90, help="spread over this many days before now (default 90)")
+    gen.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    gen.add_argument("--instance-id", dest="gen_instance_id", default=None, help="InstanceId for the sids")
+    _add_settings(gen, _STORE_SETTINGS)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    given = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    return Settings.from_env().override(**given)
+
+
+async def _open_store(settings: Settings) -> Database:
+    db = Database(settings.effective_database_url)
+    await db.migrate()
+    return db
+
+
+async def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from callplane.api.app import create_app
+
+    ids, clock = IdSource(), SystemClock()
+    db = await _open_store(settings)
+    instance_id = ensure_instance_id(settings.data, ids, settings.instance_id)
+    closed = await store_calls.complete_stale(db, instance_id, clock.wall())
+    if closed:
+        log.info("closed %d call records left unfinished by this node's previous run", closed)
+    admin = await ensure_admin(db, ids, clock, settings.admin_account_sid, settings.admin_auth_token)
+    if admin.new_token is not None:
+        print(
+            "callplane: created the administrator account. These credentials are shown only once:\n"
+            f"  AccountSid: {admin.account.sid}\n  AuthToken:  {admin.new_token}",
+            flush=True,
+        )
+    else:
+        print(f"callplane: administrator AccountSid {admin.account.sid}", flush=True)
+    host, port = settings.http_address
+    app = create_app(db, ids=ids, clock=clock)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)
+    try:
+        await server.serve()
+    finally:
+        await db.close()
+
+
+async def _migrate(settings: Settings) -> None:
+    db = await _open_store(settings)
+    await db.close()
+    print(f"callplane: database at {settings.effective_database_url} is up to date")
+
+
+async def _generate(settings: Settings, args: argparse.Namespace) -> None:
+    from callplane.store import accounts
+
+    ids = IdSource()
+    db = await _open_store(settings)
+    try:
+        if await accounts.get(db, args.account) is None:
+            raise ConfigError(f"account {args.account} does not exist")
+        instance_id = args.gen_instance_id or ensure_instance_id(settings.data, ids, settings.instance_id)
+        started = time.perf_counter()
+        done = 0
+        for batch in generate(
+            args.account, instance_id, args.count, now=datetime.now(UTC), days=args.days, seed=args.seed
+        ):
+            done += await store_calls.insert_many(db, batch)
+        await db.analyze()
+        elapsed = time.perf_counter() - started
+        print(f"callplane: generated {done} call records in {elapsed:.1f} s ({done / max(elapsed, 1e-9):,.0f}/s)")
+    finally:
+        await db.close()
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(coro)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    print("callplane: not yet wired", args)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = _settings(args)
+        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.command == "serve":
+            _run(_serve(settings))
+        elif args.command == "migrate":
+            _run(_migrate(settings))
+        elif args.command == "calls":
+            _run(_generate(settings, args))
+    except CallplaneError as e:
+        print(f"callplane: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     return 0

@@ -1,0 +1,27 @@
+"""Hashing of auth tokens. Tokens are stored as salted PBKDF2-SHA256, never in clear and never as MD5."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+_ITERATIONS = 120_000
+
+
+def hash_token(token: str, *, iterations: int = _ITERATIONS) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", token.encode(), salt, iterations)
+    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
+
+
+def verify_token(token: str, stored: str) -> bool:
+    """Constant-time check of ``token`` against a value made by :func:`hash_token`. CPU-heavy: call off the loop."""
+    try:
+        scheme, iterations, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "pbkdf2_sha256":
+        return False
+    candidate = hashlib.pbkdf2_hmac("sha256", token.encode(), bytes.fromhex(salt), int(iterations))
+    return hmac.compare_digest(candidate.hex(), digest)

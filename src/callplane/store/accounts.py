@@ -1,0 +1,140 @@
+"""Account rows: create, read, update, and the parent/descendant relation used for authorization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import RowMapping
+
+from callplane.core.errors import NotFound
+from callplane.store.db import Database, from_us, to_us
+from callplane.store.schema import accounts
+
+STATUSES = ("active", "suspended", "closed")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    sid: str
+    friendly_name: str
+    status: str
+    auth_token_hash: str
+    date_created: datetime
+    date_updated: datetime
+    parent_sid: str | None = None
+    email_address: str | None = None
+    type: str = "Full"
+    role: str = "Developer"
+
+
+def _row(row: RowMapping) -> AccountRecord:
+    return AccountRecord(
+        sid=row["sid"],
+        friendly_name=row["friendly_name"],
+        status=row["status"],
+        auth_token_hash=row["auth_token_hash"],
+        date_created=from_us(row["date_created"]),
+        date_updated=from_us(row["date_updated"]),
+        parent_sid=row["parent_sid"],
+        email_address=row["email_address"],
+        type=row["type"],
+        role=row["role"],
+    )
+
+
+def _values(record: AccountRecord) -> dict[str, Any]:
+    return {
+        "sid": record.sid,
+        "parent_sid": record.parent_sid,
+        "friendly_name": record.friendly_name,
+        "email_address": record.email_address,
+        "status": record.status,
+        "type": record.type,
+        "role": record.role,
+        "auth_token_hash": record.auth_token_hash,
+        "date_created": to_us(record.date_created),
+        "date_updated": to_us(record.date_updated),
+    }
+
+
+async def create(db: Database, record: AccountRecord) -> AccountRecord:
+    async with db.write() as conn:
+        await conn.execute(insert(accounts).values(**_values(record)))
+    return record
+
+
+async def get(db: Database, sid: str) -> AccountRecord | None:
+    async with db.read() as conn:
+        row = (await conn.execute(select(accounts).where(accounts.c.sid == sid))).mappings().first()
+    return _row(row) if row else None
+
+
+async def get_by_email(db: Database, email: str) -> AccountRecord | None:
+    async with db.read() as conn:
+        row = (await conn.execute(select(accounts).where(accounts.c.email_address == email))).mappings().first()
+    return _row(row) if row else None
+
+
+async def save(db: Database, record: AccountRecord) -> AccountRecord:
+    """Write every mutable field of ``record`` back."""
+    values = _values(record)
+    del values["sid"], values["date_created"]
+    async with db.write() as conn:
+        result = await conn.execute(update(accounts).where(accounts.c.sid == record.sid).values(**values))
+    if result.rowcount == 0:
+        raise NotFound(f"account {record.sid} not found")
+    return record
+
+
+async def close_with_descendants(db: Database, sid: str, when: datetime) -> None:
+    """Closing an account closes its whole subtree (as Restcomm did)."""
+    for child in await descendants(db, sid):
+        await save(db, replace(child, status="closed", date_updated=when))
+
+
+async def children(db: Database, sid: str) -> list[AccountRecord]:
+    async with db.read() as conn:
+        rows = (await conn.execute(select(accounts).where(accounts.c.parent_sid == sid))).mappings().all()
+    return [_row(r) for r in rows]
+
+
+async def descendants(db: Database, sid: str) -> list[AccountRecord]:
+    """Every account below ``sid``, breadth first (hierarchies are shallow)."""
+    found: list[AccountRecord] = []
+    frontier = [sid]
+    while frontier:
+        async with db.read() as conn:
+            rows = (await conn.execute(select(accounts).where(accounts.c.parent_sid.in_(frontier)))).mappings().all()
+        level = [_row(r) for r in rows]
+        found.extend(level)
+        frontier = [a.sid for a in level]
+    return found
+
+
+async def ancestors(db: Database, sid: str) -> list[str]:
+    """Sids above ``sid``, nearest first."""
+    chain: list[str] = []
+    current = await get(db, sid)
+    while current is not None and current.parent_sid is not None and current.parent_sid not in chain:
+        chain.append(current.parent_sid)
+        current = await get(db, current.parent_sid)
+    return chain
+
+
+async def get_setting(db: Database, key: str) -> str | None:
+    from callplane.store.schema import settings_kv
+
+    async with db.read() as conn:
+        return (await conn.execute(select(settings_kv.c.value).where(settings_kv.c.key == key))).scalar()
+
+
+async def put_setting(db: Database, key: str, value: str) -> None:
+    from callplane.store.schema import settings_kv
+
+    async with db.write() as conn:
+        done = await conn.execute(update(settings_kv).where(settings_kv.c.key == key).values(value=value))
+        if done.rowcount == 0:
+            await conn.execute(insert(settings_kv).values(key=key, value=value))

@@ -1,0 +1,260 @@
+"""Call records (CDRs): insert, update, get one, and the filtered, sorted, paged listing.
+
+Listing design (Restcomm scanned an unindexed table; we do not):
+- every query is scoped to one account and ordered by ``(key, date_created, sid)`` in a single direction, which one
+  composite index per sortable key serves for both ORDER BY and the ``AfterSid`` keyset predicate;
+- To/From are suffix matches (``LIKE '%value'``), answered as a prefix range on the reversed column;
+- the count behind ``total`` stops at ``Limit`` (default 10,000), so it is bounded work whatever the table size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, insert, literal, select, tuple_, update
+from sqlalchemy.engine import RowMapping
+
+from callplane.core.errors import NotFound
+from callplane.store.db import Database, from_us, to_us
+from callplane.store.schema import calls
+
+STATUSES = ("queued", "ringing", "in-progress", "canceled", "completed", "failed", "busy", "no-answer")
+DIRECTIONS = ("inbound", "outbound-api", "outbound-dial")
+SORT_KEYS = {
+    "DateCreated": "date_created",
+    "From": "sender",
+    "To": "recipient",
+    "Direction": "direction",
+    "Status": "status",
+    "Duration": "duration",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call leg as stored. Statuses are lowercase-hyphenated only."""
+
+    sid: str
+    instance_id: str
+    account_sid: str
+    date_created: datetime
+    date_updated: datetime
+    to: str
+    from_: str
+    status: str
+    direction: str
+    parent_call_sid: str | None = None
+    phone_number_sid: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    duration: int | None = None
+    ring_duration: int | None = None
+    answered_by: str | None = None
+    api_version: str = "2012-04-24"
+    forwarded_from: str | None = None
+    caller_name: str | None = None
+    conference_sid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Already-validated list parameters (the API parses and reports bad input)."""
+
+    to: str | None = None
+    from_: str | None = None
+    status: str | None = None
+    started_at_or_after: datetime | None = None
+    ended_before: datetime | None = None  # exclusive bound
+    ended_at_or_before: datetime | None = None  # inclusive bound
+    parent_call_sid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallQuery:
+    account_sid: str
+    filter: CallFilter = field(default_factory=CallFilter)
+    sort_key: str = "date_created"
+    descending: bool = True
+    page: int = 0
+    page_size: int = 50
+    limit: int = 10_000
+    after_sid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallPage:
+    total: int  # matching records, capped at the query's limit
+    records: list[CallRecord]
+
+
+class UnknownCursor(NotFound):
+    """``AfterSid`` names no call of this account."""
+
+
+def _nullable_us(value: datetime | None) -> int | None:
+    return None if value is None else to_us(value)
+
+
+def values_of(record: CallRecord) -> dict[str, Any]:
+    return {
+        "sid": record.sid,
+        "instance_id": record.instance_id,
+        "parent_call_sid": record.parent_call_sid,
+        "account_sid": record.account_sid,
+        "date_created": to_us(record.date_created),
+        "date_updated": to_us(record.date_updated),
+        "recipient": record.to,
+        "sender": record.from_,
+        "recipient_rev": record.to[::-1],
+        "sender_rev": record.from_[::-1],
+        "phone_number_sid": record.phone_number_sid,
+        "status": record.status,
+        "start_time": _nullable_us(record.start_time),
+        "end_time": _nullable_us(record.end_time),
+        "duration": record.duration or 0,
+        "ring_duration": record.ring_duration,
+        "direction": record.direction,
+        "answered_by": record.answered_by,
+        "api_version": record.api_version,
+        "forwarded_from": record.forwarded_from,
+        "caller_name": record.caller_name,
+        "conference_sid": record.conference_sid,
+    }
+
+
+_COLUMNS = [c for c in calls.c if c.name not in ("recipient_rev", "sender_rev")]
+
+
+def _record(row: RowMapping) -> CallRecord:
+    start, end = row["start_time"], row["end_time"]
+    return CallRecord(
+        sid=row["sid"],
+        instance_id=row["instance_id"],
+        account_sid=row["account_sid"],
+        date_created=from_us(row["date_created"]),
+        date_updated=from_us(row["date_updated"]),
+        to=row["recipient"],
+        from_=row["sender"],
+        status=row["status"],
+        direction=row["direction"],
+        parent_call_sid=row["parent_call_sid"],
+        phone_number_sid=row["phone_number_sid"],
+        start_time=None if start is None else from_us(start),
+        end_time=None if end is None else from_us(end),
+        # Duration is known once the call has ended; until then it is absent, not zero.
+        duration=row["duration"] if end is not None else None,
+        ring_duration=row["ring_duration"],
+        answered_by=row["answered_by"],
+        api_version=row["api_version"],
+        forwarded_from=row["forwarded_from"],
+        caller_name=row["caller_name"],
+        conference_sid=row["conference_sid"],
+    )
+
+
+async def insert_one(db: Database, record: CallRecord) -> None:
+    async with db.write() as conn:
+        await conn.execute(insert(calls).values(**values_of(record)))
+
+
+async def insert_many(db: Database, records: Iterable[CallRecord]) -> int:
+    rows = [values_of(r) for r in records]
+    if rows:
+        async with db.write() as conn:
+            await conn.execute(insert(calls), rows)
+    return len(rows)
+
+
+async def save(db: Database, record: CallRecord) -> None:
+    values = values_of(record)
+    del values["sid"]
+    async with db.write() as conn:
+        result = await conn.execute(update(calls).where(calls.c.sid == record.sid).values(**values))
+    if result.rowcount == 0:
+        raise NotFound(f"call {record.sid} not found")
+
+
+async def get(db: Database, sid: str) -> CallRecord | None:
+    async with db.read() as conn:
+        row = (await conn.execute(select(*_COLUMNS).where(calls.c.sid == sid))).mappings().first()
+    return _record(row) if row else None
+
+
+def _suffix_match(forward: Any, reversed_col: Any, value: str) -> ColumnElement[bool]:
+    """Restcomm's ``LIKE '%value'``: a prefix range on the reversed column unless the value has wildcards."""
+    if "%" in value or "_" in value:
+        return forward.like("%" + value)  # type: ignore[no-any-return]
+    prefix = value[::-1]
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return and_(reversed_col >= prefix, reversed_col < upper)
+
+
+def _where(query: CallQuery) -> list[ColumnElement[bool]]:
+    f = query.filter
+    clauses: list[ColumnElement[bool]] = [calls.c.account_sid == query.account_sid]
+    if f.to:
+        clauses.append(_suffix_match(calls.c.recipient, calls.c.recipient_rev, f.to))
+    if f.from_:
+        clauses.append(_suffix_match(calls.c.sender, calls.c.sender_rev, f.from_))
+    if f.status:
+        clauses.append(calls.c.status == f.status)
+    if f.started_at_or_after is not None:
+        clauses.append(calls.c.start_time >= to_us(f.started_at_or_after))
+    if f.ended_before is not None:
+        clauses.append(calls.c.end_time < to_us(f.ended_before))
+    if f.ended_at_or_before is not None:
+        clauses.append(calls.c.end_time <= to_us(f.ended_at_or_before))
+    if f.parent_call_sid is not None:
+        clauses.append(calls.c.parent_call_sid == f.parent_call_sid)
+    return clauses
+
+
+def _order_columns(query: CallQuery) -> Sequence[Any]:
+    if query.sort_key == "date_created":
+        return (calls.c.date_created, calls.c.sid)
+    return (calls.c[query.sort_key], calls.c.date_created, calls.c.sid)
+
+
+async def list_page(db: Database, query: CallQuery) -> CallPage:
+    """One page of the listing and the (``Limit``-capped) number of matches."""
+    where = _where(query)
+    order = _order_columns(query)
+    async with db.read() as conn:
+        capped = select(literal(1)).select_from(calls).where(*where).limit(query.limit).subquery()
+        total = int((await conn.execute(select(func.count()).select_from(capped))).scalar_one())
+        first = query.page * query.page_size
+        wanted = min(query.page_size, total - first)
+        if wanted <= 0:
+            return CallPage(total=total, records=[])
+        stmt = select(*_COLUMNS).where(*where)
+        if query.after_sid is not None:
+            cursor_row = (
+                await conn.execute(
+                    select(*order).where(calls.c.sid == query.after_sid, calls.c.account_sid == query.account_sid)
+                )
+            ).first()
+            if cursor_row is None:
+                raise UnknownCursor(f"AfterSid {query.after_sid} is not a call of this account")
+            keys = tuple_(*order)
+            values = tuple_(*(literal(v) for v in cursor_row))
+            stmt = stmt.where(keys < values if query.descending else keys > values)
+        else:
+            stmt = stmt.offset(first)
+        stmt = stmt.order_by(*(c.desc() if query.descending else c.asc() for c in order)).limit(wanted)
+        rows = (await conn.execute(stmt)).mappings().all()
+    return CallPage(total=total, records=[_record(r) for r in rows])
+
+
+async def complete_stale(db: Database, instance_id: str, when: datetime) -> int:
+    """On start-up, a node closes the records its previous life left unfinished (calls cannot outlive a restart)."""
+    live = ("queued", "ringing", "in-progress")
+    async with db.write() as conn:
+        result = await conn.execute(
+            update(calls)
+            .where(calls.c.instance_id == instance_id, calls.c.status.in_(live))
+            .values(status="completed", end_time=to_us(when), date_updated=to_us(when))
+        )
+    return int(result.rowcount)

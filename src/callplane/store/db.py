@@ -1,0 +1,108 @@
+"""The database handle: engine creation, SQLite tuning, migrations and driver-error translation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from callplane.core.errors import Conflict, StoreError
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(value: datetime) -> int:
+    """Aware datetime -> integer microseconds since the epoch (the storage form of every timestamp)."""
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Driver errors become the store's own error types at this one boundary."""
+    try:
+        yield
+    except exc.IntegrityError as e:
+        raise Conflict(str(e.orig)) from e
+    except exc.SQLAlchemyError as e:
+        raise StoreError(str(e)) from e
+    except OSError as e:
+        raise StoreError(str(e)) from e
+
+
+def _alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+class Database:
+    """One engine per process. SQLite runs in WAL mode; PostgreSQL uses asyncpg with a bounded pool."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: AsyncEngine = create_async_engine(url, pool_size=pool_size, max_overflow=4)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=4, pool_pre_ping=True)
+
+    async def migrate(self) -> None:
+        """Upgrade the schema to the newest revision (alembic runs its own loop, so in a worker thread)."""
+        with translate_errors():
+            await asyncio.to_thread(command.upgrade, _alembic_config(self.url), "head")
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        with translate_errors():
+            async with self.engine.connect() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        with translate_errors():
+            async with self.engine.begin() as conn:
+                yield conn
+
+    async def analyze(self) -> None:
+        """Refresh planner statistics (after bulk loads)."""
+        from sqlalchemy import text
+
+        async with self.write() as conn:
+            await conn.execute(text("ANALYZE"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        "busy_timeout=5000",
+        "cache_size=-65536",
+        "temp_store=MEMORY",
+        "mmap_size=268435456",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()

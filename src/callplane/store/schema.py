@@ -1,0 +1,100 @@
+"""Table definitions (SQLAlchemy Core). Migrations in ``store/migrations`` create exactly this schema.
+
+Timestamps are stored as integer microseconds since the Unix epoch (UTC) on every backend: comparisons, sorting
+and keyset paging are then plain integer work, identical on SQLite and PostgreSQL, and rows decode without any
+date parsing on the hot list path.
+
+``recipient_rev``/``sender_rev`` hold the reversed To/From strings: the Restcomm filter semantics are a suffix
+match (``LIKE '%value'``), which becomes an index-friendly prefix range on the reversed column.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy.types import TypeEngine
+
+
+def bytewise_string(length: int) -> TypeEngine[str]:
+    """A string compared byte by byte on every backend (PostgreSQL's "C" collation, SQLite's default BINARY).
+
+    Sorting and the prefix ranges of the suffix filters must agree with SQLite; a linguistic collation would not.
+    """
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("sid", String(34), primary_key=True),
+    Column("parent_sid", String(34), ForeignKey("accounts.sid"), nullable=True, index=True),
+    Column("friendly_name", String(256), nullable=False),
+    Column("email_address", String(320), nullable=True, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("type", String(16), nullable=False, server_default="Full"),
+    Column("role", String(32), nullable=False, server_default="Developer"),
+    Column("auth_token_hash", String(200), nullable=False),
+    Column("date_created", BigInteger, nullable=False),
+    Column("date_updated", BigInteger, nullable=False),
+)
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("sid", String(200), primary_key=True),
+    Column("instance_id", String(34), nullable=False),
+    Column("parent_call_sid", String(200), nullable=True),
+    Column("account_sid", String(34), ForeignKey("accounts.sid"), nullable=False),
+    Column("date_created", BigInteger, nullable=False),
+    Column("date_updated", BigInteger, nullable=False),
+    Column("recipient", bytewise_string(256), nullable=False),
+    Column("sender", bytewise_string(256), nullable=False),
+    Column("recipient_rev", bytewise_string(256), nullable=False),
+    Column("sender_rev", bytewise_string(256), nullable=False),
+    Column("phone_number_sid", String(34), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("start_time", BigInteger, nullable=True),
+    Column("end_time", BigInteger, nullable=True),
+    Column("duration", Integer, nullable=False, server_default="0"),
+    Column("ring_duration", Integer, nullable=True),
+    Column("direction", String(16), nullable=False),
+    Column("answered_by", String(64), nullable=True),
+    Column("api_version", String(16), nullable=False, server_default="2012-04-24"),
+    Column("forwarded_from", String(256), nullable=True),
+    Column("caller_name", String(256), nullable=True),
+    Column("conference_sid", String(64), nullable=True),
+    # Every list query is scoped by account and ordered by (key, date_created, sid) in one direction, so each
+    # sortable key gets one composite index that serves both the ORDER BY and the AfterSid keyset predicate.
+    Index("ix_calls_account_date", "account_sid", "date_created", "sid"),
+    Index("ix_calls_account_sender", "account_sid", "sender", "date_created", "sid"),
+    Index("ix_calls_account_recipient", "account_sid", "recipient", "date_created", "sid"),
+    Index("ix_calls_account_direction", "account_sid", "direction", "date_created", "sid"),
+    Index("ix_calls_account_status", "account_sid", "status", "date_created", "sid"),
+    Index("ix_calls_account_duration", "account_sid", "duration", "date_created", "sid"),
+    Index("ix_calls_account_sender_rev", "account_sid", "sender_rev"),
+    Index("ix_calls_account_recipient_rev", "account_sid", "recipient_rev"),
+    Index("ix_calls_parent", "parent_call_sid"),
+    Index("ix_calls_instance_status", "instance_id", "status"),
+)
+
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("aor", String(256), primary_key=True),
+    Column("contact", Text, primary_key=True),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("call_id", String(256), nullable=False),
+    Column("cseq", Integer, nullable=False),
+    Column("source", String(128), nullable=False, server_default=""),
+    Column("transport", String(8), nullable=False, server_default="udp"),
+    Column("user_agent", String(256), nullable=False, server_default=""),
+    Column("instance_id", String(34), nullable=False, server_default=""),
+)
+
+settings_kv = Table(
+    "node_settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
