@@ -1,0 +1,520 @@
+"""Typed SIP wire values: :class:`URI`, :class:`Address`, :class:`Via` and :class:`CSeq` (RFC 3261 §19, §20, §25).
+
+Each value is a frozen, slotted dataclass with ``parse(text)`` and ``__str__``. Parse failures raise
+:class:`SipParseError` (a ``ValueError`` and a ``SipError`` carrying status 400) with a stable message.
+
+Parameters are kept as a tuple of ``(name, value)`` pairs in wire order, ``value`` is ``None`` for a flag
+parameter such as ``;lr`` or a bare ``;rport``. Lookups (:meth:`URI.param`, :meth:`Via.param`...) ignore the case
+of the name (RFC 3261 §19.1.4); serialisation keeps the case as written. Values are immutable: use the
+``with_param`` / ``without_param`` / :func:`dataclasses.replace` helpers to derive new ones.
+
+Public names::
+
+    URI.parse("sip:alice@example.com:5060;transport=tcp")  -> URI(scheme, host, user, password, port, params, headers)
+    Address.parse('"Alice" <sip:alice@example.com>;tag=1928') -> Address(display_name, uri, params); .tag
+    Via.parse("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport") -> Via(transport, host, port, params); .branch .rport
+    CSeq.parse("314159 INVITE")                                -> CSeq(seq, method)
+    split_list(value)    top-level comma split (not inside quotes or <>), RFC 3261 §7.3.1
+    parse_params(text)   ";a=b;c" -> (("a", "b"), ("c", None))
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from callplane.core.errors import SipError
+
+__all__ = [
+    "SipParseError",
+    "URI",
+    "Address",
+    "Via",
+    "CSeq",
+    "Params",
+    "split_list",
+    "parse_params",
+    "format_params",
+    "MAGIC_COOKIE",
+    "KNOWN_TRANSPORTS",
+]
+
+MAGIC_COOKIE = "z9hG4bK"
+"""RFC 3261 §8.1.1.7: branch ids of RFC 3261 elements start with this."""
+
+KNOWN_TRANSPORTS = frozenset({"UDP", "TCP", "TLS", "SCTP", "WS", "WSS"})
+
+Params = tuple[tuple[str, str | None], ...]
+
+
+class SipParseError(SipError, ValueError):
+    """Malformed SIP input. ``status`` is the response to answer with (400 unless said otherwise)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message, status)
+
+
+# RFC 3261 §25.1 token characters.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+_PORT_MAX = 65535
+
+
+def _is_token(text: str) -> bool:
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
+def split_list(value: str) -> list[str]:
+    """Split a header value on commas that are outside quoted strings and ``<...>`` (RFC 3261 §7.3.1)."""
+    if "," not in value:
+        stripped = value.strip()
+        return [stripped] if stripped else []
+    parts: list[str] = []
+    start = 0
+    quoted = False
+    angle = False
+    escape = False
+    for i, ch in enumerate(value):
+        if escape:
+            escape = False
+        elif quoted:
+            if ch == "\\":
+                escape = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            angle = True
+        elif ch == ">":
+            angle = False
+        elif ch == "," and not angle:
+            part = value[start:i].strip()
+            if part:
+                parts.append(part)
+            start = i + 1
+    if quoted:
+        raise SipParseError("unterminated quoted string")
+    part = value[start:].strip()
+    if part:
+        parts.append(part)
+    return parts
+
+
+def _split_semicolons(text: str) -> list[str]:
+    """Split on ``;`` outside quoted strings."""
+    if '"' not in text:
+        return text.split(";")
+    parts: list[str] = []
+    start = 0
+    quoted = False
+    escape = False
+    for i, ch in enumerate(text):
+        if escape:
+            escape = False
+        elif quoted:
+            if ch == "\\":
+                escape = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == ";":
+            parts.append(text[start:i])
+            start = i + 1
+    if quoted:
+        raise SipParseError("unterminated quoted string")
+    parts.append(text[start:])
+    return parts
+
+
+def parse_params(text: str) -> Params:
+    """Parse ``;name=value;flag`` (leading ``;`` optional) into ordered pairs (RFC 3261 §25.1 generic-param)."""
+    text = text.strip()
+    if not text:
+        return ()
+    if text[0] == ";":
+        text = text[1:]
+    out: list[tuple[str, str | None]] = []
+    for piece in _split_semicolons(text):
+        name, eq, value = piece.partition("=")
+        name = name.strip()
+        if not name or not _is_token(name):
+            raise SipParseError("malformed parameter")
+        out.append((name, value.strip() if eq else None))
+    return tuple(out)
+
+
+def format_params(params: Params) -> str:
+    """``(("a", "b"), ("c", None))`` -> ``";a=b;c"``."""
+    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+
+
+def _get(params: Params, name: str) -> str | None:
+    lname = name.lower()
+    for n, v in params:
+        if n.lower() == lname:
+            return v
+    return None
+
+
+def _has(params: Params, name: str) -> bool:
+    lname = name.lower()
+    return any(n.lower() == lname for n, _ in params)
+
+
+def _with(params: Params, name: str, value: str | None) -> Params:
+    lname = name.lower()
+    out = []
+    replaced = False
+    for n, v in params:
+        if n.lower() == lname:
+            if not replaced:
+                out.append((n, value))
+                replaced = True
+        else:
+            out.append((n, v))
+    if not replaced:
+        out.append((name, value))
+    return tuple(out)
+
+
+def _without(params: Params, name: str) -> Params:
+    lname = name.lower()
+    return tuple((n, v) for n, v in params if n.lower() != lname)
+
+
+def _parse_hostport(text: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (RFC 3261 §25.1 hostport)."""
+    if not text:
+        raise SipParseError("missing host")
+    if text[0] == "[":
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError("malformed IPv6 reference")
+        host = text[: end + 1]
+        rest = text[end + 1 :]
+        if not all(c in "0123456789abcdefABCDEF:." for c in host[1:-1]) or len(host) < 4:
+            raise SipParseError("malformed IPv6 reference")
+        if not rest:
+            return host, None
+        if rest[0] != ":":
+            raise SipParseError("malformed host")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.partition(":")
+        if not host or not all(c.isalnum() or c in ".-_" for c in host) or not host.isascii():
+            raise SipParseError("malformed host")
+        if not colon:
+            return host, None
+    if not port_text.isdigit() or not port_text.isascii() or int(port_text) > _PORT_MAX:
+        raise SipParseError("malformed port")
+    return host, int(port_text)
+
+
+def _format_hostport(host: str, port: int | None) -> str:
+    return host if port is None else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class URI:
+    """A ``sip:``, ``sips:`` (RFC 3261 §19.1) or ``tel:`` (RFC 3966) URI.
+
+    For ``tel:`` the number is in ``user`` and ``host`` is empty. ``headers`` is the raw text after ``?``.
+    """
+
+    scheme: str
+    host: str
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: Params = ()
+    headers: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> URI:
+        text = text.strip()
+        scheme, colon, rest = text.partition(":")
+        scheme = scheme.lower()
+        if not colon or not rest:
+            raise SipParseError("malformed URI")
+        if scheme == "tel":
+            number, _, ptext = rest.partition(";")
+            if not number or any(c in number for c in " <>@\"'"):
+                raise SipParseError("malformed tel URI")
+            return cls(scheme, "", number, None, None, parse_params(ptext))
+        if scheme not in ("sip", "sips"):
+            raise SipParseError("unsupported URI scheme")
+        user: str | None = None
+        password: str | None = None
+        at = rest.rfind("@")
+        if at >= 0:
+            userinfo = rest[:at]
+            rest = rest[at + 1 :]
+            user, pcolon, pw = userinfo.partition(":")
+            if pcolon:
+                password = pw
+            if not user or any(c in user for c in ' <>"\t'):
+                raise SipParseError("malformed URI user")
+        hostpart, qmark, headers = rest.partition("?")
+        hostport, _, ptext = hostpart.partition(";")
+        host, port = _parse_hostport(hostport)
+        return cls(scheme, host, user, password, port, parse_params(ptext) if ptext else (), headers if qmark else None)
+
+    def __str__(self) -> str:
+        if self.scheme == "tel":
+            return f"tel:{self.user}{format_params(self.params)}"
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out.append(":" + self.password)
+            out.append("@")
+        out.append(_format_hostport(self.host, self.port))
+        if self.params:
+            out.append(format_params(self.params))
+        if self.headers is not None:
+            out.append("?" + self.headers)
+        return "".join(out)
+
+    def param(self, name: str) -> str | None:
+        """Value of a URI parameter (``None`` if absent or a flag)."""
+        return _get(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        return _has(self.params, name)
+
+    def with_param(self, name: str, value: str | None = None) -> URI:
+        return replace(self, params=_with(self.params, name, value))
+
+    def without_param(self, name: str) -> URI:
+        return replace(self, params=_without(self.params, name))
+
+    @property
+    def transport(self) -> str | None:
+        """The ``transport`` parameter in upper case (RFC 3261 §19.1.4: parameter values compare case-insensitively)."""
+        value = self.param("transport")
+        return value.upper() if value else None
+
+    @property
+    def maddr(self) -> str | None:
+        return self.param("maddr")
+
+    @property
+    def lr(self) -> bool:
+        """True for a loose-routing URI (RFC 3261 §16.12)."""
+        return self.has_param("lr")
+
+
+def _unquote(text: str) -> str:
+    """Strip the quotes of a quoted-string and undo ``\\`` escapes."""
+    inner = text[1:-1]
+    if "\\" not in inner:
+        return inner
+    out = []
+    escape = False
+    for ch in inner:
+        if escape:
+            out.append(ch)
+            escape = False
+        elif ch == "\\":
+            escape = True
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """name-addr / addr-spec with header parameters: From, To, Contact, Route, Record-Route (RFC 3261 §20.10, §25.1).
+
+    ``display_name`` is unquoted (``None`` when absent). Serialisation always uses the ``<...>`` form.
+    """
+
+    uri: URI
+    display_name: str | None = None
+    params: Params = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        text = text.strip()
+        if not text:
+            raise SipParseError("empty address")
+        display: str | None = None
+        rest = text
+        if rest[0] == '"':
+            i = 1
+            escape = False
+            while i < len(rest):
+                ch = rest[i]
+                if escape:
+                    escape = False
+                elif ch == "\\":
+                    escape = True
+                elif ch == '"':
+                    break
+                i += 1
+            else:
+                raise SipParseError("unterminated quoted string")
+            display = _unquote(rest[: i + 1])
+            rest = rest[i + 1 :].lstrip()
+            if not rest.startswith("<"):
+                raise SipParseError("malformed address")
+        lt = rest.find("<")
+        if lt >= 0:
+            if display is None:
+                name = rest[:lt].strip()
+                display = name or None
+            gt = rest.find(">", lt)
+            if gt < 0:
+                raise SipParseError("malformed address")
+            uri = URI.parse(rest[lt + 1 : gt])
+            ptext = rest[gt + 1 :]
+        else:
+            # addr-spec form: parameters after the URI belong to the header, not the URI (RFC 3261 §20.10).
+            uri_text, semi, ptext = rest.partition(";")
+            ptext = semi + ptext
+            if " " in uri_text.strip() or "?" in uri_text:
+                raise SipParseError("malformed address")
+            uri = URI.parse(uri_text)
+        ptext = ptext.strip()
+        if ptext and ptext[0] != ";":
+            raise SipParseError("malformed address")
+        return cls(uri, display, parse_params(ptext))
+
+    def __str__(self) -> str:
+        head = f"{_quote(self.display_name)} " if self.display_name is not None else ""
+        return f"{head}<{self.uri}>{format_params(self.params)}"
+
+    @property
+    def tag(self) -> str | None:
+        """The ``tag`` parameter (RFC 3261 §19.3)."""
+        return _get(self.params, "tag")
+
+    def param(self, name: str) -> str | None:
+        return _get(self.params, name)
+
+    def with_param(self, name: str, value: str | None = None) -> Address:
+        return replace(self, params=_with(self.params, name, value))
+
+    def with_tag(self, tag: str) -> Address:
+        return self.with_param("tag", tag)
+
+
+_VIA_RE = re.compile(
+    r"\s*([A-Za-z0-9.!%*_+`'~-]+)\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)"
+    r"\s+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:\s*:\s*([0-9]{1,5}))?\s*"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value (RFC 3261 §20.42, §18.2.1; ``rport`` from RFC 3581).
+
+    ``transport`` is upper-cased. Any token is accepted so that the caller can answer 400 for an unknown
+    transport instead of failing to parse (see :data:`KNOWN_TRANSPORTS`).
+    """
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = ()
+    protocol: str = "SIP/2.0"
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        m = _VIA_RE.match(text)
+        if m is None:
+            raise SipParseError("malformed Via")
+        name, version, transport, host, port_text = m.groups()
+        rest = text[m.end() :]
+        if rest and rest[0] != ";":
+            raise SipParseError("malformed Via")
+        port = None
+        if port_text is not None:
+            port = int(port_text)
+            if port > _PORT_MAX:
+                raise SipParseError("malformed Via")
+        return cls(transport.upper(), host, port, parse_params(rest), f"{name}/{version}")
+
+    def __str__(self) -> str:
+        return f"{self.protocol}/{self.transport} {_format_hostport(self.host, self.port)}{format_params(self.params)}"
+
+    def param(self, name: str) -> str | None:
+        return _get(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        return _has(self.params, name)
+
+    def with_param(self, name: str, value: str | None = None) -> Via:
+        return replace(self, params=_with(self.params, name, value))
+
+    def without_param(self, name: str) -> Via:
+        return replace(self, params=_without(self.params, name))
+
+    @property
+    def branch(self) -> str | None:
+        return _get(self.params, "branch")
+
+    @property
+    def received(self) -> str | None:
+        return _get(self.params, "received")
+
+    @property
+    def maddr(self) -> str | None:
+        return _get(self.params, "maddr")
+
+    @property
+    def has_rport(self) -> bool:
+        """True if ``rport`` is present, with or without a value (RFC 3581 §3)."""
+        return _has(self.params, "rport")
+
+    @property
+    def rport(self) -> int | None:
+        """The numeric ``rport`` value filled in by the server, else ``None``."""
+        value = _get(self.params, "rport")
+        if value is None or not value.isdigit() or not value.isascii():
+            return None
+        return int(value)
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        return self.host.lower(), self.port
+
+    @property
+    def is_rfc3261(self) -> bool:
+        """True if the branch carries the RFC 3261 magic cookie (§17.2.3)."""
+        branch = self.branch
+        return branch is not None and branch.startswith(MAGIC_COOKIE)
+
+    @property
+    def reliable(self) -> bool:
+        """True for transports with their own retransmission (§17.1.1.2: TCP, TLS, SCTP, WS, WSS)."""
+        return self.transport != "UDP"
+
+
+_CSEQ_RE = re.compile(r"\s*([0-9]{1,10})\s+([A-Za-z0-9.!%*_+`'~-]+)\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    """CSeq (RFC 3261 §20.16): sequence number below 2**31 and the method."""
+
+    seq: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        m = _CSEQ_RE.fullmatch(text)
+        if m is None:
+            raise SipParseError("malformed CSeq")
+        seq = int(m.group(1))
+        if seq >= 2**31:
+            raise SipParseError("malformed CSeq")
+        return cls(seq, m.group(2))
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"

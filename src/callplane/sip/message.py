@@ -1,0 +1,709 @@
+"""SIP messages: parse and serialise requests and responses, and frame them on streams (RFC 3261 §7, §18.3).
+
+Theory of operation
+-------------------
+A message keeps its header *lines* as received, in order, in a :class:`Headers` store: unknown headers and the
+spelling of names (including compact forms, §7.3.3) survive a round trip. Lookups use the canonical lower-case
+long name (``"call-id"`` finds ``i:`` too). Typed values (:class:`~callplane.sip.headers.Via`, ``Address``,
+``CSeq``) are parsed on first use and cached until the store changes.
+
+:func:`parse_message` parses one whole message (a datagram, or a frame cut by :class:`StreamFramer`). It checks
+the start line, the mandatory headers (Via, From, To, Call-ID, CSeq, §8.1.1) and parses the top Via, From, To and
+CSeq eagerly, so a message that comes out of it can be used without further parse errors on those fields.
+Everything else (Contact, Route, the body) is lazy.
+
+Errors are :class:`~callplane.sip.headers.SipParseError` (``ValueError`` + ``SipError``, ``status`` 400 or 513).
+When the request line and the header block were readable, ``error.partial`` holds the partially parsed
+:class:`Request` so that a transport can still build the 400 response (use :func:`can_answer`).
+
+Public API::
+
+    parse_message(data: bytes, *, stream: bool = False) -> Request | Response
+    Request(method, uri, headers=None, body=b"")     .create_response(status, reason=None, to_tag=None)
+    Response(status, reason=None, headers=None, body=b"")
+    bytes(msg)                                       serialise; Content-Length is always made to match the body
+    msg.headers: Headers                              get / get_all / add / set / insert_first / set_first / remove
+    msg.vias, msg.via, msg.from_, msg.to, msg.call_id, msg.cseq, msg.contacts, msg.max_forwards
+    StreamFramer(max_size)                            feed(bytes) -> list[bytes] frames (TCP, §18.3)
+    response_destination(via, source_host, source_port) -> (host, port)   §18.2.2 for unreliable transports
+    decrement_max_forwards(request)                   raises TooManyHops (483) at zero (§16.3 / §8.2.2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from callplane.sip.headers import URI, Address, CSeq, SipParseError, Via, split_list
+
+__all__ = [
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "SipParseError",
+    "FramingError",
+    "TooManyHops",
+    "StreamFramer",
+    "parse_message",
+    "can_answer",
+    "canonical_name",
+    "response_destination",
+    "decrement_max_forwards",
+    "REASONS",
+    "MAX_DATAGRAM",
+    "DEFAULT_MAX_FORWARDS",
+]
+
+MAX_DATAGRAM = 65535
+"""Largest UDP payload we accept; bigger inputs are dropped."""
+
+DEFAULT_MAX_FORWARDS = 70
+"""RFC 3261 §8.1.1.6."""
+
+# RFC 3261 §7.3.3 and the IANA registry of compact forms.
+_COMPACT = {
+    "i": "call-id",
+    "m": "contact",
+    "f": "from",
+    "t": "to",
+    "v": "via",
+    "l": "content-length",
+    "c": "content-type",
+    "k": "supported",
+    "s": "subject",
+    "e": "content-encoding",
+    "o": "event",
+    "u": "allow-events",
+    "r": "refer-to",
+    "b": "referred-by",
+    "x": "session-expires",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "y": "identity",
+    "n": "identity-info",
+}
+
+# Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1); others (Authorization, Date...) are not split.
+_LIST_HEADERS = frozenset(
+    {
+        "via",
+        "route",
+        "record-route",
+        "contact",
+        "allow",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-encoding",
+        "content-language",
+        "allow-events",
+        "in-reply-to",
+        "alert-info",
+        "call-info",
+        "error-info",
+        "path",
+        "service-route",
+        "p-asserted-identity",
+        "reason",
+    }
+)
+
+REASONS = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+_MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+
+
+class FramingError(SipParseError):
+    """A stream can no longer be framed (bad or missing Content-Length, oversized); close the connection."""
+
+
+class TooManyHops(SipParseError):
+    """Max-Forwards reached zero (RFC 3261 §16.3); answer 483."""
+
+    def __init__(self) -> None:
+        super().__init__("too many hops", 483)
+
+
+def canonical_name(name: str) -> str:
+    """Lower-case long form of a header name: ``"i"`` and ``"Call-ID"`` -> ``"call-id"``."""
+    key = name.lower()
+    return _COMPACT.get(key, key)
+
+
+_T = TypeVar("_T")
+
+
+class Headers:
+    """Ordered header lines ``(name, value)`` as written; lookups by canonical name (see :func:`canonical_name`)."""
+
+    __slots__ = ("_lines", "_cache")
+
+    def __init__(self, lines: Iterable[tuple[str, str]] = ()) -> None:
+        self._lines: list[tuple[str, str, str]] = [(canonical_name(n), n, v) for n, v in lines]
+        self._cache: dict[str, Any] = {}
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for _, name, value in self._lines:
+            yield name, value
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = canonical_name(name)
+        return any(k == key for k, _, _ in self._lines)
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+    def copy(self) -> Headers:
+        new = Headers()
+        new._lines = list(self._lines)
+        return new
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first line's value for ``name`` (not split on commas)."""
+        key = canonical_name(name)
+        for k, _, v in self._lines:
+            if k == key:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value for ``name`` in order; list headers (Via, Route, Contact...) are split on top-level commas."""
+        key = canonical_name(name)
+        values = [v for k, _, v in self._lines if k == key]
+        if key in _LIST_HEADERS:
+            out: list[str] = []
+            for v in values:
+                out.extend(split_list(v))
+            return out
+        return values
+
+    def add(self, name: str, value: object) -> None:
+        """Append a line."""
+        self._lines.append((canonical_name(name), name, str(value)))
+        self._cache.clear()
+
+    def set(self, name: str, value: object) -> None:
+        """Replace every line of ``name`` by one line (at the position of the first, else at the end)."""
+        key = canonical_name(name)
+        new = (key, name, str(value))
+        out: list[tuple[str, str, str]] = []
+        done = False
+        for line in self._lines:
+            if line[0] == key:
+                if not done:
+                    out.append(new)
+                    done = True
+            else:
+                out.append(line)
+        if not done:
+            out.append(new)
+        self._lines = out
+        self._cache.clear()
+
+    def remove(self, name: str) -> None:
+        key = canonical_name(name)
+        self._lines = [line for line in self._lines if line[0] != key]
+        self._cache.clear()
+
+    def insert_first(self, name: str, value: object) -> None:
+        """Put a value on top of ``name``'s values (a new Via, §8.1.1.7); at the very top if ``name`` is absent."""
+        key = canonical_name(name)
+        for i, line in enumerate(self._lines):
+            if line[0] == key:
+                self._lines.insert(i, (key, name, str(value)))
+                break
+        else:
+            self._lines.insert(0, (key, name, str(value)))
+        self._cache.clear()
+
+    def set_first(self, name: str, value: object) -> None:
+        """Replace the first value of ``name`` only, splitting a comma-joined line if needed (e.g. the top Via)."""
+        key = canonical_name(name)
+        for i, (k, n, v) in enumerate(self._lines):
+            if k == key:
+                parts = split_list(v) if key in _LIST_HEADERS else [v]
+                new = [(k, n, str(value))]
+                if len(parts) > 1:
+                    new.append((k, n, ", ".join(parts[1:])))
+                self._lines[i : i + 1] = new
+                break
+        else:
+            self._lines.append((key, name, str(value)))
+        self._cache.clear()
+
+    def pop_first(self, name: str) -> str | None:
+        """Remove and return the first value of a list header (a proxy removing its Via, §16.7)."""
+        key = canonical_name(name)
+        for i, (k, n, v) in enumerate(self._lines):
+            if k == key:
+                parts = split_list(v) if key in _LIST_HEADERS else [v]
+                rest = [(k, n, ", ".join(parts[1:]))] if len(parts) > 1 else []
+                self._lines[i : i + 1] = rest
+                self._cache.clear()
+                return parts[0] if parts else None
+        return None
+
+    def typed(self, key: str, parse: Callable[[Headers], _T]) -> _T:
+        """Cache a typed view of this store under ``key`` until the next change."""
+        try:
+            value: _T = self._cache[key]
+        except KeyError:
+            value = self._cache[key] = parse(self)
+        return value
+
+
+def _required(headers: Headers, key: str, label: str) -> str:
+    value = headers.get(key)
+    if value is None:
+        raise SipParseError(f"missing mandatory header {label}")
+    return value
+
+
+def _vias(h: Headers) -> list[Via]:
+    return [Via.parse(v) for v in h.get_all("via")]
+
+
+def _top_via(h: Headers) -> Via:
+    values = h.get("via")
+    if values is None:
+        raise SipParseError("missing mandatory header Via")
+    first = split_list(values)
+    if not first:
+        raise SipParseError("malformed Via")
+    return Via.parse(first[0])
+
+
+def _from(h: Headers) -> Address:
+    return Address.parse(_required(h, "from", "From"))
+
+
+def _to(h: Headers) -> Address:
+    return Address.parse(_required(h, "to", "To"))
+
+
+def _cseq(h: Headers) -> CSeq:
+    return CSeq.parse(_required(h, "cseq", "CSeq"))
+
+
+def _contacts(h: Headers) -> list[Address]:
+    return [Address.parse(v) for v in h.get_all("contact") if v != "*"]
+
+
+class Message:
+    """Common part of :class:`Request` and :class:`Response`."""
+
+    __slots__ = ("headers", "body")
+
+    def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        """Serialise; the Content-Length line (added if missing) always states ``len(body)`` (§20.14)."""
+        out = [self.start_line()]
+        length = str(len(self.body))
+        have_length = False
+        for key, name, value in self.headers._lines:
+            if key == "content-length":
+                if have_length:
+                    continue
+                have_length = True
+                value = length
+            out.append(f"{name}: {value}")
+        if not have_length:
+            out.append(f"Content-Length: {length}")
+        out.append("\r\n")
+        return "\r\n".join(out).encode("utf-8", "surrogateescape") + self.body
+
+    # Typed views (cached; parse errors only for headers parse_message did not check) --------------------------
+    @property
+    def vias(self) -> list[Via]:
+        """All Via values, top first."""
+        return self.headers.typed("vias", _vias)
+
+    @property
+    def via(self) -> Via:
+        """The top Via (§8.1.1.7)."""
+        return self.headers.typed("via", _top_via)
+
+    @property
+    def from_(self) -> Address:
+        return self.headers.typed("from", _from)
+
+    @property
+    def to(self) -> Address:
+        return self.headers.typed("to", _to)
+
+    @property
+    def call_id(self) -> str:
+        return _required(self.headers, "call-id", "Call-ID").strip()
+
+    @property
+    def cseq(self) -> CSeq:
+        return self.headers.typed("cseq", _cseq)
+
+    @property
+    def contacts(self) -> list[Address]:
+        """Contact addresses (``*`` is skipped; check ``headers.get("contact") == "*"`` for REGISTER)."""
+        return self.headers.typed("contacts", _contacts)
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self.headers.get("max-forwards")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit() or not value.isascii() or len(value) > 3:
+            raise SipParseError("malformed Max-Forwards")
+        return int(value)
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.headers.get("content-type")
+        return value.strip() if value is not None else None
+
+    def validate(self) -> None:
+        """Check the mandatory headers and parse the top Via, From, To and CSeq (raises SipParseError)."""
+        h = self.headers
+        for key, label in _MANDATORY:
+            if h.get(key) is None:
+                raise SipParseError(f"missing mandatory header {label}")
+        if not self.call_id:
+            raise SipParseError("malformed Call-ID")
+        _ = self.via, self.from_, self.to, self.cseq
+
+
+class Request(Message):
+    """A SIP request (§7.1). ``uri`` is the Request-URI."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(self, method: str, uri: URI, headers: Headers | None = None, body: bytes = b"") -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.cseq.method != self.method:
+            raise SipParseError("CSeq method does not match the request method")
+        self.max_forwards  # noqa: B018 - raises on a malformed value
+
+    def create_response(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
+        """A response per §8.2.6.2: Via lines, From, Call-ID and CSeq copied; To copied, with ``to_tag`` added if it
+        has none (not on 100). Timestamp is copied into a 100 (§8.2.6.1)."""
+        src = self.headers
+        h = Headers()
+        lines = h._lines
+        for line in src._lines:
+            if line[0] == "via":
+                lines.append(line)
+        for key in ("from", "to", "call-id", "cseq"):
+            for line in src._lines:
+                if line[0] == key:
+                    lines.append(line)
+                    break
+        if to_tag is not None and status != 100:
+            to = self.to
+            if to.tag is None:
+                h.set("To", to.with_tag(to_tag))
+        if status == 100:
+            ts = src.get("timestamp")
+            if ts is not None:
+                h.add("Timestamp", ts)
+        return Response(status, reason, h)
+
+
+class Response(Message):
+    """A SIP response (§7.2)."""
+
+    __slots__ = ("status", "reason")
+
+    def __init__(
+        self, status: int, reason: str | None = None, headers: Headers | None = None, body: bytes = b""
+    ) -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = reason if reason is not None else REASONS.get(status, "Unknown")
+
+    def start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def can_answer(error: SipParseError) -> Request | None:
+    """The partial request to build an error response from, if its Via, From, To, Call-ID and CSeq are usable."""
+    partial = getattr(error, "partial", None)
+    if not isinstance(partial, Request):
+        return None
+    try:
+        for key, label in _MANDATORY:
+            _required(partial.headers, key, label)
+        _ = partial.via, partial.cseq, partial.from_, partial.to
+    except SipParseError:
+        return None
+    return partial
+
+
+def _fail(message: str, partial: Request | None = None, status: int = 400) -> SipParseError:
+    err = SipParseError(message, status)
+    err.partial = partial  # type: ignore[attr-defined]
+    return err
+
+
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.!%*_+`'~-")
+
+
+def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
+    """Parse one message (§7). On a datagram, bytes after Content-Length are discarded and a short body is an
+    error (§18.3); with ``stream=True`` (a frame from :class:`StreamFramer`) Content-Length is mandatory."""
+    if len(data) > MAX_DATAGRAM and not stream:
+        raise _fail("message too large", None, 513)
+    if data[:1] in (b"\r", b"\n"):
+        # Leading CRLFs before the start line are ignored (§7.5).
+        data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        head = data[:end]
+        body_start = end + 4
+    else:
+        end = data.find(b"\n\n")
+        if end < 0:
+            raise _fail("incomplete header block")
+        head = data[:end]
+        body_start = end + 2
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("utf-8", "surrogateescape")
+    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    if not lines or not lines[0]:
+        raise _fail("empty message")
+    start = lines[0]
+    msg: Request | Response
+    if start.startswith("SIP/"):
+        parts = start.split(" ", 2)
+        if len(parts) < 2 or parts[0] != "SIP/2.0" or len(parts[1]) != 3 or not parts[1].isdigit():
+            raise _fail("malformed status line")
+        status = int(parts[1])
+        if status < 100 or status > 699:
+            raise _fail("malformed status line")
+        msg = Response(status, parts[2] if len(parts) > 2 else "")
+    else:
+        parts = start.split(" ")
+        if len(parts) != 3 or parts[2] != "SIP/2.0":
+            if len(parts) == 3 and parts[2].startswith("SIP/"):
+                raise _fail("unsupported SIP version", None, 505)
+            raise _fail("malformed request line")
+        method = parts[0]
+        if not method or not _TOKEN_CHARS.issuperset(method):
+            raise _fail("malformed request line")
+        try:
+            uri = URI.parse(parts[1])
+        except SipParseError:
+            uri = None
+        msg = Request(method, uri if uri is not None else URI("sip", "invalid"))
+        if uri is None:
+            _parse_headers(lines, msg)
+            raise _fail("malformed Request-URI", msg, 416 if ":" in parts[1] else 400)
+    _parse_headers(lines, msg)
+    partial = msg if isinstance(msg, Request) else None
+    # Body (§18.3 / §20.14).
+    length_text = msg.headers.get("content-length")
+    if length_text is None:
+        if stream:
+            raise _fail("missing Content-Length on a stream", partial)
+        msg.body = data[body_start:]
+    else:
+        length_text = length_text.strip()
+        if not length_text.isdigit() or not length_text.isascii():
+            raise _fail("malformed Content-Length", partial)
+        length = int(length_text)
+        if body_start + length > len(data):
+            raise _fail("body shorter than Content-Length", partial)
+        msg.body = data[body_start : body_start + length]
+    try:
+        msg.validate()
+    except SipParseError as exc:
+        raise _fail(str(exc), partial, exc.status or 400) from None
+    return msg
+
+
+def _parse_headers(lines: list[str], msg: Message) -> None:
+    out = msg.headers._lines
+    compact = _COMPACT
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            # Folded continuation line (§7.3.1): join with a single space.
+            if not out:
+                raise _fail("malformed header folding")
+            k, n, v = out[-1]
+            out[-1] = (k, n, f"{v} {line.strip()}" if v else line.strip())
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise _fail("malformed header line", msg if isinstance(msg, Request) else None)
+        name = name.rstrip()
+        if not name or not _TOKEN_CHARS.issuperset(name):
+            raise _fail("malformed header name", msg if isinstance(msg, Request) else None)
+        key = name.lower()
+        out.append((compact.get(key, key), name, value.strip()))
+
+
+class StreamFramer:
+    """Cut whole messages out of a byte stream using Content-Length (§18.3). One instance per connection.
+
+    ``feed()`` returns complete frames (bytes, to pass to ``parse_message(frame, stream=True)``) and keeps the
+    remainder. CRLF keep-alives between messages (RFC 5626 §3.5.1) are skipped and counted in ``pings``.
+    Raises :class:`FramingError` when the stream cannot be framed any more; the connection should then be closed.
+    """
+
+    __slots__ = ("_buf", "max_size", "pings")
+
+    def __init__(self, max_size: int = MAX_DATAGRAM) -> None:
+        self._buf = bytearray()
+        self.max_size = max_size
+        self.pings = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        while True:
+            # Skip keep-alive CRLFs between messages.
+            skip = 0
+            while buf[skip : skip + 2] == b"\r\n":
+                skip += 2
+            if skip:
+                self.pings += skip // 4
+                del buf[:skip]
+            if len(buf) == 1 and buf[0] == 0x0D:
+                break
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > self.max_size:
+                    raise FramingError("header block too large", 513)
+                break
+            length = _content_length(bytes(buf[:end]))
+            total = end + 4 + length
+            if total > self.max_size:
+                raise FramingError("message too large", 513)
+            if len(buf) < total:
+                break
+            frames.append(bytes(buf[:total]))
+            del buf[:total]
+        return frames
+
+
+def _content_length(head: bytes) -> int:
+    for raw in head.split(b"\r\n")[1:]:
+        name, colon, value = raw.partition(b":")
+        if colon and name.strip().lower() in (b"content-length", b"l"):
+            text = value.strip()
+            if not text.isdigit():
+                raise FramingError("malformed Content-Length")
+            return int(text)
+    raise FramingError("missing Content-Length on a stream")
+
+
+def response_destination(via: Via, source_host: str, source_port: int) -> tuple[str, int]:
+    """Where to send a response over an unreliable transport (§18.2.2, RFC 3581 §4).
+
+    ``maddr`` wins, then ``received`` + ``rport``, then ``received`` + sent-by port (default 5060). Over a
+    reliable transport, reuse the connection the request came on instead (the caller's job).
+    """
+    default_port = 5061 if via.transport in ("TLS", "WSS") else 5060
+    if via.maddr:
+        return via.maddr, via.port or default_port
+    host = via.received or source_host
+    rport = via.rport
+    if rport is not None:
+        return host, rport
+    if via.has_rport:
+        return host, source_port
+    return host, via.port or default_port
+
+
+def decrement_max_forwards(request: Request) -> int:
+    """Decrement Max-Forwards (adding 70 if absent) and return the new value; raise :class:`TooManyHops` at 0."""
+    current = request.max_forwards
+    if current is None:
+        current = DEFAULT_MAX_FORWARDS
+    if current <= 0:
+        raise TooManyHops()
+    request.headers.set("Max-Forwards", current - 1)
+    return current - 1

@@ -1,0 +1,135 @@
+"""Typed wire values: URI, Address, Via, CSeq (RFC 3261 §19, §20, §25)."""
+
+from __future__ import annotations
+
+import pytest
+
+from callplane.core.errors import SipError
+from callplane.sip.headers import URI, Address, CSeq, SipParseError, Via, parse_params, split_list
+
+
+def test_sip_uri_all_parts() -> None:
+    uri = URI.parse("sips:alice:secret@atlanta.com:5061;transport=TCP;lr?subject=project")
+    assert uri == URI(
+        "sips", "atlanta.com", "alice", "secret", 5061, (("transport", "TCP"), ("lr", None)), "subject=project"
+    )
+    assert uri.transport == "TCP"
+    assert uri.lr
+    assert str(uri) == "sips:alice:secret@atlanta.com:5061;transport=TCP;lr?subject=project"
+
+
+def test_uri_without_user_and_ipv6() -> None:
+    uri = URI.parse("sip:[2001:db8::9]:5070;maddr=239.255.255.1")
+    assert (uri.user, uri.host, uri.port, uri.maddr) == (None, "[2001:db8::9]", 5070, "239.255.255.1")
+    assert str(uri) == "sip:[2001:db8::9]:5070;maddr=239.255.255.1"
+
+
+def test_uri_user_with_semicolon_params() -> None:
+    uri = URI.parse("sip:+12125551212;npdi@gw.example.com;user=phone")
+    assert uri.user == "+12125551212;npdi"
+    assert uri.param("USER") == "phone"
+
+
+def test_tel_uri() -> None:
+    uri = URI.parse("tel:+1-201-555-0123;phone-context=example.com")
+    assert (uri.scheme, uri.user, uri.host) == ("tel", "+1-201-555-0123", "")
+    assert str(uri) == "tel:+1-201-555-0123;phone-context=example.com"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "sip:", "http://example.com", "sip:alice@", "sip:alice@host:99999", "sip:a@[::1", "sip:a b@host", "sip:ho st"],
+)
+def test_bad_uris(text: str) -> None:
+    with pytest.raises(SipParseError) as info:
+        URI.parse(text)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, SipError)
+    assert info.value.status == 400
+
+
+def test_uri_param_helpers() -> None:
+    uri = URI.parse("sip:bob@biloxi.com;Transport=udp")
+    assert str(uri.with_param("transport", "tcp")) == "sip:bob@biloxi.com;Transport=tcp"
+    assert str(uri.without_param("transport")) == "sip:bob@biloxi.com"
+    assert str(uri.with_param("lr")) == "sip:bob@biloxi.com;Transport=udp;lr"
+
+
+def test_address_forms() -> None:
+    a = Address.parse('"Bob \\"B\\"" <sips:bob@biloxi.com> ;tag=a48s')
+    assert (a.display_name, str(a.uri), a.tag) == ('Bob "B"', "sips:bob@biloxi.com", "a48s")
+    assert str(a) == '"Bob \\"B\\"" <sips:bob@biloxi.com>;tag=a48s'
+    b = Address.parse("Anonymous <sip:c8oqz84zk7z@privacy.org>;tag=hyh8")
+    assert (b.display_name, b.tag) == ("Anonymous", "hyh8")
+    # addr-spec form: the parameters belong to the header, not to the URI (§20.10).
+    c = Address.parse("sip:+12125551212@phone2net.com;tag=887s")
+    assert c.uri == URI("sip", "phone2net.com", "+12125551212")
+    assert c.tag == "887s"
+    assert str(c) == "<sip:+12125551212@phone2net.com>;tag=887s"
+    d = Address.parse("<sip:carol@chicago.com;transport=tcp>;expires=60;q=0.5")
+    assert d.uri.transport == "TCP" and d.param("q") == "0.5" and d.display_name is None
+    assert str(d.with_tag("x1")) == "<sip:carol@chicago.com;transport=tcp>;expires=60;q=0.5;tag=x1"
+
+
+@pytest.mark.parametrize("text", ["", '"unterminated <sip:a@b>', "<sip:a@b", "Bob sip:a@b", "<sip:a@b> junk", '"x" y'])
+def test_bad_addresses(text: str) -> None:
+    with pytest.raises(SipParseError):
+        Address.parse(text)
+
+
+def test_via() -> None:
+    v = Via.parse("SIP / 2.0 / udp 192.0.2.1:5060 ;branch=z9hG4bK776asdhds;received=10.0.0.1;rport=1234")
+    assert (v.transport, v.host, v.port, v.branch, v.received, v.rport) == (
+        "UDP",
+        "192.0.2.1",
+        5060,
+        "z9hG4bK776asdhds",
+        "10.0.0.1",
+        1234,
+    )
+    assert v.is_rfc3261 and not v.reliable
+    assert str(v) == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;received=10.0.0.1;rport=1234"
+    w = Via.parse("SIP/2.0/TCP [2001:db8::1];branch=abc;rport")
+    assert (w.host, w.port, w.has_rport, w.rport, w.is_rfc3261, w.reliable) == (
+        "[2001:db8::1]",
+        None,
+        True,
+        None,
+        False,
+        True,
+    )
+    assert str(w.with_param("rport", "5").with_param("received", "::1")) == (
+        "SIP/2.0/TCP [2001:db8::1];branch=abc;rport=5;received=::1"
+    )
+    assert Via.parse("SIP/2.0/FOO host").transport == "FOO"  # unknown transports parse; the endpoint answers 400
+
+
+@pytest.mark.parametrize("text", ["", "SIP/2.0 host", "SIP/2.0/UDP", "SIP/2.0/UDP host:70000", "SIP/2.0/UDP host x"])
+def test_bad_vias(text: str) -> None:
+    with pytest.raises(SipParseError, match="malformed Via"):
+        Via.parse(text)
+
+
+def test_cseq() -> None:
+    assert CSeq.parse(" 4711   INVITE ") == CSeq(4711, "INVITE")
+    assert str(CSeq(1, "BYE")) == "1 BYE"
+    for bad in ["", "INVITE", "1", "-1 INVITE", "2147483648 INVITE", "1 INV ITE", "x BYE"]:
+        with pytest.raises(SipParseError, match="malformed CSeq"):
+            CSeq.parse(bad)
+    assert CSeq.parse("2147483647 ACK").seq == 2**31 - 1
+
+
+def test_split_list_respects_quotes_and_angles() -> None:
+    assert split_list('"A, B" <sip:a@b>;x=1, <sip:c@d;p=a,b>, sip:e@f') == [
+        '"A, B" <sip:a@b>;x=1',
+        "<sip:c@d;p=a,b>",
+        "sip:e@f",
+    ]
+    assert split_list(" , a ,, b ") == ["a", "b"]
+    with pytest.raises(SipParseError):
+        split_list('"open, x')
+
+
+def test_params_with_quoted_semicolon() -> None:
+    assert parse_params(';a="x;y";b;c=3') == (("a", '"x;y"'), ("b", None), ("c", "3"))
+    with pytest.raises(SipParseError):
+        parse_params(";=x")

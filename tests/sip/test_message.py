@@ -1,0 +1,284 @@
+"""Messages: parse, serialise, framing, on real bytes (RFC 3261 §7, §18, §24; RFC 3665; SIPp captures)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from callplane.sip.headers import URI, Address, CSeq, SipParseError, Via
+from callplane.sip.message import (
+    FramingError,
+    Headers,
+    Request,
+    Response,
+    StreamFramer,
+    TooManyHops,
+    can_answer,
+    decrement_max_forwards,
+    parse_message,
+    response_destination,
+)
+
+DATA = Path(__file__).parent.parent / "data" / "sip"
+FIXTURES = sorted(DATA.glob("*.sip"))
+
+
+def load(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def test_fixtures_present() -> None:
+    assert len(FIXTURES) >= 15
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
+def test_round_trip_is_byte_exact(path: Path) -> None:
+    data = path.read_bytes()
+    msg = parse_message(data)
+    again = bytes(msg)
+    if b"\r\n " in data or b"\r\n\t" in data or b"Content-Length:  " in data:
+        # Folding and odd spacing are normalised; the second round trip must then be stable.
+        assert bytes(parse_message(again)) == again
+    else:
+        assert again == data
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
+def test_byte_by_byte_stream_framing(path: Path) -> None:
+    data = path.read_bytes()
+    framer = StreamFramer()
+    frames: list[bytes] = []
+    for i in range(len(data)):
+        frames += framer.feed(data[i : i + 1])
+    assert frames == [data]
+    assert framer.buffered == 0
+    assert bytes(parse_message(frames[0], stream=True)) == bytes(parse_message(data))
+
+
+def test_rfc3261_f1_invite_fields() -> None:
+    msg = parse_message(load("rfc3261_24_2_f1_invite.sip"))
+    assert isinstance(msg, Request)
+    assert msg.method == "INVITE"
+    assert msg.uri == URI("sip", "biloxi.com", "bob")
+    assert msg.via == Via("UDP", "pc33.atlanta.com", None, (("branch", "z9hG4bKnashds8"),))
+    assert msg.from_.tag == "1928301774" and msg.from_.display_name == "Alice"
+    assert msg.to.tag is None
+    assert msg.call_id == "a84b4c76e66710"
+    assert msg.cseq == CSeq(314159, "INVITE")
+    assert msg.max_forwards == 70
+    assert msg.content_type == "application/sdp"
+    assert msg.body.startswith(b"v=0\r\no=alice") and len(msg.body) == int(msg.headers.get("content-length") or "")
+    assert [str(c.uri) for c in msg.contacts] == ["sip:alice@pc33.atlanta.com"]
+
+
+def test_multi_value_headers_and_order() -> None:
+    msg = parse_message(load("rfc3261_24_2_f9_200.sip"))
+    assert isinstance(msg, Response)
+    assert (msg.status, msg.reason) == (200, "OK")
+    assert [v.branch for v in msg.vias] == ["z9hG4bK4b43c2ff8.1", "z9hG4bK77ef4c2312983.1", "z9hG4bKnashds8"]
+    rr = parse_message(load("rfc3261_24_2_f8_180.sip")).headers.get_all("Record-Route")
+    assert rr == ["<sip:server10.biloxi.com;lr>", "<sip:bigbox3.site3.atlanta.com;lr>"]
+    assert msg.headers.get_all("record-route") == rr
+
+
+def test_compact_forms_folding_and_unknown_headers() -> None:
+    msg = parse_message(load("compact_folded_invite.sip"))
+    assert [v.branch for v in msg.vias] == ["z9hG4bK.cmp1", "z9hG4bK.cmp2", "z9hG4bK.cmp3"]
+    assert msg.via.host == "[2001:db8::9]" and msg.via.has_rport
+    assert msg.to.display_name == "Bob, the builder"
+    assert msg.from_ == Address(URI("sip", "atlanta.com", "alice"), None, (("tag", "77"),))
+    assert msg.call_id == "compact-1@atlanta.com"
+    assert [c.display_name for c in msg.contacts] == [None, "A, B"]
+    assert msg.contacts[0].param("expires") == "60"
+    assert msg.headers.get_all("Supported") == ["100rel", "timer"]
+    assert msg.headers.get("x-custom-header") == "keep me ; exactly"
+    assert msg.content_type == "application/sdp"
+    names = [n for n, _ in msg.headers]
+    assert names[:3] == ["v", "v", "Max-Forwards"] and "X-Custom-Header" in names and names[-1] == "l"
+    assert b"\r\nv: SIP/2.0/TCP proxy.example.com:5060 ;branch=z9hG4bK.cmp2 , SIP/2.0/UDP" in bytes(msg)
+
+
+def test_sipp_capture_odd_spacing() -> None:
+    msg = parse_message(load("sipp_uac_invite.sip"))
+    assert msg.contacts[0].uri == URI("sip", "127.0.0.1", "sipp", None, 5060)
+    assert len(msg.body) == 129
+    assert b"\r\nContent-Length: 129\r\n\r\nv=0" in bytes(msg)
+
+
+def test_serialise_fixes_content_length() -> None:
+    msg = parse_message(load("rfc3261_24_2_f13_bye.sip"))
+    msg.body = b"hello"
+    out = bytes(msg)
+    assert out.endswith(b"CSeq: 231 BYE\r\nContent-Length: 5\r\n\r\nhello")
+    req = Request("OPTIONS", URI.parse("sip:x@y"), Headers([("Via", "SIP/2.0/UDP h;branch=z9hG4bK1")]))
+    assert bytes(req) == b"OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_datagram_content_length_rules() -> None:
+    data = load("rfc3261_24_2_f1_invite.sip")
+    with pytest.raises(SipParseError, match="body shorter than Content-Length") as info:
+        parse_message(data[:-10])
+    assert info.value.status == 400
+    assert can_answer(info.value) is not None  # enough is known to answer 400
+    # Extra bytes after the body in a datagram are discarded (§18.3).
+    assert parse_message(data + b"garbage").body == parse_message(data).body
+    # Without Content-Length a datagram's body is the rest of the packet; on a stream that is an error.
+    no_len = re.sub(rb"Content-Length: \d+\r\n", b"", data)
+    assert b"Content-Length" not in no_len
+    assert parse_message(no_len).body == parse_message(data).body
+    with pytest.raises(SipParseError, match="missing Content-Length on a stream"):
+        parse_message(no_len, stream=True)
+    with pytest.raises(SipParseError, match="malformed Content-Length"):
+        parse_message(re.sub(rb"Content-Length: \d+", b"Content-Length: -1", data))
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (b"Via", "missing mandatory header Via"),
+        (b"From", "missing mandatory header From"),
+        (b"To", "missing mandatory header To"),
+        (b"Call-ID", "missing mandatory header Call-ID"),
+        (b"CSeq", "missing mandatory header CSeq"),
+    ],
+)
+def test_missing_mandatory_headers(header: bytes, message: str) -> None:
+    lines = load("rfc3261_24_2_f13_bye.sip").split(b"\r\n")
+    data = b"\r\n".join(line for line in lines if not line.startswith(header + b":"))
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    assert str(info.value) == message and info.value.status == 400
+
+
+def test_bad_cseq_and_mismatched_method_are_answerable() -> None:
+    data = load("rfc3261_24_2_f13_bye.sip")
+    with pytest.raises(SipParseError, match="malformed CSeq") as info:
+        parse_message(data.replace(b"CSeq: 231 BYE", b"CSeq: x BYE"))
+    assert can_answer(info.value) is None  # no usable CSeq to copy into a response
+    with pytest.raises(SipParseError, match="CSeq method does not match") as info:
+        parse_message(data.replace(b"CSeq: 231 BYE", b"CSeq: 231 INVITE"))
+    partial = can_answer(info.value)
+    assert partial is not None and partial.method == "BYE"
+    resp = partial.create_response(400, to_tag="t")
+    assert bytes(resp).startswith(b"SIP/2.0 400 Bad Request\r\nVia: SIP/2.0/UDP 192.0.2.4;branch=z9hG4bKnashds10\r\n")
+
+
+@pytest.mark.parametrize(
+    ("data", "message", "status"),
+    [
+        (b"", "incomplete header block", 400),
+        (b"\x00\xff\r\n\r\n", "malformed request line", 400),
+        (b"INVITE sip:a@b SIP/3.0\r\n\r\n", "unsupported SIP version", 505),
+        (b"INVITE  sip:a@b SIP/2.0\r\n\r\n", "malformed request line", 400),
+        (b"SIP/2.0 99 Low\r\n\r\n", "malformed status line", 400),
+        (b"SIP/2.0 2000 OK\r\n\r\n", "malformed status line", 400),
+        (b"INVITE sip:a@b SIP/2.0\r\nNoColon\r\n\r\n", "malformed header line", 400),
+        (b"INVITE sip:a@b SIP/2.0\r\n folded\r\n\r\n", "malformed header folding", 400),
+        (b"INVITE http://x SIP/2.0\r\nVia: x\r\n\r\n", "malformed Request-URI", 416),
+        (b"\r\n\r\n", "incomplete header block", 400),
+    ],
+)
+def test_garbage(data: bytes, message: str, status: int) -> None:
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    assert (str(info.value), info.value.status) == (message, status)
+
+
+def test_oversized_datagram() -> None:
+    data = load("rfc3261_24_2_f13_bye.sip") + b"x" * 70000
+    with pytest.raises(SipParseError, match="message too large") as info:
+        parse_message(data)
+    assert info.value.status == 513
+
+
+def test_leading_crlf_and_bare_lf() -> None:
+    data = load("rfc3261_24_2_f13_bye.sip")
+    assert bytes(parse_message(b"\r\n\r\n" + data)) == data
+    assert bytes(parse_message(data.replace(b"\r\n", b"\n"))) == data
+
+
+def test_create_response_copies_per_8_2_6() -> None:
+    inv = parse_message(load("rfc3261_24_2_f3_invite_proxied.sip"))
+    assert isinstance(inv, Request)
+    resp = inv.create_response(180, to_tag="a6c85cf")
+    assert bytes(resp) == (
+        b"SIP/2.0 180 Ringing\r\n"
+        b"Via: SIP/2.0/UDP bigbox3.site3.atlanta.com;branch=z9hG4bK77ef4c2312983.1\r\n"
+        b"Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds8;received=192.0.2.1\r\n"
+        b"From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n"
+        b'To: "Bob" <sip:bob@biloxi.com>;tag=a6c85cf\r\n'
+        b"Call-ID: a84b4c76e66710\r\n"
+        b"CSeq: 314159 INVITE\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert b"tag=" not in bytes(inv.create_response(100, to_tag="x")).split(b"To:")[1].split(b"\r\n")[0]
+
+
+def test_headers_editing() -> None:
+    msg = parse_message(load("compact_folded_invite.sip"))
+    top = msg.via.with_param("received", "192.0.2.9").with_param("rport", "5070")
+    msg.headers.set_first("via", top)
+    assert msg.via.received == "192.0.2.9" and msg.via.rport == 5070
+    assert len(msg.vias) == 3
+    msg.headers.insert_first("Via", "SIP/2.0/UDP me;branch=z9hG4bKme")
+    assert [v.branch for v in msg.vias][:2] == ["z9hG4bKme", "z9hG4bK.cmp1"]
+    assert msg.headers.pop_first("via") == "SIP/2.0/UDP me;branch=z9hG4bKme"
+    # A comma-joined line is split when its first value is removed.
+    msg.headers.pop_first("via")
+    msg.headers.pop_first("via")
+    assert [v.branch for v in msg.vias] == ["z9hG4bK.cmp3"]
+    msg.headers.remove("x-custom-header")
+    assert "X-Custom-Header" not in msg.headers and "x-CUSTOM-header" not in msg.headers
+    msg.headers.set("i", "new@x")
+    assert msg.call_id == "new@x"
+
+
+def test_stream_framer_several_messages_and_keepalives() -> None:
+    a = load("rfc3261_24_2_f1_invite.sip")
+    b = load("rfc3261_24_2_f13_bye.sip")
+    framer = StreamFramer()
+    assert framer.feed(b"\r\n\r\n" + a + b[:50]) == [a]
+    assert framer.pings == 1
+    assert framer.feed(b[50:] + b"\r\n\r\n" + a) == [b, a]
+    assert framer.feed(b"\r") == [] and framer.feed(b"\n\r\n") == []
+    assert framer.pings == 3
+
+
+def test_stream_framer_errors() -> None:
+    with pytest.raises(FramingError, match="missing Content-Length on a stream"):
+        StreamFramer().feed(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n")
+    with pytest.raises(FramingError, match="malformed Content-Length"):
+        StreamFramer().feed(b"OPTIONS sip:a@b SIP/2.0\r\nl: 1x\r\n\r\n")
+    with pytest.raises(FramingError, match="message too large") as info:
+        StreamFramer(max_size=1000).feed(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 5000\r\n\r\n")
+    assert info.value.status == 513
+    with pytest.raises(FramingError, match="header block too large"):
+        StreamFramer(max_size=1000).feed(b"OPTIONS sip:a@b SIP/2.0\r\n" + b"X: y\r\n" * 300)
+
+
+def test_response_destination_18_2_2() -> None:
+    v = Via.parse("SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK1")
+    assert response_destination(v, "192.0.2.1", 40000) == ("192.0.2.1", 5060)
+    assert response_destination(v.with_param("received", "192.0.2.1"), "x", 1) == ("192.0.2.1", 5060)
+    v2 = Via.parse("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;received=192.0.2.1;rport=40000")
+    assert response_destination(v2, "192.0.2.1", 40000) == ("192.0.2.1", 40000)
+    v3 = Via.parse("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport")
+    assert response_destination(v3, "192.0.2.7", 41000) == ("192.0.2.7", 41000)
+    v4 = Via.parse("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;maddr=239.1.1.1;received=192.0.2.1")
+    assert response_destination(v4, "192.0.2.1", 40000) == ("239.1.1.1", 5070)
+
+
+def test_max_forwards_helper() -> None:
+    req = parse_message(load("rfc3261_24_2_f13_bye.sip"))
+    assert isinstance(req, Request)
+    assert decrement_max_forwards(req) == 69
+    assert req.headers.get("Max-Forwards") == "69"
+    req.headers.set("Max-Forwards", "0")
+    with pytest.raises(TooManyHops) as info:
+        decrement_max_forwards(req)
+    assert info.value.status == 483
+    req.headers.set("Max-Forwards", "x")
+    with pytest.raises(SipParseError, match="malformed Max-Forwards"):
+        decrement_max_forwards(req)
