@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import av.container
 import av.error
 
 from callplane.core.errors import MediaError
@@ -136,7 +137,7 @@ def decode_file(
     return decode_audio(data, max_seconds=max_seconds)
 
 
-def _decode_container(container: Any, fmt: str, max_seconds: float) -> bytes:
+def _decode_container(container: av.container.InputContainer, fmt: str, max_seconds: float) -> bytes:
     if not container.streams.audio:
         raise DecodeError(f"{fmt} data has no audio stream")
     stream = container.streams.audio[0]
@@ -159,7 +160,7 @@ def _decode_container(container: Any, fmt: str, max_seconds: float) -> bytes:
     return b"".join(chunks)
 
 
-def _append(chunks: list[bytes], frame: Any) -> int:
+def _append(chunks: list[bytes], frame: av.AudioFrame) -> int:
     # to_ndarray drops the plane padding; shape is (1, samples) for packed mono s16.
     samples = frame.to_ndarray().astype("<i2", copy=False).tobytes()
     chunks.append(samples)
