@@ -322,9 +322,14 @@ class MediaWorkers:
         return await self._flight.run(key if store else "nostore:" + key, job)
 
     # -- decoding ---------------------------------------------------------------------------------------
+    @staticmethod
+    def decode_key(data: bytes) -> str:
+        """The cache key of the decode of ``data`` (its content hash and the decoder version)."""
+        return content_key("decode", player.DECODER_VERSION, hashlib.sha256(data).digest())
+
     async def decode(self, data: bytes, *, store: bool = True) -> bytes:
-        """WAV/MP3 bytes -> 8 kHz s16le PCM, decoded in the pool, cached under the content's hash."""
-        key = content_key("decode", player.DECODER_VERSION, hashlib.sha256(data).digest())
+        """WAV/MP3 bytes -> 8 kHz s16le PCM, decoded in the pool, cached under :meth:`decode_key`."""
+        key = self.decode_key(data)
         return await self.cached(
             key, lambda: self.run(player.decode_audio, data, max_seconds=self.max_seconds), store=store
         )
