@@ -47,6 +47,7 @@ class JitterBuffer:
         self._frames: dict[int, bytes] = {}
         self._next: int | None = None
         self._waited = 0
+        self._started = False
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -57,6 +58,8 @@ class JitterBuffer:
         if self._next is None:
             self._next = seq
         d = seq_diff(seq, self._next)
+        if not self._started and -RESYNC_GAP <= d < 0:
+            self._next, d = seq, 0  # reordered before playout began: start from the earliest
         if d < -RESYNC_GAP or d > RESYNC_GAP:
             self._frames.clear()
             self._next = seq
@@ -77,6 +80,7 @@ class JitterBuffer:
     def pop(self) -> bytes | None:
         """The frame for this tick: audio, a concealment frame for a lost packet, or ``None`` if nothing came."""
         frames = self._frames
+        self._started = True
         if not frames or self._next is None:
             self.stats.underruns += 1
             return None

@@ -45,7 +45,7 @@ from callplane.media.rtcp import (
     ntp_timestamp,
     parse_compound,
 )
-from callplane.media.sources import FRAME_SAMPLES, SILENCE, Sink, Source
+from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SILENCE, Sink, Source
 
 Addr = tuple[str, int]
 
@@ -111,6 +111,8 @@ class RtpLeg:
         self._marker = True
         self._next_rtcp = start + rtcp_interval / 2
         self._last_ts = self._ts0
+        self._partial = b""
+        self._reframe_seq = 0
 
     # -- configuration ----------------------------------------------------------------------
     def set_remote(self, addr: Addr, payload_type: int | None = None, dtmf_payload_type: int | None = None) -> None:
@@ -184,6 +186,18 @@ class RtpLeg:
         elif pt == 0 or pt == 8:
             if len(payload) == FRAME_SAMPLES:
                 self.jitter.push(seq, g711.decode(payload, pt))
+            elif payload:
+                self._reframe(g711.decode(payload, pt))
+
+    def _reframe(self, pcm: bytes) -> None:
+        """A peer with ptime other than 20 ms: cut its audio into 20 ms frames. Such packets are taken in
+        arrival order (no reordering) under a local frame counter."""
+        buf = self._partial + pcm
+        n = len(buf) // FRAME_BYTES * FRAME_BYTES
+        for i in range(0, n, FRAME_BYTES):
+            self.jitter.push(self._reframe_seq, buf[i : i + FRAME_BYTES])
+            self._reframe_seq = (self._reframe_seq + 1) & 0xFFFF
+        self._partial = buf[n:]
 
     def receive_rtcp(self, data: bytes, addr: Addr, now: float) -> None:
         try:
@@ -200,9 +214,10 @@ class RtpLeg:
 
     def _digit(self, digit: str, duration_ms: int, method: str) -> None:
         self.events.append(DigitReceived(self.leg_id, digit, duration_ms, method))
-        for s in self.sinks:
+        for s in list(self.sinks):
             if isinstance(s, Recorder) and s.on_digit(digit):
                 self._recording_done(s)
+                self.sinks.remove(s)
 
     def _recording_done(self, rec: Recorder) -> None:
         self.events.append(RecordingFinished(self.leg_id, rec.finished or "stopped", rec.duration_s, rec.digit))

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from callplane.media.jitter import JitterBuffer
+from callplane.media.sources import SILENCE
+
+
+def f(n: int) -> bytes:
+    return bytes([n % 256]) * 320
+
+
+def test_in_order_stream_plays_through() -> None:
+    jb = JitterBuffer()
+    out = []
+    for seq in range(10):
+        jb.push(seq, f(seq))
+        out.append(jb.pop())
+    assert out == [f(s) for s in range(10)]
+    assert jb.stats.played == 10 and jb.stats.lost == 0
+
+
+def test_reorder_within_depth_is_repaired() -> None:
+    jb = JitterBuffer(depth=3)
+    for seq in (0, 2, 1, 3, 5, 4):
+        jb.push(seq, f(seq))
+    assert [jb.pop() for _ in range(6)] == [f(s) for s in range(6)]
+    assert jb.stats.lost == 0
+
+
+def test_loss_becomes_silence_and_late_packet_is_dropped() -> None:
+    jb = JitterBuffer(depth=3)
+    jb.push(0, f(0))
+    assert jb.pop() == f(0)
+    for seq in (2, 3, 4):  # 1 is lost
+        jb.push(seq, f(seq))
+    assert [jb.pop() for _ in range(4)] == [SILENCE, f(2), f(3), f(4)]
+    jb.push(1, f(1))  # arrives too late
+    assert jb.stats.lost == 1 and jb.stats.late == 1
+    assert jb.pop() is None
+
+
+def test_missing_packet_waits_then_is_declared_lost() -> None:
+    jb = JitterBuffer(depth=3)
+    jb.push(0, f(0))
+    jb.pop()
+    jb.push(2, f(2))  # 1 missing, only one queued behind it
+    assert [jb.pop() for _ in range(3)] == [None, None, None]
+    assert jb.pop() == SILENCE
+    assert jb.pop() == f(2)
+
+
+def test_duplicates_and_wraparound() -> None:
+    jb = JitterBuffer()
+    seqs = [65534, 65535, 65535, 0, 1]
+    for s in seqs:
+        jb.push(s, f(s))
+    assert jb.stats.duplicates == 1
+    assert [jb.pop() for _ in range(4)] == [f(65534), f(65535), f(0), f(1)]
+
+
+def test_underrun_does_not_advance() -> None:
+    jb = JitterBuffer()
+    jb.push(10, f(10))
+    assert jb.pop() == f(10)
+    assert jb.pop() is None  # nothing came this tick
+    jb.push(11, f(11))
+    assert jb.pop() == f(11)
+    assert jb.stats.underruns == 1 and jb.stats.lost == 0
+
+
+def test_overflow_drops_oldest_and_resync_on_jump() -> None:
+    jb = JitterBuffer(depth=3, capacity=4)
+    for s in range(6):
+        jb.push(s, f(s))
+    assert jb.stats.overflow == 2
+    assert jb.pop() == f(2)
+    jb.push(5000, f(5000))
+    assert jb.stats.resyncs == 1
+    assert jb.pop() == f(5000)
