@@ -101,6 +101,7 @@ class MediaEngine:
         on_event: Callable[[MediaEvent], None] | None = None,
         idle_timeout: float | None = None,
         io_mode: str = "reader",
+        rtcp_interval: float = 5.0,
     ) -> None:
         if io_mode not in ("reader", "poll"):
             raise MediaError(f"unknown io_mode {io_mode!r}")
@@ -113,6 +114,7 @@ class MediaEngine:
         self.events: asyncio.Queue[MediaEvent] = asyncio.Queue()
         self.idle_timeout = idle_timeout
         self.io_mode = io_mode
+        self.rtcp_interval = rtcp_interval
         self._socks: dict[str, _Socks] = {}
         self._recordings: dict[str, tuple[Recorder, str]] = {}  # leg id -> recording in progress, its path
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,6 +157,7 @@ class MediaEngine:
             idle_timeout=idle_timeout if idle_timeout is not None else self.idle_timeout,
             start=self._now(),
             wall_offset=self._wall_offset,
+            rtcp_interval=self.rtcp_interval,
         )
         self.core.add_leg(leg)
         self._socks[leg_id] = _Socks(rtp_sock, rtcp_sock, port)
@@ -205,6 +208,12 @@ class MediaEngine:
 
     def close_leg(self, leg_id: str) -> None:
         """Send RTCP BYE, release the sockets and the port."""
+        leg = self.core.legs.get(leg_id)
+        if leg is not None:
+            self.stop_recording(leg_id)  # a recording in progress is kept, not lost
+            for ev in leg.events:
+                self._dispatch(ev)
+            leg.events.clear()
         leg = self.core.remove_leg(leg_id)
         socks = self._socks.pop(leg_id, None)
         if socks is None:
@@ -282,7 +291,11 @@ class MediaEngine:
     def _dispatch(self, ev: MediaEvent) -> None:
         if isinstance(ev, RecordingFinished) and ev.leg_id in self._recordings:
             rec, path = self._recordings.pop(ev.leg_id)
-            task = asyncio.get_running_loop().create_task(self._save(rec, path, ev))
+            if self._loop is None or self._loop.is_closed():
+                rec.save(path)  # not running: nothing to keep responsive
+                self._deliver(dataclasses.replace(ev, path=path))
+                return
+            task = self._loop.create_task(self._save(rec, path, ev))
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)
             return

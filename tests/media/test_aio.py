@@ -1,0 +1,203 @@
+"""The engine over real loopback UDP, driven by a raw Python peer."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callplane.core.errors import MediaError
+from callplane.media import g711
+from callplane.media.aio import MediaEngine, PortAllocator
+from callplane.media.dtmf import TelephoneEvent
+from callplane.media.events import DigitReceived, MediaEvent, RecordingFinished, RemoteLatched, SourceFinished
+from callplane.media.recorder import Recorder
+from callplane.media.rtp import build, seq_diff
+from callplane.media.sources import FRAME_BYTES, SILENCE, PcmSource, ToneSource
+from tests.media.pcapfile import SIPP, udp_payloads
+from tests.media.rawpeer import RawPeer
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[MediaEngine]:
+    eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0)
+    await eng.start()
+    yield eng
+    await eng.close()
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[RawPeer]:
+    p = RawPeer()
+    yield p
+    p.close()
+
+
+async def next_event(eng: MediaEngine, kind: type[MediaEvent], timeout: float = 5.0) -> MediaEvent:
+    async def go() -> MediaEvent:
+        while True:
+            ev = await eng.events.get()
+            if isinstance(ev, kind):
+                return ev
+
+    return await asyncio.wait_for(go(), timeout)
+
+
+async def test_pacing_sequence_timestamps_and_payload(engine: MediaEngine, peer: RawPeer) -> None:
+    leg_id, port = engine.create_leg()
+    assert port % 2 == 0
+    engine.set_remote(leg_id, "127.0.0.1", peer.port)
+    engine.set_source(leg_id, ToneSource([1000], 0.4))
+    pkts = await peer.recv(25)
+    assert pkts[0].marker and not any(p.marker for p in pkts[1:])
+    assert [seq_diff(b.sequence, a.sequence) for a, b in zip(pkts, pkts[1:], strict=False)] == [1] * 24
+    steps = [(b.timestamp - a.timestamp) // 160 for a, b in zip(pkts, pkts[1:], strict=False)]
+    assert all((b.timestamp - a.timestamp) % 160 == 0 for a, b in zip(pkts, pkts[1:], strict=False))
+    assert sum(steps) - len(steps) <= engine.ticker.overruns  # a skipped tick advances time, never a burst
+    tone = ToneSource([1000], 0.4)
+    sent = [g711.encode(f, 0) for f in iter(tone.read, None)]
+    assert [p.payload for p in pkts[:20]] == sent
+    assert pkts[20].payload == g711.encode(SILENCE, 0)
+    assert await next_event(engine, SourceFinished) == SourceFinished(leg_id)
+
+
+async def test_latches_to_the_address_rtp_comes_from(engine: MediaEngine, peer: RawPeer) -> None:
+    decoy = RawPeer()
+    try:
+        leg_id, port = engine.create_leg()
+        engine.set_remote(leg_id, "127.0.0.1", decoy.port)  # what SDP said (a NAT would make it wrong)
+        peer.send(build(0, 1, 0, 1234, b"\xff" * 160), port)
+        assert await next_event(engine, RemoteLatched) == RemoteLatched(leg_id, "127.0.0.1", peer.port)
+        pkts = await peer.recv(3)
+        assert {p.ssrc for p in pkts} == {engine.leg(leg_id).ssrc}
+    finally:
+        decoy.close()
+
+
+async def test_send_digits_on_the_wire(engine: MediaEngine, peer: RawPeer) -> None:
+    leg_id, _ = engine.create_leg(dtmf_payload_type=96)
+    engine.set_remote(leg_id, "127.0.0.1", peer.port)
+    await peer.recv(2)
+    engine.send_digits(leg_id, "7")
+    pkts = await peer.recv(12)
+    ev = [p for p in pkts if p.payload_type == 96]
+    assert len(ev) == 8
+    i = pkts.index(ev[0])
+    assert pkts[i : i + 8] == ev  # consecutive, one per tick, no audio in between
+    assert [TelephoneEvent.parse(p.payload) for p in ev] == [
+        TelephoneEvent(7, False, 10, 160 * k) for k in range(1, 6)
+    ] + [TelephoneEvent(7, True, 10, 800)] * 3
+    assert [p.marker for p in ev] == [True] + [False] * 7
+    assert {p.timestamp for p in ev} == {ev[0].timestamp}
+    after = pkts[i + 8]
+    assert after.payload_type == 0
+    assert after.timestamp - ev[0].timestamp >= 8 * 160  # the event spanned 8 ticks of media time
+
+
+async def test_receive_sipp_rfc2833_pcap(engine: MediaEngine, peer: RawPeer) -> None:
+    leg_id, port = engine.create_leg()
+    engine.set_remote(leg_id, "127.0.0.1", peer.port)
+    for name, digit in (("dtmf_2833_3.pcap", "3"), ("dtmf_2833_pound.pcap", "#")):
+        for raw in udp_payloads(SIPP / name):
+            peer.send(raw, port)
+        ev = await next_event(engine, DigitReceived)
+        assert isinstance(ev, DigitReceived)
+        assert (ev.leg_id, ev.digit, ev.method) == (leg_id, digit, "rfc4733")
+
+
+async def test_record_with_reordered_input(engine: MediaEngine, peer: RawPeer, tmp_path: Path) -> None:
+    leg_id, port = engine.create_leg()
+    engine.set_remote(leg_id, "127.0.0.1", peer.port)
+    tone = ToneSource([700], None, 0.3)
+    frames = [g711.encode(tone.read() or b"", 0) for _ in range(30)]
+    rec = Recorder(max_length_s=None, silence_timeout_s=0.3, trim_silence=True)
+    engine.record(leg_id, tmp_path / "r.wav", rec)
+    order = list(range(30))
+    order[4], order[5] = order[5], order[4]
+    order[10], order[11] = order[11], order[10]
+    for k, seq in enumerate(order):  # pairs 40 ms apart, swapped within a pair: the jitter buffer reorders
+        peer.send(build(0, seq, seq * 160, 99, frames[seq]), port)
+        if k % 2:
+            await asyncio.sleep(0.04)
+    ev = await next_event(engine, RecordingFinished)
+    assert isinstance(ev, RecordingFinished)
+    assert ev.reason == "silence" and ev.path == str(tmp_path / "r.wav")
+    with wave.open(str(tmp_path / "r.wav")) as w:
+        assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (8000, 2, 1)
+        pcm = w.readframes(w.getnframes())
+    assert pcm == b"".join(g711.decode(f, 0) for f in frames)
+    assert ev.duration_s == pytest.approx(0.6)
+
+
+async def test_bridge_passes_audio_both_ways(engine: MediaEngine, peer: RawPeer) -> None:
+    other = RawPeer()
+    try:
+        a, pa = engine.create_leg()
+        b, pb = engine.create_leg(payload_type=g711.PCMA)
+        engine.set_remote(a, "127.0.0.1", peer.port)
+        engine.set_remote(b, "127.0.0.1", other.port, payload_type=g711.PCMA)
+        engine.bridge(a, b)
+        marker = bytes([0x9A]) * 160  # a mu-law code that survives mu-law -> A-law -> PCM unchanged in shape
+        for seq in range(15):
+            peer.send(build(0, seq, seq * 160, 5, marker), pa)
+            other.send(build(8, seq, seq * 160, 6, b"\x55" * 160), pb)
+            await asyncio.sleep(0.02)
+        got_b = await other.recv(40)
+        got_a = await peer.recv(40)
+        want_b = g711.encode(g711.decode(marker, 0), g711.PCMA)
+        want_a = g711.encode(g711.decode(b"\x55" * 160, 8), g711.PCMU)
+        assert {p.payload_type for p in got_b} == {8} and want_b in [p.payload for p in got_b]
+        assert want_a in [p.payload for p in got_a]
+        with pytest.raises(MediaError):
+            engine.bridge(a, b)
+    finally:
+        other.close()
+
+
+async def test_conference_mix_minus_on_the_wire(engine: MediaEngine) -> None:
+    peers = [RawPeer() for _ in range(3)]
+    try:
+        values = [1000, -3000, 250]
+        legs = []
+        for p in peers:
+            leg_id, port = engine.create_leg()
+            engine.set_remote(leg_id, "127.0.0.1", p.port)
+            engine.join("room", leg_id, beep=False)
+            legs.append(port)
+        payloads = [g711.encode(np.full(160, v, "<i2").tobytes(), 0) for v in values]
+        decoded = [int(np.frombuffer(g711.decode(pl, 0), "<i2")[0]) for pl in payloads]
+        for seq in range(25):
+            for p, port, pl in zip(peers, legs, payloads, strict=True):
+                p.send(build(0, seq, seq * 160, 1, pl), port)
+            await asyncio.sleep(0.02)
+        for i, p in enumerate(peers):
+            expect = sum(decoded) - decoded[i]
+            want = g711.encode(np.full(160, expect, "<i2").tobytes(), 0)
+            got = [pk.payload for pk in await p.recv(40)]
+            assert want in got, f"participant {i} never heard the others' sum {expect}"
+            own_in_mix = g711.encode(np.full(160, sum(decoded), "<i2").tobytes(), 0)
+            assert own_in_mix not in got  # nobody hears themselves
+    finally:
+        for p in peers:
+            p.close()
+
+
+def test_port_allocator_skips_busy_ports_and_is_even() -> None:
+    alloc = PortAllocator(41000, 41005)
+    got = [alloc.allocate() for _ in range(3)]
+    try:
+        assert sorted(p for _, _, p in got) == [41000, 41002, 41004]
+        with pytest.raises(MediaError, match="no free"):
+            alloc.allocate()
+    finally:
+        for a, b, _ in got:
+            a.close()
+            b.close()
+
+
+def test_pcm_source_frames_for_a_recording() -> None:
+    assert PcmSource(bytes(FRAME_BYTES)).read() == SILENCE
