@@ -146,23 +146,28 @@ class _Record:
         return now - self.stored_at < self.lifetime
 
 
-def _lifetime(headers: httpx.Headers, cc: CacheControl) -> float:
+def _first(headers: httpx.Headers, name: str) -> str | None:
+    values = headers.get_list(name)
+    return values[0] if values else None
+
+
+def _lifetime(headers: httpx.Headers, cc: CacheControl, now: float) -> float:
+    """Freshness lifetime left at receipt (RFC 9111 §4.2.1, §4.2.3); 0 means revalidate before every use."""
     if cc.no_cache:
         return 0.0
     if cc.max_age is not None:
         lifetime = float(cc.max_age)
-    elif "expires" in headers:
+    elif (expires_value := _first(headers, "expires")) is not None:
         try:
-            expires = parsedate_to_datetime(headers["expires"])
-            date = parsedate_to_datetime(headers["date"]) if "date" in headers else None
+            expires = parsedate_to_datetime(expires_value).timestamp()
+            date_value = _first(headers, "date")
+            date = parsedate_to_datetime(date_value).timestamp() if date_value else now
         except (TypeError, ValueError):
             return 0.0  # an invalid Expires means "already expired" (RFC 9111 §5.3)
-        if date is None or expires.tzinfo is None or date.tzinfo is None:
-            return 0.0
-        lifetime = (expires - date).total_seconds()
+        lifetime = expires - date
     else:
         return 0.0
-    age = headers.get("age", "")
+    age = (_first(headers, "age") or "").strip()
     return max(0.0, lifetime - (int(age) if age.isdigit() else 0))
 
 
@@ -233,7 +238,7 @@ class HttpAudioCache:
                 self._forget(url)
             else:
                 record.stored_at = now
-                record.lifetime = _lifetime(resp_headers, cc)
+                record.lifetime = _lifetime(resp_headers, cc, now)
                 record.etag = resp_headers.get("etag", record.etag)
                 record.last_modified = resp_headers.get("last-modified", record.last_modified)
                 self._save(record)
@@ -248,7 +253,7 @@ class HttpAudioCache:
         pcm_key = MediaWorkers.decode_key(body)
         etag = resp_headers.get("etag")
         last_modified = resp_headers.get("last-modified")
-        lifetime = _lifetime(resp_headers, cc)
+        lifetime = _lifetime(resp_headers, cc, now)
         if etag or last_modified or lifetime > 0:
             self._save(_Record(url, pcm_key, now, lifetime, etag, last_modified))
         else:
