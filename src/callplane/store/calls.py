@@ -114,7 +114,7 @@ def values_of(record: CallRecord) -> dict[str, Any]:
         "status": record.status,
         "start_time": _nullable_us(record.start_time),
         "end_time": _nullable_us(record.end_time),
-        "duration": record.duration or 0,
+        "duration": (record.duration or 0) if record.end_time is not None else 0,
         "ring_duration": record.ring_duration,
         "direction": record.direction,
         "answered_by": record.answered_by,
