@@ -1,0 +1,398 @@
+"""asyncio adapter for the SIP transaction layer: UDP and TCP sockets, one timer, no protocol logic.
+
+Theory of operation
+-------------------
+:class:`SipEndpoint` binds UDP and/or TCP on one address (default ``127.0.0.1:5080``; port 0 picks a free port,
+the same for both). Every input goes through the same steps (the aioquic pattern):
+
+1. parse (``parse_message``); on a datagram, stamp ``received``/``rport`` into the top Via of a request
+   (§18.2.1, RFC 3581);
+2. ``TransactionLayer.receive(msg, peer, now)`` with ``now = loop.time()``;
+3. drain the layer's events into the ``on_event`` callback (which may call ``send_*`` synchronously);
+4. transmit ``datagrams_to_send()``: UDP ``sendto``; TCP on the connection the peer is known by (the one a
+   request came on, §18.2.2), opening one if needed;
+5. re-arm the ONE ``loop.call_at`` timer if ``get_timer()`` changed.
+
+Nothing raises out of the receive path. Malformed input (garbage, truncated, oversized, bad Content-Length,
+missing headers, bad CSeq, an unknown Via transport) is answered ``400`` (or the error's own status) when a
+response can be routed — the request's Via, From, To, Call-ID and CSeq were readable — and otherwise dropped and
+logged, at most once per ``log_interval`` per kind of error. UDP datagrams over 64 KiB are dropped; TCP messages
+are bounded by ``max_message`` and a connection that cannot be framed is closed.
+
+Public API::
+
+    ep = SipEndpoint(on_event, ids=IdSource(), timers=TimerConfig(), host="127.0.0.1", port=5080)
+    await ep.start()                       binds; ep.local == {"UDP": (host, port), "TCP": (host, port)}
+    ep.send_request(request, Peer(...))    -> TransactionKey (adds Via/branch/rport and Max-Forwards 70)
+    ep.send_response(response)             through its server transaction
+    ep.send_stateless(msg, Peer(...))      ACK for 2xx, responses outside transactions
+    ep.stats                               counters: received, bad, answered_bad, dropped, sent
+    await ep.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from callplane.core.ids import IdSource
+from callplane.sip.headers import KNOWN_TRANSPORTS, SipParseError
+from callplane.sip.message import (
+    MAX_DATAGRAM,
+    REASONS,
+    FramingError,
+    Request,
+    Response,
+    StreamFramer,
+    can_answer,
+    parse_message,
+    response_destination,
+)
+from callplane.sip.transaction import TimerConfig, TransactionLayer
+from callplane.sip.transaction_events import Peer, TransactionKey, TxEvent
+
+__all__ = ["SipEndpoint", "stamp_via"]
+
+logger = logging.getLogger(__name__)
+
+EventHandler = Callable[[TxEvent], None]
+
+
+def stamp_via(request: Request, host: str, port: int) -> None:
+    """§18.2.1 + RFC 3581 §4: add ``received`` when the sent-by differs from the source, fill an empty ``rport``."""
+    via = request.via
+    new = via
+    if via.has_rport and via.rport is None:
+        new = via.with_param("rport", str(port)).with_param("received", host)
+    elif via.host != host:
+        new = via.with_param("received", host)
+    if new is not via:
+        request.headers.set_first("Via", new)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+class _RateLimitedLog:
+    """Log each kind of problem at most once per interval, with the count of suppressed repeats."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, kind: str, now: float, detail: str) -> None:
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        skipped = self._suppressed.pop(kind, 0)
+        logger.warning("dropped SIP input: %s (%s; %d similar suppressed)", kind, detail, skipped)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.endpoint._on_datagram(data, str(addr[0]), int(addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("UDP error: %s", exc)
+
+
+class _TcpConn(asyncio.Protocol):
+    """One TCP connection: frames the stream and feeds whole messages to the endpoint."""
+
+    def __init__(self, endpoint: SipEndpoint, peer: Peer | None = None) -> None:
+        self.endpoint = endpoint
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+        self.framer = StreamFramer(endpoint.max_message)
+        self.pending: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.peer is None:
+            host, port = transport.get_extra_info("peername")[:2]
+            self.peer = Peer("TCP", str(host), int(port))
+        self.endpoint._connections[(self.peer.host, self.peer.port)] = self
+        for data in self.pending:
+            transport.write(data)
+        self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.transport is not None
+        try:
+            frames = self.framer.feed(data)
+        except FramingError as exc:
+            self.endpoint._bad_input(exc, self.peer)
+            self.transport.close()
+            return
+        for frame in frames:
+            self.endpoint._on_message(frame, self.peer, stream=True)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None:
+            self.pending.append(data)
+        else:
+            self.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.endpoint._connections.get((self.peer.host, self.peer.port)) is self:
+            del self.endpoint._connections[(self.peer.host, self.peer.port)]
+
+
+class SipEndpoint:
+    """UDP + TCP transport around one :class:`TransactionLayer` (see the module docstring)."""
+
+    def __init__(
+        self,
+        on_event: EventHandler | None = None,
+        *,
+        ids: IdSource | None = None,
+        timers: TimerConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 5080,
+        udp: bool = True,
+        tcp: bool = True,
+        max_message: int = MAX_DATAGRAM,
+        log_interval: float = 10.0,
+        auto_trying: bool = True,
+    ) -> None:
+        self.on_event = on_event
+        self.layer = TransactionLayer(ids or IdSource(), timers, auto_trying=auto_trying)
+        self.host = host
+        self.port = port
+        self.use_udp = udp
+        self.use_tcp = tcp
+        self.max_message = max_message
+        self.stats = {"received": 0, "bad": 0, "answered_bad": 0, "dropped": 0, "sent": 0}
+        self._log = _RateLimitedLog(log_interval)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: dict[tuple[str, int], _TcpConn] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._pumping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def local(self) -> dict[str, tuple[str, int]]:
+        return self.layer.local
+
+    async def start(self) -> None:
+        """Bind the sockets. With port 0 the UDP port is chosen first and TCP binds the same number."""
+        loop = self._loop = asyncio.get_running_loop()
+        for _attempt in range(20):
+            port = self.port
+            udp = None
+            try:
+                if self.use_udp:
+                    udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(self.host, port))
+                    port = udp.get_extra_info("sockname")[1]
+                if self.use_tcp:
+                    self._server = await loop.create_server(lambda: _TcpConn(self), self.host, port)
+                    port = self._server.sockets[0].getsockname()[1]
+            except OSError:
+                if udp is not None:
+                    udp.close()
+                if self.port != 0:
+                    raise
+                continue
+            self._udp = udp
+            break
+        else:  # pragma: no cover - 20 clashes in a row
+            raise OSError("could not bind UDP and TCP on the same port")
+        if self.use_udp:
+            self.layer.local["UDP"] = (self.host, port)
+        if self.use_tcp:
+            self.layer.local["TCP"] = (self.host, port)
+        self.port = port
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._udp is not None:
+            self._udp.close()
+        for conn in list(self._connections.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    # Transaction user API ----------------------------------------------------------------------------------
+    def send_request(self, request: Request, dest: Peer) -> TransactionKey:
+        key = self.layer.send_request(request, dest, self._now())
+        self._pump()
+        return key
+
+    def send_response(self, response: Response) -> None:
+        self.layer.send_response(response, self._now())
+        self._pump()
+
+    def send_stateless(self, msg: Request | Response, dest: Peer) -> None:
+        self.layer.send_stateless(msg, dest)
+        self._pump()
+
+    # Receive path ------------------------------------------------------------------------------------------
+    def _on_datagram(self, data: bytes, host: str, port: int) -> None:
+        if len(data) > MAX_DATAGRAM:
+            self.stats["dropped"] += 1
+            self._log.warn("oversized datagram", self._now(), f"{len(data)} bytes from {host}:{port}")
+            return
+        if not data.strip(b"\r\n"):
+            return  # keep-alive
+        self._on_message(data, Peer("UDP", host, port), stream=False)
+
+    def _on_message(self, data: bytes, peer: Peer, *, stream: bool) -> None:
+        self.stats["received"] += 1
+        try:
+            msg = parse_message(data, stream=stream)
+            if isinstance(msg, Request):
+                transport = msg.via.transport
+                if transport not in KNOWN_TRANSPORTS:
+                    err = SipParseError("unsupported transport in Via")
+                    err.partial = msg  # type: ignore[attr-defined]
+                    raise err
+                if not stream:
+                    stamp_via(msg, peer.host, peer.port)
+        except SipParseError as exc:
+            self._bad_input(exc, peer)
+            return
+        try:
+            self.layer.receive(msg, peer, self._now())
+        except Exception as exc:  # never out of the receive path; this is a bug, so log it fully once
+            self.stats["bad"] += 1
+            self._log.warn("internal error", self._now(), repr(exc))
+            logger.debug("transaction layer failed on input", exc_info=True)
+        self._pump()
+
+    def _bad_input(self, exc: SipParseError, peer: Peer) -> None:
+        self.stats["bad"] += 1
+        partial = can_answer(exc)
+        if partial is None or partial.method == "ACK":
+            self.stats["dropped"] += 1
+            self._log.warn(str(exc), self._now(), f"from {peer.transport} {peer.host}:{peer.port}")
+            return
+        try:
+            if not peer.reliable:
+                stamp_via(partial, peer.host, peer.port)
+            status = exc.status or 400
+            resp = partial.create_response(status, REASONS.get(status, "Bad Request"))
+            resp.headers.add("Warning", f'399 callplane "{exc}"')
+            dest = peer
+            if not peer.reliable:
+                host, port = response_destination(partial.via, peer.host, peer.port)
+                dest = Peer(peer.transport, host, port)
+            self.stats["answered_bad"] += 1
+            self._transmit(bytes(resp), dest)
+        except Exception as err:  # a partial message can still hold surprises: drop rather than raise
+            self.stats["dropped"] += 1
+            self._log.warn("unanswerable input", self._now(), repr(err))
+
+    # Output and timer --------------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Drain events to the callback, transmit, re-arm the one timer."""
+        if self._pumping:
+            return  # a callback called send_*; the outer loop drains what it queued
+        self._pumping = True
+        layer = self.layer
+        try:
+            while True:
+                event = layer.next_event()
+                if event is None:
+                    out = layer.datagrams_to_send()
+                    if not out:
+                        break
+                    for data, dest in out:
+                        self._transmit(data, dest)
+                    continue
+                if self.on_event is not None:
+                    try:
+                        self.on_event(event)
+                    except Exception:
+                        logger.exception("SIP event handler failed on %s", type(event).__name__)
+        finally:
+            self._pumping = False
+        self._rearm()
+
+    def _rearm(self) -> None:
+        deadline = self.layer.get_timer()
+        if deadline == self._deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadline = deadline
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._deadline = None
+        self.layer.handle_timer(self._now())
+        self._pump()
+
+    def _transmit(self, data: bytes, dest: Peer) -> None:
+        self.stats["sent"] += 1
+        if dest.transport == "UDP":
+            if self._udp is None:
+                self._log.warn("no UDP socket", self._now(), f"to {dest.host}:{dest.port}")
+                return
+            if _is_ip(dest.host):
+                self._udp.sendto(data, (dest.host.strip("[]"), dest.port))
+            else:
+                self._spawn(self._resolve_and_send(data, dest))
+            return
+        conn = self._connections.get((dest.host, dest.port))
+        if conn is None:
+            if self._loop is None:
+                return
+            conn = _TcpConn(self, dest)
+            self._connections[(dest.host, dest.port)] = conn
+            self._spawn(self._connect(conn, dest))
+        conn.write(data)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resolve_and_send(self, data: bytes, dest: Peer) -> None:
+        assert self._loop is not None
+        try:
+            infos = await self._loop.getaddrinfo(dest.host, dest.port, type=socket.SOCK_DGRAM)
+            if self._udp is not None and infos:
+                self._udp.sendto(data, infos[0][4][:2])
+        except OSError as exc:
+            self._log.warn("unresolvable destination", self._now(), f"{dest.host}: {exc}")
+
+    async def _connect(self, conn: _TcpConn, dest: Peer) -> None:
+        assert self._loop is not None
+        try:
+            await self._loop.create_connection(lambda: conn, dest.host.strip("[]"), dest.port)
+        except OSError as exc:
+            if self._connections.get((dest.host, dest.port)) is conn:
+                del self._connections[(dest.host, dest.port)]
+            self._log.warn("TCP connect failed", self._now(), f"{dest.host}:{dest.port}: {exc}")

@@ -1,0 +1,242 @@
+"""The asyncio adapter over real loopback sockets (port 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from callplane.core.ids import IdSource
+from callplane.sip.aio import SipEndpoint
+from callplane.sip.headers import URI
+from callplane.sip.message import Headers, Request, Response, parse_message
+from callplane.sip.transaction import TimerConfig
+from callplane.sip.transaction_events import (
+    Peer,
+    RequestReceived,
+    ResponseReceived,
+    TransactionTimeout,
+    TxEvent,
+)
+
+
+class Recorder:
+    """Collects events; answers requests with ``answer`` (status) when set."""
+
+    def __init__(self, answer: int | None = 200) -> None:
+        self.events: list[TxEvent] = []
+        self.answer = answer
+        self.endpoint: SipEndpoint | None = None
+        self.arrived = asyncio.Event()
+
+    def __call__(self, event: TxEvent) -> None:
+        self.events.append(event)
+        self.arrived.set()
+        if isinstance(event, RequestReceived) and self.answer is not None and self.endpoint is not None:
+            self.endpoint.send_response(event.request.create_response(self.answer, to_tag="uas1"))
+
+    async def wait_for(self, kind: type, count: int = 1) -> list[TxEvent]:
+        async with asyncio.timeout(5):
+            while len(found := [e for e in self.events if isinstance(e, kind)]) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return found
+
+
+@pytest.fixture
+async def uas() -> AsyncIterator[tuple[SipEndpoint, Recorder]]:
+    rec = Recorder()
+    ep = SipEndpoint(rec, ids=IdSource(1), port=0)
+    rec.endpoint = ep
+    await ep.start()
+    yield ep, rec
+    await ep.close()
+
+
+class UdpPeer:
+    """A bare UDP socket playing the remote side."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port: int = self.sock.getsockname()[1]
+
+    async def recv(self, timeout: float = 5.0) -> bytes:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            return await loop.sock_recv(self.sock, 70000)
+
+    async def nothing(self, wait: float = 0.2) -> bool:
+        try:
+            await self.recv(wait)
+        except TimeoutError:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def invite(port: int, target: int, branch: str = "z9hG4bKloop1", extra: str = "") -> bytes:
+    return (
+        f"INVITE sip:app@127.0.0.1:{target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch={branch};rport\r\n"
+        f"From: <sip:caller@127.0.0.1:{port}>;tag=c1\r\n"
+        f"To: <sip:app@127.0.0.1:{target}>\r\n"
+        f"Call-ID: loop-{branch}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Max-Forwards: 70\r\n"
+        f"{extra}"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def test_udp_invite_answered_via_rport_and_retransmission_absorbed(uas: tuple[SipEndpoint, Recorder]) -> None:
+    ep, rec = uas
+    peer = UdpPeer()
+    try:
+        peer.sock.sendto(invite(peer.port, ep.port), ("127.0.0.1", ep.port))
+        trying = parse_message(await peer.recv())
+        ok = parse_message(await peer.recv())
+        assert isinstance(trying, Response) and isinstance(ok, Response)
+        assert (trying.status, ok.status) == (100, 200)
+        # rport/received were stamped and the response went to the source port, not the sent-by port 9.
+        assert str(ok.via) == f"SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKloop1;rport={peer.port};received=127.0.0.1"
+        assert ok.to.tag == "uas1"
+        peer.sock.sendto(invite(peer.port, ep.port), ("127.0.0.1", ep.port))
+        # Absorbed: no second event (RFC 6026 accepted state), and the 2xx retransmission timer keeps going.
+        again = parse_message(await peer.recv(2.0))
+        assert isinstance(again, Response) and again.status == 200
+        assert len([e for e in rec.events if isinstance(e, RequestReceived)]) == 1
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "warning"),
+    [
+        (invite(1, 2).replace(b"Call-ID: loop-z9hG4bKloop1\r\n", b""), None, None),  # no Call-ID: cannot answer
+        (invite(1, 2).replace(b"To: <sip:app@127.0.0.1:2>\r\n", b"To: <sip:app@\r\n"), None, None),
+        (invite(1, 2).replace(b"Content-Length: 0", b"Content-Length: 50"), 400, "body shorter than Content-Length"),
+        (invite(1, 2).replace(b"Content-Length: 0", b"Content-Length: x"), 400, "malformed Content-Length"),
+        (invite(1, 2).replace(b"Max-Forwards: 70", b"Max-Forwards: many"), 400, "malformed Max-Forwards"),
+        (invite(1, 2).replace(b"SIP/2.0/UDP", b"SIP/2.0/FOO"), 400, "unsupported transport in Via"),
+        (invite(1, 2).replace(b"INVITE sip:app", b"INVITE mailto:app"), 416, "malformed Request-URI"),
+    ],
+)
+async def test_malformed_requests_answered_or_dropped(
+    uas: tuple[SipEndpoint, Recorder], payload: bytes, status: int | None, warning: str | None
+) -> None:
+    ep, rec = uas
+    peer = UdpPeer()
+    try:
+        peer.sock.sendto(payload, ("127.0.0.1", ep.port))
+        if status is None:
+            assert await peer.nothing()
+            assert ep.stats["dropped"] == 1
+        else:
+            resp = parse_message(await peer.recv())
+            assert isinstance(resp, Response) and resp.status == status
+            assert resp.headers.get("Warning") == f'399 callplane "{warning}"'
+            assert ep.stats["answered_bad"] == 1
+        assert rec.events == []
+    finally:
+        peer.close()
+
+
+async def test_garbage_flood_leaves_the_endpoint_answering(uas: tuple[SipEndpoint, Recorder]) -> None:
+    ep, rec = uas
+    peer = UdpPeer()
+    try:
+        rng = IdSource(3)
+        for i in range(300):
+            peer.sock.sendto(bytes.fromhex(rng.hex(1 + i % 200)), ("127.0.0.1", ep.port))
+        peer.sock.sendto(b"\r\n\r\n", ("127.0.0.1", ep.port))  # keep-alive: ignored
+        peer.sock.sendto(b"SIP/2.0 200 OK\r\n\r\n", ("127.0.0.1", ep.port))  # response without headers: dropped
+        # The kernel may drop part of the burst (and the INVITE behind it): retransmit like a real UAC.
+        for _ in range(10):
+            peer.sock.sendto(invite(peer.port, ep.port, branch="z9hG4bKafter"), ("127.0.0.1", ep.port))
+            try:
+                first = parse_message(await peer.recv(0.5))
+                break
+            except TimeoutError:
+                continue
+        assert isinstance(first, Response) and first.status == 100
+        assert len(await rec.wait_for(RequestReceived)) == 1
+        assert ep.stats["bad"] == ep.stats["dropped"] >= 100
+        dropped = ep.stats["dropped"]
+        ep._on_datagram(b"x" * 70000, "127.0.0.1", peer.port)  # larger than any UDP payload: dropped
+        assert ep.stats["dropped"] == dropped + 1
+    finally:
+        peer.close()
+
+
+async def test_tcp_byte_by_byte_and_answer_on_same_connection(uas: tuple[SipEndpoint, Recorder]) -> None:
+    ep, rec = uas
+    reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
+    try:
+        data = invite(0, ep.port, branch="z9hG4bKtcp").replace(b"SIP/2.0/UDP 127.0.0.1:9", b"SIP/2.0/TCP 127.0.0.1:9")
+        for i in range(len(data)):
+            writer.write(data[i : i + 1])
+            if i % 50 == 0:
+                await writer.drain()
+        await writer.drain()
+        got: list[Request | Response] = []
+        async with asyncio.timeout(5):
+            while len(got) < 2:
+                head = await reader.readuntil(b"\r\n\r\n")
+                got.append(parse_message(head, stream=True))
+        assert [getattr(m, "status", None) for m in got] == [100, 200]
+        # A stream that cannot be framed is closed.
+        writer.write(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: nope\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+async def test_two_endpoints_options(uas: tuple[SipEndpoint, Recorder], transport: str) -> None:
+    server, _ = uas
+    rec = Recorder(answer=None)
+    client = SipEndpoint(rec, ids=IdSource(2), port=0)
+    await client.start()
+    try:
+        h = Headers([("From", "<sip:a@127.0.0.1>;tag=f1"), ("To", "<sip:b@127.0.0.1>"), ("Call-ID", "opt-1")])
+        h.add("CSeq", "1 OPTIONS")
+        req = Request("OPTIONS", URI.parse(f"sip:b@127.0.0.1:{server.port}"), h)
+        key = client.send_request(req, Peer(transport, "127.0.0.1", server.port))
+        (ev,) = await rec.wait_for(ResponseReceived)
+        assert isinstance(ev, ResponseReceived) and ev.key == key and ev.response.status == 200
+        assert ev.response.via.transport == transport and ev.response.via.port == client.port
+    finally:
+        await client.close()
+
+
+async def test_client_retransmits_and_times_out_against_a_silent_peer() -> None:
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(4), port=0, tcp=False, timers=TimerConfig(t1=0.01, t2=0.04, t4=0.05))
+    await ep.start()
+    peer = UdpPeer()
+    try:
+        h = Headers([("From", "<sip:a@x>;tag=1"), ("To", "<sip:b@x>"), ("Call-ID", "silent"), ("CSeq", "1 OPTIONS")])
+        key = ep.send_request(Request("OPTIONS", URI.parse("sip:b@x"), h), Peer("UDP", "127.0.0.1", peer.port))
+        (ev,) = await rec.wait_for(TransactionTimeout)
+        assert ev == TransactionTimeout(key, "F")
+        copies: list[bytes] = []
+        while True:
+            try:
+                copies.append(await peer.recv(0.1))
+            except TimeoutError:
+                break
+        # The first send plus Timer E retransmissions (0.01, 0.03, 0.07, then every T2=0.04) until F at 0.64 s.
+        assert len(copies) >= 10 and len(set(copies)) == 1
+        assert parse_message(copies[0]).headers.get("Call-ID") == "silent"  # first send + Timer E retransmissions
+        assert len(ep.layer) == 0
+    finally:
+        peer.close()
+        await ep.close()
