@@ -197,3 +197,12 @@ def test_errors_survive_the_trip_back_from_a_worker_process() -> None:
 )
 def test_sniff_format(head: bytes, fmt: str | None) -> None:
     assert sniff_format(head) == fmt
+
+
+def test_mp3_behind_a_large_id3_tag() -> None:
+    # Album art makes ID3v2 tags of hundreds of kB; the small open probe must still find the first frame.
+    size = 300_000
+    syncsafe = bytes([(size >> 21) & 0x7F, (size >> 14) & 0x7F, (size >> 7) & 0x7F, size & 0x7F])
+    data = b"ID3\x04\x00\x00" + syncsafe + bytes(size) + make_mp3(1000.0, 1.0)
+    pcm = decode_audio(data)
+    assert abs(pcm_seconds(pcm) - 1.0) <= FRAME_SECONDS and abs(peak_hz(pcm) - 1000) < 2

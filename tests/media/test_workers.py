@@ -172,3 +172,12 @@ async def test_run_command_failures(workers: MediaWorkers) -> None:
         await workers.run_command(["/nonexistent/espeak-ng"])
     with pytest.raises(CommandError, match="over the 10 byte limit"):
         await workers.run_command([sys.executable, "-c", "print('x' * 100)"], max_output=10)
+
+
+async def test_decoders_and_commands_run_below_the_engine_priority(workers: MediaWorkers) -> None:
+    base = os.nice(0)
+    assert await workers.run(os.nice, 0) == min(19, base + 10)
+    out = await workers.run_command([sys.executable, "-c", "import os; print(os.nice(0))"])
+    assert int(out) == min(19, base + 10)
+    quiet = MediaWorkers(workers.cache.directory, executor=None, niceness=0)
+    assert int(await quiet.run_command([sys.executable, "-c", "import os; print(os.nice(0))"])) == base

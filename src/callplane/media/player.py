@@ -51,6 +51,7 @@ DECODER_VERSION = "pcm8k-s16le-v1"
 #: One hour, the same cap Restcomm puts on a recording (``maxLength`` 3600 s).
 DEFAULT_MAX_SECONDS = 3600.0
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+_OPEN_OPTIONS = {"probesize": "65536"}
 
 
 class PlaybackError(MediaError):
@@ -110,7 +111,9 @@ def decode_audio(data: bytes, *, max_seconds: float = DEFAULT_MAX_SECONDS) -> by
     if fmt is None:
         raise UnsupportedFormatError("unsupported audio format (expected WAV or MP3)")
     try:
-        container = av.open(io.BytesIO(data), mode="r", format=fmt)
+        # The format is known and the stream parameters are in the first header: a small probe is enough
+        # (the default 5 MB probe made opening a 5 s WAV cost 20 ms, twice the whole MP3 decode).
+        container = av.open(io.BytesIO(data), mode="r", format=fmt, options=_OPEN_OPTIONS)
     except av.error.FFmpegError as exc:
         raise DecodeError(f"cannot read {fmt} data: {exc}") from None
     try:
