@@ -3,15 +3,16 @@
 Theory of operation
 -------------------
 The 20 ms ticker shares the event loop with every leg, so nothing CPU-bound may run there. Audio decoding and
-resampling (PyAV) run in a **process pool**: measured on this 2-core machine (see ``bench/media_decode.py``), two
-threads decoding MP3 with PyAV were no faster than one (the per-frame Python work holds the GIL), and while a
-thread decoded next to a loop busy at 50 % the ticker's p99 lateness went from ~2 ms to 6-8 ms (max 12 ms);
-with a worker process it stayed at 3-4 ms. The pool defaults to one worker so the second core is left to the
-engine; decode jobs queue rather than compete with the ticker. Worker processes are started with
-``forkserver`` (never ``fork`` from a process that runs an event loop and threads).
+resampling (PyAV) run in a **process pool**. Measured on this 2-core machine (``bench/media_decode.py``): two
+threads decoding MP3 with PyAV were no faster than one (the per-frame Python work holds the GIL), and with
+decodes running back to back beside a loop that is busy 10 ms of every 20 ms tick, the ticker woke with p99
+lateness 2-5 ms with no decoding, 6-15 ms with a decode thread, 3-11 ms with a worker process at normal
+priority and about 3 ms with the worker at niceness 10. So: processes, started with ``forkserver`` (never
+``fork`` from a process that runs an event loop and threads), at niceness 10 so the scheduler favours the
+engine, and one worker by default so the second core is left to the engine; jobs queue rather than compete.
 
 TTS engines are external programs started with :meth:`MediaWorkers.run_command`
-(``asyncio.create_subprocess_exec``: no shell, no blocking wait).
+(``asyncio.create_subprocess_exec``: no shell, no blocking wait; under ``nice`` as well).
 
 Every prompt is cached as decoded PCM (8 kHz s16le) under a content key (:func:`content_key`): first in a small
 in-memory LRU, then on disk as ``<key>.pcm`` in the directory the node passes in (under its data dir). Disk
