@@ -102,6 +102,8 @@ async def test_languages_change_the_speech(workers: MediaWorkers) -> None:
     english = await provider.synthesize("uno dos tres", "man", "en")
     spanish = await provider.synthesize("uno dos tres", "man", "es")
     assert english != spanish and rms(spanish) > 500
+    accented = await provider.synthesize("¿Dónde está la estación? Señor Muñoz", "woman", "es-ES")  # UTF-8 on stdin
+    assert rms(accented) > 500 and 1.0 <= pcm_seconds(accented) <= 5.0
 
 
 async def test_text_that_looks_like_options_is_spoken_not_obeyed(tmp_path: Path, workers: MediaWorkers) -> None:
