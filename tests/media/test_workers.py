@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -150,6 +151,19 @@ async def test_a_crashed_worker_is_replaced(tmp_path: Path) -> None:
             await w.run(os._exit, 3)
         assert w.stats.pool_restarts == 1
         pcm = await w.decode(make_mp3(1000.0, 0.5))
+        assert abs(peak_hz(pcm) - 1000) < 4
+    finally:
+        await w.aclose()
+
+
+async def test_a_stuck_worker_is_killed_and_replaced(tmp_path: Path) -> None:
+    w = MediaWorkers(tmp_path, job_timeout=1.0)
+    try:
+        await w.warm_up()
+        with pytest.raises(DecodeError, match="did not finish within 1 s"):
+            await w.run(time.sleep, 60)
+        assert w.stats.pool_restarts == 1
+        pcm = await w.decode(make_mp3(1000.0, 0.5))  # a fresh worker answers at once
         assert abs(peak_hz(pcm) - 1000) < 4
     finally:
         await w.aclose()

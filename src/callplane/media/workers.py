@@ -250,7 +250,9 @@ class MediaWorkers:
         max_memory_bytes: int = DEFAULT_MEMORY_BYTES,
         max_seconds: float = player.DEFAULT_MAX_SECONDS,
         niceness: int = DEFAULT_NICENESS,
+        job_timeout: float = 120.0,
     ) -> None:
+        self.job_timeout = job_timeout
         self.cache = PcmCache(cache_dir, max_disk_bytes)
         self.niceness = niceness
         self._nice = shutil.which("nice") if niceness > 0 else None
@@ -274,20 +276,33 @@ class MediaWorkers:
         return self._executor
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a picklable module-level function in the decode pool."""
+        """Run a picklable module-level function in the decode pool, within ``job_timeout`` seconds."""
         loop = asyncio.get_running_loop()
         self.stats.jobs += 1
         call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
+        pool = self._pool()
         try:
-            return await loop.run_in_executor(self._pool(), call)
+            return await asyncio.wait_for(loop.run_in_executor(pool, call), self.job_timeout)
+        except TimeoutError:
+            # A worker stuck on a hostile file would hold the pool forever: kill it and start afresh.
+            self._replace_pool(pool, kill=True)
+            raise player.DecodeError(f"the decoder did not finish within {self.job_timeout:g} s") from None
         except BrokenProcessPool:
-            # A worker died (a crash inside FFmpeg on a hostile file): replace the pool so later jobs work.
-            self.stats.pool_restarts += 1
-            if self._owns_executor and self._executor is not None:
-                broken, self._executor = self._executor, None
-                broken.shutdown(wait=False, cancel_futures=True)
-            log.warning("decode worker died; pool restarted")
+            # A worker died (a crash inside FFmpeg, or killed above): replace the pool so later jobs work.
+            self._replace_pool(pool, kill=False)
             raise player.DecodeError("the decoder process crashed on this input") from None
+
+    def _replace_pool(self, pool: Executor, *, kill: bool) -> None:
+        if not self._owns_executor or self._executor is not pool:
+            return  # not ours, or already replaced by another failed job
+        self._executor = None
+        self.stats.pool_restarts += 1
+        if kill:
+            # ProcessPoolExecutor has no public way to stop a running job before Python 3.14.
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        log.warning("decode pool replaced (%s)", "job timed out" if kill else "worker died")
 
     async def warm_up(self) -> None:
         """Start the pool's processes now rather than on the first prompt."""
