@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import math
+import warnings
 
-import numpy as np
+with warnings.catch_warnings():  # see g711.py: audioop warns on import
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
 
 __all__ = ["EnergyDetector", "frame_dbfs"]
 
 
 def frame_dbfs(frame: bytes) -> float:
     """RMS level of an s16le frame in dB relative to full scale (32768); silence is -inf."""
-    x = np.frombuffer(frame, dtype="<i2").astype(np.float64)
-    if x.size == 0:
+    rms = audioop.rms(frame, 2) if frame else 0  # ~0.3 us per frame, 10x cheaper than numpy here
+    if rms <= 0:
         return -math.inf
-    ms = float(x @ x) / x.size
-    if ms <= 0.0:
-        return -math.inf
-    return 10 * math.log10(ms / (32768.0 * 32768.0))
+    return 20 * math.log10(rms / 32768.0)
 
 
 class EnergyDetector:

@@ -229,11 +229,14 @@ class RtpLeg:
         self.heard = None if (self.held or self.muted) else frame
         if self.sinks:
             f = SILENCE if frame is None else frame
+            done = None
             for s in self.sinks:
                 s.write(f, now)
                 if isinstance(s, Recorder) and s.finished is not None:
                     self._recording_done(s)
-            self.sinks = [s for s in self.sinks if not (isinstance(s, Recorder) and s.finished is not None)]
+                    done = s
+            if done is not None:
+                self.sinks = [s for s in self.sinks if not (isinstance(s, Recorder) and s.finished is not None)]
             if self.inband is not None and self.inband.detected:
                 for digit, ms in self.inband.detected:
                     self._digit(digit, ms, "inband")

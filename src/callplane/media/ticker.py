@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 
 __all__ = ["PERIOD", "TickSchedule", "Ticker"]
@@ -62,7 +63,8 @@ class Ticker:
         self.period = period
         self.schedule: TickSchedule | None = None
         self._task: asyncio.Task[None] | None = None
-        self.busy_s = 0.0  # time spent inside on_tick, for load figures
+        self.busy_s = 0.0  # wall time spent inside on_tick, for load figures
+        self.busy_cpu_s = 0.0  # CPU time of the loop thread inside on_tick (busy_s minus time we were preempted)
 
     def start(self) -> None:
         if self._task is None:
@@ -90,8 +92,10 @@ class Ticker:
             n = sched.due(now)
             if n is None:
                 continue
+            cpu = time.thread_time()
             try:
                 self.on_tick(now, n)
             except Exception:  # one bad leg must not stop the clock for every call
                 log.exception("media tick %d failed", n)
             self.busy_s += loop.time() - now
+            self.busy_cpu_s += time.thread_time() - cpu

@@ -1,0 +1,399 @@
+"""Media engine benchmark: a separate peer process drives N bidirectional PCMU streams at the engine.
+
+    .venv/bin/python bench/media_streams.py --quick               # 10 s, 100 streams
+    .venv/bin/python bench/media_streams.py --streams 500         # the target: p99 gap <= 25 ms, drift <= 10 ms
+    .venv/bin/python bench/media_streams.py --conference 50       # one 50-party mix-minus conference
+    .venv/bin/python bench/media_streams.py --streams 500 --api-load http://127.0.0.1:8080/...   # + HTTP GET load
+
+The engine process (this one) plays a source to every leg (a tone, or ``--file`` decoded to 8 kHz) and records
+what arrives (streams mode: an in-memory recorder per leg) or mixes it (conference mode). The peer process sends
+20 ms PCMU frames on every stream from one paced epoll loop and timestamps what it receives: inter-packet gap
+per stream (median / p99 / max), drift (arrival time minus RTP media time, its minimum over the last second
+compared with the first second after warm-up, so jitter does not count as drift), lost frames (sequence gaps).
+Engine CPU is getrusage of the engine process over the measured window, as % of one core. With ``--api-load``
+a third process runs a steady GET load against the URL and reports its latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import resource
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from callplane.media import g711  # noqa: E402
+from callplane.media.sources import SILENCE, PcmSource, ToneSource  # noqa: E402
+
+HDR = struct.Struct("!BBHII")
+WARMUP_S = 1.0  # gaps in the first second (legs still being wired) are not counted
+
+
+# ---------------------------------------------------------------------------------------------- peer
+def bind_pairs(n: int) -> list[socket.socket]:
+    """n RTP sockets on even ports whose port + 1 is also held (so the engine's RTCP lands on our socket)."""
+    out: list[socket.socket] = []
+    held: list[socket.socket] = []
+    port = 40000 + (os.getpid() * 2) % 10000
+    while len(out) < n:
+        port = 40000 if port >= 59998 else port + 2
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            a.bind(("127.0.0.1", port))
+            b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            a.close()
+            b.close()
+            continue
+        a.setblocking(False)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+        out.append(a)
+        held.append(b)
+    bind_pairs.held = held  # type: ignore[attr-defined]
+    return out
+
+
+def peer_main(n: int, duration: float, tone_hz: int) -> None:
+    engine_ports: list[int] = json.loads(sys.stdin.readline())["ports"]
+    socks = bind_pairs(n)
+    print(json.dumps({"ports": [s.getsockname()[1] for s in socks]}), flush=True)
+    ep = select.epoll()
+    fd_index = {}
+    for i, s in enumerate(socks):
+        ep.register(s.fileno(), select.EPOLLIN)
+        fd_index[s.fileno()] = i
+    # Each stream sends its own tone frequency so a conference mix is a sum of distinct tones.
+    payloads = []
+    for i in range(n):
+        src = ToneSource([tone_hz + 10 * (i % 50)], None, 0.05)
+        payloads.append([g711.encode(src.read() or SILENCE, 0) for _ in range(50)])
+    ssrc = [0x10000 + i for i in range(n)]
+    dests = [("127.0.0.1", p) for p in engine_ports]
+    first_t = [0.0] * n
+    first_ts = [0] * n
+    last_t = [0.0] * n
+    last_ts = [0] * n
+    last_seq = [-1] * n
+    ext = [0] * n
+    received = [0] * n
+    gaps: list[list[float]] = [[] for _ in range(n)]
+    inf = float("inf")
+    off_start, off_end, off_min, off_max = [inf] * n, [inf] * n, [inf] * n, [-inf] * n
+    t0 = time.monotonic()
+    end_send = t0 + duration
+    end = end_send + 0.3
+    warm = t0 + WARMUP_S
+    k = 0
+    next_send = t0
+    send_overruns = 0
+    rusage0 = resource.getrusage(resource.RUSAGE_SELF)
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        if next_send <= end_send and now >= next_send:
+            frame_i = k % 50
+            for i in range(n):
+                try:
+                    socks[i].sendto(
+                        HDR.pack(0x80, 0, k & 0xFFFF, (k * 160) & 0xFFFFFFFF, ssrc[i]) + payloads[i][frame_i], dests[i]
+                    )
+                except BlockingIOError:
+                    pass
+            k += 1
+            next_send = t0 + k * 0.02
+            if time.monotonic() - next_send > 0.02:
+                skip = math.floor((time.monotonic() - t0) / 0.02)
+                send_overruns += skip - k
+                k = skip
+                next_send = t0 + k * 0.02
+            continue
+        timeout = max(0.0, min(next_send, end) - now)
+        for fd, _ in ep.poll(timeout):
+            i = fd_index[fd]
+            s = socks[i]
+            while True:
+                try:
+                    data = s.recv(2048)
+                except BlockingIOError:
+                    break
+                if len(data) < 12 or 200 <= data[1] <= 204:
+                    continue
+                now = time.monotonic()
+                _, _, seq, ts, _ = HDR.unpack_from(data)
+                if last_seq[i] < 0:
+                    first_t[i], first_ts[i] = now, ts
+                else:
+                    d = ((seq - last_seq[i] + 0x8000) & 0xFFFF) - 0x8000
+                    if d <= 0:
+                        continue  # reordered/duplicate: not expected on loopback
+                    ext[i] += d
+                    if now >= warm:
+                        gaps[i].append(now - last_t[i])
+                        # offset = arrival time minus media time; its minimum over a window filters out jitter
+                        off = (now - first_t[i]) - ((ts - first_ts[i]) & 0xFFFFFFFF) / 8000
+                        if now < warm + 1.0:
+                            off_start[i] = min(off_start[i], off)
+                        elif now >= end_send - 1.0:
+                            off_end[i] = min(off_end[i], off)
+                        off_min[i] = min(off_min[i], off)
+                        off_max[i] = max(off_max[i], off)
+                last_seq[i], last_t[i], last_ts[i] = seq, now, ts
+                received[i] += 1
+    rusage1 = resource.getrusage(resource.RUSAGE_SELF)
+    peer_cpu = (rusage1.ru_utime + rusage1.ru_stime - rusage0.ru_utime - rusage0.ru_stime) / (end - t0)
+    drifts = []
+    late_max = 0.0
+    lost = 0
+    for i in range(n):
+        if received[i] > 1:
+            lost += (ext[i] + 1) - received[i]
+        if off_start[i] < inf and off_end[i] < inf:
+            drifts.append(off_end[i] - off_start[i])
+            late_max = max(late_max, off_max[i] - off_min[i])
+    all_gaps = sorted(g for gs in gaps for g in gs)
+
+    def pct(p: float) -> float:
+        return all_gaps[min(len(all_gaps) - 1, int(p * len(all_gaps)))] * 1000 if all_gaps else float("nan")
+
+    print(
+        json.dumps(
+            {
+                "sent_per_stream": k,
+                "send_overruns": send_overruns,
+                "streams_heard": sum(1 for r in received if r),
+                "received": sum(received),
+                "lost": lost,
+                "gap_median_ms": pct(0.5),
+                "gap_p99_ms": pct(0.99),
+                "gap_max_ms": all_gaps[-1] * 1000 if all_gaps else float("nan"),
+                "gap_mean_ms": 1000 * sum(all_gaps) / len(all_gaps) if all_gaps else float("nan"),
+                "drift_worst_ms": 1000 * max(drifts, key=abs) if drifts else float("nan"),
+                "lateness_max_ms": late_max * 1000,
+                "peer_cpu_pct": 100 * peer_cpu,
+            }
+        ),
+        flush=True,
+    )
+
+
+# ------------------------------------------------------------------------------------------ API load
+def api_load_main(url: str, rate: float, duration: float) -> None:
+    import httpx
+
+    lat: list[float] = []
+    errors = 0
+    t0 = time.monotonic()
+    k = 0
+    with httpx.Client(timeout=5.0) as client:
+        while time.monotonic() < t0 + duration:
+            t = time.monotonic()
+            try:
+                r = client.get(url)
+                if r.status_code >= 400:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            lat.append(time.monotonic() - t)
+            k += 1
+            delay = t0 + k / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+    lat.sort()
+    print(
+        json.dumps(
+            {
+                "requests": len(lat),
+                "errors": errors,
+                "rate": len(lat) / duration,
+                "p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
+                "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
+            }
+        ),
+        flush=True,
+    )
+
+
+# -------------------------------------------------------------------------------------------- engine
+class LoopSource:
+    """Loops a decoded buffer (a file played to each leg)."""
+
+    def __init__(self, pcm: bytes) -> None:
+        self.pcm = pcm
+        self.src = PcmSource(pcm)
+
+    def read(self) -> bytes | None:
+        f = self.src.read()
+        if f is None:
+            self.src = PcmSource(self.pcm)
+            f = self.src.read()
+        return f
+
+    def stop(self) -> None:
+        self.src.stop()
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, Python {platform.python_version()}"
+
+
+async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
+    from callplane.media.aio import MediaEngine
+    from callplane.media.recorder import Recorder
+
+    n = args.conference or args.streams
+    eng = MediaEngine(port_range=(20000, 39998), io_mode=args.io, rtcp_interval=5.0)
+    await eng.start()
+    legs = [eng.create_leg() for _ in range(n)]
+    pcm = None
+    if args.file:
+        from callplane.media.player import decode_file
+
+        pcm = decode_file(args.file)
+    loop = asyncio.get_running_loop()
+    me = [sys.executable, __file__]
+    peer = await asyncio.create_subprocess_exec(
+        *me, "--role", "peer", "--streams", str(n), "--duration", str(args.duration),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert peer.stdin is not None and peer.stdout is not None
+    peer.stdin.write((json.dumps({"ports": [p for _, p in legs]}) + "\n").encode())
+    await peer.stdin.drain()
+    peer_ports = json.loads(await peer.stdout.readline())["ports"]
+    api = None
+    if args.api_load:
+        api = await asyncio.create_subprocess_exec(
+            *me, "--role", "api", "--api-load", args.api_load, "--api-rate", str(args.api_rate),
+            "--duration", str(args.duration), stdout=subprocess.PIPE,
+        )  # fmt: skip
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    busy0, cpu0, over0 = eng.ticker.busy_s, eng.ticker.busy_cpu_s, eng.ticker.overruns
+    recorders = []
+    for (leg_id, _), port in zip(legs, peer_ports, strict=True):
+        eng.set_remote(leg_id, "127.0.0.1", port)
+        if args.conference:
+            eng.join("bench", leg_id, beep=False)
+        else:
+            eng.set_source(leg_id, LoopSource(pcm) if pcm is not None else ToneSource([1000], None, 0.2))
+            rec = Recorder(max_length_s=None)
+            recorders.append(rec)
+            eng.add_sink(leg_id, rec)
+    out = await peer.stdout.readline()
+    wall = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    busy, overruns = eng.ticker.busy_s - busy0, eng.ticker.overruns - over0
+    busy_cpu = eng.ticker.busy_cpu_s - cpu0
+    await peer.wait()
+    result: dict[str, Any] = json.loads(out)
+    api_result = None
+    if api is not None:
+        assert api.stdout is not None
+        api_result = json.loads(await api.stdout.readline())
+        await api.wait()
+    jl = sum(eng.leg(lid).jitter.stats.lost for lid, _ in legs)
+    rx = sum(eng.leg(lid).packets_received for lid, _ in legs)
+    sched = eng.ticker.schedule
+    await eng.close()
+    del loop
+    result.update(
+        {
+            "engine_cpu_pct": 100 * (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / wall,
+            "tick_busy_pct": 100 * busy / wall,
+            "tick_cpu_pct": 100 * busy_cpu / wall,
+            "tick_overruns": overruns,
+            "tick_max_lateness_ms": 1000 * sched.max_lateness if sched else None,
+            "engine_received": rx,
+            "engine_jitter_lost": jl,
+            "recorded_s": sum(r.duration_s for r in recorders) / max(1, len(recorders)),
+            "api": api_result,
+        }
+    )
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", type=int, default=500)
+    ap.add_argument("--conference", type=int, default=0, help="one N-party mix-minus conference instead of streams")
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--quick", action="store_true", help="10 s, 100 streams")
+    ap.add_argument("--file", help="play this WAV/MP3 (decoded to 8 kHz) instead of a tone")
+    ap.add_argument("--io", choices=["reader", "poll"], default="reader")
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
+    ap.add_argument("--api-load", metavar="URL", help="run a steady HTTP GET load against URL during the run")
+    ap.add_argument("--api-rate", type=float, default=50.0, help="GET requests per second for --api-load")
+    ap.add_argument("--role", choices=["engine", "peer", "api"], default="engine", help=argparse.SUPPRESS)
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = ap.parse_args()
+    if args.quick:
+        args.duration = 10.0
+        if not args.conference:
+            args.streams = 100
+    if args.role == "peer":
+        peer_main(args.streams, args.duration, 400)
+        return
+    if args.role == "api":
+        api_load_main(args.api_load, args.api_rate, args.duration)
+        return
+    if args.loop == "uvloop":
+        import uvloop
+
+        result = uvloop.run(engine_main(args))
+    else:
+        result = asyncio.run(engine_main(args))
+    if args.json:
+        print(json.dumps(result))
+        return
+    mode = f"conference of {args.conference}" if args.conference else f"{args.streams} bidirectional streams"
+    print(f"machine: {machine()}")
+    print(f"run: {mode}, PCMU 20 ms, {args.duration:.0f} s, loop={args.loop}, io={args.io}")
+    print(
+        f"engine CPU: {result['engine_cpu_pct']:.1f}% of one core (ticks: {result['tick_cpu_pct']:.1f}% CPU, "
+        f"{result['tick_busy_pct']:.1f}% wall; the difference is time the OS ran something else)"
+    )
+    print(f"ticker: overruns {result['tick_overruns']}, max lateness {result['tick_max_lateness_ms']:.2f} ms")
+    print(
+        f"at the peer: gap median {result['gap_median_ms']:.2f} / p99 {result['gap_p99_ms']:.2f} / "
+        f"max {result['gap_max_ms']:.2f} ms (mean {result['gap_mean_ms']:.3f})"
+    )
+    print(
+        f"worst drift {result['drift_worst_ms']:+.2f} ms (arrival vs RTP time, first vs last second), "
+        f"worst delay spread {result['lateness_max_ms']:.2f} ms"
+    )
+    print(
+        f"lost frames: {result['lost']} at the peer (of {result['received']} received on "
+        f"{result['streams_heard']} streams); engine received {result['engine_received']}, "
+        f"jitter-buffer losses {result['engine_jitter_lost']}"
+    )
+    print(f"peer CPU {result['peer_cpu_pct']:.1f}%, peer send overruns {result['send_overruns']}")
+    if result["api"]:
+        a = result["api"]
+        print(f"API load: {a['requests']} GETs ({a['rate']:.1f}/s), errors {a['errors']}, p50 {a['p50_ms']:.1f} ms, "
+              f"p99 {a['p99_ms']:.1f} ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
