@@ -57,6 +57,8 @@ class SipParseError(SipError, ValueError):
 # RFC 3261 §25.1 token characters.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 _PORT_MAX = 65535
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+_HEX_CHARS = frozenset("0123456789abcdefABCDEF:.")
 
 
 def _is_token(text: str) -> bool:
@@ -193,7 +195,7 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
             raise SipParseError("malformed IPv6 reference")
         host = text[: end + 1]
         rest = text[end + 1 :]
-        if not all(c in "0123456789abcdefABCDEF:." for c in host[1:-1]) or len(host) < 4:
+        if not _HEX_CHARS.issuperset(host[1:-1]) or len(host) < 4:
             raise SipParseError("malformed IPv6 reference")
         if not rest:
             return host, None
@@ -202,7 +204,7 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
         port_text = rest[1:]
     else:
         host, colon, port_text = text.partition(":")
-        if not host or not all(c.isalnum() or c in ".-_" for c in host) or not host.isascii():
+        if not host or not _HOST_CHARS.issuperset(host):
             raise SipParseError("malformed host")
         if not colon:
             return host, None

@@ -219,11 +219,16 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first line's value for ``name`` (not split on commas)."""
-        key = canonical_name(name)
-        for k, _, v in self._lines:
-            if k == key:
-                return v
-        return default
+        try:
+            first: dict[str, str] = self._cache[""]
+        except KeyError:
+            first = {}
+            for k, _, v in self._lines:
+                if k not in first:
+                    first[k] = v
+            self._cache[""] = first
+        key = name.lower()
+        return first.get(_COMPACT.get(key, key), default)
 
     def get_all(self, name: str) -> list[str]:
         """Every value for ``name`` in order; list headers (Via, Route, Contact...) are split on top-level commas."""
@@ -471,6 +476,7 @@ class Request(Message):
                 if line[0] == key:
                     lines.append(line)
                     break
+        h._cache.clear()
         if to_tag is not None and status != 100:
             to = self.to
             if to.tag is None:
@@ -618,6 +624,7 @@ def _parse_headers(lines: list[str], msg: Message) -> None:
             raise _fail("malformed header name", msg if isinstance(msg, Request) else None)
         key = name.lower()
         out.append((compact.get(key, key), name, value.strip()))
+    msg.headers._cache.clear()
 
 
 class StreamFramer:
