@@ -1,0 +1,28 @@
+"""Fixtures for tests that drive real peers: every process a test starts is stopped when the test ends."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.interop.peers import PeerGroup
+
+
+@pytest.fixture
+def peers(tmp_path: Path) -> Iterator[PeerGroup]:
+    """A :class:`PeerGroup` writing into the test's tmp_path; all its peers are stopped at teardown."""
+    group = PeerGroup(tmp_path)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+def need(*binaries: str) -> None:
+    """Skip the calling test when a peer binary is not installed (``make test`` installs them)."""
+    missing = [b for b in binaries if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (run scripts/install-system-deps.sh)")
