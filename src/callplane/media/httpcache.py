@@ -246,11 +246,11 @@ class HttpAudioCache:
         if status != 200:
             raise HttpStatusError(f"GET {url} returned HTTP {status}", status=status)
         self._check_content_type(url, resp_headers.get("content-type", ""))
-        pcm = await self._workers.decode(body, store=not cc.no_store)
+        pcm_key = await self._workers.decode_key_async(body)
+        pcm = await self._workers.decode(body, store=not cc.no_store, key=pcm_key)
         if cc.no_store:
             self._forget(url)
             return pcm
-        pcm_key = MediaWorkers.decode_key(body)
         etag = resp_headers.get("etag")
         last_modified = resp_headers.get("last-modified")
         lifetime = _lifetime(resp_headers, cc, now)

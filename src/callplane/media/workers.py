@@ -62,6 +62,8 @@ DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024
 #: than hundreds of legs whose frames go out late.
 DEFAULT_NICENESS = 10
 _HEX = frozenset("0123456789abcdef")
+# SHA-256 runs at roughly 1-2 GB/s here: below 64 kB it costs less on the loop than a hop to a thread.
+_HASH_ON_LOOP_BYTES = 64 * 1024
 
 
 class CommandError(PlaybackError):
@@ -357,9 +359,17 @@ class MediaWorkers:
         """The cache key of the decode of ``data`` (its content hash and the decoder version)."""
         return content_key("decode", player.DECODER_VERSION, hashlib.sha256(data).digest())
 
-    async def decode(self, data: bytes, *, store: bool = True) -> bytes:
-        """WAV/MP3 bytes -> 8 kHz s16le PCM, decoded in the pool, cached under :meth:`decode_key`."""
-        key = self.decode_key(data)
+    async def decode_key_async(self, data: bytes) -> str:
+        """:meth:`decode_key`, hashed in a thread when ``data`` is big enough to matter to the ticker."""
+        if len(data) < _HASH_ON_LOOP_BYTES:
+            return self.decode_key(data)
+        return await asyncio.to_thread(self.decode_key, data)  # hashlib releases the GIL
+
+    async def decode(self, data: bytes, *, store: bool = True, key: str | None = None) -> bytes:
+        """WAV/MP3 bytes -> 8 kHz s16le PCM, decoded in the pool, cached under :meth:`decode_key`
+        (pass ``key`` if it is already known)."""
+        if key is None:
+            key = await self.decode_key_async(data)
         return await self.cached(
             key, lambda: self.run(player.decode_audio, data, max_seconds=self.max_seconds), store=store
         )
