@@ -214,7 +214,7 @@ class Dialog:
     def create_request(
         self,
         method: str,
-        via: Via,
+        via: Via | None = None,
         *,
         cseq: int | None = None,
         contact: Address | None = None,
@@ -225,7 +225,8 @@ class Dialog:
         """An in-dialog request (§12.2.1.1). ``cseq`` given: reuse it (ACK for a 2xx); else take the next number."""
         number = cseq if cseq is not None else self.next_seq()
         headers = Headers()
-        headers.add("Via", via)
+        if via is not None:  # requests sent through a client transaction get their Via from the transaction layer
+            headers.add("Via", via)
         headers.add("Max-Forwards", DEFAULT_MAX_FORWARDS)
         for route in self.route_set:
             headers.add("Route", route)

@@ -1,0 +1,739 @@
+"""UAC and UAS endpoints joined by hand in virtual time: datagrams are passed (or "lost") explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from callplane.core.ids import IdSource
+from callplane.sip.digest import Credentials, DigestResponse, DigestServer, Verdict
+from callplane.sip.events import (
+    CallAnswered,
+    CallCancelled,
+    CallConfirmed,
+    CallEnded,
+    CallFailed,
+    CallProgress,
+    DtmfReceived,
+    Event,
+    IncomingCall,
+    MediaUpdated,
+    Registered,
+    RegisterReceived,
+    RegistrationFailed,
+    ReinviteFailed,
+)
+from callplane.sip.message import Request, Response, parse_message
+from callplane.sip.registrar import InMemoryBindingStore, Registrar, Secret
+from callplane.sip.sdp import MediaDescription, SessionDescription, answer_offer, build_offer
+from callplane.sip.transaction_events import Peer
+from callplane.sip.ua import CallStateError, UserAgent
+
+A = Peer("UDP", "127.0.0.1", 5061)
+B = Peer("UDP", "127.0.0.1", 5062)
+BOB = "sip:bob@127.0.0.1:5062"
+ALICE = "sip:alice@127.0.0.1"
+
+
+def parse(data: bytes) -> Request | Response:
+    return parse_message(data)
+
+
+class Link:
+    """Two endpoints and the wire between them."""
+
+    def __init__(self, **kw_b: object) -> None:
+        self.a = UserAgent(IdSource(1), {"UDP": (A.host, A.port)})
+        self.b = UserAgent(IdSource(2), {"UDP": (B.host, B.port)}, **kw_b)  # type: ignore[arg-type]
+        self.now = 0.0
+        self.log: list[tuple[str, bytes]] = []
+
+    def ua(self, name: str) -> UserAgent:
+        return self.a if name == "a" else self.b
+
+    def pass_(self, src: str, keep: Callable[[bytes], bool] = lambda _: True) -> list[bytes]:
+        """Deliver what ``src`` has queued to the other side; datagrams failing ``keep`` are lost."""
+        sender = self.ua(src)
+        receiver = self.b if src == "a" else self.a
+        delivered = []
+        for data, peer in sender.datagrams_to_send():
+            assert (peer.host, peer.port) == ((B if src == "a" else A).host, (B if src == "a" else A).port)
+            self.log.append((src, data))
+            if keep(data):
+                receiver.receive_datagram(data, A if src == "a" else B, self.now)
+                delivered.append(data)
+        return delivered
+
+    def pump(self) -> None:
+        """Pass datagrams both ways until the wire is quiet."""
+        while True:
+            moved = self.pass_("a") + self.pass_("b")
+            if not moved:
+                return
+
+    def advance(self, to: float) -> None:
+        """Move virtual time, firing every timer of both sides on the way (without delivering anything)."""
+        while True:
+            deadlines = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None and t <= to]
+            if not deadlines:
+                break
+            self.now = min(deadlines)
+            self.a.handle_timer(self.now)
+            self.b.handle_timer(self.now)
+        self.now = to
+
+    @staticmethod
+    def events(ua: UserAgent) -> list[Event]:
+        out = []
+        while (ev := ua.next_event()) is not None:
+            out.append(ev)
+        return out
+
+
+def offer(port: int = 20000) -> SessionDescription:
+    return build_offer("127.0.0.1", port, session_id="111")
+
+
+def answer_for(incoming: IncomingCall, port: int = 30000) -> SessionDescription:
+    assert incoming.sdp is not None
+    return answer_offer(SessionDescription.parse(incoming.sdp), "127.0.0.1", port, session_id="222")
+
+
+def first_line(data: bytes) -> str:
+    return data.split(b"\r\n", 1)[0].decode()
+
+
+def lines(log: list[tuple[str, bytes]]) -> list[str]:
+    return [f"{src}: {first_line(data)}" for src, data in log]
+
+
+def start_call(link: Link) -> tuple[str, IncomingCall]:
+    handle = link.a.invite(BOB, ALICE, offer(), link.now)
+    link.pump()
+    (incoming,) = [e for e in link.events(link.b) if isinstance(e, IncomingCall)]
+    return handle, incoming
+
+
+def connected(link: Link) -> tuple[str, IncomingCall]:
+    handle, incoming = start_call(link)
+    link.b.answer(incoming.call, answer_for(incoming), link.now)
+    link.pump()
+    link.events(link.a)
+    link.events(link.b)
+    link.log.clear()
+    return handle, incoming
+
+
+# ------------------------------------------------------------------------------------------------- basic call
+
+
+def test_invite_exact_bytes() -> None:
+    link = Link()
+    handle = link.a.invite(BOB, ALICE, offer(), 0.0, from_display="Alice", headers=(("X-Account", "AC1"),))
+    ((data, peer),) = link.a.datagrams_to_send()
+    assert peer == B
+    ids = IdSource(1)
+    call_id, tag, branch = ids.call_id("127.0.0.1"), ids.tag(), ids.branch()
+    assert handle == call_id
+    body = str(offer())
+    assert data.decode() == (
+        f"INVITE {BOB} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5061;branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f'From: "Alice" <{ALICE}>;tag={tag}\r\n'
+        f"To: <{BOB}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Contact: <sip:alice@127.0.0.1:5061>\r\n"
+        "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO\r\n"
+        "User-Agent: callplane\r\n"
+        "X-Account: AC1\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    )
+
+
+def test_call_answered_acked_and_ended_by_caller() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    assert incoming.call == handle
+    assert incoming.from_uri == ALICE and incoming.to_uri == BOB and incoming.request_uri == BOB
+    assert incoming.media == MediaDescription("127.0.0.1", 20000, 0, "PCMU", 8000, 101, "sendrecv", 20)
+    assert incoming.source == ("127.0.0.1", 5061, "UDP")
+    link.b.ring(incoming.call, link.now)
+    link.pump()
+    assert link.events(link.a) == [CallProgress(handle, 180, "Ringing", None)]
+    link.b.answer(incoming.call, answer_for(incoming), link.now)
+    link.pump()
+    (answered,) = link.events(link.a)
+    assert isinstance(answered, CallAnswered)
+    assert answered.media == MediaDescription("127.0.0.1", 30000, 0, "PCMU", 8000, 101, "sendrecv", 20)
+    assert link.events(link.b) == [CallConfirmed(handle, None)]
+    link.a.bye(handle, link.now)
+    link.pump()
+    assert link.events(link.b) == [CallEnded(handle, "remote")]
+    assert link.events(link.a) == [CallEnded(handle, "local", 200, "OK")]
+    assert lines(link.log) == [
+        "a: INVITE sip:bob@127.0.0.1:5062 SIP/2.0",
+        "b: SIP/2.0 100 Trying",
+        "b: SIP/2.0 180 Ringing",
+        "b: SIP/2.0 200 OK",
+        "a: ACK sip:bob@127.0.0.1:5062 SIP/2.0",
+        "a: BYE sip:bob@127.0.0.1:5062 SIP/2.0",
+        "b: SIP/2.0 200 OK",
+    ]
+    with pytest.raises(CallStateError):
+        link.a.bye(handle, link.now)
+
+
+def test_ack_is_end_to_end_and_bye_from_callee() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    link.b.bye(handle, link.now)
+    link.pump()
+    bye = parse(link.log[0][1])
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    assert str(bye.uri) == "sip:alice@127.0.0.1:5061"
+    assert bye.headers.get("to") is not None and bye.to.uri.user == "alice"
+    assert str(bye.cseq) == "1 BYE"
+    assert link.events(link.a) == [CallEnded(handle, "remote")]
+    assert link.events(link.b) == [CallEnded(handle, "local", 200, "OK")]
+
+
+def test_early_media_183() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.b.ring(incoming.call, link.now, early_sdp=answer_for(incoming))
+    link.pump()
+    (progress,) = link.events(link.a)
+    assert isinstance(progress, CallProgress) and progress.status == 183
+    assert progress.media is not None and progress.media.port == 30000
+
+
+# ------------------------------------------------------------------------------------------- retransmissions
+
+
+def test_retransmitted_invite_is_one_call() -> None:
+    link = Link()
+    link.a.invite(BOB, ALICE, offer(), 0.0)
+    link.pass_("a", keep=lambda d: True)
+    link.b.datagrams_to_send()  # the 100 Trying is lost
+    link.advance(0.5)  # Timer A: the INVITE goes again
+    link.pass_("a")
+    link.advance(1.5)
+    link.pass_("a")
+    assert [type(e) for e in link.events(link.b)] == [IncomingCall]
+    assert lines(link.log) == ["a: INVITE sip:bob@127.0.0.1:5062 SIP/2.0"] * 3
+
+
+def test_lost_ack_2xx_retransmitted_and_reacked_with_same_ack() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.log.clear()
+    link.b.answer(incoming.call, answer_for(incoming), link.now)
+    link.pass_("b")
+    link.pass_("a", keep=lambda d: False)  # the ACK is lost
+    for t, arrives in ((0.5, False), (1.5, True)):
+        link.advance(t)
+        link.pass_("b")  # 200 again
+        link.pass_("a", keep=(lambda d: True) if arrives else (lambda d: False))  # ACK again
+    assert [e for e in link.events(link.a) if isinstance(e, CallAnswered)] != []
+    assert link.events(link.b) == [CallConfirmed(handle, None)]
+    acks = [data for src, data in link.log if src == "a"]
+    assert len(acks) == 3 and acks[0] == acks[1] == acks[2]
+    link.advance(10.0)
+    assert link.b.datagrams_to_send() == []  # retransmission stopped with the ACK
+
+
+def test_no_ack_means_bye_after_64_t1() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.b.answer(incoming.call, answer_for(incoming), link.now)
+    link.pass_("b")
+    link.events(link.a)
+    link.a.datagrams_to_send()  # every ACK is lost
+    link.log.clear()
+    times = []
+    while link.now < 40:
+        t = link.b.get_timer()
+        assert t is not None
+        link.advance(t)
+        for data, _ in link.b.datagrams_to_send():
+            times.append((t, first_line(data)))
+        if any("BYE" in line for _, line in times):
+            break
+    oks = [t for t, line in times if line == "SIP/2.0 200 OK"]
+    assert oks == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]  # T1 doubling, capped at T2
+    assert times[-1] == (32.0, "BYE sip:alice@127.0.0.1:5061 SIP/2.0")  # 64*T1
+    assert link.events(link.b) == [CallEnded(handle, "timeout", 408, "No ACK")]
+
+
+# ------------------------------------------------------------------------------------------- failures, CANCEL
+
+
+@pytest.mark.parametrize("status", [404, 480, 486, 487, 488, 603])
+def test_reject_reported_and_acked_by_transaction(status: int) -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.log.clear()
+    link.b.reject(incoming.call, status, link.now)
+    link.pump()
+    (failed,) = link.events(link.a)
+    assert isinstance(failed, CallFailed) and failed.status == status
+    assert lines(link.log)[-1] == "a: ACK sip:bob@127.0.0.1:5062 SIP/2.0"
+    assert link.log[0][1].split(b"\r\n")[0].decode().startswith(f"SIP/2.0 {status} ")
+
+
+def test_cancel_waits_for_a_provisional() -> None:
+    link = Link()
+    handle = link.a.invite(BOB, ALICE, offer(), 0.0)
+    link.a.cancel(handle, 0.0)
+    link.pass_("a")  # only the INVITE: no CANCEL before a 1xx
+    assert lines(link.log) == ["a: INVITE sip:bob@127.0.0.1:5062 SIP/2.0"]
+    link.pump()  # 100 Trying arrives -> CANCEL -> 200 + 487 -> ACK
+    assert lines(link.log)[1:] == [
+        "b: SIP/2.0 100 Trying",
+        "a: CANCEL sip:bob@127.0.0.1:5062 SIP/2.0",
+        "b: SIP/2.0 200 OK",
+        "b: SIP/2.0 487 Request Terminated",
+        "a: ACK sip:bob@127.0.0.1:5062 SIP/2.0",
+    ]
+    assert link.events(link.a) == [CallFailed(handle, 487, "Request Terminated")]
+    assert [type(e) for e in link.events(link.b)] == [IncomingCall, CallCancelled]
+    cancel = parse(link.log[2][1])
+    invite = parse(link.log[0][1])
+    assert str(cancel.via) == str(invite.via)
+    assert str(cancel.cseq) == "1 CANCEL"
+
+
+def test_cancel_after_ringing_and_487_tag_matches() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.b.ring(incoming.call, link.now)
+    link.pump()
+    link.log.clear()
+    link.a.cancel(handle, link.now)
+    link.pump()
+    ok, terminated = parse(link.log[1][1]), parse(link.log[2][1])
+    assert isinstance(ok, Response) and isinstance(terminated, Response)
+    assert ok.to.tag == terminated.to.tag is not None
+    with pytest.raises(CallStateError):
+        link.b.answer(incoming.call, answer_for(incoming), link.now)
+
+
+def test_2xx_crossing_cancel_is_acked_then_byed() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.events(link.a)
+    link.log.clear()
+    link.a.cancel(handle, link.now)  # CANCEL queued at a (the 100 arrived)
+    link.b.answer(incoming.call, answer_for(incoming), link.now)
+    link.pass_("b")  # the 200 reaches a first
+    link.pump()
+    assert lines(link.log)[:4] == [
+        "b: SIP/2.0 200 OK",
+        "a: CANCEL sip:bob@127.0.0.1:5062 SIP/2.0",
+        "a: ACK sip:bob@127.0.0.1:5062 SIP/2.0",
+        "a: BYE sip:bob@127.0.0.1:5062 SIP/2.0",
+    ]
+    assert link.events(link.a) == [CallFailed(handle, 487, "Request Terminated")]
+    assert link.events(link.b) == [CallConfirmed(handle, None), CallEnded(handle, "remote")]
+
+
+def test_invite_timeout_is_408() -> None:
+    link = Link()
+    handle = link.a.invite(BOB, ALICE, offer(), 0.0)
+    link.advance(32.0)
+    assert link.events(link.a) == [CallFailed(handle, 408, "Request Timeout")]
+    assert len(link.a.datagrams_to_send()) == 7  # the INVITE and its six retransmissions (Timer A)
+
+
+def test_no_common_codec_is_488_without_event() -> None:
+    link = Link()
+    sdp = build_offer("127.0.0.1", 4000, session_id="1", codecs=())
+    link.a.invite(BOB, ALICE, sdp, 0.0)
+    link.pump()
+    assert link.events(link.b) == []
+    assert [type(e) for e in link.events(link.a)] == [CallFailed]
+    assert "b: SIP/2.0 488 Not Acceptable Here" in lines(link.log)
+
+
+# -------------------------------------------------------------------------------------------- digest (client)
+
+
+class Challenger:
+    """A hand-driven UAS that challenges once with 401 (or 407) and accepts correct credentials."""
+
+    def __init__(self, link: Link, status: int = 401) -> None:
+        self.link = link
+        self.status = status
+        self.server = DigestServer("example", b"k" * 32, IdSource(9), algorithms=("MD5",), qop=False)
+        self.header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
+
+    def take(self) -> list[Request | Response]:
+        return [parse(d) for d, _ in self.link.a.datagrams_to_send()]
+
+    def challenge(self, request: Request) -> None:
+        response = request.create_response(self.status, to_tag="ch1")
+        response.headers.add(self.header, self.server.challenges(0.0)[0])
+        self.link.a.receive(response, B, self.link.now)
+
+    def verdict(self, request: Request) -> Verdict:
+        name = "authorization" if self.status == 401 else "proxy-authorization"
+        value = request.headers.get(name)
+        assert value is not None
+        return self.server.verify(DigestResponse.parse(value), request.method, 1.0, password="secret")
+
+
+@pytest.mark.parametrize("status", [401, 407])
+def test_invite_answers_challenge_once(status: int) -> None:
+    link = Link()
+    link.a.credentials = Credentials("alice", "secret")
+    ch = Challenger(link, status)
+    handle = link.a.invite(BOB, ALICE, offer(), 0.0)
+    (invite,) = ch.take()
+    assert isinstance(invite, Request)
+    ch.challenge(invite)
+    ack, retry = ch.take()
+    assert isinstance(ack, Request) and ack.method == "ACK" and str(ack.cseq) == "1 ACK"
+    assert isinstance(retry, Request) and retry.method == "INVITE" and str(retry.cseq) == "2 INVITE"
+    assert retry.via.branch != invite.via.branch
+    assert retry.from_.tag == invite.from_.tag and retry.call_id == invite.call_id
+    assert ch.verdict(retry) is Verdict.OK
+    # A second challenge for the same realm (credentials refused) ends the attempt.
+    ch.challenge(retry)
+    (ack2,) = ch.take()
+    assert isinstance(ack2, Request) and ack2.method == "ACK"
+    assert link.events(link.a) == [CallFailed(handle, status, "Unauthorized" if status == 401 else ch_reason())]
+
+
+def ch_reason() -> str:
+    return "Proxy Authentication Required"
+
+
+def test_2xx_ack_carries_invite_credentials() -> None:
+    link = Link()
+    link.a.credentials = lambda realm: Credentials("alice", "secret") if realm == "example" else None
+    ch = Challenger(link)
+    link.a.invite(BOB, ALICE, offer(), 0.0)
+    (invite,) = ch.take()
+    assert isinstance(invite, Request)
+    ch.challenge(invite)
+    _, retry = ch.take()
+    assert isinstance(retry, Request)
+    ok = retry.create_response(200, to_tag="uas1")
+    ok.headers.add("Contact", "<sip:bob@127.0.0.1:5062>")
+    link.a.receive(ok, B, link.now)
+    (ack,) = ch.take()
+    assert isinstance(ack, Request) and ack.method == "ACK"
+    assert ack.headers.get("authorization") == retry.headers.get("authorization")
+    assert str(ack.cseq) == "2 ACK"
+
+
+def test_no_credentials_reports_the_401() -> None:
+    link = Link()
+    ch = Challenger(link)
+    handle = link.a.invite(BOB, ALICE, offer(), 0.0)
+    (invite,) = ch.take()
+    assert isinstance(invite, Request)
+    ch.challenge(invite)
+    assert link.events(link.a) == [CallFailed(handle, 401, "Unauthorized")]
+
+
+def test_bye_answers_407() -> None:
+    link = Link()
+    link.a.credentials = Credentials("alice", "secret")
+    handle, _ = connected(link)
+    link.a.bye(handle, link.now)
+    ((data, _),) = link.a.datagrams_to_send()
+    bye = parse(data)
+    assert isinstance(bye, Request)
+    ch = Challenger(link, 407)
+    ch.challenge(bye)
+    (retry,) = ch.take()
+    assert isinstance(retry, Request) and retry.method == "BYE" and str(retry.cseq) == "3 BYE"
+    assert ch.verdict(retry) is Verdict.OK
+    link.b.receive(retry, A, link.now)
+    link.pump()
+    assert link.events(link.a) == [CallEnded(handle, "local", 200, "OK")]
+
+
+# ----------------------------------------------------------------------------------------- re-INVITE and hold
+
+
+def test_hold_and_resume_by_caller() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    link.pump()
+    (held,) = link.events(link.b)
+    assert isinstance(held, MediaUpdated) and held.media.held and held.media.direction == "sendonly"
+    (seen,) = link.events(link.a)
+    assert isinstance(seen, MediaUpdated) and seen.media.direction == "recvonly"
+    reinvite = parse(link.log[0][1])
+    assert isinstance(reinvite, Request) and str(reinvite.cseq) == "2 INVITE"
+    assert SessionDescription.parse(reinvite.body).origin.version == 2
+    assert lines(link.log)[-1] == "a: ACK sip:bob@127.0.0.1:5062 SIP/2.0"
+    link.a.resume(handle, link.now)
+    link.pump()
+    (resumed,) = link.events(link.b)
+    assert isinstance(resumed, MediaUpdated) and not resumed.media.held
+    assert [type(e) for e in link.events(link.a)] == [MediaUpdated]
+
+
+def test_callee_holds_with_inactive_and_answer_mirrors() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    link.b.hold(handle, link.now, "inactive")
+    link.pump()
+    (seen_by_a,) = link.events(link.a)
+    assert isinstance(seen_by_a, MediaUpdated) and seen_by_a.media.direction == "inactive"
+    (answer,) = [m for m in map(parse, (d for _, d in link.log)) if isinstance(m, Response) and m.status == 200]
+    assert isinstance(answer, Response)
+    assert b"a=inactive" in answer.body
+    assert answer.to.tag is not None
+
+
+def test_reinvite_glare_is_491_for_both() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    link.b.hold(handle, link.now)
+    link.pump()
+    assert link.events(link.a) == [ReinviteFailed(handle, 491, "Request Pending")]
+    assert link.events(link.b) == [ReinviteFailed(handle, 491, "Request Pending")]
+    with pytest.raises(CallStateError):
+        link.a.reinvite(handle, offer(), link.now)  # after the ACK the dialog is free again
+        link.a.reinvite(handle, offer(), link.now)
+
+
+def test_in_dialog_options_and_info_dtmf() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    call = link.a.call(handle)
+    assert call.dialog is not None
+    for body, ctype in ((b"Signal=5\r\nDuration=160\r\n", "application/dtmf-relay"), (b"#", "application/dtmf")):
+        info = call.dialog.create_request("INFO", body=body, content_type=ctype)
+        link.a.tl.send_request(info, B, link.now)
+    options = call.dialog.create_request("OPTIONS")
+    link.a.tl.send_request(options, B, link.now)
+    link.pump()
+    assert link.events(link.b) == [DtmfReceived(handle, "5", 160), DtmfReceived(handle, "#", None)]
+    statuses = [first_line(d) for src, d in link.log if src == "b"]
+    assert statuses == ["SIP/2.0 200 OK"] * 3
+    options_ok = parse(link.log[-1][1])
+    assert options_ok.headers.get("allow") == "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+
+
+# ---------------------------------------------------------------------------------------- UAS request checks
+
+
+def raw_request(method: str, extra: str = "", to_tag: str = "", max_forwards: int = 70) -> bytes:
+    return (
+        f"{method} sip:bob@127.0.0.1:5062 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-raw-" + method + "\r\n"
+        f"Max-Forwards: {max_forwards}\r\n"
+        "From: <sip:alice@127.0.0.1>;tag=f1\r\n"
+        f"To: <sip:bob@127.0.0.1>{';tag=' + to_tag if to_tag else ''}\r\n"
+        "Call-ID: raw-1@127.0.0.1\r\n"
+        f"CSeq: 7 {method}\r\n"
+        "Contact: <sip:alice@127.0.0.1:5061>\r\n"
+        f"{extra}"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def reply_to(raw: bytes, **kw: object) -> Response:
+    link = Link(**kw)
+    link.b.receive_datagram(raw, A, 0.0)
+    out = [parse(d) for d, _ in link.b.datagrams_to_send()]
+    final = out[-1]
+    assert isinstance(final, Response)
+    return final
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "allow"),
+    [
+        (raw_request("FROB"), 501, "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"),
+        (raw_request("SUBSCRIBE"), 405, "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"),
+        (raw_request("REGISTER"), 405, "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"),
+        (raw_request("OPTIONS"), 200, "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"),
+        (raw_request("INVITE", max_forwards=0), 483, None),
+        (raw_request("OPTIONS", "Require: 100rel\r\n"), 420, None),
+        (raw_request("BYE"), 481, None),
+        (raw_request("BYE", to_tag="nope"), 481, None),
+        (raw_request("INVITE", "Content-Type: text/plain\r\n"), 200, None),  # no body: fine, offerless INVITE
+    ],
+)
+def test_uas_request_checks(raw: bytes, status: int, allow: str | None) -> None:
+    if status == 200 and raw.startswith(b"INVITE"):
+        link = Link()
+        link.b.receive_datagram(raw, A, 0.0)
+        (incoming,) = link.events(link.b)
+        assert isinstance(incoming, IncomingCall) and incoming.media is None
+        return
+    response = reply_to(raw)
+    assert response.status == status
+    assert response.headers.get("allow") == allow
+    if status == 420:
+        assert response.headers.get("unsupported") == "100rel"
+
+
+def test_garbage_never_raises_and_bad_request_gets_400() -> None:
+    link = Link()
+    for junk in (b"", b"\x00\xff" * 50, b"INVITE\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n"):
+        link.b.receive_datagram(junk, A, 0.0)
+    assert link.b.datagrams_to_send() == []
+    bad = raw_request("OPTIONS").replace(b"CSeq: 7 OPTIONS", b"CSeq: 7 INVITE")
+    link.b.receive_datagram(bad, A, 0.0)
+    ((data, peer),) = link.b.datagrams_to_send()
+    assert first_line(data).startswith("SIP/2.0 400 ")
+    assert peer == A
+
+
+def test_offer_in_unsupported_content_type_is_415() -> None:
+    raw = raw_request("INVITE", "Content-Type: text/plain\r\n").replace(
+        b"Content-Length: 0\r\n\r\n", b"Content-Length: 2\r\n\r\nhi"
+    )
+    response = reply_to(raw)
+    assert response.status == 415 and response.headers.get("accept") == "application/sdp"
+
+
+RR_INVITE = (
+    "INVITE sip:bob@127.0.0.1:5062 SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5065;branch=z9hG4bK-proxy\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-caller\r\n"
+    "Record-Route: <sip:127.0.0.1:5065;lr;ftag=f1>\r\n"
+    "Max-Forwards: 69\r\n"
+    "From: <sip:alice@127.0.0.1>;tag=f1\r\n"
+    "To: <sip:bob@127.0.0.1>\r\n"
+    "Call-ID: rr-1@127.0.0.1\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Contact: <sip:alice@127.0.0.1:5061>\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+def test_uas_copies_record_route_and_routes_its_bye() -> None:
+    link = Link()
+    proxy = Peer("UDP", "127.0.0.1", 5065)
+    link.b.receive_datagram(RR_INVITE.encode(), proxy, 0.0)
+    (incoming,) = link.events(link.b)
+    assert isinstance(incoming, IncomingCall)
+    link.b.answer(incoming.call, build_offer("127.0.0.1", 30000, session_id="5"), 0.0)
+    out = link.b.datagrams_to_send()
+    ok = parse(out[-1][0])
+    assert isinstance(ok, Response) and ok.status == 200
+    assert ok.headers.get_all("record-route") == ["<sip:127.0.0.1:5065;lr;ftag=f1>"]
+    assert ok.headers.get("contact") == "<sip:bob@127.0.0.1:5062>"
+    assert out[-1][1] == proxy
+    ack = RR_INVITE.replace("INVITE sip", "ACK sip").replace("1 INVITE", "1 ACK").replace("Record-Route", "Route")
+    ack = ack.replace("To: <sip:bob@127.0.0.1>", f"To: <sip:bob@127.0.0.1>;tag={ok.to.tag}")
+    ack = ack.replace("z9hG4bK-proxy", "z9hG4bK-proxy-ack")
+    link.b.receive_datagram(ack.encode(), proxy, 0.1)
+    assert link.events(link.b) == [CallConfirmed(incoming.call, None)]
+    link.b.bye(incoming.call, 0.2)
+    ((data, peer),) = link.b.datagrams_to_send()
+    bye = parse(data)
+    assert isinstance(bye, Request)
+    assert peer == proxy
+    assert str(bye.uri) == "sip:alice@127.0.0.1:5061"
+    assert bye.headers.get_all("route") == ["<sip:127.0.0.1:5065;lr;ftag=f1>"]
+
+
+def test_uac_uses_reversed_record_route_for_ack_and_bye() -> None:
+    link = Link()
+    handle = link.a.invite(BOB, ALICE, offer(), 0.0)
+    ((data, _),) = link.a.datagrams_to_send()
+    invite = parse(data)
+    assert isinstance(invite, Request)
+    ok = invite.create_response(200, to_tag="t2")
+    ok.headers.add("Record-Route", "<sip:10.0.0.2;lr>, <sip:10.0.0.1;lr>")
+    ok.headers.add("Contact", "<sip:bob@10.0.0.9:5070>")
+    link.a.receive(ok, Peer("UDP", "10.0.0.1", 5060), 0.1)
+    ((ack_data, ack_peer),) = link.a.datagrams_to_send()
+    ack = parse(ack_data)
+    assert isinstance(ack, Request) and ack.method == "ACK"
+    assert str(ack.uri) == "sip:bob@10.0.0.9:5070"
+    assert ack.headers.get_all("route") == ["<sip:10.0.0.1;lr>", "<sip:10.0.0.2;lr>"]
+    assert ack_peer == Peer("UDP", "10.0.0.1", 5060)
+    assert ack.via.branch != invite.via.branch
+    link.a.bye(handle, 0.2)
+    ((bye_data, bye_peer),) = link.a.datagrams_to_send()
+    assert bye_peer == Peer("UDP", "10.0.0.1", 5060)
+    assert first_line(bye_data) == "BYE sip:bob@10.0.0.9:5070 SIP/2.0"
+
+
+def test_outbound_proxy_preloads_route() -> None:
+    ua = UserAgent(IdSource(1), {"UDP": ("127.0.0.1", 5061)}, outbound_proxy="sip:127.0.0.1:5065")
+    ua.invite(BOB, ALICE, offer(), 0.0)
+    ((data, peer),) = ua.datagrams_to_send()
+    assert peer == Peer("UDP", "127.0.0.1", 5065)
+    invite = parse(data)
+    assert invite.headers.get_all("route") == ["<sip:127.0.0.1:5065;lr>"]
+    assert isinstance(invite, Request) and str(invite.uri) == BOB
+
+
+# --------------------------------------------------------------------------------------------- REGISTER client
+
+
+def serve_register(link: Link, registrar: Registrar, store: InMemoryBindingStore, wall: float) -> None:
+    """What the engine does with RegisterReceived: look up, decide, store, respond."""
+    for event in link.events(link.b):
+        assert isinstance(event, RegisterReceived)
+        request = event.request
+        user = registrar.username(request)
+        secret = Secret(password="secret") if user == "alice" else None
+        aor = registrar.aor(request)
+        outcome = registrar.handle(request, secret=secret, bindings=store.bindings(aor, wall), now=wall)
+        if outcome.aor is not None:
+            store.apply(outcome.aor, outcome.upserts, outcome.removals)
+        link.b.respond(outcome.response, link.now)
+
+
+def test_register_with_digest_refresh_and_unregister() -> None:
+    link = Link(accept_register=True)
+    link.a.credentials = Credentials("alice", "secret")
+    digest = DigestServer("127.0.0.1", b"k" * 32, IdSource(7))
+    registrar = Registrar(digest, IdSource(8), min_expires=60, max_expires=600)
+    store = InMemoryBindingStore()
+    handle = link.a.register("sip:127.0.0.1:5062", "sip:alice@127.0.0.1", 0.0, expires=3600)
+    for _ in range(3):
+        link.pass_("a")
+        serve_register(link, registrar, store, 1000.0 + link.now)
+        link.pass_("b")
+    assert link.events(link.a) == [Registered(handle, 600)]
+    assert [b.contact for b in store.bindings("sip:alice@127.0.0.1", 1000.0)] == ["sip:alice@127.0.0.1:5061"]
+    statuses = [first_line(d) for src, d in link.log if src == "b"]
+    assert statuses == ["SIP/2.0 401 Unauthorized", "SIP/2.0 200 OK"]
+    # The refresh goes out 30 s before the granted expiry, with the same Call-ID and a higher CSeq.
+    assert link.a.get_timer() is not None
+    link.advance(569.9)
+    assert link.a.datagrams_to_send() == []
+    link.advance(570.0)
+    refresh = [parse(d) for d, _ in link.a.datagrams_to_send() if d.startswith(b"REGISTER")]
+    assert len(refresh) == 1 and str(refresh[0].cseq) == "3 REGISTER" and refresh[0].call_id == handle
+    link.a.unregister(handle, link.now)
+    ((data, _),) = link.a.datagrams_to_send()
+    assert b"Expires: 0\r\n" in data
+
+
+def test_register_423_retries_with_min_expires_then_fails_on_403() -> None:
+    link = Link(accept_register=True)
+    registrar = Registrar(None, IdSource(8), min_expires=300)
+    store = InMemoryBindingStore()
+    handle = link.a.register("sip:127.0.0.1:5062", "sip:alice@127.0.0.1", 0.0, expires=30)
+    for _ in range(2):
+        link.pass_("a")
+        serve_register(link, registrar, store, 1000.0)
+        link.pass_("b")
+    assert link.events(link.a) == [Registered(handle, 300)]
+    other = link.a.register("sip:127.0.0.1:5062", "sip:carol@127.0.0.1", 0.0)
+    link.pass_("a")
+    for event in link.events(link.b):
+        assert isinstance(event, RegisterReceived)
+        link.b.respond(event.request.create_response(403, to_tag="x"), link.now)
+    link.pass_("b")
+    assert link.events(link.a) == [RegistrationFailed(other, 403, "Forbidden")]
