@@ -177,6 +177,7 @@ async def test_garbage_flood_leaves_the_endpoint_answering(uas: tuple[SipEndpoin
 async def test_tcp_byte_by_byte_and_answer_on_same_connection(uas: tuple[SipEndpoint, Recorder]) -> None:
     ep, rec = uas
     reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
+    port = writer.get_extra_info("sockname")[1]
     try:
         data = invite(0, ep.port, branch="z9hG4bKtcp").replace(b"SIP/2.0/UDP 127.0.0.1:9", b"SIP/2.0/TCP 127.0.0.1:9")
         for i in range(len(data)):
@@ -190,6 +191,11 @@ async def test_tcp_byte_by_byte_and_answer_on_same_connection(uas: tuple[SipEndp
                 head = await reader.readuntil(b"\r\n\r\n")
                 got.append(parse_message(head, stream=True))
         assert [getattr(m, "status", None) for m in got] == [100, 200]
+        assert got[1].headers.get("Via") == f"SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKtcp;rport={port};received=127.0.0.1"
+        writer.write(b"\r\n\r\n")  # keep-alive ping -> pong
+        await writer.drain()
+        async with asyncio.timeout(5):
+            assert await reader.readexactly(2) == b"\r\n"
         # A stream that cannot be framed is closed.
         writer.write(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: nope\r\n\r\n")
         await writer.drain()

@@ -282,3 +282,21 @@ def test_max_forwards_helper() -> None:
     req.headers.set("Max-Forwards", "x")
     with pytest.raises(SipParseError, match="malformed Max-Forwards"):
         decrement_max_forwards(req)
+
+
+def test_baresip_capture_empty_supported_and_sdp() -> None:
+    msg = parse_message(load("baresip_invite.sip"))
+    assert isinstance(msg, Request)
+    assert msg.headers.get("Supported") == "" and msg.headers.get_all("Supported") == []
+    assert msg.headers.get_all("Allow")[:3] == ["INVITE", "ACK", "BYE"]
+    assert msg.via.has_rport and msg.via.rport is None
+    assert msg.body.startswith(b"v=0\r\n") and len(msg.body) == 314
+
+
+def test_kamailio_capture_record_route_and_two_vias() -> None:
+    msg = parse_message(load("kamailio_rr_invite.sip"))
+    assert msg.headers.get_all("Record-Route") == ["<sip:127.0.0.1:39193;lr;ftag=31366SIPpTag001>"]
+    rr = Address.parse(msg.headers.get_all("Record-Route")[0])
+    assert rr.uri.lr and rr.uri.port == 39193
+    assert [v.port for v in msg.vias] == [39193, 5060]
+    assert msg.max_forwards == 69

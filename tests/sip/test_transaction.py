@@ -436,3 +436,21 @@ def test_uac_uas_over_lossy_link_one_call_only() -> None:
         uac.receive(parse_message(data), UAS, now=0.8)
     assert [e.response.status for e in events(uac) if isinstance(e, ResponseReceived)] == [100, 100, 200]
     assert uac.get_timer() == 32.8  # only Timer M is left: A and B are gone
+
+
+def test_kamailio_hop_by_hop_ack_confirms_the_486() -> None:
+    from pathlib import Path
+
+    data = Path(__file__).parent.parent / "data" / "sip"
+    inv = parse_message((data / "kamailio_rr_invite.sip").read_bytes())
+    ack = parse_message((data / "kamailio_ack_486.sip").read_bytes())
+    assert isinstance(inv, Request) and isinstance(ack, Request)
+    proxy = Peer("UDP", "127.0.0.1", 39193)
+    layer = make_layer()
+    layer.receive(inv, proxy, now=0.0)
+    (ev,) = events(layer)
+    assert isinstance(ev, RequestReceived)
+    layer.send_response(inv.create_response(486, to_tag="k1"), now=0.1)
+    assert [dest for _, dest in layer.datagrams_to_send()] == [proxy, proxy]  # 100 and 486 to the top Via
+    layer.receive(ack, proxy, now=0.2)
+    assert layer.state(ev.key) == "confirmed" and events(layer) == []

@@ -5,8 +5,8 @@ Theory of operation
 :class:`SipEndpoint` binds UDP and/or TCP on one address (default ``127.0.0.1:5080``; port 0 picks a free port,
 the same for both). Every input goes through the same steps (the aioquic pattern):
 
-1. parse (``parse_message``); on a datagram, stamp ``received``/``rport`` into the top Via of a request
-   (§18.2.1, RFC 3581);
+1. parse (``parse_message``); stamp ``received``/``rport`` into the top Via of a request (§18.2.1, RFC 3581);
+   a CRLFCRLF keep-alive on TCP is answered with CRLF (RFC 5626 §4.4.1);
 2. ``TransactionLayer.receive(msg, peer, now)`` with ``now = loop.time()``;
 3. drain the layer's events into the ``on_event`` callback (which may call ``send_*`` synchronously);
 4. transmit ``datagrams_to_send()``: UDP ``sendto``; TCP on the connection the peer is known by (the one a
@@ -134,12 +134,15 @@ class _TcpConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None and self.transport is not None
+        pings = self.framer.pings
         try:
             frames = self.framer.feed(data)
         except FramingError as exc:
             self.endpoint._bad_input(exc, self.peer)
             self.transport.close()
             return
+        if self.framer.pings != pings:
+            self.transport.write(b"\r\n")  # RFC 5626 §4.4.1 keep-alive pong
         for frame in frames:
             self.endpoint._on_message(frame, self.peer, stream=True)
 
@@ -275,8 +278,7 @@ class SipEndpoint:
                     err = SipParseError("unsupported transport in Via")
                     err.partial = msg  # type: ignore[attr-defined]
                     raise err
-                if not stream:
-                    stamp_via(msg, peer.host, peer.port)
+                stamp_via(msg, peer.host, peer.port)
         except SipParseError as exc:
             self._bad_input(exc, peer)
             return
@@ -296,8 +298,7 @@ class SipEndpoint:
             self._log.warn(str(exc), self._now(), f"from {peer.transport} {peer.host}:{peer.port}")
             return
         try:
-            if not peer.reliable:
-                stamp_via(partial, peer.host, peer.port)
+            stamp_via(partial, peer.host, peer.port)
             status = exc.status or 400
             resp = partial.create_response(status, REASONS.get(status, "Bad Request"))
             resp.headers.add("Warning", f'399 callplane "{exc}"')

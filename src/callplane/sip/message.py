@@ -376,7 +376,7 @@ class Message:
                     continue
                 have_length = True
                 value = length
-            out.append(f"{name}: {value}")
+            out.append(f"{name}: {value}" if value else f"{name}:")
         if not have_length:
             out.append(f"Content-Length: {length}")
         out.append("\r\n")
