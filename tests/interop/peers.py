@@ -557,7 +557,14 @@ class PeerGroup:
             path = Path(scenario) if "/" in scenario else SCENARIOS / scenario
             if path.suffix != ".xml":
                 path = path.with_name(path.name + ".xml")
-            argv += ["-sf", str(path)] + scenario_args(path)
+            defaults = scenario_args(path)
+            # "-key name value" defaults from the scenario give way to the caller's keys (SIPp keeps the first).
+            while "-key" in defaults:
+                i = defaults.index("-key")
+                name, value = defaults[i + 1], defaults[i + 2]
+                del defaults[i : i + 3]
+                keys = {name: value, **(keys or {})}
+            argv += ["-sf", str(path)] + defaults
         if remote is not None:
             argv.append(f"{remote[0]}:{remote[1]}")
         stat, msgs, errs = d / "stats.csv", d / "messages.log", d / "errors.log"

@@ -1,0 +1,204 @@
+"""callplane's UAC (``callplane.sip.ua.UserAgent``) against SIPp UAS scenarios (issue 3, "Checked by").
+
+Each test places one call from our UA, running in-process on a free loopback port, to a SIPp scenario under
+``scenarios/``. SIPp is the judge: its exit code and statistics say whether every message it required arrived in
+order, and its message log shows exactly what it received from us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import pytest
+
+from callplane.sip.digest import Credentials
+from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress
+from tests.interop.conftest import need
+from tests.interop.peers import LOOPBACK, PeerGroup, SippRun, TraceMessage, digest_response, parse_digest
+from tests.interop.uadriver import UaDriver, offer_sdp
+
+pytestmark = pytest.mark.interop
+
+
+async def finished(run: SippRun, timeout: float = 15.0) -> None:
+    """SIPp exited 0 with exactly one successful call."""
+    rc = await asyncio.to_thread(run.wait, timeout)
+    assert rc == 0, run.report()
+    stats = run.stats()
+    assert (stats.successful, stats.failed) == (1, 0), run.report()
+
+
+def got(run: SippRun) -> list[TraceMessage]:
+    return run.messages(received=True)
+
+
+def methods(run: SippRun) -> list[str]:
+    return [m.method for m in got(run)]
+
+
+def server(peers: PeerGroup, scenario: str, **kwargs: object) -> SippRun:
+    need("sipp")
+    return peers.sipp(scenario, **kwargs)  # type: ignore[arg-type]
+
+
+async def call(drv: UaDriver, run: SippRun, user: str = "svc") -> str:
+    handle: str = drv.act(drv.ua.invite, f"sip:{user}@{LOOPBACK}:{run.port}", f"sip:alice@{LOOPBACK}", offer_sdp(drv))
+    return handle
+
+
+async def test_answered_call_and_our_bye(peers: PeerGroup) -> None:
+    uas = server(peers, "uas_answer")
+    async with UaDriver() as drv:
+        handle = await call(drv, uas)
+        progress = await drv.expect(CallProgress)
+        assert (progress.status, progress.reason) == (180, "Ringing")
+        answered = await drv.expect(CallAnswered)
+        assert answered.media is not None
+        assert (answered.media.codec, answered.media.port, answered.media.telephone_event_pt) == (
+            "PCMU",
+            uas.media_port,
+            101,
+        )
+        drv.act(drv.ua.bye, handle)
+        ended = await drv.expect(CallEnded)
+        assert (ended.by, ended.status) == ("local", 200)
+    await finished(uas)
+    invite, ack, bye = got(uas)
+    assert [invite.method, ack.method, bye.method] == ["INVITE", "ACK", "BYE"]
+    assert invite.header("Content-Type") == "application/sdp" and "m=audio" in invite.body
+    assert invite.branch.startswith("z9hG4bK")
+    # The 2xx ACK is its own transaction (§13.2.2.4): new branch, INVITE's CSeq number, the callee's Contact as target.
+    assert ack.branch != invite.branch and ack.cseq == (invite.cseq[0], "ACK")
+    assert ack.request_uri == f"sip:{LOOPBACK}:{uas.port};transport=UDP"
+    assert bye.request_uri == ack.request_uri and bye.cseq[0] > invite.cseq[0]
+    assert ack.to_tag == bye.to_tag != "" and ack.call_id == bye.call_id == invite.call_id == handle
+
+
+async def test_answered_call_remote_bye(peers: PeerGroup) -> None:
+    uas = server(peers, "uas_answer_bye")
+    async with UaDriver() as drv:
+        await call(drv, uas)
+        await drv.wait_for(CallAnswered)
+        ended = await drv.wait_for(CallEnded)
+        assert ended.by == "remote"
+    await finished(uas)
+    assert methods(uas) == ["INVITE", "ACK", "BYE"]
+    assert got(uas)[-1].status == 200
+
+
+async def test_busy_is_reported_and_acked(peers: PeerGroup) -> None:
+    uas = server(peers, "uas_busy")
+    async with UaDriver() as drv:
+        await call(drv, uas)
+        failed = await drv.wait_for(CallFailed)
+        assert (failed.status, failed.reason) == (486, "Busy Here")
+        assert not drv.of(CallAnswered)
+    await finished(uas)
+    invite, ack = got(uas)
+    assert ack.method == "ACK"
+    # §17.1.1.3: the ACK of a non-2xx final belongs to the INVITE transaction.
+    assert ack.branch == invite.branch and ack.cseq == (invite.cseq[0], "ACK")
+    assert ack.request_uri == invite.request_uri and ack.to_tag == uas.messages(received=False)[-1].to_tag
+
+
+async def test_cancel_while_ringing(peers: PeerGroup) -> None:
+    uas = server(peers, "uas_cancel")
+    async with UaDriver() as drv:
+        handle = await call(drv, uas)
+        await drv.expect(CallProgress)
+        drv.act(drv.ua.cancel, handle)
+        failed = await drv.wait_for(CallFailed)
+        assert failed.status == 487
+    await finished(uas)
+    invite, cancel, ack = got(uas)
+    assert [cancel.method, ack.method] == ["CANCEL", "ACK"]
+    # §9.1: CANCEL copies the INVITE's Request-URI, Call-ID, From, To, CSeq number and top Via branch.
+    assert cancel.branch == invite.branch and cancel.cseq == (invite.cseq[0], "CANCEL")
+    assert cancel.request_uri == invite.request_uri and cancel.header("To") == invite.header("To")
+    assert ack.branch == invite.branch and ack.cseq == (invite.cseq[0], "ACK")
+
+
+def check_credentials(invites: list[TraceMessage], header: str, algorithm: str) -> None:
+    first, second = invites
+    value = second.header(header)
+    assert value is not None, f"no {header} in the second INVITE"
+    params = parse_digest(value)
+    assert params["username"] == "alice" and params["realm"] == "callplane.test"
+    assert params.get("algorithm", "MD5").upper() == algorithm
+    assert params["qop"] == "auth" and params["nc"] == "00000001" and params["cnonce"]
+    assert params["response"] == digest_response(params, "INVITE", "secret")
+    # §22.2: same Call-ID and From tag, a higher CSeq, a new branch.
+    assert second.call_id == first.call_id and second.from_tag == first.from_tag
+    assert second.cseq[0] == first.cseq[0] + 1 and second.branch != first.branch
+
+
+async def test_401_challenge_answered(peers: PeerGroup) -> None:
+    uas = server(peers, "uas_auth401")  # SIPp's verifyauth checks the digest itself
+    async with UaDriver(credentials=Credentials("alice", "secret")) as drv:
+        handle = await call(drv, uas)
+        await drv.wait_for(CallAnswered)
+        drv.act(drv.ua.bye, handle)
+        await drv.wait_for(CallEnded)
+    await finished(uas)
+    assert methods(uas) == ["INVITE", "ACK", "INVITE", "ACK", "BYE"]
+    check_credentials([m for m in got(uas) if m.method == "INVITE"], "Authorization", "MD5")
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
+async def test_407_challenge_answered(peers: PeerGroup, algorithm: str) -> None:
+    uas = server(peers, "uas_auth407", keys={"algorithm": algorithm})
+    async with UaDriver(credentials=Credentials("alice", "secret")) as drv:
+        handle = await call(drv, uas)
+        await drv.wait_for(CallAnswered)
+        drv.act(drv.ua.bye, handle)
+        await drv.wait_for(CallEnded)
+    await finished(uas)
+    assert methods(uas) == ["INVITE", "ACK", "INVITE", "ACK", "BYE"]
+    check_credentials([m for m in got(uas) if m.method == "INVITE"], "Proxy-Authorization", algorithm)
+
+
+async def test_wrong_password_fails_the_call(peers: PeerGroup) -> None:
+    """The oracle can fail: a wrong password makes SIPp's verifyauth reject the call."""
+    uas = server(peers, "uas_auth401", timeout=4.0)
+    async with UaDriver(credentials=Credentials("alice", "not-the-password")) as drv:
+        await call(drv, uas)
+        rc = await asyncio.to_thread(uas.wait, 15)
+    assert rc != 0
+    assert uas.stats().successful == 0
+    assert "bad digest" in uas.errors() + uas.peer.output()
+
+
+def _when(msg: TraceMessage) -> float:
+    return datetime.strptime(msg.wall, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+
+
+async def test_late_answer_after_invite_retransmissions(peers: PeerGroup) -> None:
+    uas = server(peers, "uas_late")
+    async with UaDriver() as drv:
+        handle = await call(drv, uas)
+        await drv.wait_for(CallAnswered)
+        drv.act(drv.ua.bye, handle)
+        await drv.wait_for(CallEnded)
+    await finished(uas)
+    invites = [m for m in got(uas) if m.method == "INVITE"]
+    assert len(invites) == 3
+    # Retransmissions of one transaction (§17.1.1.2): identical copies, Timer A doubling from T1 = 0.5 s.
+    assert len({(m.branch, m.cseq, m.body) for m in invites}) == 1
+    assert _when(invites[1]) - _when(invites[0]) >= 0.45
+    assert _when(invites[2]) - _when(invites[0]) >= 1.4
+
+
+async def test_retransmitted_200_is_acked_each_time(peers: PeerGroup) -> None:
+    uas = server(peers, "uas_200_retrans")
+    async with UaDriver() as drv:
+        handle = await call(drv, uas)
+        await drv.wait_for(CallAnswered)
+        await asyncio.sleep(1.0)  # the scenario re-sends its 200 at +0.3 s and +0.6 s
+        drv.act(drv.ua.bye, handle)
+        await drv.wait_for(CallEnded)
+        assert len(drv.of(CallAnswered)) == 1
+    await finished(uas)
+    assert methods(uas) == ["INVITE", "ACK", "ACK", "ACK", "BYE"]
+    acks = [m for m in got(uas) if m.method == "ACK"]
+    assert len({(m.branch, m.cseq, m.request_uri) for m in acks}) == 1
