@@ -18,6 +18,7 @@ from callplane.sip.transaction_events import (
     RequestReceived,
     ResponseReceived,
     TransactionTimeout,
+    TransportError,
     TxEvent,
 )
 
@@ -245,4 +246,22 @@ async def test_client_retransmits_and_times_out_against_a_silent_peer() -> None:
         assert len(ep.layer) == 0
     finally:
         peer.close()
+        await ep.close()
+
+
+async def test_tcp_connect_failure_is_reported_as_transport_error() -> None:
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(6), port=0)
+    await ep.start()
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.bind(("127.0.0.1", 0))
+    closed_port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    try:
+        h = Headers([("From", "<sip:a@x>;tag=1"), ("To", "<sip:b@x>"), ("Call-ID", "refused"), ("CSeq", "1 OPTIONS")])
+        key = ep.send_request(Request("OPTIONS", URI.parse("sip:b@x"), h), Peer("TCP", "127.0.0.1", closed_port))
+        (ev,) = await rec.wait_for(TransportError)
+        assert ev == TransportError(key)
+        assert len(ep.layer) == 0
+    finally:
         await ep.close()

@@ -300,3 +300,20 @@ def test_kamailio_capture_record_route_and_two_vias() -> None:
     assert rr.uri.lr and rr.uri.port == 39193
     assert [v.port for v in msg.vias] == [39193, 5060]
     assert msg.max_forwards == 69
+
+
+def test_create_cancel_9_1() -> None:
+    inv = parse_message(load("rfc3261_24_2_f1_invite.sip"))
+    assert isinstance(inv, Request)
+    inv.headers.add("Route", "<sip:p1.example.com;lr>")
+    assert bytes(inv.create_cancel()) == (
+        b"CANCEL sip:bob@biloxi.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds8\r\n"
+        b"Route: <sip:p1.example.com;lr>\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n"
+        b"To: Bob <sip:bob@biloxi.com>\r\n"
+        b"Call-ID: a84b4c76e66710\r\n"
+        b"CSeq: 314159 CANCEL\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )

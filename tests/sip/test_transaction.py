@@ -18,6 +18,7 @@ from callplane.sip.transaction_events import (
     StrayResponse,
     TransactionKey,
     TransactionTimeout,
+    TransportError,
     TxEvent,
 )
 
@@ -454,3 +455,28 @@ def test_kamailio_hop_by_hop_ack_confirms_the_486() -> None:
     assert [dest for _, dest in layer.datagrams_to_send()] == [proxy, proxy]  # 100 and 486 to the top Via
     layer.receive(ack, proxy, now=0.2)
     assert layer.state(ev.key) == "confirmed" and events(layer) == []
+
+
+def test_ack_reusing_the_invite_branch_still_reaches_the_dialog() -> None:
+    layer = make_layer()
+    inv = request(branch="z9hG4bKsame")
+    layer.receive(inv, UAC, now=0.0)
+    (ev,) = events(layer)
+    assert isinstance(ev, RequestReceived)
+    layer.send_response(inv.create_response(200, to_tag="t"), now=0.0)
+    layer.datagrams_to_send()
+    ack = request("ACK", branch="z9hG4bKsame")
+    layer.receive(ack, UAC, now=0.2)
+    assert events(layer) == [AckReceived(ack, UAC)]
+    assert run_timers(layer) == [(32.0, [], [])]  # no 2xx retransmissions after the ACK, no AckTimeout
+
+
+def test_transport_failure_ends_the_transactions_bound_to_that_peer() -> None:
+    layer = make_layer()
+    tcp = Peer("TCP", "192.0.2.4", 5060)
+    k1 = layer.send_request(request("INVITE"), tcp, now=0.0)
+    k2 = layer.send_request(request("OPTIONS"), tcp, now=0.0)
+    k3 = layer.send_request(request("OPTIONS"), UAS, now=0.0)
+    layer.transport_failed(tcp, now=0.1)
+    assert events(layer) == [TransportError(k1), TransportError(k2)]
+    assert (layer.state(k1), layer.state(k2), layer.state(k3)) == (None, None, "trying")

@@ -397,3 +397,5 @@ class SipEndpoint:
             if self._connections.get((dest.host, dest.port)) is conn:
                 del self._connections[(dest.host, dest.port)]
             self._log.warn("TCP connect failed", self._now(), f"{dest.host}:{dest.port}: {exc}")
+            self.layer.transport_failed(dest, self._now())
+            self._pump()

@@ -20,6 +20,7 @@ Public API::
 
     parse_message(data: bytes, *, stream: bool = False) -> Request | Response
     Request(method, uri, headers=None, body=b"")     .create_response(status, reason=None, to_tag=None)
+                                                     .create_cancel()   (§9.1, for an INVITE we sent)
     Response(status, reason=None, headers=None, body=b"")
     bytes(msg)                                       serialise; Content-Length is always made to match the body
     msg.headers: Headers                              get / get_all / add / set / insert_first / set_first / remove
@@ -486,6 +487,23 @@ class Request(Message):
             if ts is not None:
                 h.add("Timestamp", ts)
         return Response(status, reason, h)
+
+    def create_cancel(self) -> Request:
+        """A CANCEL for this (sent) INVITE per §9.1: same Request-URI, top Via (so the same branch), Route set, From,
+        To, Call-ID and CSeq number; send it with ``TransactionLayer.send_request`` (its own transaction)."""
+        src = self.headers
+        vias = src.get_all("via")
+        if not vias:
+            raise SipParseError("missing mandatory header Via")
+        h = Headers()
+        h.add("Via", vias[0])
+        for route in src.get_all("route"):
+            h.add("Route", route)
+        h.add("Max-Forwards", DEFAULT_MAX_FORWARDS)
+        for key, label in (("from", "From"), ("to", "To"), ("call-id", "Call-ID")):
+            h.add(label, _required(src, key, label))
+        h.add("CSeq", f"{self.cseq.seq} CANCEL")
+        return Request("CANCEL", self.uri, h)
 
 
 class Response(Message):

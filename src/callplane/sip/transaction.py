@@ -65,6 +65,7 @@ from callplane.sip.transaction_events import (
     StrayResponse,
     TransactionKey,
     TransactionTimeout,
+    TransportError,
     TxEvent,
 )
 
@@ -178,6 +179,7 @@ class _ClientInvite(_Transaction):
             ("calling", "terminated"),
             ("proceeding", "completed"),
             ("proceeding", "accepted"),
+            ("proceeding", "terminated"),
             ("completed", "terminated"),
             ("accepted", "terminated"),
         }
@@ -313,6 +315,7 @@ class _ServerInvite(_Transaction):
         {
             ("proceeding", "completed"),
             ("proceeding", "accepted"),
+            ("proceeding", "terminated"),
             ("completed", "confirmed"),
             ("completed", "terminated"),
             ("confirmed", "terminated"),
@@ -328,7 +331,7 @@ class _ServerInvite(_Transaction):
         self.cseq = request.cseq.seq
         self.ok: bytes | None = None
 
-    def on_request(self, request: Request, now: float) -> None:
+    def on_request(self, request: Request, source: Peer, now: float) -> None:
         state = self.state
         if request.method == "ACK":
             if state == "completed":
@@ -338,7 +341,11 @@ class _ServerInvite(_Transaction):
                     self._set_state("terminated")
                 else:
                     self._arm("I", self.layer.timers.t4, now)
-            # confirmed/accepted/proceeding: absorbed
+            elif state == "accepted":
+                # An ACK for our 2xx that reuses the INVITE's branch (RFC 2543-style peers): still the dialog's.
+                self.on_2xx_ack()
+                self.layer._emit(AckReceived(request, source))
+            # confirmed/proceeding: absorbed
         elif state in ("proceeding", "completed"):
             self._retransmit()
         # accepted: absorb retransmitted INVITEs (RFC 6026 §7.1); the 2xx keeps being retransmitted by timer
@@ -403,13 +410,15 @@ class _ServerNonInvite(_Transaction):
         {
             ("trying", "proceeding"),
             ("trying", "completed"),
+            ("trying", "terminated"),
             ("proceeding", "completed"),
+            ("proceeding", "terminated"),
             ("completed", "terminated"),
         }
     )
     __slots__ = ()
 
-    def on_request(self, request: Request, now: float) -> None:
+    def on_request(self, request: Request, source: Peer, now: float) -> None:
         if self.state in ("proceeding", "completed"):
             self._retransmit()
         # trying: absorbed, nothing sent yet
@@ -517,7 +526,7 @@ class TransactionLayer:
         skey = server_key(msg)
         server = self._servers.get(skey)
         if server is not None:
-            server.on_request(msg, now)
+            server.on_request(msg, source, now)
             return
         method = msg.method
         if method == "ACK":
@@ -588,6 +597,14 @@ class TransactionLayer:
             headers.set_first("Via", request.via.with_param("branch", self.ids.branch()))
         if "max-forwards" not in headers:
             headers.add("Max-Forwards", DEFAULT_MAX_FORWARDS)
+
+    def transport_failed(self, peer: Peer, now: float) -> None:
+        """The transport could not reach ``peer`` (§17.1.4, §17.2.4): every live transaction bound to it ends with
+        a :class:`TransportError` event (client: treat as 503)."""
+        for txn in [*self._clients.values(), *self._servers.values()]:
+            if txn.peer == peer and txn.state != "terminated":
+                self._emit(TransportError(txn.key))
+                txn._set_state("terminated")
 
     # Internals -------------------------------------------------------------------------------------------------
     @staticmethod

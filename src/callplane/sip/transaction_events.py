@@ -15,6 +15,7 @@
     StrayResponse(response, source)              a response that matches no transaction (§18.1.2: usually ignored;
                                                  a late 2xx retransmission can still be ACKed by the dialog)
     TransactionTimeout(key, timer)               Timer B or F (client: treat as 408) or H (server: no ACK)
+    TransportError(key)                          the transport could not reach the peer (§17.1.4: treat as 503)
     AckTimeout(key, call_id, cseq)               our 2xx to an INVITE was not ACKed within 64*T1 (§13.3.1.4: BYE)
 """
 
@@ -35,6 +36,7 @@ __all__ = [
     "StrayResponse",
     "TransactionTimeout",
     "AckTimeout",
+    "TransportError",
 ]
 
 
@@ -111,6 +113,18 @@ class AckTimeout:
     cseq: int
 
 
+@dataclass(frozen=True, slots=True)
+class TransportError:
+    key: TransactionKey
+
+
 TxEvent = (
-    RequestReceived | CancelReceived | AckReceived | ResponseReceived | StrayResponse | TransactionTimeout | AckTimeout
+    RequestReceived
+    | CancelReceived
+    | AckReceived
+    | ResponseReceived
+    | StrayResponse
+    | TransactionTimeout
+    | AckTimeout
+    | TransportError
 )
