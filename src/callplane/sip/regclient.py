@@ -16,8 +16,8 @@ from callplane.sip.headers import URI, Address
 from callplane.sip.message import Headers, Request, Response
 from callplane.sip.transaction_events import TransactionKey
 
-if TYPE_CHECKING:  # the UA imports us; we only need its type
-    from callplane.sip.ua import UserAgent, _ClientTx
+if TYPE_CHECKING:  # the UA core imports us; we only need its types
+    from callplane.sip.uacore import ClientTx, UaCore
 
 __all__ = ["Registration", "RegistrationClient", "refresh_delay"]
 
@@ -46,7 +46,7 @@ class Registration:
 class RegistrationClient:
     """The REGISTER half of a :class:`~callplane.sip.ua.UserAgent`."""
 
-    def __init__(self, ua: UserAgent) -> None:
+    def __init__(self, ua: UaCore) -> None:
         self.ua = ua
         self._regs: dict[str, Registration] = {}
 
@@ -100,7 +100,7 @@ class RegistrationClient:
         self.ua.forget_transaction(reg.key)
         self.ua.send_register(reg, request or self._build(reg), now)
 
-    def on_response(self, ctx: _ClientTx, response: Response, now: float) -> None:
+    def on_response(self, ctx: ClientTx, response: Response, now: float) -> None:
         reg = self._regs.get(ctx.handle)
         status = response.status
         if reg is None or status < 200:
@@ -145,7 +145,7 @@ class RegistrationClient:
         header = (response.headers.get("expires") or "").strip()
         return int(header) if header.isdigit() else reg.expires
 
-    def on_timeout(self, ctx: _ClientTx) -> None:
+    def on_timeout(self, ctx: ClientTx) -> None:
         reg = self._regs.get(ctx.handle)
         if reg is not None:
             self.ua._emit(RegistrationFailed(reg.handle, 408, "Request Timeout"))

@@ -1,0 +1,233 @@
+"""The UAC core (RFC 3261 §8.1, §9.1, §12.1.2, §13.2, §14.1, §22.2): responses to the requests we sent.
+
+Provisional responses make early dialogs and release a remembered CANCEL; a 2xx is ACKed end to end (and ACKed again
+for every retransmission, also after the transaction ended); 401/407 are answered once per realm; 3xx-6xx and
+timeouts become :class:`~callplane.sip.events.CallFailed`; re-INVITE and BYE outcomes update or end the call.
+"""
+
+from __future__ import annotations
+
+from callplane.sip.calls import Call, PendingReinvite
+from callplane.sip.dialog import Dialog
+from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, ReinviteFailed
+from callplane.sip.message import Headers, Request, Response
+from callplane.sip.transaction_events import TransactionKey
+from callplane.sip.uacore import ClientTx, UaCore
+
+__all__ = ["UacCore"]
+
+
+class UacCore(UaCore):
+    """Handlers for responses and timeouts of our client transactions."""
+
+    def _on_response(self, response: Response, key: TransactionKey, now: float) -> None:
+        ctx = self._client.get(key)
+        if ctx is None:
+            return
+        if ctx.kind == "register":
+            self.registrations.on_response(ctx, response, now)
+            return
+        call = self._calls.get(ctx.handle)
+        if call is None:
+            if ctx.kind == "invite" and 200 <= response.status < 300 and ctx.ack is not None:
+                self.tl.send_stateless(ctx.ack, ctx.peer)
+            return
+        if ctx.kind == "invite":
+            self._on_invite_response(call, ctx, key, response, now)
+        elif ctx.kind == "reinvite":
+            self._on_reinvite_response(call, ctx, response, now)
+        elif response.status >= 200:
+            self._on_other_response(call, ctx, response, now)
+
+    def _on_invite_response(
+        self, call: Call, ctx: ClientTx, key: TransactionKey, response: Response, now: float
+    ) -> None:
+        status = response.status
+        if status < 200:
+            if call.state in ("calling", "proceeding", "cancelling"):
+                call.apply("provisional")
+            if status > 100 and response.to.tag is not None and call.dialog is None:
+                call.dialog = Dialog.from_response(call.invite, response)
+            if status > 100 and call.state != "cancelling":
+                self._emit(CallProgress(call.handle, status, response.reason, self._describe(self._sdp_of(response))))
+            if call.cancel_pending:
+                call.cancel_pending = False
+                call.apply("cancel")
+                self._send_cancel(call, now)
+            return
+        if status < 300:
+            self._on_invite_2xx(call, ctx, response, now)
+            return
+        if status in (401, 407) and call.state in ("calling", "proceeding"):
+            request = self.authorize(ctx, response, call)
+            if request is not None:
+                request.headers.set("CSeq", f"{call.invite.cseq.seq + 1} INVITE")
+                call.apply("challenged")
+                call.invite = request
+                auth = ("authorization", "proxy-authorization")
+                call.auth_headers = tuple((n, v) for n, v in request.headers if n.lower() in auth)
+                new_key = self.tl.send_request(request, call.peer, now)
+                call.invite_key = new_key
+                self._track(new_key, ClientTx("invite", call.handle, request, call.peer, ctx.realms), call)
+                return
+        was = call.state
+        call.apply("failure")
+        if was == "cancelling":
+            self._unschedule("cancel", call.handle)
+        headers = tuple((n, v) for n, v in response.headers if n.lower() in ("contact", "reason", "retry-after"))
+        self._end(call, CallFailed(call.handle, status, response.reason, headers))
+
+    def _on_invite_2xx(self, call: Call, ctx: ClientTx, response: Response, now: float) -> None:
+        tag = response.to.tag
+        dialog = call.dialog
+        if ctx.ack is not None and dialog is not None and tag == dialog.id.remote_tag:
+            self.tl.send_stateless(ctx.ack, ctx.peer)  # a retransmitted 2xx (§13.2.2.4)
+            return
+        if ctx.ack is not None or tag is None:
+            # A 2xx from another fork after we settled on one: ACK it and hang that dialog up (§13.2.2.4).
+            if tag is not None:
+                other = Dialog.from_response(call.invite, response)
+                self._ack_and_bye(other, call, now)
+            return
+        if dialog is None or dialog.id.remote_tag != tag:
+            dialog = call.dialog = Dialog.from_response(call.invite, response)
+        else:
+            dialog.confirm(response)
+        ack = dialog.create_request("ACK", self._new_via(), cseq=call.invite.cseq.seq, extra=call.auth_headers)
+        peer = self._destination(ack)
+        self.tl.send_stateless(ack, peer)
+        ctx.ack, ctx.peer = ack, peer
+        was = call.state
+        if was == "calling" and call.cancel_pending or was == "cancelling":
+            # The engine cancelled: the 2xx crossed it. Accept the dialog only to end it (§9.1).
+            call.apply("success" if was == "cancelling" else "bye_sent")
+            self._unschedule("cancel", call.handle)
+            self._send_in_dialog(call, "BYE", now)
+            self._end(call, CallFailed(call.handle, 487, "Request Terminated"))
+            return
+        call.apply("success")
+        call.remote_sdp = self._sdp_of(response)
+        headers = tuple((n, v) for n, v in response.headers if n.lower().startswith("x-"))
+        remote = call.remote_sdp
+        self._emit(CallAnswered(call.handle, self._describe(remote), str(remote) if remote else None, headers))
+
+    def _ack_and_bye(self, dialog: Dialog, call: Call, now: float) -> None:
+        ack = dialog.create_request("ACK", self._new_via(), cseq=call.invite.cseq.seq, extra=call.auth_headers)
+        self.tl.send_stateless(ack, self._destination(ack))
+        bye = dialog.create_request("BYE", extra=self._ua_headers())
+        self.tl.send_request(bye, self._destination(bye), now)
+
+    def _send_cancel(self, call: Call, now: float) -> None:
+        """CANCEL per §9.1: the INVITE's Request-URI, Call-ID, From, To, CSeq number, Route and top Via."""
+        src = call.invite.headers
+        h = Headers()
+        h.add("Via", src.get_all("via")[0])
+        h.add("Max-Forwards", 70)
+        for route in src.get_all("route"):
+            h.add("Route", route)
+        for name in ("From", "To", "Call-ID"):
+            h.add(name, src.get(name))
+        h.add("CSeq", f"{call.invite.cseq.seq} CANCEL")
+        cancel = Request("CANCEL", call.invite.uri, h)
+        key = self.tl.send_request(cancel, call.peer, now)
+        self._track(key, ClientTx("cancel", call.handle, cancel, call.peer), call)
+        # §9.1: without a final response within 64*T1 the INVITE is considered cancelled.
+        self._schedule("cancel", call.handle, now + self.tl.timers.timeout)
+
+    def _on_cancel_timeout(self, handle: str, now: float) -> None:
+        call = self._calls.get(handle)
+        if call is not None and call.state == "cancelling":
+            call.apply("failure")
+            self._end(call, CallFailed(handle, 408, "Request Timeout"))
+
+    def _on_reinvite_response(self, call: Call, ctx: ClientTx, response: Response, now: float) -> None:
+        status = response.status
+        pending = call.reinvite
+        dialog = call.dialog
+        assert dialog is not None
+        if status < 200:
+            return
+        if status < 300:
+            if ctx.ack is not None:
+                self.tl.send_stateless(ctx.ack, ctx.peer)
+                return
+            ack = dialog.create_request("ACK", self._new_via(), cseq=ctx.request.cseq.seq)
+            ctx.ack, ctx.peer = ack, self._destination(ack)
+            self.tl.send_stateless(ack, ctx.peer)
+            dialog.refresh_target(response)
+            if pending is not None and pending.outgoing:
+                call.reinvite = None
+                if pending.offer is not None:
+                    call.local_sdp = pending.offer
+                    section = pending.offer.audio()
+                    call.direction = (section.direction if section is not None else None) or "sendrecv"
+                self._update_media(call, self._sdp_of(response))
+            return
+        if status in (401, 407):
+            request = self.authorize(ctx, response, call)
+            if request is not None:
+                request.headers.set("CSeq", f"{dialog.next_seq()} INVITE")
+                key = self._send(call, "reinvite", request, now)
+                self._client[key].realms = ctx.realms
+                call.reinvite = PendingReinvite(True, key, request, pending.offer if pending else None)
+                return
+        call.reinvite = None
+        self._emit(ReinviteFailed(call.handle, status, response.reason))
+        if status in (408, 481):  # §12.2.1.2: the dialog is gone
+            self._terminate(call, now, send_bye=status == 408, status=status, reason=response.reason)
+
+    def _terminate(self, call: Call, now: float, *, send_bye: bool, status: int, reason: str) -> None:
+        if send_bye and call.can("bye_sent"):
+            call.apply("bye_sent")
+            self._send_in_dialog(call, "BYE", now)
+            self._end(call, CallEnded(call.handle, "timeout", status, reason))
+        else:
+            call.state = "ended"
+            self._end(call, CallEnded(call.handle, "remote", status, reason))
+
+    def _on_other_response(self, call: Call, ctx: ClientTx, response: Response, now: float) -> None:
+        status = response.status
+        if status in (401, 407) and ctx.kind == "bye" and call.dialog is not None:
+            request = self.authorize(ctx, response, call)
+            if request is not None:
+                request.headers.set("CSeq", f"{call.dialog.next_seq()} BYE")
+                key = self._send(call, "bye", request, now)
+                self._client[key].realms = ctx.realms
+                return
+        if ctx.kind == "bye" and call.can("bye_done"):
+            call.apply("bye_done")
+            self._end(call, CallEnded(call.handle, "local", status, response.reason))
+
+    def _on_stray(self, response: Response) -> None:
+        """A 2xx retransmission after the INVITE transaction ended (§13.2.2.4): ACK it again."""
+        if response.status < 200 or response.status >= 300 or response.cseq.method != "INVITE":
+            return
+        call = self._calls.get(response.call_id)
+        if call is None or call.dialog is None or response.to.tag != call.dialog.id.remote_tag:
+            return
+        for key in reversed(call.keys):
+            ctx = self._client.get(key)
+            if ctx is not None and ctx.ack is not None and ctx.request.cseq.seq == response.cseq.seq:
+                self.tl.send_stateless(ctx.ack, ctx.peer)
+                return
+
+    def _on_timeout(self, key: TransactionKey, now: float) -> None:
+        ctx = self._client.get(key)
+        if key.role == "server" or ctx is None:
+            return
+        if ctx.kind == "register":
+            self.registrations.on_timeout(ctx)
+            return
+        call = self._calls.get(ctx.handle)
+        if call is None:
+            return
+        if ctx.kind == "invite" and call.can("failure"):
+            call.apply("failure")
+            self._end(call, CallFailed(call.handle, 408, "Request Timeout"))
+        elif ctx.kind == "reinvite":
+            call.reinvite = None
+            self._emit(ReinviteFailed(call.handle, 408, "Request Timeout"))
+            self._terminate(call, now, send_bye=True, status=408, reason="Request Timeout")
+        elif ctx.kind == "bye" and call.can("bye_done"):
+            call.apply("bye_done")
+            self._end(call, CallEnded(call.handle, "local", 408, "Request Timeout"))
