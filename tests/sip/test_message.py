@@ -317,3 +317,14 @@ def test_create_cancel_9_1() -> None:
         b"CSeq: 314159 CANCEL\r\n"
         b"Content-Length: 0\r\n\r\n"
     )
+
+
+def test_stream_framer_trickled_header_split_across_feeds() -> None:
+    data = load("rfc3261_24_2_f13_bye.sip")
+    end = data.index(b"\r\n\r\n")
+    framer = StreamFramer()
+    # The blank line arrives split in every possible way.
+    for cut in range(end, end + 4):
+        framer = StreamFramer()
+        assert framer.feed(data[:cut]) == []
+        assert framer.feed(data[cut:]) == [data]

@@ -653,10 +653,11 @@ class StreamFramer:
     Raises :class:`FramingError` when the stream cannot be framed any more; the connection should then be closed.
     """
 
-    __slots__ = ("_buf", "max_size", "pings")
+    __slots__ = ("_buf", "_scanned", "max_size", "pings")
 
     def __init__(self, max_size: int = MAX_DATAGRAM) -> None:
         self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf already searched for the end of the header block
         self.max_size = max_size
         self.pings = 0
 
@@ -678,11 +679,14 @@ class StreamFramer:
                 del buf[:skip]
             if len(buf) == 1 and buf[0] == 0x0D:
                 break
-            end = buf.find(b"\r\n\r\n")
+            # Resume the search where the last one stopped, so a trickled header block costs O(n), not O(n^2).
+            end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
             if end < 0:
+                self._scanned = len(buf)
                 if len(buf) > self.max_size:
                     raise FramingError("header block too large", 513)
                 break
+            self._scanned = 0
             length = _content_length(bytes(buf[:end]))
             total = end + 4 + length
             if total > self.max_size:
