@@ -9,7 +9,7 @@ def f(n: int) -> bytes:
 
 
 def test_in_order_stream_plays_through() -> None:
-    jb = JitterBuffer()
+    jb = JitterBuffer(prefill=1)
     out = []
     for seq in range(10):
         jb.push(seq, f(seq))
@@ -19,7 +19,7 @@ def test_in_order_stream_plays_through() -> None:
 
 
 def test_reorder_within_depth_is_repaired() -> None:
-    jb = JitterBuffer(depth=3)
+    jb = JitterBuffer(depth=3, prefill=1)
     for seq in (0, 2, 1, 3, 5, 4):
         jb.push(seq, f(seq))
     assert [jb.pop() for _ in range(6)] == [f(s) for s in range(6)]
@@ -27,7 +27,7 @@ def test_reorder_within_depth_is_repaired() -> None:
 
 
 def test_loss_becomes_silence_and_late_packet_is_dropped() -> None:
-    jb = JitterBuffer(depth=3)
+    jb = JitterBuffer(depth=3, prefill=1)
     jb.push(0, f(0))
     assert jb.pop() == f(0)
     for seq in (2, 3, 4):  # 1 is lost
@@ -39,7 +39,7 @@ def test_loss_becomes_silence_and_late_packet_is_dropped() -> None:
 
 
 def test_missing_packet_waits_then_is_declared_lost() -> None:
-    jb = JitterBuffer(depth=3)
+    jb = JitterBuffer(depth=3, prefill=1)
     jb.push(0, f(0))
     jb.pop()
     jb.push(2, f(2))  # 1 missing, only one queued behind it
@@ -49,7 +49,7 @@ def test_missing_packet_waits_then_is_declared_lost() -> None:
 
 
 def test_duplicates_and_wraparound() -> None:
-    jb = JitterBuffer()
+    jb = JitterBuffer(prefill=1)
     seqs = [65534, 65535, 65535, 0, 1]
     for s in seqs:
         jb.push(s, f(s))
@@ -58,7 +58,7 @@ def test_duplicates_and_wraparound() -> None:
 
 
 def test_underrun_does_not_advance() -> None:
-    jb = JitterBuffer()
+    jb = JitterBuffer(prefill=1)
     jb.push(10, f(10))
     assert jb.pop() == f(10)
     assert jb.pop() is None  # nothing came this tick
@@ -68,7 +68,7 @@ def test_underrun_does_not_advance() -> None:
 
 
 def test_overflow_drops_oldest_and_resync_on_jump() -> None:
-    jb = JitterBuffer(depth=3, capacity=4)
+    jb = JitterBuffer(depth=3, capacity=4, prefill=1)
     for s in range(6):
         jb.push(s, f(s))
     assert jb.stats.overflow == 2
@@ -76,3 +76,30 @@ def test_overflow_drops_oldest_and_resync_on_jump() -> None:
     jb.push(5000, f(5000))
     assert jb.stats.resyncs == 1
     assert jb.pop() == f(5000)
+
+
+def test_prefill_holds_back_frames_to_absorb_jitter() -> None:
+    jb = JitterBuffer(prefill=2)
+    jb.push(0, f(0))
+    assert jb.pop() is None  # one frame queued: wait for a second
+    jb.push(1, f(1))
+    assert [jb.pop(), jb.pop(), jb.pop()] == [f(0), f(1), None]  # then it ran dry: refill again
+    jb.push(2, f(2))
+    assert jb.pop() is None
+    jb.push(3, f(3))
+    assert jb.pop() == f(2)
+    # From now on packets come in pairs every 40 ms (20 ms of jitter): the held-back frame covers it, no gaps.
+    out = []
+    for k in range(10):
+        if k % 2 == 0:
+            jb.push(4 + k, f(4 + k))
+            jb.push(5 + k, f(5 + k))
+        out.append(jb.pop())
+    assert out == [f(s) for s in range(3, 13)]
+    assert jb.stats.underruns == 1 and jb.stats.lost == 0
+
+
+def test_prefill_gives_up_waiting_after_prefill_ticks() -> None:
+    jb = JitterBuffer(prefill=2)
+    jb.push(0, f(0))
+    assert [jb.pop(), jb.pop(), jb.pop()] == [None, None, f(0)]

@@ -8,6 +8,8 @@ Theory of operation: packets are pushed as they arrive; the ticker pops one fram
   played in its place, so a recording keeps its length.
 - If nothing is queued at all, ``pop`` returns ``None`` (the peer sent nothing: hold, silence suppression, or our
   tick ran ahead of its packet) and the expected sequence stays where it is.
+- Playout starts (and restarts after the queue ran dry) once ``prefill`` frames are queued, or after ``prefill``
+  ticks: the frames held back absorb arrival jitter of up to ``prefill`` x 20 ms without gaps.
 - A packet older than the next expected one (late) or already queued (duplicate) is dropped and counted.
 - A jump of more than ``RESYNC_GAP`` sequence numbers (sender restarted) resynchronises.
 - If the queue grows beyond ``capacity`` (the sender's clock runs fast, or a burst), the oldest is dropped.
@@ -40,8 +42,11 @@ class JitterStats:
 class JitterBuffer:
     """Reorders a few packets; one :meth:`pop` per tick."""
 
-    def __init__(self, depth: int = 3, capacity: int = 10) -> None:
+    def __init__(self, depth: int = 3, capacity: int = 10, prefill: int = 2) -> None:
         self.depth = depth
+        self.prefill = prefill
+        self._filling = True
+        self._fill_waited = 0
         self.capacity = max(capacity, depth)
         self.stats = JitterStats()
         self._frames: dict[int, bytes] = {}
@@ -83,7 +88,14 @@ class JitterBuffer:
         self._started = True
         if not frames or self._next is None:
             self.stats.underruns += 1
+            self._filling = True
+            self._fill_waited = 0
             return None
+        if self._filling:
+            if len(frames) < self.prefill and self._fill_waited < self.prefill:
+                self._fill_waited += 1
+                return None
+            self._filling = False
         frame = frames.pop(self._next, None)
         if frame is not None:
             self._next = (self._next + 1) & 0xFFFF
