@@ -737,3 +737,10 @@ def test_register_423_retries_with_min_expires_then_fails_on_403() -> None:
         link.b.respond(event.request.create_response(403, to_tag="x"), link.now)
     link.pass_("b")
     assert link.events(link.a) == [RegistrationFailed(other, 403, "Forbidden")]
+
+
+def test_transport_error_fails_the_invite_with_503() -> None:
+    link = Link()
+    handle = link.a.invite(BOB, ALICE, offer(), 0.0)
+    link.a.transport_failed(B, 0.1)
+    assert link.events(link.a) == [CallFailed(handle, 503, "Service Unavailable")]

@@ -145,10 +145,10 @@ class RegistrationClient:
         header = (response.headers.get("expires") or "").strip()
         return int(header) if header.isdigit() else reg.expires
 
-    def on_timeout(self, ctx: ClientTx) -> None:
+    def on_timeout(self, ctx: ClientTx, status: int = 408, reason: str = "Request Timeout") -> None:
         reg = self._regs.get(ctx.handle)
         if reg is not None:
-            self.ua._emit(RegistrationFailed(reg.handle, 408, "Request Timeout"))
+            self.ua._emit(RegistrationFailed(reg.handle, status, reason))
             self._drop(reg)
 
     def on_refresh(self, handle: str, now: float) -> None:

@@ -48,6 +48,7 @@ from callplane.sip.transaction_events import (
     ResponseReceived,
     StrayResponse,
     TransactionTimeout,
+    TransportError,
     TxEvent,
 )
 from callplane.sip.uac import UacCore
@@ -85,6 +86,11 @@ class UserAgent(UasCore, UacCore):
     def receive(self, msg: Request | Response, source: Peer, now: float) -> None:
         """Handle one parsed message from the transport."""
         self.tl.receive(msg, source, now)
+        self._drain(now)
+
+    def transport_failed(self, peer: Peer, now: float) -> None:
+        """The adapter could not reach ``peer`` (§17.1.4): its transactions end, calls fail with 503."""
+        self.tl.transport_failed(peer, now)
         self._drain(now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Peer]]:
@@ -267,6 +273,8 @@ class UserAgent(UasCore, UacCore):
             self._on_timeout(ev.key, now)
         elif isinstance(ev, AckTimeout):
             self._on_ack_timeout(ev.call_id, ev.cseq, now)
+        elif isinstance(ev, TransportError):
+            self._on_timeout(ev.key, now, 503, "Service Unavailable")
 
     def register(self, registrar: str, aor: str, now: float, *, expires: int = 3600) -> str:
         """Register our Contact for ``aor`` at ``registrar`` (§10.2) and keep it refreshed. Returns a handle."""

@@ -211,23 +211,24 @@ class UacCore(UaCore):
                 self.tl.send_stateless(ctx.ack, ctx.peer)
                 return
 
-    def _on_timeout(self, key: TransactionKey, now: float) -> None:
+    def _on_timeout(self, key: TransactionKey, now: float, status: int = 408, reason: str = "Request Timeout") -> None:
+        """Timer B/F (408) or a transport error (503, §17.1.4) on one of our client transactions."""
         ctx = self._client.get(key)
         if key.role == "server" or ctx is None:
             return
         if ctx.kind == "register":
-            self.registrations.on_timeout(ctx)
+            self.registrations.on_timeout(ctx, status, reason)
             return
         call = self._calls.get(ctx.handle)
         if call is None:
             return
         if ctx.kind == "invite" and call.can("failure"):
             call.apply("failure")
-            self._end(call, CallFailed(call.handle, 408, "Request Timeout"))
+            self._end(call, CallFailed(call.handle, status, reason))
         elif ctx.kind == "reinvite":
             call.reinvite = None
-            self._emit(ReinviteFailed(call.handle, 408, "Request Timeout"))
-            self._terminate(call, now, send_bye=True, status=408, reason="Request Timeout")
+            self._emit(ReinviteFailed(call.handle, status, reason))
+            self._terminate(call, now, send_bye=status == 408, status=status, reason=reason)
         elif ctx.kind == "bye" and call.can("bye_done"):
             call.apply("bye_done")
-            self._end(call, CallEnded(call.handle, "local", 408, "Request Timeout"))
+            self._end(call, CallEnded(call.handle, "local", status, reason))
