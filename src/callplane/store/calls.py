@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, literal, select, tuple_, update
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Connection, RowMapping
 
 from callplane.core.errors import NotFound
 from callplane.store.db import Database, from_us, to_us
@@ -166,6 +166,44 @@ async def insert_many(db: Database, records: Iterable[CallRecord]) -> int:
         async with db.write() as conn:
             await conn.execute(insert(calls), rows)
     return len(rows)
+
+
+async def bulk_load(db: Database, batches: Iterable[list[CallRecord]]) -> int:
+    """Load many records quickly: the secondary indexes are dropped, the rows inserted, the indexes rebuilt.
+
+    Building an index from sorted data is about ten times cheaper than maintaining it row by row. Queries that run
+    meanwhile stay correct but scan, so this is a tool for demos and benchmarks on an idle node.
+    """
+    indexes = sorted(calls.indexes, key=lambda i: str(i.name))
+
+    def drop(sync: Connection) -> None:
+        for index in indexes:
+            index.drop(sync, checkfirst=True)
+
+    def create(sync: Connection) -> None:
+        for index in indexes:
+            index.create(sync, checkfirst=True)
+
+    async with db.write() as conn:
+        await conn.run_sync(drop)
+    done = 0
+    try:
+        async with db.write() as conn:
+            raw: Any = (await conn.get_raw_connection()).driver_connection
+            columns = [c.name for c in calls.c]
+            for batch in batches:
+                rows = [tuple(v[c] for c in columns) for v in map(values_of, batch)]
+                if db.dialect == "postgresql":
+                    await raw.copy_records_to_table("calls", records=rows, columns=columns)
+                else:
+                    marks = ", ".join("?" * len(columns))
+                    await raw.executemany(f"INSERT INTO calls ({', '.join(columns)}) VALUES ({marks})", rows)
+                done += len(rows)
+    finally:
+        async with db.write() as conn:
+            await conn.run_sync(create)
+    await db.analyze()
+    return done
 
 
 async def save(db: Database, record: CallRecord) -> None:

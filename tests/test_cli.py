@@ -1,0 +1,117 @@
+"""The node as a user runs it: `callplane serve` in a subprocess, over real HTTP, on both databases."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from callplane.store.db import Database
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "callplane", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+@contextlib.contextmanager
+def serving(data: Path, url: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, list[str]]]:
+    port = _port()
+    cmd = [sys.executable, "-m", "callplane", "serve", "--data", str(data), "--database-url", url]
+    cmd += ["--http", f"127.0.0.1:{port}", "--sip", f"127.0.0.1:{_udp_port()}"]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPLANE_")} | (env or {})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
+    lines: list[str] = []
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise AssertionError("serve exited early:\n" + "".join(lines))
+            lines.append(line)
+            if "HTTP API on" in line:
+                break
+        for _ in range(100):
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(base + "/openapi.json", timeout=1)
+                break
+            time.sleep(0.1)
+        yield base, lines
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+
+
+def test_help_documents_every_setting() -> None:
+    out = _cli("serve", "--help").stdout
+    for flag, env in [("--data", "DATA"), ("--database-url", "DATABASE_URL"), ("--http", "HTTP"), ("--sip", "SIP")]:
+        assert flag in out and f"CALLPLANE_{env}" in out
+    assert "CALLPLANE_ADMIN_ACCOUNT_SID" in out and "CALLPLANE_ADMIN_AUTH_TOKEN" in out
+    top = _cli("--help").stdout
+    assert "serve" in top and "migrate" in top and "calls" in top
+    assert "--database-url" in _cli("calls", "generate", "--help").stdout
+
+
+async def test_first_start_creates_admin_once_and_reuses_it(tmp_path: Path, db: Database) -> None:
+    with serving(tmp_path, db.url) as (base, lines):
+        text = "".join(lines)
+        sid = re.search(r"AccountSid: (AC[0-9a-f]{32})", text)
+        token = re.search(r"AuthToken:  (\S+)", text)
+        assert sid and token, text
+        creds = (sid.group(1), token.group(1))
+        r = httpx.get(f"{base}/2012-04-24/Accounts/{creds[0]}/Calls.json", auth=creds)
+        assert r.status_code == 200 and r.json()["total"] == 0
+    generated = _cli(
+        "calls", "generate", "--account", creds[0], "--count", "1200", "--data", str(tmp_path), "--database-url", db.url
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert "generated 1200 call records" in generated.stdout
+    with serving(tmp_path, db.url) as (base, lines):
+        assert "AuthToken" not in "".join(lines)  # shown once only
+        r = httpx.get(f"{base}/restcomm/2012-04-24/Accounts/{creds[0]}/Calls.json?PageSize=7", auth=creds)
+        assert r.status_code == 200
+        assert r.json()["total"] == 1200 and len(r.json()["calls"]) == 7
+        assert httpx.get(f"{base}/2012-04-24/Accounts/{creds[0]}/Calls.json", auth=(creds[0], "x")).status_code == 401
+
+
+async def test_configured_admin_credentials(tmp_path: Path, db: Database) -> None:
+    env = {"CALLPLANE_ADMIN_ACCOUNT_SID": "AC" + "5" * 32, "CALLPLANE_ADMIN_AUTH_TOKEN": "configured-token-123"}
+    with serving(tmp_path, db.url, env) as (base, lines):
+        assert "AuthToken" not in "".join(lines)
+        r = httpx.get(
+            f"{base}/2012-04-24/Accounts/{'AC' + '5' * 32}.json", auth=("AC" + "5" * 32, "configured-token-123")
+        )
+        assert r.status_code == 200 and r.json()["role"] == "Administrator"
+
+
+def test_bad_settings_fail_clearly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPLANE_")}
+    env["CALLPLANE_ADMIN_ACCOUNT_SID"] = "nope"
+    done = _cli("serve", "--data", str(tmp_path), "--http", f"127.0.0.1:{_port()}", env=env)
+    assert done.returncode == 2
+    assert "CALLPLANE_ADMIN_ACCOUNT_SID must be AC followed by 32" in done.stderr
+    done = _cli("calls", "generate", "--account", "AC" + "0" * 32, "--count", "1", "--data", str(tmp_path), env=env)
+    assert done.returncode == 2 and "does not exist" in done.stderr
