@@ -204,3 +204,22 @@ def test_port_allocator_skips_busy_ports_and_is_even() -> None:
 
 def test_pcm_source_frames_for_a_recording() -> None:
     assert PcmSource(bytes(FRAME_BYTES)).read() == SILENCE
+
+
+async def test_hold_and_mute_through_the_facade(engine: MediaEngine) -> None:
+    a, _ = engine.create_leg()
+    b, _ = engine.create_leg()
+    c, _ = engine.create_leg()
+    with pytest.raises(MediaError, match="neither"):
+        engine.hold(a)
+    engine.bridge(a, b)
+    engine.hold(b, music=ToneSource([300], None))
+    assert engine.core.bridges[a].is_held(engine.leg(b))
+    engine.hold(b, False)
+    assert not engine.core.bridges[a].is_held(engine.leg(b))
+    engine.conference("room", music=lambda: ToneSource([350], None))
+    conf = engine.join("room", c)
+    engine.hold(c)
+    assert conf.participants[c].held
+    engine.mute(c)
+    assert engine.leg(c).muted

@@ -14,10 +14,11 @@ Engine-facing API (``callplane.media.aio.MediaEngine``; everything else is sans-
     media.stop_recording(leg_id)
     media.leg(leg_id).enable_inband_dtmf()           # Goertzel detector for peers without RFC 4733
     media.send_digits(leg_id, "1234w#")              # RFC 4733, paced by the ticker; then DigitsSent
-    media.bridge(a, b); media.unbridge(a)            # core.bridges[a].hold(leg, music) for hold
-    conf = media.join("room", leg_id, muted=False, beep=True); media.leave("room", leg_id)
-    media.core.conference("room", music=lambda: ToneSource(...))   # hold music for a lone participant
-    conf.mute(leg, True); conf.hold(leg, True); media.leg(leg_id).muted = True
+    media.bridge(a, b); media.unbridge(a)
+    media.conference("room", music=lambda: ToneSource(...))   # optional, before join: hold music
+    media.join("room", leg_id, muted=False, beep=True); media.leave("room", leg_id)
+    media.mute(leg_id, True)                         # not heard by the bridge/conference
+    media.hold(leg_id, True, music=source)           # in a bridge: hears music; in a conference: its music
     media.close_leg(leg_id)                          # RTCP BYE, sockets and port released
     await media.close()
 

@@ -241,6 +241,29 @@ class MediaEngine:
     def leave(self, conference: str, leg_id: str, *, beep: bool = True) -> None:
         self.core.leave(conference, leg_id, beep=beep)
 
+    def conference(self, name: str, music: Callable[[], Source] | None = None) -> Conference:
+        """Create (or get) a conference; ``music`` makes the hold music a lone or held participant hears."""
+        return self.core.conference(name, music)
+
+    def mute(self, leg_id: str, muted: bool = True) -> None:
+        """The leg's peer is no longer heard by the other side(s) of its bridge or conference."""
+        self.core.leg(leg_id).muted = muted
+
+    def hold(self, leg_id: str, held: bool = True, music: Source | None = None) -> None:
+        """Hold a leg inside its bridge (it hears ``music``) or conference (it hears the conference music)."""
+        leg = self.core.leg(leg_id)
+        br = self.core.bridges.get(leg_id)
+        if br is not None:
+            if held:
+                br.hold(leg, music)
+            else:
+                br.unhold(leg)
+            return
+        name = self.core.conference_of(leg_id)
+        if name is None:
+            raise MediaError(f"leg {leg_id} is neither bridged nor in a conference")
+        self.core.conferences[name].hold(leg, held)
+
     # -- I/O ------------------------------------------------------------------------------------
     def _readable(self, sock: socket.socket, leg: RtpLeg, rtcp: bool) -> None:
         now = self._now()

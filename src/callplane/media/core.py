@@ -76,6 +76,9 @@ class MediaCore:
             conf = self.conferences[name] = Conference(name, music=music)
         return conf
 
+    def conference_of(self, leg_id: str) -> str | None:
+        return self._conference_of.get(leg_id)
+
     def join(self, name: str, leg_id: str, *, muted: bool = False, beep: bool = True) -> Conference:
         if leg_id in self.bridges or leg_id in self._conference_of:
             raise MediaError(f"leg {leg_id} is already bridged or in a conference")
