@@ -744,3 +744,165 @@ def test_transport_error_fails_the_invite_with_503() -> None:
     handle = link.a.invite(BOB, ALICE, offer(), 0.0)
     link.a.transport_failed(B, 0.1)
     assert link.events(link.a) == [CallFailed(handle, 503, "Service Unavailable")]
+
+
+# ------------------------------------------------------------------------------------------------ more edges
+
+
+def test_incoming_call_carries_display_name_and_engine_headers() -> None:
+    raw = raw_request(
+        "INVITE",
+        "Diversion: <sip:+15550001@example.com>;reason=unconditional\r\nX-Trace: abc\r\nSubject: hi\r\n"
+        "Accept: application/sdp\r\n",
+    ).replace(b"From: <sip:alice", b'From: "Alice Smith" <sip:alice')
+    link = Link()
+    link.b.receive_datagram(raw, A, 0.0)
+    (incoming,) = link.events(link.b)
+    assert isinstance(incoming, IncomingCall)
+    assert incoming.from_display == "Alice Smith"
+    assert incoming.headers == (
+        ("Diversion", "<sip:+15550001@example.com>;reason=unconditional"),
+        ("X-Trace", "abc"),
+        ("Subject", "hi"),
+    )
+
+
+def test_late_offer_answer_arrives_in_ack() -> None:
+    link = Link()
+    handle = link.a.invite(BOB, ALICE, None, 0.0)
+    link.pump()
+    (incoming,) = link.events(link.b)
+    assert isinstance(incoming, IncomingCall) and incoming.sdp is None
+    link.b.answer(handle, build_offer("127.0.0.1", 30000, session_id="7"), link.now)
+    link.pass_("b")  # 200 with our offer reaches a, which ACKs without a body (the engine would answer later)
+    (answered,) = link.events(link.a)
+    assert isinstance(answered, CallAnswered) and answered.media is not None and answered.media.port == 30000
+    ack = link.a.datagrams_to_send()[0][0]
+    assert ack.startswith(b"ACK ")
+    sdp = answer_offer(SessionDescription.parse(answered.sdp or ""), "127.0.0.1", 20000, session_id="8")
+    ack_with_answer = ack.replace(b"Content-Length: 0\r\n\r\n", b"")
+    ack_with_answer += f"Content-Type: application/sdp\r\nContent-Length: {len(bytes(sdp))}\r\n\r\n".encode()
+    link.b.receive_datagram(ack_with_answer + bytes(sdp), A, link.now)
+    (confirmed,) = link.events(link.b)
+    assert isinstance(confirmed, CallConfirmed) and confirmed.media is not None and confirmed.media.port == 20000
+
+
+def test_peer_offerless_reinvite_gets_our_sdp_and_answer_in_ack() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    dialog = link.a.call(handle).dialog
+    assert dialog is not None
+    reinvite = dialog.create_request("INVITE", contact=link.a.contact("alice"))
+    link.a.tl.send_request(reinvite, B, link.now)
+    link.pass_("a")
+    out = [parse(d) for d, _ in link.b.datagrams_to_send()]
+    ok = out[-1]
+    assert isinstance(ok, Response) and ok.status == 200
+    offered = SessionDescription.parse(ok.body)
+    assert offered.origin.version == 2 and offered.audio() is not None
+    answer = answer_offer(offered, "127.0.0.1", 20002, session_id="111", version=2, direction="sendonly")
+    ack = dialog.create_request("ACK", link.a._new_via(), cseq=reinvite.cseq.seq, body=bytes(answer))
+    ack.headers.add("Content-Type", "application/sdp")
+    link.b.receive(ack, A, link.now)
+    (updated,) = link.events(link.b)
+    assert isinstance(updated, MediaUpdated) and updated.media.port == 20002 and updated.media.held
+
+
+def test_callee_hangup_before_ack_waits_for_it() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.b.answer(handle, answer_for(incoming), link.now)
+    link.b.hangup(handle, link.now)  # 2xx not ACKed yet: no BYE now (§15)
+    link.pass_("b")
+    assert lines(link.log)[-1] == "b: SIP/2.0 200 OK"
+    link.pass_("a")  # the ACK arrives: now the BYE goes out
+    assert [first_line(d) for d, _ in link.b.datagrams_to_send()] == ["BYE sip:alice@127.0.0.1:5061 SIP/2.0"]
+    assert [type(e) for e in link.events(link.b)] == [CallConfirmed]
+
+
+def test_hangup_dispatches_by_state() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.b.hangup(handle, link.now)  # ringing UAS: rejected with 480
+    link.pump()
+    assert link.events(link.a) == [CallFailed(handle, 480, "Temporarily Unavailable")]
+    link.b.hangup(handle, link.now)  # already gone: nothing happens
+    handle2 = link.a.invite(BOB, ALICE, offer(), link.now)
+    link.a.hangup(handle2, link.now)  # calling UAC: CANCEL remembered
+    link.pump()
+    assert link.events(link.a) == [CallFailed(handle2, 487, "Request Terminated")]
+
+
+def test_cancel_without_final_gives_up_after_64_t1() -> None:
+    link = Link()
+    handle, _ = start_call(link)
+    link.a.cancel(handle, link.now)
+    link.a.datagrams_to_send()  # the CANCEL is lost, and so is everything after it
+    link.advance(31.9)
+    link.a.datagrams_to_send()
+    assert link.events(link.a) == []
+    link.advance(32.0)
+    assert link.events(link.a) == [CallFailed(handle, 408, "Request Timeout")]
+
+
+def test_out_of_order_in_dialog_request_is_500() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    dialog = link.a.call(handle).dialog
+    assert dialog is not None
+    link.a.tl.send_request(dialog.create_request("INFO"), B, link.now)  # CSeq 2
+    link.pump()
+    link.a.tl.send_request(dialog.create_request("INFO", cseq=1), B, link.now)
+    link.pass_("a")
+    reply = parse(link.b.datagrams_to_send()[-1][0])
+    assert isinstance(reply, Response) and reply.status == 500
+
+
+def test_redirect_reports_contact() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    call = link.b.call(handle)
+    response = call.invite.create_response(302, to_tag="r1")
+    response.headers.add("Contact", "<sip:carol@127.0.0.1:5070>")
+    link.b.tl.send_response(response, link.now)
+    link.pump()
+    assert link.events(link.a) == [
+        CallFailed(handle, 302, "Moved Temporarily", (("Contact", "<sip:carol@127.0.0.1:5070>"),))
+    ]
+
+
+def test_forked_second_2xx_is_acked_and_byed() -> None:
+    link = Link()
+    handle = link.a.invite(BOB, ALICE, offer(), 0.0)
+    ((data, _),) = link.a.datagrams_to_send()
+    invite = parse(data)
+    assert isinstance(invite, Request)
+    for tag in ("fork1", "fork2"):
+        ok = invite.create_response(200, to_tag=tag)
+        ok.headers.add("Contact", f"<sip:{tag}@127.0.0.1:5062>")
+        link.a.receive(ok, B, 0.1)
+    sent = [first_line(d) for d, _ in link.a.datagrams_to_send()]
+    assert sent == [
+        "ACK sip:fork1@127.0.0.1:5062 SIP/2.0",
+        "ACK sip:fork2@127.0.0.1:5062 SIP/2.0",
+        "BYE sip:fork2@127.0.0.1:5062 SIP/2.0",
+    ]
+    assert [type(e) for e in link.events(link.a)] == [CallAnswered]
+    assert link.a.call(handle).state == "confirmed"
+
+
+def test_late_2xx_after_transaction_end_is_reacked() -> None:
+    link = Link()
+    handle = link.a.invite(BOB, ALICE, offer(), 0.0)
+    ((data, _),) = link.a.datagrams_to_send()
+    invite = parse(data)
+    assert isinstance(invite, Request)
+    ok = invite.create_response(200, to_tag="t1")
+    ok.headers.add("Contact", "<sip:bob@127.0.0.1:5062>")
+    link.a.receive(ok, B, 0.1)
+    first_ack = link.a.datagrams_to_send()[0][0]
+    link.advance(40.0)  # Timer M ended the client transaction
+    assert len(link.a.tl) == 0
+    link.a.receive(parse_message(bytes(ok)), B, 40.0)
+    assert [d for d, _ in link.a.datagrams_to_send()] == [first_ack]
+    assert link.a.call(handle).state == "confirmed"
