@@ -1,0 +1,87 @@
+"""SIP registrar bindings (RFC 3261 §10), persisted so they survive restarts and are shared by every node.
+
+The registrar itself is sans-IO (``callplane.sip.registrar``); the engine keeps its bindings in memory and writes
+every change through these functions. Times are wall-clock epoch seconds in the API, microseconds in the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, insert, select
+
+from callplane.store.db import Database
+from callplane.store.schema import registrations
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRow:
+    aor: str
+    contact: str
+    expires_at: float
+    call_id: str
+    cseq: int
+    source: str = ""  # "host:port" the REGISTER came from
+    transport: str = "UDP"
+    user_agent: str = ""
+    instance_id: str = ""  # the node that accepted the registration
+
+
+def _us(seconds: float) -> int:
+    return int(round(seconds * 1_000_000))
+
+
+def _row(r: BindingRow) -> dict[str, object]:
+    return {
+        "aor": r.aor,
+        "contact": r.contact,
+        "expires_at": _us(r.expires_at),
+        "call_id": r.call_id,
+        "cseq": r.cseq,
+        "source": r.source,
+        "transport": r.transport,
+        "user_agent": r.user_agent,
+        "instance_id": r.instance_id,
+    }
+
+
+def _binding(m: object) -> BindingRow:
+    row = dict(m)  # type: ignore[call-overload]
+    row["expires_at"] = row["expires_at"] / 1_000_000
+    return BindingRow(**row)
+
+
+async def apply(db: Database, aor: str, upserts: Sequence[BindingRow], removals: Sequence[str]) -> None:
+    """Replace ``upserts`` (keyed by aor + contact) and delete ``removals``, in one transaction."""
+    contacts = [u.contact for u in upserts] + list(removals)
+    async with db.write() as conn:
+        if contacts:
+            await conn.execute(
+                delete(registrations).where(and_(registrations.c.aor == aor, registrations.c.contact.in_(contacts)))
+            )
+        if upserts:
+            await conn.execute(insert(registrations), [_row(u) for u in upserts])
+
+
+async def lookup(db: Database, aor: str, now: float) -> list[BindingRow]:
+    """Unexpired bindings of ``aor``, the longest-lived last."""
+    stmt = (
+        select(registrations)
+        .where(registrations.c.aor == aor, registrations.c.expires_at > _us(now))
+        .order_by(registrations.c.expires_at, registrations.c.contact)
+    )
+    async with db.read() as conn:
+        return [_binding(m) for m in (await conn.execute(stmt)).mappings()]
+
+
+async def load_all(db: Database, now: float) -> list[BindingRow]:
+    stmt = select(registrations).where(registrations.c.expires_at > _us(now)).order_by(registrations.c.aor)
+    async with db.read() as conn:
+        return [_binding(m) for m in (await conn.execute(stmt)).mappings()]
+
+
+async def purge(db: Database, now: float) -> int:
+    async with db.write() as conn:
+        result = await conn.execute(delete(registrations).where(registrations.c.expires_at <= _us(now)))
+    return int(result.rowcount)
