@@ -321,6 +321,7 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
     result.update(
         {
             "engine_cpu_pct": 100 * (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / wall,
+            "engine_sys_pct": 100 * (ru1.ru_stime - ru0.ru_stime) / wall,
             "tick_busy_pct": 100 * busy / wall,
             "tick_cpu_pct": 100 * busy_cpu / wall,
             "tick_overruns": overruns,
@@ -371,8 +372,9 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"run: {mode}, PCMU 20 ms, {args.duration:.0f} s, loop={args.loop}, io={args.io}")
     print(
-        f"engine CPU: {result['engine_cpu_pct']:.1f}% of one core (ticks: {result['tick_cpu_pct']:.1f}% CPU, "
-        f"{result['tick_busy_pct']:.1f}% wall; the difference is time the OS ran something else)"
+        f"engine CPU: {result['engine_cpu_pct']:.1f}% of one core ({result['engine_sys_pct']:.1f}% kernel); "
+        f"ticks: {result['tick_cpu_pct']:.1f}% CPU, {result['tick_busy_pct']:.1f}% wall "
+        "(the difference is time the OS ran something else)"
     )
     print(f"ticker: overruns {result['tick_overruns']}, max lateness {result['tick_max_lateness_ms']:.2f} ms")
     print(

@@ -266,17 +266,19 @@ class MediaEngine:
 
     # -- I/O ------------------------------------------------------------------------------------
     def _readable(self, sock: socket.socket, leg: RtpLeg, rtcp: bool) -> None:
-        now = self._now()
-        recv = sock.recvfrom
-        handle = leg.receive_rtcp if rtcp else leg.receive_rtp
-        while True:
-            try:
-                data, addr = recv(_RECV)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # ICMP port unreachable surfaces here on Linux; nothing to do
-                continue
-            handle(data, addr, now)
+        # One datagram per call: the readiness is level-triggered, so a second queued datagram calls us again
+        # on the next loop pass. Draining until EAGAIN would cost an extra syscall for every packet, since
+        # packets of one stream arrive 20 ms apart.
+        try:
+            data, addr = sock.recvfrom(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # ICMP port unreachable surfaces here on Linux; nothing to do
+            return
+        if rtcp:
+            leg.receive_rtcp(data, addr, self._now())
+        else:
+            leg.receive_rtp(data, addr, self._now())
 
     def _poll(self, now: float) -> None:
         legs = self.core.legs

@@ -110,13 +110,15 @@ class MediaCore:
         for conf in self.conferences.values():
             conf.mix(now)
         out: list[Outgoing] = []
+        append = out.append
         for leg in legs:
             pkt = leg.produce(now, n)
             if pkt is not None:
-                out.append((leg.leg_id, pkt, leg.remote))  # type: ignore[arg-type]
-            rtcp = leg.rtcp_due(now)
-            if rtcp is not None:
-                out.append((leg.leg_id, rtcp, leg.remote_rtcp))  # type: ignore[arg-type]
+                append((leg.leg_id, pkt, leg.remote))  # type: ignore[arg-type]
+            if now >= leg.next_rtcp:
+                rtcp = leg.rtcp_due(now)
+                if rtcp is not None:
+                    append((leg.leg_id, rtcp, leg.remote_rtcp))  # type: ignore[arg-type]
             if leg.events:
                 self.events.extend(leg.events)
                 leg.events.clear()

@@ -29,13 +29,14 @@ class EnergyDetector:
 
     def __init__(self, threshold_dbfs: float = -45.0, start: float = 0.0) -> None:
         self.threshold_dbfs = threshold_dbfs
+        self._threshold_rms = 32768.0 * 10 ** (threshold_dbfs / 20)
         self.last_voice: float | None = None
         self.started = start
         self.voice_frames = 0
         self.frames = 0
 
     def is_voice(self, frame: bytes) -> bool:
-        return frame_dbfs(frame) >= self.threshold_dbfs
+        return audioop.rms(frame, 2) >= self._threshold_rms
 
     def write(self, frame: bytes, now: float) -> None:
         self.frames += 1

@@ -109,9 +109,11 @@ class RtpLeg:
         self._last_rx = start
         self._idle_reported = False
         self._marker = True
-        self._next_rtcp = start + rtcp_interval / 2
+        self.next_rtcp = start + rtcp_interval / 2
         self._last_ts = self._ts0
         self._partial = b""
+        self._dtmf_active = False
+        self._encode = g711.encoder(payload_type)
         self._reframe_seq = 0
 
     # -- configuration ----------------------------------------------------------------------
@@ -124,6 +126,7 @@ class RtpLeg:
             if payload_type not in g711.ENCODING_NAMES:
                 raise g711.UnsupportedCodec(f"payload type {payload_type} is not G.711")
             self.payload_type = payload_type
+            self._encode = g711.encoder(payload_type)
         if dtmf_payload_type is not None:
             self.dtmf_payload_type = dtmf_payload_type
 
@@ -145,6 +148,7 @@ class RtpLeg:
         if self.dtmf_payload_type is None:
             raise MediaError("peer did not negotiate telephone-event")
         self.dtmf_out.queue(digits)
+        self._dtmf_active = True
 
     # -- inbound ----------------------------------------------------------------------------
     def receive_rtp(self, data: bytes, addr: Addr, now: float) -> None:
@@ -244,25 +248,46 @@ class RtpLeg:
 
     def produce(self, now: float, tick: int) -> bytes | None:
         """Phase 3: the RTP datagram to send to ``remote`` for this tick, or ``None``."""
+        # This runs for every leg every 20 ms: attribute reads are kept few and the header is packed inline.
         if self._tick0 is None:
             self._tick0 = tick
         ts = (self._ts0 + FRAME_SAMPLES * (tick - self._tick0)) & 0xFFFFFFFF
         if self.idle_timeout is not None and not self._idle_reported and now - self._last_rx >= self.idle_timeout:
             self._idle_reported = True
             self.events.append(LegIdle(self.leg_id, now - self._last_rx))
-        if self.dtmf_out.busy and not self.held and self.dtmf_payload_type is not None:
-            ev = self.dtmf_out.next_packet(ts)
-            done = self.dtmf_out.take_finished()
-            if done is not None:
-                self.events.append(DigitsSent(self.leg_id, done))
-            if ev is not None:
-                self._read_frame()  # the prompt keeps time while the digit plays
-                return self._emit(self.dtmf_payload_type, ev.timestamp, ev.payload, ev.marker)
+        if self._dtmf_active:
+            pkt = self._produce_dtmf(ts)
+            if pkt is not None:
+                return pkt
         frame = self._read_frame()
         if self.held or self.remote is None:
             self._marker = True
             return None
-        return self._emit(self.payload_type, ts, g711.encode(frame, self.payload_type), False)
+        payload = self._encode(frame, 2)
+        marker = self._marker
+        if marker:
+            self._marker = False
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFF
+        self._last_ts = ts
+        self.packets_sent += 1
+        self.octets_sent += FRAME_SAMPLES
+        return _HDR.pack(0x80, (0x80 if marker else 0) | self.payload_type, seq, ts, self.ssrc) + payload
+
+    def _produce_dtmf(self, ts: int) -> bytes | None:
+        out = self.dtmf_out
+        if self.held or self.dtmf_payload_type is None:
+            return None
+        ev = out.next_packet(ts)
+        done = out.take_finished()
+        if done is not None:
+            self.events.append(DigitsSent(self.leg_id, done))
+        if not out.busy:
+            self._dtmf_active = False
+        if ev is None:
+            return None
+        self._read_frame()  # the prompt keeps time while the digit plays
+        return self._emit(self.dtmf_payload_type, ev.timestamp, ev.payload, ev.marker)
 
     def _read_frame(self) -> bytes:
         if self.attached:
@@ -290,9 +315,9 @@ class RtpLeg:
     # -- RTCP -------------------------------------------------------------------------------
     def rtcp_due(self, now: float) -> bytes | None:
         """A compound SR/RR + SDES every ``rtcp_interval`` seconds (RFC 3550 §6.1), else ``None``."""
-        if now < self._next_rtcp or self.remote_rtcp is None:
+        if now < self.next_rtcp or self.remote_rtcp is None:
             return None
-        self._next_rtcp = now + self.rtcp_interval
+        self.next_rtcp = now + self.rtcp_interval
         return self.rtcp_report(now)
 
     def rtcp_report(self, now: float, bye: bool = False) -> bytes:
