@@ -801,8 +801,8 @@ def test_peer_offerless_reinvite_gets_our_sdp_and_answer_in_ack() -> None:
     offered = SessionDescription.parse(ok.body)
     assert offered.origin.version == 2 and offered.audio() is not None
     answer = answer_offer(offered, "127.0.0.1", 20002, session_id="111", version=2, direction="sendonly")
-    ack = dialog.create_request("ACK", link.a._new_via(), cseq=reinvite.cseq.seq, body=bytes(answer))
-    ack.headers.add("Content-Type", "application/sdp")
+    ack = dialog.create_request("ACK", cseq=reinvite.cseq.seq, body=bytes(answer), content_type="application/sdp")
+    link.a.tl.prepare_request(ack, "UDP")
     link.b.receive(ack, A, link.now)
     (updated,) = link.events(link.b)
     assert isinstance(updated, MediaUpdated) and updated.media.port == 20002 and updated.media.held

@@ -18,6 +18,7 @@ sequence number rule of §12.2.2 (500 for an out-of-order request).
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 
 from callplane.core.errors import SipError
@@ -34,6 +35,9 @@ __all__ = [
     "next_hop",
     "uri_destination",
 ]
+
+
+logger = logging.getLogger(__name__)
 
 
 class DialogStateError(SipError):
@@ -176,6 +180,8 @@ class Dialog:
         new = TRANSITIONS.get((self.state, event))
         if new is None:
             raise DialogStateError(f"dialog {self.id}: {event.value} not allowed in {self.state.value}")
+        if new is not self.state:
+            logger.debug("[%s] dialog %s -> %s", self.id.call_id, self.state.value, new.value)
         self.state = new
         return new
 

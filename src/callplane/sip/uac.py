@@ -93,7 +93,7 @@ class UacCore(UaCore):
             dialog = call.dialog = Dialog.from_response(call.invite, response)
         else:
             dialog.confirm(response)
-        ack = dialog.create_request("ACK", self._new_via(), cseq=call.invite.cseq.seq, extra=call.auth_headers)
+        ack = dialog.create_request("ACK", cseq=call.invite.cseq.seq, extra=call.auth_headers)
         peer = self._destination(ack)
         self.tl.send_stateless(ack, peer)
         ctx.ack, ctx.peer = ack, peer
@@ -112,7 +112,7 @@ class UacCore(UaCore):
         self._emit(CallAnswered(call.handle, self._describe(remote), str(remote) if remote else None, headers))
 
     def _ack_and_bye(self, dialog: Dialog, call: Call, now: float) -> None:
-        ack = dialog.create_request("ACK", self._new_via(), cseq=call.invite.cseq.seq, extra=call.auth_headers)
+        ack = dialog.create_request("ACK", cseq=call.invite.cseq.seq, extra=call.auth_headers)
         self.tl.send_stateless(ack, self._destination(ack))
         bye = dialog.create_request("BYE", extra=self._ua_headers())
         self.tl.send_request(bye, self._destination(bye), now)
@@ -151,7 +151,7 @@ class UacCore(UaCore):
             if ctx.ack is not None:
                 self.tl.send_stateless(ctx.ack, ctx.peer)
                 return
-            ack = dialog.create_request("ACK", self._new_via(), cseq=ctx.request.cseq.seq)
+            ack = dialog.create_request("ACK", cseq=ctx.request.cseq.seq)
             ctx.ack, ctx.peer = ack, self._destination(ack)
             self.tl.send_stateless(ack, ctx.peer)
             dialog.refresh_target(response)

@@ -18,7 +18,7 @@ from callplane.sip.calls import Call, CallStateError
 from callplane.sip.dialog import next_hop, uri_destination
 from callplane.sip.digest import Credentials, DigestClient, best_challenge
 from callplane.sip.events import Event, MediaUpdated
-from callplane.sip.headers import URI, Address, Via
+from callplane.sip.headers import URI, Address
 from callplane.sip.message import Request, Response
 from callplane.sip.regclient import Registration, RegistrationClient
 from callplane.sip.sdp import MediaDescription, NegotiationError, SdpParseError, SessionDescription, describe
@@ -242,7 +242,7 @@ class UaCore:
         for value in request.headers.get_all("record-route"):
             response.headers.add("Record-Route", value)
         user = call.dialog.local.uri.user if call.dialog is not None else None
-        response.headers.add("Contact", self.contact(user))
+        response.headers.add("Contact", self.contact(user, call.peer.transport))
         if status >= 200:
             response.headers.add("Allow", self.allow)
         if sdp is not None:
@@ -256,10 +256,6 @@ class UaCore:
             return
         call.remote_sdp = remote
         self._emit(MediaUpdated(call.handle, media, str(remote)))
-
-    def _new_via(self) -> Via:
-        host, port = self.local.get(self.transport, ("127.0.0.1", 5060))
-        return Via(self.transport, host, port, (("branch", self.ids.branch()), ("rport", None)))
 
     def send_register(self, registration: Registration, request: Request, now: float) -> None:
         """Used by :class:`~callplane.sip.regclient.RegistrationClient` to start a REGISTER transaction."""
