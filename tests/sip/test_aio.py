@@ -265,3 +265,40 @@ async def test_tcp_connect_failure_is_reported_as_transport_error() -> None:
         assert len(ep.layer) == 0
     finally:
         await ep.close()
+
+
+async def test_endpoint_drives_a_user_agent_core() -> None:
+    """attach(): the UA core (built on ep.layer) gets the input, and what it sends from the callback goes out."""
+    from callplane.sip.events import IncomingCall
+    from callplane.sip.ua import UserAgent
+
+    ep = SipEndpoint(ids=IdSource(7), port=0, tcp=False)
+    await ep.start()
+    ua = UserAgent(IdSource(8), ep.local, tl=ep.layer)
+    loop = asyncio.get_running_loop()
+    seen: list[object] = []
+
+    def on_event(ev: object) -> None:
+        seen.append(ev)
+        if isinstance(ev, IncomingCall):
+            ua.reject(ev.call, 486, loop.time())
+
+    ep.attach(ua, on_event)
+    peer = UdpPeer()
+    try:
+        contact = f"Contact: <sip:caller@127.0.0.1:{peer.port}>\r\n"
+        peer.sock.sendto(invite(peer.port, ep.port, "z9hG4bKua", contact), ("127.0.0.1", ep.port))
+        statuses = []
+        for _ in range(2):
+            resp = parse_message(await peer.recv())
+            assert isinstance(resp, Response)
+            statuses.append(resp.status)
+        assert statuses == [100, 486]
+        assert [type(e).__name__ for e in seen] == ["IncomingCall"]
+        ack = invite(peer.port, ep.port, "z9hG4bKua").replace(b"INVITE", b"ACK")
+        ack = ack.replace(b"To: <sip:app@127.0.0.1:" + str(ep.port).encode() + b">", b"To: " + str(resp.to).encode())
+        peer.sock.sendto(ack, ("127.0.0.1", ep.port))
+        assert await peer.nothing(0.7)  # ACKed: Timer G stops, no 486 retransmission (first would be at 0.5 s)
+    finally:
+        peer.close()
+        await ep.close()

@@ -26,6 +26,8 @@ Public API::
     ep.send_request(request, Peer(...))    -> TransactionKey (adds Via/branch/rport and Max-Forwards 70)
     ep.send_response(response)             through its server transaction
     ep.send_stateless(msg, Peer(...))      ACK for 2xx, responses outside transactions
+    ep.attach(core, on_event)              drive a UA core built on ``ep.layer`` (its events go to on_event)
+    ep.flush()                             after calling the core directly: transmit + re-arm
     ep.stats                               counters: received, bad, answered_bad, dropped, sent
     await ep.close()
 """
@@ -37,7 +39,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from callplane.core.ids import IdSource
 from callplane.sip.headers import KNOWN_TRANSPORTS, SipParseError
@@ -53,13 +55,30 @@ from callplane.sip.message import (
     response_destination,
 )
 from callplane.sip.transaction import TimerConfig, TransactionLayer
-from callplane.sip.transaction_events import Peer, TransactionKey, TxEvent
+from callplane.sip.transaction_events import Peer, TransactionKey
 
-__all__ = ["SipEndpoint", "stamp_via"]
+__all__ = ["SansIoCore", "SipEndpoint", "stamp_via"]
 
 logger = logging.getLogger(__name__)
 
-EventHandler = Callable[[TxEvent], None]
+EventHandler = Callable[[Any], None]
+
+
+class SansIoCore(Protocol):
+    """What the endpoint drives: a :class:`TransactionLayer`, or a UA core built on the endpoint's ``layer``
+    (e.g. ``UserAgent(tl=endpoint.layer, local=endpoint.local)``), which has the same surface."""
+
+    def receive(self, msg: Request | Response, source: Peer, now: float) -> None: ...
+
+    def transport_failed(self, peer: Peer, now: float) -> None: ...
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Peer]]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_event(self) -> object | None: ...
 
 
 def stamp_via(request: Request, host: str, port: int) -> None:
@@ -176,6 +195,7 @@ class SipEndpoint:
     ) -> None:
         self.on_event = on_event
         self.layer = TransactionLayer(ids or IdSource(), timers, auto_trying=auto_trying)
+        self.core: SansIoCore = self.layer
         self.host = host
         self.port = port
         self.use_udp = udp
@@ -194,7 +214,19 @@ class SipEndpoint:
 
     @property
     def local(self) -> dict[str, tuple[str, int]]:
+        """``{"UDP": (host, port), "TCP": (host, port)}`` once started (the dict object stays the same)."""
         return self.layer.local
+
+    def attach(self, core: SansIoCore, on_event: EventHandler | None = None) -> None:
+        """Drive ``core`` instead of the bare transaction layer: inputs go to ``core.receive``, and its events,
+        datagrams and timer are what the endpoint drains, sends and arms. ``core`` must share ``self.layer``."""
+        self.core = core
+        if on_event is not None:
+            self.on_event = on_event
+
+    def flush(self) -> None:
+        """Drain events, transmit and re-arm the timer: call after acting on the core directly (``ua.invite()``)."""
+        self._pump()
 
     async def start(self) -> None:
         """Bind the sockets. With port 0 the UDP port is chosen first and TCP binds the same number."""
@@ -283,7 +315,7 @@ class SipEndpoint:
             self._bad_input(exc, peer)
             return
         try:
-            self.layer.receive(msg, peer, self._now())
+            self.core.receive(msg, peer, self._now())
         except Exception as exc:  # never out of the receive path; this is a bug, so log it fully once
             self.stats["bad"] += 1
             self._log.warn("internal error", self._now(), repr(exc))
@@ -318,12 +350,12 @@ class SipEndpoint:
         if self._pumping:
             return  # a callback called send_*; the outer loop drains what it queued
         self._pumping = True
-        layer = self.layer
+        core = self.core
         try:
             while True:
-                event = layer.next_event()
+                event = core.next_event()
                 if event is None:
-                    out = layer.datagrams_to_send()
+                    out = core.datagrams_to_send()
                     if not out:
                         break
                     for data, dest in out:
@@ -339,7 +371,7 @@ class SipEndpoint:
         self._rearm()
 
     def _rearm(self) -> None:
-        deadline = self.layer.get_timer()
+        deadline = self.core.get_timer()
         if deadline == self._deadline:
             return
         if self._timer is not None:
@@ -352,7 +384,7 @@ class SipEndpoint:
     def _on_timer(self) -> None:
         self._timer = None
         self._deadline = None
-        self.layer.handle_timer(self._now())
+        self.core.handle_timer(self._now())
         self._pump()
 
     def _transmit(self, data: bytes, dest: Peer) -> None:
@@ -397,5 +429,5 @@ class SipEndpoint:
             if self._connections.get((dest.host, dest.port)) is conn:
                 del self._connections[(dest.host, dest.port)]
             self._log.warn("TCP connect failed", self._now(), f"{dest.host}:{dest.port}: {exc}")
-            self.layer.transport_failed(dest, self._now())
+            self.core.transport_failed(dest, self._now())
             self._pump()
