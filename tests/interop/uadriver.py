@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from callplane.core.ids import IdSource
-from callplane.sip.events import Event, IncomingCall
+from callplane.sip.digest import DigestServer
+from callplane.sip.events import Event, IncomingCall, RegisterReceived
+from callplane.sip.registrar import InMemoryBindingStore, RegisterOutcome, Registrar, Secret
 from callplane.sip.sdp import SessionDescription, answer_offer, build_offer
 from callplane.sip.transaction_events import Peer
 from callplane.sip.ua import UserAgent
 
-__all__ = ["UaDriver", "offer_sdp", "answer_sdp"]
+__all__ = ["RegistrarApp", "UaDriver", "answer_sdp", "offer_sdp"]
 
 logger = logging.getLogger(__name__)
 E = TypeVar("E")
@@ -55,6 +58,13 @@ class UaDriver:
         self.datagrams_in = 0
         self.datagrams_out = 0
         self.on_event: Callable[[Event], None] | None = None
+        self._sink: asyncio.DatagramTransport | None = None
+
+    @property
+    def rtp_port(self) -> int:
+        """A UDP port we hold open (and ignore) for the media address in our SDP, so peers' RTP lands nowhere else."""
+        assert self._sink is not None
+        return int(self._sink.get_extra_info("sockname")[1])
 
     @property
     def ua(self) -> UserAgent:
@@ -76,6 +86,7 @@ class UaDriver:
     async def start(self) -> UaDriver:
         loop = asyncio.get_running_loop()
         self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(self.host, 0))
+        self._sink, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(self.host, 0))
         self._ua = UserAgent(IdSource(), {"UDP": (self.host, self.port)}, **self.ua_options)
         return self
 
@@ -85,6 +96,9 @@ class UaDriver:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
 
     async def __aenter__(self) -> UaDriver:
         return await self.start()
@@ -163,11 +177,56 @@ class UaDriver:
         return result
 
 
-def offer_sdp(drv: UaDriver, rtp_port: int = 40000) -> SessionDescription:
-    """Our audio offer (no media flows in these tests; the port only has to be well formed)."""
-    return build_offer(drv.host, rtp_port, session_id="1")
+def offer_sdp(drv: UaDriver) -> SessionDescription:
+    """Our audio offer; media goes to the driver's sink port (these tests judge signalling only)."""
+    return build_offer(drv.host, drv.rtp_port, session_id="1")
 
 
-def answer_sdp(drv: UaDriver, call: IncomingCall, rtp_port: int = 40002) -> SessionDescription:
+def answer_sdp(drv: UaDriver, call: IncomingCall) -> SessionDescription:
     assert call.sdp is not None
-    return answer_offer(SessionDescription.parse(call.sdp), drv.host, rtp_port, session_id="2")
+    return answer_offer(SessionDescription.parse(call.sdp), drv.host, drv.rtp_port, session_id="2")
+
+
+class RegistrarApp:
+    """Serves REGISTER on a driver's UA (``accept_register=True``) with callplane's registrar and digest server.
+
+    ``users`` maps usernames to passwords; bindings live in an in-memory store, readable as :attr:`store`. Wall time
+    is used for the registrar, as in the node.
+    """
+
+    def __init__(
+        self,
+        drv: UaDriver,
+        users: dict[str, str],
+        *,
+        realm: str = "callplane.test",
+        algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+    ) -> None:
+        ids = IdSource()
+        self.drv = drv
+        self.users = users
+        self.store = InMemoryBindingStore()
+        self.registrar = Registrar(DigestServer(realm, b"interop-secret", ids, algorithms=algorithms), ids)
+        self.outcomes: list[RegisterOutcome] = []
+        drv.on_event = self._on_event
+
+    def _on_event(self, event: Event) -> None:
+        if not isinstance(event, RegisterReceived):
+            return
+        now = time.time()
+        request = event.request
+        username = self.registrar.username(request)
+        password = self.users.get(username) if username is not None else None
+        secret = Secret(password=password) if password is not None else None
+        aor = self.registrar.aor(request)
+        source = (event.source.host, event.source.port, event.source.transport)
+        outcome = self.registrar.handle(
+            request, secret=secret, bindings=self.store.bindings(aor, now), now=now, source=source
+        )
+        if outcome.aor is not None:
+            self.store.apply(outcome.aor, outcome.upserts, outcome.removals)
+        self.outcomes.append(outcome)
+        self.drv.ua.respond(outcome.response, self.drv.now())
+
+    def contacts(self, aor: str) -> list[str]:
+        return [b.contact for b in self.store.bindings(aor, time.time())]

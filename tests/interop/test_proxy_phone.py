@@ -1,0 +1,151 @@
+"""callplane behind kamailio (Record-Route proxy) and with baresip (a real softphone), issue 3 "Checked by".
+
+kamailio relays initial requests by Request-URI user (``app*`` to callplane, ``sipp*`` to a SIPp UAS) and adds
+Record-Route; its script logs every relay, so a test can assert that ACK and BYE crossed the proxy rather than
+going straight to the peer. baresip registers to callplane's registrar with digest auth, is called through that
+registration, and calls in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from callplane.sip.events import CallAnswered, CallConfirmed, CallEnded, IncomingCall
+from tests.interop.conftest import need
+from tests.interop.peers import LOOPBACK, KamailioRun, PeerGroup, SippRun
+from tests.interop.uadriver import RegistrarApp, UaDriver, answer_sdp, offer_sdp
+
+pytestmark = pytest.mark.interop
+
+CROSSED = [("initial", "INVITE"), ("in-dialog", "ACK"), ("in-dialog", "BYE")]
+
+
+async def finished(run: SippRun, timeout: float = 15.0) -> None:
+    rc = await asyncio.to_thread(run.wait, timeout)
+    assert rc == 0, run.report()
+    stats = run.stats()
+    assert (stats.successful, stats.failed) == (1, 0), run.report()
+
+
+def crossed(proxy: KamailioRun) -> list[tuple[str, str]]:
+    return [(kind, method) for kind, method, _ in proxy.relays()]
+
+
+# kamailio: SIPp -> kamailio -> callplane UAS ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hangup", ["caller", "callee"])
+async def test_uas_behind_record_route_proxy(peers: PeerGroup, hangup: str) -> None:
+    need("sipp", "kamailio")
+    async with UaDriver() as drv:
+        proxy = peers.kamailio(app=(LOOPBACK, drv.port))
+        scenario = "uac_basic" if hangup == "caller" else "uac_wait_bye"
+        run = peers.sipp(scenario, proxy.address, service="app")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.answer, incoming.call, answer_sdp(drv, incoming))
+        await drv.expect(CallConfirmed)
+        if hangup == "callee":
+            drv.act(drv.ua.bye, incoming.call)
+        ended = await drv.expect(CallEnded)
+        assert ended.by == ("remote" if hangup == "caller" else "local")
+        await finished(run)
+    assert crossed(proxy) == CROSSED
+    # The UAS copied the Record-Route into its 2xx (§12.1.1), which is how the caller learnt the route set.
+    ok = next(m for m in run.messages(received=True) if m.status == 200 and m.method == "INVITE")
+    assert ok.header("Record-Route") == f"<sip:{LOOPBACK}:{proxy.port};lr;ftag={run.messages()[0].from_tag}>"
+    if hangup == "callee":
+        bye = run.messages(received=True)[-1]
+        assert bye.method == "BYE" and len(bye.headers("Via")) == 2  # it came through the proxy
+
+
+# kamailio: callplane UAC -> kamailio -> SIPp ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hangup", ["caller", "callee"])
+async def test_uac_through_record_route_proxy(peers: PeerGroup, hangup: str) -> None:
+    need("sipp", "kamailio")
+    uas = peers.sipp("uas_answer" if hangup == "caller" else "uas_answer_bye")
+    proxy = peers.kamailio(sipp=(LOOPBACK, uas.port))
+    async with UaDriver() as drv:
+        target = f"sip:sipp@{LOOPBACK}:{proxy.port}"
+        handle = drv.act(drv.ua.invite, target, f"sip:alice@{LOOPBACK}", offer_sdp(drv))
+        await drv.wait_for(CallAnswered)
+        if hangup == "caller":
+            drv.act(drv.ua.bye, handle)
+        ended = await drv.wait_for(CallEnded)
+        assert ended.by == ("local" if hangup == "caller" else "remote")
+    await finished(uas)
+    assert crossed(proxy) == CROSSED
+    received = uas.messages(received=True)
+    ack = next(m for m in received if m.method == "ACK")
+    # Loose routing (§12.2.1.1): the Request-URI is the callee's Contact and the proxy sits in Route; the proxy
+    # consumed its own Route entry, so the ACK arrives with its Via stacked on ours.
+    assert ack.request_uri == f"sip:{LOOPBACK}:{uas.port};transport=UDP"
+    assert len(ack.headers("Via")) == 2
+    if hangup == "caller":
+        bye = received[-1]
+        assert bye.method == "BYE" and len(bye.headers("Via")) == 2
+
+
+# baresip ------------------------------------------------------------------------------------------------------------
+
+
+def account(drv: UaDriver, user: str = "alice", **params: str) -> str:
+    extra = "".join(f";{k}={v}" for k, v in params.items())
+    return f"<sip:{user}@{LOOPBACK}:{drv.port}>;audio_codecs=PCMU;answermode=auto{extra}"
+
+
+async def test_baresip_registers_with_digest_and_is_called(peers: PeerGroup) -> None:
+    need("baresip")
+    async with UaDriver(accept_register=True) as drv:
+        # baresip 1.0 aborts on any challenge it cannot compute, so this registrar offers MD5 only.
+        app = RegistrarApp(drv, {"alice": "secret"}, algorithms=("MD5",))
+        phone = peers.baresip(account(drv, auth_pass="secret", regint="600"), audio_seconds=5.0)
+        await asyncio.to_thread(phone.wait_registered)
+        assert [o.response.status for o in app.outcomes] == [401, 200]
+        (contact,) = app.contacts(f"sip:alice@{LOOPBACK}")
+        assert contact.endswith(f"@{LOOPBACK}:{phone.sip_port}")
+
+        handle = drv.act(drv.ua.invite, contact, f"sip:app@{LOOPBACK}", offer_sdp(drv), to_uri=f"sip:alice@{LOOPBACK}")
+        answered = await drv.wait_for(CallAnswered)
+        assert answered.media is not None and answered.media.codec == "PCMU"
+        await asyncio.sleep(0.5)
+        drv.act(drv.ua.bye, handle)
+        ended = await drv.wait_for(CallEnded)
+        assert (ended.by, ended.status) == ("local", 200)
+        await asyncio.to_thread(phone.peer.wait_output, r"session closed|terminated", 5.0)
+    requests = [m for m in phone.messages() if m.direction == "received" and m.is_request]
+    assert [m.method for m in requests] == ["INVITE", "ACK", "BYE"]
+    assert requests[0].request_uri == contact
+
+
+async def test_baresip_with_wrong_password_is_refused(peers: PeerGroup) -> None:
+    need("baresip")
+    async with UaDriver(accept_register=True) as drv:
+        app = RegistrarApp(drv, {"alice": "secret"}, algorithms=("MD5",))
+        phone = peers.baresip(account(drv, auth_pass="guess", regint="600"))
+        await asyncio.to_thread(phone.peer.wait_output, r"reg: sip:alice@\S+: 40[13] ", 10.0)
+        assert app.outcomes and app.outcomes[-1].response.status in (401, 403)
+        assert app.contacts(f"sip:alice@{LOOPBACK}") == []
+
+
+async def test_baresip_calls_in(peers: PeerGroup) -> None:
+    need("baresip")
+    async with UaDriver() as drv:
+        phone = peers.baresip(account(drv, user="bob", regint="0"), audio_seconds=2.0)
+        phone.control.command("dial", f"sip:app@{LOOPBACK}:{drv.port}")
+        incoming = await drv.expect(IncomingCall)
+        assert incoming.from_uri == f"sip:bob@{LOOPBACK}:{drv.port}"
+        assert incoming.media is not None and incoming.media.codec == "PCMU"
+        drv.act(drv.ua.ring, incoming.call)
+        drv.act(drv.ua.answer, incoming.call, answer_sdp(drv, incoming))
+        await drv.expect(CallConfirmed)
+        # The 2 s tone ends and baresip hangs up.
+        ended = await drv.expect(CallEnded, timeout=10)
+        assert ended.by == "remote"
+    sent = [m for m in phone.messages() if m.direction == "sent" and m.is_request]
+    assert [m.method for m in sent] == ["INVITE", "ACK", "BYE"]
+    responses = [m.status for m in phone.messages() if m.direction == "received" and not m.is_request]
+    assert 180 in responses and responses[-1] == 200
