@@ -302,3 +302,28 @@ async def test_endpoint_drives_a_user_agent_core() -> None:
     finally:
         peer.close()
         await ep.close()
+
+
+async def test_ipv6_loopback_and_advertised_host() -> None:
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(9), host="::1", port=0)
+    try:
+        await ep.start()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        assert ep.local == {"UDP": ("[::1]", ep.port), "TCP": ("[::1]", ep.port)}
+        h = Headers([("From", "<sip:a@x>;tag=1"), ("To", "<sip:b@x>"), ("Call-ID", "v6"), ("CSeq", "1 OPTIONS")])
+        server = SipEndpoint(None, ids=IdSource(10), host="::1", port=0, advertise="sip.example.net")
+        await server.start()
+        assert server.local["UDP"] == ("sip.example.net", server.port)
+        server.on_event = lambda ev: server.send_response(ev.request.create_response(200))
+        try:
+            ep.send_request(Request("OPTIONS", URI.parse("sip:b@x"), h), Peer("UDP", "::1", server.port))
+            (ev,) = await rec.wait_for(ResponseReceived)
+            assert isinstance(ev, ResponseReceived) and ev.response.status == 200
+            assert ev.response.via.host == "[::1]"
+        finally:
+            await server.close()
+    finally:
+        await ep.close()

@@ -21,8 +21,9 @@ are bounded by ``max_message`` and a connection that cannot be framed is closed.
 
 Public API::
 
-    ep = SipEndpoint(on_event, ids=IdSource(), timers=TimerConfig(), host="127.0.0.1", port=5080)
+    ep = SipEndpoint(on_event, ids=IdSource(), timers=TimerConfig(), host="127.0.0.1", port=5080, advertise=None)
     await ep.start()                       binds; ep.local == {"UDP": (host, port), "TCP": (host, port)}
+                                           (host = ``advertise`` if given, IPv6 in brackets)
     ep.send_request(request, Peer(...))    -> TransactionKey (adds Via/branch/rport and Max-Forwards 70)
     ep.send_response(response)             through its server transaction
     ep.send_stateless(msg, Peer(...))      ACK for 2xx, responses outside transactions
@@ -190,6 +191,7 @@ class SipEndpoint:
         udp: bool = True,
         tcp: bool = True,
         max_message: int = MAX_DATAGRAM,
+        advertise: str | None = None,
         log_interval: float = 10.0,
         auto_trying: bool = True,
     ) -> None:
@@ -197,6 +199,9 @@ class SipEndpoint:
         self.layer = TransactionLayer(ids or IdSource(), timers, auto_trying=auto_trying)
         self.core: SansIoCore = self.layer
         self.host = host
+        # The host written into Via sent-by (and read by the UA for Contact): a wildcard bind needs a real address.
+        shown = advertise or host
+        self.advertise = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
         self.port = port
         self.use_udp = udp
         self.use_tcp = tcp
@@ -252,9 +257,9 @@ class SipEndpoint:
         else:  # pragma: no cover - 20 clashes in a row
             raise OSError("could not bind UDP and TCP on the same port")
         if self.use_udp:
-            self.layer.local["UDP"] = (self.host, port)
+            self.layer.local["UDP"] = (self.advertise, port)
         if self.use_tcp:
-            self.layer.local["TCP"] = (self.host, port)
+            self.layer.local["TCP"] = (self.advertise, port)
         self.port = port
 
     async def close(self) -> None:
