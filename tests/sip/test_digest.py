@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callplane.core.ids import IdSource
 from callplane.sip.digest import (
@@ -231,3 +233,14 @@ def test_auth_int_and_sess() -> None:
 def test_bad_authorization(value: str) -> None:
     with pytest.raises(DigestParseError):
         DigestResponse.parse(value)
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_parsers_fuzz_raise_only_parse_errors(text: str) -> None:
+    for parser in (Challenge.parse, DigestResponse.parse):
+        for prefix in ("", "Digest ", 'Digest realm="r", nonce="n", '):
+            try:
+                parser(prefix + text)
+            except DigestParseError:
+                pass

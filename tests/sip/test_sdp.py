@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callplane.sip.sdp import (
     MediaDescription,
@@ -221,3 +223,48 @@ def test_mirror_direction() -> None:
     assert mirror_direction("recvonly") == "sendonly"
     assert mirror_direction("inactive") == "inactive"
     assert mirror_direction("sendrecv") == "sendrecv"
+
+
+@given(st.text(max_size=400))
+@settings(max_examples=300, deadline=None)
+def test_parse_fuzz_raises_only_sdp_parse_error(text: str) -> None:
+    try:
+        sdp = SessionDescription.parse("v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\n" + text)
+    except SdpParseError:
+        return
+    try:
+        describe(sdp)
+    except NegotiationError:
+        pass
+    assert SessionDescription.parse(str(sdp)) == sdp
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "m=audio 4 RTP/AVP 0 8 96",
+                "a=rtpmap:96 telephone-event/8000",
+                "a=rtpmap:0 PCMU/²",
+                "c=IN IP4 1.2.3.4",
+                "a=sendonly",
+                "m=audio ² RTP/AVP 0",
+                "a=ptime:x",
+                "b=AS:1",
+                "a=rtpmap:8",
+            ]
+        ),
+        max_size=12,
+    )
+)
+def test_parse_fuzz_structured(parts: list[str]) -> None:
+    text = "v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\ns=-\r\nc=IN IP4 1.1.1.1\r\nt=0 0\r\n" + "\r\n".join(parts)
+    try:
+        sdp = SessionDescription.parse(text)
+    except SdpParseError:
+        return
+    try:
+        answer_offer(sdp, "127.0.0.1", 1000, session_id="1")
+        describe(sdp)
+    except NegotiationError:
+        pass

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callplane.core.ids import IdSource
 from callplane.sip.digest import Credentials, DigestResponse, DigestServer, Verdict
@@ -906,3 +908,70 @@ def test_late_2xx_after_transaction_end_is_reacked() -> None:
     link.a.receive(parse_message(bytes(ok)), B, 40.0)
     assert [d for d, _ in link.a.datagrams_to_send()] == [first_ack]
     assert link.a.call(handle).state == "confirmed"
+
+
+# ------------------------------------------------------------------------------------------------- robustness
+
+
+def _flow() -> list[tuple[str, bytes]]:
+    """Every datagram of a full call with ringing, an in-dialog INFO, a hold re-INVITE and BYE."""
+    link = Link()
+    handle, incoming = start_call(link)
+    link.b.ring(handle, link.now)
+    link.b.answer(handle, answer_for(incoming), link.now)
+    link.pump()
+    link.a.hold(handle, link.now)
+    link.pump()
+    link.b.bye(handle, link.now)
+    link.pump()
+    return list(link.log)
+
+
+FLOW = _flow()
+
+
+@given(
+    st.integers(0, len(FLOW) - 1),
+    st.lists(st.tuples(st.integers(0, 2000), st.binary(min_size=0, max_size=8)), min_size=1, max_size=4),
+)
+@settings(max_examples=400, deadline=None)
+def test_mutated_messages_never_raise_out_of_the_ua(index: int, edits: list[tuple[int, bytes]]) -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.b.ring(handle, link.now)
+    link.b.answer(handle, answer_for(incoming), link.now)
+    link.pump()
+    src, data = FLOW[index]
+    buf = bytearray(data)
+    for pos, chunk in edits:
+        pos = min(pos, len(buf))
+        buf[pos : pos + len(chunk)] = chunk
+    target = link.b if src == "a" else link.a
+    target.receive_datagram(bytes(buf), A if src == "a" else B, link.now)
+    link.pump()
+    link.advance(40.0)
+
+
+@given(
+    st.integers(0, len(FLOW) - 1),
+    st.integers(0, 30),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+)
+@settings(max_examples=400, deadline=None)
+def test_one_header_value_replaced_never_raises(index: int, line_no: int, value: str) -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.b.ring(handle, link.now)
+    link.b.answer(handle, answer_for(incoming), link.now)
+    link.pump()
+    src, data = FLOW[index]
+    head, sep, body = data.partition(b"\r\n\r\n")
+    header_lines = head.split(b"\r\n")
+    i = 1 + line_no % max(1, len(header_lines) - 1)
+    if i < len(header_lines):
+        name = header_lines[i].split(b":", 1)[0]
+        header_lines[i] = name + b": " + value.encode()
+    target = link.b if src == "a" else link.a
+    target.receive_datagram(b"\r\n".join(header_lines) + sep + body, A if src == "a" else B, link.now)
+    link.pump()
+    link.advance(40.0)

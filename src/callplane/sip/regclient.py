@@ -114,7 +114,7 @@ class RegistrationClient:
                 return
         elif status == 423 and not reg.retried_interval:
             minimum = (response.headers.get("min-expires") or "").strip()
-            if minimum.isdigit():
+            if minimum.isascii() and minimum.isdigit():
                 reg.retried_interval = True
                 reg.expires = int(minimum)
                 self._send(reg, now)
@@ -140,10 +140,10 @@ class RegistrationClient:
         for contact in response.contacts:
             if str(contact.uri) == ours:
                 value = contact.param("expires")
-                if value is not None and value.strip().isdigit():
+                if value is not None and value.strip().isascii() and value.strip().isdigit():
                     return int(value)
         header = (response.headers.get("expires") or "").strip()
-        return int(header) if header.isdigit() else reg.expires
+        return int(header) if header.isascii() and header.isdigit() else reg.expires
 
     def on_timeout(self, ctx: ClientTx, status: int = 408, reason: str = "Request Timeout") -> None:
         reg = self._regs.get(ctx.handle)

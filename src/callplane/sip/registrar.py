@@ -252,7 +252,7 @@ class Registrar:
         if text is None:
             return self.default_expires
         text = text.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise SipParseError("malformed expires")
         return int(text)
 

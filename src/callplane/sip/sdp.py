@@ -143,13 +143,13 @@ class MediaSection:
         """Payload type -> (encoding name, clock rate), from ``a=rtpmap`` plus the static table (RFC 3551)."""
         result: dict[str, tuple[str, int]] = {}
         for fmt in self.formats:
-            if fmt.isdigit() and int(fmt) in _STATIC_NAMES:
+            if _number(fmt) and int(fmt) in _STATIC_NAMES:
                 result[fmt] = _STATIC_NAMES[int(fmt)]
         for value in self.attribute_values("rtpmap"):
             pt, _, encoding = value.partition(" ")
             name, _, rest = encoding.strip().partition("/")
             rate = rest.split("/")[0]
-            result[pt] = (name, int(rate) if rate.isdigit() else 8000)
+            result[pt] = (name, int(rate) if _number(rate) else 8000)
         return result
 
     def lines(self) -> list[str]:
@@ -270,6 +270,11 @@ class SessionDescription:
         return replace(self, origin=replace(self.origin, version=version))
 
 
+def _number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts e.g. superscripts, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def _attribute(value: str) -> tuple[str, str | None]:
     name, sep, rest = value.partition(":")
     return (name.strip(), rest if sep else None)
@@ -289,7 +294,7 @@ class _SectionBuilder:
         if len(fields) < 3:
             raise SdpParseError(f"bad m= line: {self.m_line!r}")
         port_text = fields[1].split("/")[0]
-        if not port_text.isdigit() or int(port_text) > 65535:
+        if not _number(port_text) or int(port_text) > 65535:
             raise SdpParseError(f"bad m= port: {fields[1]!r}")
         return MediaSection(
             media=fields[0],
@@ -400,6 +405,8 @@ def _choose(section: MediaSection, supported: tuple[str, ...]) -> tuple[str, str
     codec: tuple[str, str, int] | None = None
     event_pt: str | None = None
     for fmt in section.formats:
+        if not _number(fmt) or int(fmt) > 127:  # RTP payload types are 7 bits (RFC 3550 §5.1)
+            continue
         name, rate = names.get(fmt, ("", 0))
         if codec is None and name.upper() in upper and rate == 8000:
             codec = (fmt, name.upper(), rate)
@@ -508,7 +515,7 @@ def describe(sdp: SessionDescription, supported: tuple[str, ...] = ("PCMU", "PCM
             payload_type=int(pt),
             codec=name,
             clock_rate=rate,
-            telephone_event_pt=int(event_pt) if event_pt is not None and event_pt.isdigit() else None,
+            telephone_event_pt=int(event_pt) if event_pt is not None and _number(event_pt) else None,
             direction=_section_direction(sdp, section),
             ptime=ptime if ptime > 0 else 20,
         )

@@ -258,7 +258,20 @@ class UserAgent(UasCore, UacCore):
 
     def on_tx_event(self, ev: TxEvent, now: float) -> None:
         """Dispatch one transaction-layer event. Public for adapters that own the transaction layer themselves
-        (pass it as ``tl=`` and call this from their event callback); otherwise :meth:`receive` drains for us."""
+        (pass it as ``tl=`` and call this from their event callback); otherwise :meth:`receive` drains for us.
+
+        This is the UA's one error boundary: a header the parser left lazy (Contact, Record-Route, Route) that turns
+        out malformed is checked before any state changes; a request is answered 400 and a response dropped."""
+        message = getattr(ev, "request", None) or getattr(ev, "response", None)
+        if message is not None:
+            try:
+                _ = message.contacts
+                for name in ("record-route", "route"):
+                    for value in message.headers.get_all(name):
+                        Address.parse(value)
+            except SipParseError as exc:
+                self._malformed(ev, exc, now)
+                return
         if isinstance(ev, ResponseReceived):
             self._on_response(ev.response, ev.key, now)
         elif isinstance(ev, RequestReceived):
@@ -275,6 +288,14 @@ class UserAgent(UasCore, UacCore):
             self._on_ack_timeout(ev.call_id, ev.cseq, now)
         elif isinstance(ev, TransportError):
             self._on_timeout(ev.key, now, 503, "Service Unavailable")
+
+    def _malformed(self, ev: TxEvent, exc: SipParseError, now: float) -> None:
+        if isinstance(ev, RequestReceived | CancelReceived):
+            self._reply(ev.request, exc.status or 400, now, str(exc)[:60])
+        elif isinstance(ev, ResponseReceived) and ev.key in self._client and ev.response.status >= 200:
+            # A final response we cannot use still ends the transaction: report it as a failure.
+            self._on_timeout(ev.key, now, 502, "Bad Gateway")
+        logger.info("malformed %s: %s", type(ev).__name__, exc)
 
     def register(self, registrar: str, aor: str, now: float, *, expires: int = 3600) -> str:
         """Register our Contact for ``aor`` at ``registrar`` (§10.2) and keep it refreshed. Returns a handle."""

@@ -236,7 +236,7 @@ def _dtmf_of(request: Request) -> tuple[str | None, int | None]:
         signal = values.get("signal")
         duration = values.get("duration", "")
         if signal and len(signal) == 1 and signal in "0123456789*#ABCDabcd":
-            return signal.upper(), int(duration) if duration.isdigit() else None
+            return signal.upper(), int(duration) if duration.isascii() and duration.isdigit() else None
     elif ctype == "application/dtmf":
         digit = text.strip()
         if len(digit) == 1 and digit in "0123456789*#ABCDabcd":
