@@ -38,7 +38,17 @@ def test_tel_uri() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "sip:", "http://example.com", "sip:alice@", "sip:alice@host:99999", "sip:a@[::1", "sip:a b@host", "sip:ho st"],
+    [
+        "",
+        "sip:",
+        "http//example.com",
+        "1x:y",
+        "sip:alice@",
+        "sip:alice@host:99999",
+        "sip:a@[::1",
+        "sip:a b@host",
+        "sip:ho st",
+    ],
 )
 def test_bad_uris(text: str) -> None:
     with pytest.raises(SipParseError) as info:
@@ -133,3 +143,13 @@ def test_params_with_quoted_semicolon() -> None:
     assert parse_params(';a="x;y";b;c=3') == (("a", '"x;y"'), ("b", None), ("c", "3"))
     with pytest.raises(SipParseError):
         parse_params(";=x")
+
+
+def test_other_schemes_are_opaque() -> None:
+    uri = URI.parse("mailto:alice@example.com")
+    assert (uri.scheme, uri.host, uri.opaque, str(uri)) == (
+        "mailto",
+        "",
+        "alice@example.com",
+        "mailto:alice@example.com",
+    )

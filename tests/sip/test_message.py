@@ -176,7 +176,8 @@ def test_bad_cseq_and_mismatched_method_are_answerable() -> None:
         (b"SIP/2.0 2000 OK\r\n\r\n", "malformed status line", 400),
         (b"INVITE sip:a@b SIP/2.0\r\nNoColon\r\n\r\n", "malformed header line", 400),
         (b"INVITE sip:a@b SIP/2.0\r\n folded\r\n\r\n", "malformed header folding", 400),
-        (b"INVITE http://x SIP/2.0\r\nVia: x\r\n\r\n", "malformed Request-URI", 416),
+        (b"INVITE http://x SIP/2.0\r\nVia: x\r\n\r\n", "unsupported URI scheme", 416),
+        (b"INVITE sip:a@b:x SIP/2.0\r\nVia: x\r\n\r\n", "malformed Request-URI", 400),
         (b"\r\n\r\n", "incomplete header block", 400),
     ],
 )
@@ -328,3 +329,33 @@ def test_stream_framer_trickled_header_split_across_feeds() -> None:
         framer = StreamFramer()
         assert framer.feed(data[:cut]) == []
         assert framer.feed(data[cut:]) == [data]
+
+
+def test_absolute_uri_in_to_is_accepted() -> None:
+    """RFC 4475 §3.1.1.11-style: an unknown scheme in To/From is legal; only a Request-URI must be sip/sips/tel."""
+    data = load("rfc3261_24_2_f13_bye.sip").replace(
+        b"To: Alice <sip:alice@atlanta.com>;tag=1928301774", b"To: <urn:service:sos>;tag=1928301774"
+    )
+    msg = parse_message(data)
+    assert msg.to.uri == URI("urn", "", opaque="service:sos") and msg.to.tag == "1928301774"
+    assert bytes(msg) == data
+
+
+def test_two_requests_in_one_datagram_keep_the_first() -> None:
+    """RFC 4475 §3.1.2.9 (dblreq): bytes after Content-Length are discarded on a datagram."""
+    a = load("rfc3261_24_1_register.sip")
+    msg = parse_message(a + load("rfc3261_24_2_f13_bye.sip"))
+    assert isinstance(msg, Request) and msg.method == "REGISTER" and msg.body == b""
+
+
+def test_escaped_user_and_whitespace_everywhere() -> None:
+    data = (
+        b"OPTIONS sip:sips%3Auser%40example.com@example.net SIP/2.0\r\n"
+        b"Via  :  SIP / 2.0\r\n  / UDP\r\n    192.0.2.2 ; branch = z9hG4bK390skdjuw\r\n"
+        b"To: sip:user@example.com\r\nFrom  :   Caller   Name   <sip:caller@example.com>  ;  tag = 98asjd8\r\n"
+        b"Call-ID: esc01.239409asdfakjkn23onasd0-3234\r\nCSeq: 234234 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(data)
+    assert isinstance(msg, Request) and msg.uri.user == "sips%3Auser%40example.com"
+    assert (msg.via.transport, msg.via.host, msg.via.branch) == ("UDP", "192.0.2.2", "z9hG4bK390skdjuw")
+    assert (msg.from_.display_name, msg.from_.tag) == ("Caller   Name", "98asjd8")

@@ -219,9 +219,10 @@ def _format_hostport(host: str, port: int | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class URI:
-    """A ``sip:``, ``sips:`` (RFC 3261 §19.1) or ``tel:`` (RFC 3966) URI.
+    """A ``sip:``, ``sips:`` (RFC 3261 §19.1) or ``tel:`` (RFC 3966) URI, or any other absoluteURI kept opaque.
 
-    For ``tel:`` the number is in ``user`` and ``host`` is empty. ``headers`` is the raw text after ``?``.
+    For ``tel:`` the number is in ``user`` and ``host`` is empty. ``headers`` is the raw text after ``?``. Other
+    schemes (``mailto:``, ``urn:``...) have ``host == ""`` and their text after the colon in ``opaque``.
     """
 
     scheme: str
@@ -231,6 +232,7 @@ class URI:
     port: int | None = None
     params: Params = ()
     headers: str | None = None
+    opaque: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> URI:
@@ -245,7 +247,10 @@ class URI:
                 raise SipParseError("malformed tel URI")
             return cls(scheme, "", number, None, None, parse_params(ptext))
         if scheme not in ("sip", "sips"):
-            raise SipParseError("unsupported URI scheme")
+            # absoluteURI (RFC 3261 §25.1): kept opaque; a Request-URI like this is answered 416 by the parser.
+            if not _is_token(scheme) or not scheme[0].isalpha() or any(c in rest for c in ' <>"\t'):
+                raise SipParseError("malformed URI")
+            return cls(scheme, "", opaque=rest)
         user: str | None = None
         password: str | None = None
         at = rest.rfind("@")
@@ -263,6 +268,8 @@ class URI:
         return cls(scheme, host, user, password, port, parse_params(ptext) if ptext else (), headers if qmark else None)
 
     def __str__(self) -> str:
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
         if self.scheme == "tel":
             return f"tel:{self.user}{format_params(self.params)}"
         out = [self.scheme, ":"]

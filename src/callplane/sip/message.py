@@ -593,13 +593,15 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         if not method or not _TOKEN_CHARS.issuperset(method):
             raise _fail("malformed request line")
         try:
-            uri = URI.parse(parts[1])
+            uri: URI | None = URI.parse(parts[1])
         except SipParseError:
             uri = None
         msg = Request(method, uri if uri is not None else URI("sip", "invalid"))
-        if uri is None:
+        if uri is None or uri.opaque is not None:
             _parse_headers(lines, msg)
-            raise _fail("malformed Request-URI", msg, 416 if ":" in parts[1] else 400)
+            if uri is None:
+                raise _fail("malformed Request-URI", msg)
+            raise _fail("unsupported URI scheme", msg, 416)  # §8.2.2.1
     _parse_headers(lines, msg)
     partial = msg if isinstance(msg, Request) else None
     # Body (§18.3 / §20.14).
