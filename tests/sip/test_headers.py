@@ -153,3 +153,12 @@ def test_other_schemes_are_opaque() -> None:
         "alice@example.com",
         "mailto:alice@example.com",
     )
+
+
+def test_public_names_exist() -> None:
+    import importlib
+
+    for name in ("headers", "message", "transaction", "transaction_events", "aio"):
+        module = importlib.import_module(f"callplane.sip.{name}")
+        exported = module.__all__
+        assert exported and all(hasattr(module, n) for n in exported), name
