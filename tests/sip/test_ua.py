@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import pytest
@@ -975,3 +976,14 @@ def test_one_header_value_replaced_never_raises(index: int, line_no: int, value:
     target.receive_datagram(b"\r\n".join(header_lines) + sep + body, A if src == "a" else B, link.now)
     link.pump()
     link.advance(40.0)
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["sdp", "digest", "dialog", "calls", "events", "uacore", "uas", "uac", "ua", "regclient", "registrar"],
+)
+def test_public_names_exist(module: str) -> None:
+    mod = importlib.import_module(f"callplane.sip.{module}")
+    exported = getattr(mod, "__all__", None)
+    assert exported, f"{module} has no __all__"
+    assert [name for name in exported if not hasattr(mod, name)] == []
