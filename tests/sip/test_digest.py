@@ -244,3 +244,13 @@ def test_parsers_fuzz_raise_only_parse_errors(text: str) -> None:
                 parser(prefix + text)
             except DigestParseError:
                 pass
+
+
+def test_server_checks_uri_when_asked() -> None:
+    server = _server()
+    challenge = Challenge.parse(server.challenges(now=0.0)[0])
+    auth = DigestResponse.parse(
+        DigestClient(IdSource(4)).authorization(challenge, Credentials("a", "pw"), "REGISTER", "sip:callplane")
+    )
+    assert server.verify(auth, "REGISTER", 1.0, password="pw", uri="SIP:CALLPLANE") is Verdict.OK
+    assert server.verify(auth, "REGISTER", 1.0, password="pw", uri="sip:elsewhere") is Verdict.BAD_RESPONSE

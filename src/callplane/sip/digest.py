@@ -405,13 +405,16 @@ class DigestServer:
         password: str | None = None,
         ha1: str | None = None,
         body: bytes = b"",
+        uri: str | None = None,
     ) -> Verdict:
         """Judge ``auth`` for a request with ``method``. Give the user's ``password`` or its stored ``ha1``.
 
-        The caller checks that ``auth.uri`` names the request (RFC 7616 §3.4.6) if it cares; the response hash already
-        binds it.
+        With ``uri`` (the Request-URI as text) the ``uri`` parameter must name the same resource (RFC 7616 §3.4.6),
+        compared case-insensitively; without it only the response hash binds the URI the client chose.
         """
         if auth.realm != self.realm or auth.algorithm.upper() not in {a.upper() for a in self.algorithms}:
+            return Verdict.BAD_RESPONSE
+        if uri is not None and auth.uri.lower() != uri.lower():
             return Verdict.BAD_RESPONSE
         if self._qop and auth.qop not in ("auth", "auth-int"):
             return Verdict.BAD_RESPONSE
