@@ -14,8 +14,16 @@ from callplane.core.errors import MediaError
 from callplane.media import g711
 from callplane.media.aio import MediaEngine, PortAllocator
 from callplane.media.dtmf import TelephoneEvent
-from callplane.media.events import DigitReceived, MediaEvent, RecordingFinished, RemoteLatched, SourceFinished
+from callplane.media.events import (
+    DigitReceived,
+    LegIdle,
+    MediaEvent,
+    RecordingFinished,
+    RemoteLatched,
+    SourceFinished,
+)
 from callplane.media.recorder import Recorder
+from callplane.media.rtcp import Bye, ReceiverReport, SenderReport, build_compound, parse_compound
 from callplane.media.rtp import build, seq_diff
 from callplane.media.sources import FRAME_BYTES, SILENCE, PcmSource, ToneSource
 from tests.media.pcapfile import SIPP, udp_payloads
@@ -223,3 +231,48 @@ async def test_hold_and_mute_through_the_facade(engine: MediaEngine) -> None:
     assert conf.participants[c].held
     engine.mute(c)
     assert engine.leg(c).muted
+
+
+async def test_legs_created_before_start_receive(peer: RawPeer) -> None:
+    eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0, io_mode="poll")
+    leg_id, port = eng.create_leg()
+    await eng.start()
+    try:
+        for raw in udp_payloads(SIPP / "dtmf_2833_9.pcap"):
+            peer.send(raw, port)
+        ev = await next_event(eng, DigitReceived)
+        assert isinstance(ev, DigitReceived) and ev.digit == "9"
+        eng.set_remote(leg_id, "127.0.0.1", peer.port)
+        assert len(await peer.recv(3)) == 3
+    finally:
+        await eng.close()
+    assert eng.ports.in_use == set()
+
+
+async def test_idle_leg_is_reported(peer: RawPeer) -> None:
+    eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0, idle_timeout=0.2)
+    await eng.start()
+    try:
+        leg_id, _ = eng.create_leg()
+        ev = await next_event(eng, LegIdle)
+        assert isinstance(ev, LegIdle) and ev.leg_id == leg_id and ev.idle_s >= 0.2
+    finally:
+        await eng.close()
+
+
+async def test_rtcp_latches_and_close_sends_bye(engine: MediaEngine, peer: RawPeer) -> None:
+    leg_id, port = engine.create_leg()
+    engine.set_remote(leg_id, "127.0.0.1", 9)  # SDP says port 9 (discard); RTCP comes from the peer's socket
+    peer.send(build_compound(ReceiverReport(0xABC)), port + 1)
+    await asyncio.sleep(0.1)
+    assert engine.leg(leg_id).remote_rtcp == peer.addr
+    ssrc = engine.leg(leg_id).ssrc
+    engine.close_leg(leg_id)
+    loop = asyncio.get_running_loop()
+    while True:
+        data, _ = await asyncio.wait_for(loop.sock_recvfrom(peer.sock, 2048), 5)
+        if 200 <= data[1] <= 204:
+            break
+    packets = parse_compound(data)
+    assert isinstance(packets[0], SenderReport) and packets[0].ssrc == ssrc  # it has been sending: SR
+    assert packets[-1] == Bye((ssrc,))

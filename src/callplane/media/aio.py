@@ -123,7 +123,15 @@ class MediaEngine:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        for leg_id, socks in self._socks.items():  # legs created before start
+            self._watch(self.core.leg(leg_id), socks)
         self.ticker.start()
+
+    def _watch(self, leg: RtpLeg, socks: _Socks) -> None:
+        assert self._loop is not None
+        if self.io_mode == "reader":
+            self._loop.add_reader(socks.rtp.fileno(), self._readable, socks.rtp, leg, False)
+        self._loop.add_reader(socks.rtcp.fileno(), self._readable, socks.rtcp, leg, True)
 
     async def close(self) -> None:
         await self.ticker.stop()
@@ -160,11 +168,9 @@ class MediaEngine:
             rtcp_interval=self.rtcp_interval,
         )
         self.core.add_leg(leg)
-        self._socks[leg_id] = _Socks(rtp_sock, rtcp_sock, port)
+        socks = self._socks[leg_id] = _Socks(rtp_sock, rtcp_sock, port)
         if self._loop is not None:
-            if self.io_mode == "reader":
-                self._loop.add_reader(rtp_sock.fileno(), self._readable, rtp_sock, leg, False)
-            self._loop.add_reader(rtcp_sock.fileno(), self._readable, rtcp_sock, leg, True)
+            self._watch(leg, socks)
         return leg_id, port
 
     def leg(self, leg_id: str) -> RtpLeg:
