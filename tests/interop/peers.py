@@ -588,7 +588,7 @@ class PeerGroup:
         argv += list(extra)
         peer = self.start(f"sipp-{name}", argv, cwd=d)
         run = SippRun(peer, port, media, name, stat, msgs, errs)
-        if wait_ready:
+        if wait_ready and remote is None:
             wait_udp_bound(port, peer=peer, proto="udp" if transport.startswith("u") else "tcp")
         return run
 

@@ -75,6 +75,20 @@ async def test_answered_call_and_our_bye(peers: PeerGroup) -> None:
     assert ack.to_tag == bye.to_tag != "" and ack.call_id == bye.call_id == invite.call_id == handle
 
 
+async def test_call_over_tcp(peers: PeerGroup) -> None:
+    uas = server(peers, "uas_answer", transport="t1")
+    async with UaDriver(transport="TCP") as drv:
+        target = f"sip:svc@{LOOPBACK}:{uas.port};transport=tcp"
+        handle = drv.act(drv.ua.invite, target, f"sip:alice@{LOOPBACK}", offer_sdp(drv))
+        await drv.wait_for(CallAnswered)
+        drv.act(drv.ua.bye, handle)
+        assert (await drv.wait_for(CallEnded)).by == "local"
+        await finished(uas)  # before the endpoint closes the connection, which SIPp would count as a failure
+    assert methods(uas) == ["INVITE", "ACK", "BYE"]
+    assert {m.transport for m in uas.messages()} == {"TCP"}
+    assert all((m.header("Via") or "").startswith("SIP/2.0/TCP ") for m in got(uas))
+
+
 async def test_answered_call_remote_bye(peers: PeerGroup) -> None:
     uas = server(peers, "uas_answer_bye")
     async with UaDriver() as drv:

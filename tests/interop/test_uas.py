@@ -57,6 +57,21 @@ async def test_call_answered_then_caller_bye(peers: PeerGroup) -> None:
         assert invite_ok.header("Contact") is not None and invite_ok.to_tag
 
 
+async def test_call_over_tcp(peers: PeerGroup) -> None:
+    """The same call with SIPp connecting over TCP: responses go back on the connection the INVITE came on."""
+    async with UaDriver() as drv:
+        run = client(peers, drv, "uac_basic", transport="t1")
+        incoming = await drv.expect(IncomingCall)
+        assert incoming.source[2] == "TCP"
+        drv.act(drv.ua.answer, incoming.call, answer_sdp(drv, incoming))
+        await drv.expect(CallConfirmed)
+        assert (await drv.expect(CallEnded)).by == "remote"
+        await finished(run)
+    assert {m.transport for m in run.messages()} == {"TCP"}
+    ok = next(m for m in responses(run) if m.status == 200)
+    assert (ok.header("Contact") or "").endswith(";transport=tcp>")
+
+
 async def test_we_hang_up(peers: PeerGroup) -> None:
     async with UaDriver() as drv:
         run = client(peers, drv, "uac_wait_bye")

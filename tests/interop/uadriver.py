@@ -1,12 +1,10 @@
-"""Run callplane's sans-IO :class:`~callplane.sip.ua.UserAgent` over a real loopback UDP socket, for interop tests.
+"""Run callplane's :class:`~callplane.sip.ua.UserAgent` on the node's asyncio adapter, for interop tests.
 
-This is the thin adapter loop of style habit 2, kept in the tests so they depend only on the UA's sans-IO surface
-(``receive_datagram`` / ``datagrams_to_send`` / ``get_timer`` / ``handle_timer`` / ``next_event``): after every input
-it flushes the datagrams, re-arms one timer and queues the UA's events for the test to await::
+The UA is attached to a :class:`~callplane.sip.aio.SipEndpoint` (UDP and TCP on one free loopback port, as in the
+node: ``UserAgent(tl=endpoint.layer)`` + ``endpoint.attach``), and every event it reports is queued for the test::
 
     async with UaDriver() as drv:                      # binds 127.0.0.1:<free port>, makes the UserAgent
-        handle = drv.ua.invite(target, "sip:alice@127.0.0.1", offer(drv), drv.now())
-        drv.flush()                                    # after any call into the UA
+        handle = drv.act(drv.ua.invite, target, "sip:alice@127.0.0.1", offer_sdp(drv))   # now= added, then flush
         answered = await drv.expect(CallAnswered)
 """
 
@@ -19,11 +17,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from callplane.core.ids import IdSource
+from callplane.sip.aio import SipEndpoint
 from callplane.sip.digest import DigestServer
 from callplane.sip.events import Event, IncomingCall, RegisterReceived
 from callplane.sip.registrar import InMemoryBindingStore, RegisterOutcome, Registrar, Secret
 from callplane.sip.sdp import SessionDescription, answer_offer, build_offer
-from callplane.sip.transaction_events import Peer
+from callplane.sip.transaction import TimerConfig
 from callplane.sip.ua import UserAgent
 
 __all__ = ["RegistrarApp", "UaDriver", "answer_sdp", "offer_sdp"]
@@ -32,39 +31,19 @@ logger = logging.getLogger(__name__)
 E = TypeVar("E")
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, driver: UaDriver) -> None:
-        self.driver = driver
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.driver._on_datagram(data, str(addr[0]), int(addr[1]))
-
-    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable and the like
-        logger.debug("UDP error: %s", exc)
-
-
 class UaDriver:
-    """A UserAgent on ``host``:free port, pumped by asyncio. ``events`` collects everything it reported."""
+    """A UserAgent on ``host``:free port (UDP and TCP) behind a SipEndpoint. ``events`` collects what it reported."""
 
-    def __init__(self, host: str = "127.0.0.1", **ua_options: Any) -> None:
+    def __init__(self, host: str = "127.0.0.1", *, timers: TimerConfig | None = None, **ua_options: Any) -> None:
         self.host = host
+        self.timers = timers
         self.ua_options = ua_options
         self._ua: UserAgent | None = None
-        self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None
+        self._ep: SipEndpoint | None = None
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self.events: list[Event] = []
-        self.datagrams_in = 0
-        self.datagrams_out = 0
         self.on_event: Callable[[Event], None] | None = None
         self._sink: asyncio.DatagramTransport | None = None
-
-    @property
-    def rtp_port(self) -> int:
-        """A UDP port we hold open (and ignore) for the media address in our SDP, so peers' RTP lands nowhere else."""
-        assert self._sink is not None
-        return int(self._sink.get_extra_info("sockname")[1])
 
     @property
     def ua(self) -> UserAgent:
@@ -72,30 +51,37 @@ class UaDriver:
         return self._ua
 
     @property
-    def port(self) -> int:
-        assert self._transport is not None
-        return int(self._transport.get_extra_info("sockname")[1])
+    def endpoint(self) -> SipEndpoint:
+        assert self._ep is not None, "start() first"
+        return self._ep
 
     @property
-    def uri(self) -> str:
-        return f"sip:{self.host}:{self.port}"
+    def port(self) -> int:
+        return self.endpoint.port
+
+    @property
+    def rtp_port(self) -> int:
+        """A UDP port we hold open (and ignore) for the media address in our SDP, so peers' RTP lands nowhere else."""
+        assert self._sink is not None
+        return int(self._sink.get_extra_info("sockname")[1])
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
     async def start(self) -> UaDriver:
         loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(self.host, 0))
+        ids = IdSource()
+        self._ep = SipEndpoint(ids=ids, timers=self.timers, host=self.host, port=0)
+        await self._ep.start()
+        self._ua = UserAgent(ids, self._ep.local, tl=self._ep.layer, **self.ua_options)
+        self._ep.attach(self._ua, self._on_event)
         self._sink, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(self.host, 0))
-        self._ua = UserAgent(IdSource(), {"UDP": (self.host, self.port)}, **self.ua_options)
         return self
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._ep is not None:
+            await self._ep.close()
+            self._ep = None
         if self._sink is not None:
             self._sink.close()
             self._sink = None
@@ -106,42 +92,15 @@ class UaDriver:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # pump ----------------------------------------------------------------------------------------------------------
-
-    def _on_datagram(self, data: bytes, host: str, port: int) -> None:
-        self.datagrams_in += 1
-        self.ua.receive_datagram(data, Peer("UDP", host, port), self.now())
-        self.flush()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._deadline = None
-        self.ua.handle_timer(self.now())
-        self.flush()
+    def _on_event(self, event: Any) -> None:
+        self.events.append(event)
+        self._queue.put_nowait(event)
+        if self.on_event is not None:
+            self.on_event(event)
 
     def flush(self) -> None:
-        """Send what the UA queued, hand its events over, and re-arm the one timer."""
-        assert self._transport is not None
-        for data, peer in self.ua.datagrams_to_send():
-            self.datagrams_out += 1
-            self._transport.sendto(data, (peer.host, peer.port))
-        while (event := self.ua.next_event()) is not None:
-            self.events.append(event)
-            self._queue.put_nowait(event)
-            if self.on_event is not None:
-                self.on_event(event)
-        # on_event may have called into the UA again
-        for data, peer in self.ua.datagrams_to_send():
-            self.datagrams_out += 1
-            self._transport.sendto(data, (peer.host, peer.port))
-        deadline = self.ua.get_timer()
-        if deadline != self._deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._deadline = deadline
-            if deadline is not None:
-                self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        """Transmit what the UA queued and re-arm the timer (after calling into the UA directly)."""
+        self.endpoint.flush()
 
     # test helpers --------------------------------------------------------------------------------------------------
 
@@ -226,7 +185,7 @@ class RegistrarApp:
         if outcome.aor is not None:
             self.store.apply(outcome.aor, outcome.upserts, outcome.removals)
         self.outcomes.append(outcome)
-        self.drv.ua.respond(outcome.response, self.drv.now())
+        self.drv.ua.respond(outcome.response, self.drv.now())  # the endpoint is pumping: it transmits this
 
     def contacts(self, aor: str) -> list[str]:
         return [b.contact for b in self.store.bindings(aor, time.time())]
