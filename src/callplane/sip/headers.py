@@ -213,6 +213,13 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
     return host, int(port_text)
 
 
+# Values are immutable, and the same From/To/Contact/Request-URI text recurs in every message of a dialog, so
+# successful parses are memoised. Bounded: the table is simply emptied when full (junk input cannot grow it).
+_CACHE_MAX = 4096
+_URI_CACHE: dict[str, URI] = {}
+_ADDRESS_CACHE: dict[str, Address] = {}
+
+
 def _format_hostport(host: str, port: int | None) -> str:
     return host if port is None else f"{host}:{port}"
 
@@ -236,6 +243,17 @@ class URI:
 
     @classmethod
     def parse(cls, text: str) -> URI:
+        cached = _URI_CACHE.get(text)
+        if cached is not None:
+            return cached
+        uri = cls._parse(text)
+        if len(_URI_CACHE) >= _CACHE_MAX:
+            _URI_CACHE.clear()
+        _URI_CACHE[text] = uri
+        return uri
+
+    @classmethod
+    def _parse(cls, text: str) -> URI:
         text = text.strip()
         scheme, colon, rest = text.partition(":")
         scheme = scheme.lower()
@@ -349,6 +367,17 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
+        cached = _ADDRESS_CACHE.get(text)
+        if cached is not None:
+            return cached
+        address = cls._parse(text)
+        if len(_ADDRESS_CACHE) >= _CACHE_MAX:
+            _ADDRESS_CACHE.clear()
+        _ADDRESS_CACHE[text] = address
+        return address
+
+    @classmethod
+    def _parse(cls, text: str) -> Address:
         text = text.strip()
         if not text:
             raise SipParseError("empty address")

@@ -625,9 +625,14 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     return msg
 
 
+# Header names seen before -> canonical key (names repeat across messages; bounded against junk names).
+_KEYS: dict[str, str] = {}
+_KEYS_MAX = 1024
+
+
 def _parse_headers(lines: list[str], msg: Message) -> None:
     out = msg.headers._lines
-    compact = _COMPACT
+    keys = _KEYS
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
             # Folded continuation line (§7.3.1): join with a single space.
@@ -639,11 +644,15 @@ def _parse_headers(lines: list[str], msg: Message) -> None:
         name, colon, value = line.partition(":")
         if not colon:
             raise _fail("malformed header line", msg if isinstance(msg, Request) else None)
-        name = name.rstrip()
-        if not name or not _TOKEN_CHARS.issuperset(name):
-            raise _fail("malformed header name", msg if isinstance(msg, Request) else None)
-        key = name.lower()
-        out.append((compact.get(key, key), name, value.strip()))
+        key = keys.get(name)
+        if key is None:
+            name = name.rstrip()
+            if not name or not _TOKEN_CHARS.issuperset(name):
+                raise _fail("malformed header name", msg if isinstance(msg, Request) else None)
+            key = canonical_name(name)
+            if len(keys) < _KEYS_MAX:
+                keys[name] = key
+        out.append((key, name, value.strip()))
     msg.headers._cache.clear()
 
 
