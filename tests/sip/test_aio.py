@@ -327,3 +327,18 @@ async def test_ipv6_loopback_and_advertised_host() -> None:
             await server.close()
     finally:
         await ep.close()
+
+
+async def test_tcp_connection_limit() -> None:
+    ep = SipEndpoint(None, ids=IdSource(11), port=0, udp=False, max_connections=1)
+    await ep.start()
+    try:
+        _r1, w1 = await asyncio.open_connection("127.0.0.1", ep.port)
+        r2, w2 = await asyncio.open_connection("127.0.0.1", ep.port)
+        async with asyncio.timeout(5):
+            assert await r2.read() == b""  # the second one is closed by the endpoint
+        assert len(ep._connections) == 1
+        w1.close()
+        w2.close()
+    finally:
+        await ep.close()

@@ -17,7 +17,8 @@ Nothing raises out of the receive path. Malformed input (garbage, truncated, ove
 missing headers, bad CSeq, an unknown Via transport) is answered ``400`` (or the error's own status) when a
 response can be routed — the request's Via, From, To, Call-ID and CSeq were readable — and otherwise dropped and
 logged, at most once per ``log_interval`` per kind of error. UDP datagrams over 64 KiB are dropped; TCP messages
-are bounded by ``max_message`` and a connection that cannot be framed is closed.
+are bounded by ``max_message``, a connection that cannot be framed is closed, and inbound connections beyond
+``max_connections`` are refused.
 
 Public API::
 
@@ -147,13 +148,18 @@ class _TcpConn(asyncio.Protocol):
         if self.peer is None:
             host, port = transport.get_extra_info("peername")[:2]
             self.peer = Peer("TCP", str(host), int(port))
+            if len(self.endpoint._connections) >= self.endpoint.max_connections:
+                self.endpoint._log.warn("too many TCP connections", self.endpoint._now(), f"from {host}:{port}")
+                transport.close()
+                return
         self.endpoint._connections[(self.peer.host, self.peer.port)] = self
         for data in self.pending:
             transport.write(data)
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None and self.transport is not None
+        if self.peer is None or self.transport is None or self.transport.is_closing():
+            return
         pings = self.framer.pings
         try:
             frames = self.framer.feed(data)
@@ -192,6 +198,7 @@ class SipEndpoint:
         tcp: bool = True,
         max_message: int = MAX_DATAGRAM,
         advertise: str | None = None,
+        max_connections: int = 4096,
         log_interval: float = 10.0,
         auto_trying: bool = True,
     ) -> None:
@@ -206,6 +213,7 @@ class SipEndpoint:
         self.use_udp = udp
         self.use_tcp = tcp
         self.max_message = max_message
+        self.max_connections = max_connections
         self.stats = {"received": 0, "bad": 0, "answered_bad": 0, "dropped": 0, "sent": 0}
         self._log = _RateLimitedLog(log_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
