@@ -342,7 +342,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--quick", action="store_true", help="10 s, 100 streams")
     ap.add_argument("--file", help="play this WAV/MP3 (decoded to 8 kHz) instead of a tone")
-    ap.add_argument("--io", choices=["reader", "poll"], default="reader")
+    ap.add_argument("--io", choices=["reader", "poll", "protocol"], default="reader")
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     ap.add_argument("--api-load", metavar="URL", help="run a steady HTTP GET load against URL during the run")
     ap.add_argument("--api-rate", type=float, default=50.0, help="GET requests per second for --api-load")

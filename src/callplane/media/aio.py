@@ -1,12 +1,14 @@
 """The asyncio adapter of the media plane: sockets, port allocation, the ticker, and the engine-facing facade.
 
 No media logic lives here: datagrams go into :class:`~callplane.media.core.MediaCore`, the ticker calls its
-``tick`` and the returned datagrams are sent. Two receive strategies are offered (``io_mode``):
+``tick`` and the returned datagrams are sent. Three receive strategies are offered (``io_mode``):
 
 - ``"reader"``: ``loop.add_reader`` on every RTP socket; a readable socket is drained with ``recvfrom`` until it
   would block. Packets are timestamped on arrival (RTCP jitter is meaningful).
 - ``"poll"``: no reader registrations; at each tick every RTP socket is drained just before the tick runs. Fewer
   wake-ups under load (one per tick instead of one per burst of arrivals), arrival time quantised to the tick.
+- ``"protocol"``: an asyncio ``DatagramProtocol`` per leg (``create_datagram_endpoint(sock=...)``); the loop's
+  transport reads, in C under uvloop.
 
 Sockets are plain non-blocking UDP sockets; ``sendto`` is called directly (a full send buffer drops the frame,
 which is what real-time audio wants). Both were measured with ``bench/media_streams.py --io``.
@@ -22,6 +24,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from callplane.core.errors import MediaError
 from callplane.core.ids import IdSource
@@ -84,6 +87,22 @@ class _Socks:
     rtp: socket.socket
     rtcp: socket.socket
     port: int
+    transport: asyncio.DatagramTransport | None = None  # io_mode "protocol"
+    opening: asyncio.Task[None] | None = None
+
+
+class _RtpProtocol(asyncio.DatagramProtocol):
+    """io_mode "protocol": the loop's own UDP transport reads (in C with uvloop) and hands us each datagram."""
+
+    def __init__(self, leg: RtpLeg, now: Callable[[], float]) -> None:
+        self.leg = leg
+        self.now = now
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.leg.receive_rtp(data, addr, self.now())
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable from a peer that went away: the idle timer will tell
 
 
 class MediaEngine:
@@ -103,7 +122,7 @@ class MediaEngine:
         io_mode: str = "reader",
         rtcp_interval: float = 5.0,
     ) -> None:
-        if io_mode not in ("reader", "poll"):
+        if io_mode not in ("reader", "poll", "protocol"):
             raise MediaError(f"unknown io_mode {io_mode!r}")
         self.ids = ids or IdSource()
         self.host = host
@@ -131,6 +150,8 @@ class MediaEngine:
         assert self._loop is not None
         if self.io_mode == "reader":
             self._loop.add_reader(socks.rtp.fileno(), self._readable, socks.rtp, leg, False)
+        elif self.io_mode == "protocol":
+            socks.opening = self._loop.create_task(self._open_transport(leg, socks))
         self._loop.add_reader(socks.rtcp.fileno(), self._readable, socks.rtcp, leg, True)
 
     async def close(self) -> None:
@@ -172,6 +193,13 @@ class MediaEngine:
         if self._loop is not None:
             self._watch(leg, socks)
         return leg_id, port
+
+    async def _open_transport(self, leg: RtpLeg, socks: _Socks) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        transport, _ = await loop.create_datagram_endpoint(lambda: _RtpProtocol(leg, loop.time), sock=socks.rtp)
+        socks.transport = transport
+        socks.opening = None
 
     def leg(self, leg_id: str) -> RtpLeg:
         return self.core.leg(leg_id)
@@ -227,8 +255,13 @@ class MediaEngine:
         if leg is not None and leg.remote_rtcp is not None:
             with contextlib.suppress(OSError):
                 socks.rtcp.sendto(leg.rtcp_report(self._now(), bye=True), leg.remote_rtcp)
-        if self._loop is not None:
+        if socks.opening is not None:
+            socks.opening.cancel()
+        if socks.transport is not None:
+            socks.transport.close()
+        elif self._loop is not None:
             self._loop.remove_reader(socks.rtp.fileno())
+        if self._loop is not None:
             self._loop.remove_reader(socks.rtcp.fileno())
         socks.rtp.close()
         socks.rtcp.close()
