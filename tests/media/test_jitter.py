@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from callplane.media.jitter import JitterBuffer
 from callplane.media.sources import SILENCE
 
@@ -103,3 +106,30 @@ def test_prefill_gives_up_waiting_after_prefill_ticks() -> None:
     jb = JitterBuffer(prefill=2)
     jb.push(0, f(0))
     assert [jb.pop(), jb.pop(), jb.pop()] == [None, None, f(0)]
+
+
+@given(
+    st.lists(st.integers(0, 2), min_size=30, max_size=80),
+    st.sets(st.integers(1, 79), max_size=5),
+    st.integers(0, 65535),
+)
+def test_property_small_reorder_and_loss(displace: list[int], lost: set[int], start: int) -> None:
+    """Packets displaced by up to 2 places and a few losses: what plays is in order, without duplicates."""
+    n = len(displace)
+    order = sorted(range(n), key=lambda i: i + displace[i] + 0.5 * (i % 2))
+    jb = JitterBuffer(depth=3, prefill=2)
+    played: list[int] = []
+    for i in order:
+        if i in lost:
+            continue
+        jb.push((start + i) & 0xFFFF, f(i))
+        frame = jb.pop()
+        if frame is not None and frame != SILENCE:
+            played.append(frame[0])
+    for _ in range(10):
+        frame = jb.pop()
+        if frame is not None and frame != SILENCE:
+            played.append(frame[0])
+    assert played == sorted(played) and len(set(played)) == len(played)
+    assert set(played) <= {i % 256 for i in range(n)} - {i % 256 for i in lost}
+    assert len(played) >= n - len(lost) - 3 * len(lost) - 3
