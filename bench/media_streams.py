@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -288,6 +289,18 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
             *me, "--role", "api", "--api-load", args.api_load, "--api-rate", str(args.api_rate),
             "--duration", str(args.duration), stdout=subprocess.PIPE,
         )  # fmt: skip
+    gc_pauses: list[float] = []
+    gc_t = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_t[0] = time.perf_counter()
+        elif info.get("generation", 0) >= 1:
+            gc_pauses.append(time.perf_counter() - gc_t[0])
+
+    gc.callbacks.append(on_gc)
+    if args.gc_freeze:
+        gc.freeze()  # legs, sockets and sources made at setup are never scanned again
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     busy0, cpu0, over0 = eng.ticker.busy_s, eng.ticker.busy_cpu_s, eng.ticker.overruns
@@ -330,6 +343,8 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
             "engine_jitter_lost": jl,
             "recorded_s": sum(r.duration_s for r in recorders) / max(1, len(recorders)),
             "api": api_result,
+            "gc_gen12_collections": len(gc_pauses),
+            "gc_max_pause_ms": 1000 * max(gc_pauses, default=0.0),
         }
     )
     return result
@@ -348,6 +363,7 @@ def main() -> None:
     ap.add_argument("--api-rate", type=float, default=50.0, help="GET requests per second for --api-load")
     ap.add_argument("--role", choices=["engine", "peer", "api"], default="engine", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after setup")
     args = ap.parse_args()
     if args.quick:
         args.duration = 10.0
@@ -390,6 +406,7 @@ def main() -> None:
         f"{result['streams_heard']} streams); engine received {result['engine_received']}, "
         f"jitter-buffer losses {result['engine_jitter_lost']}"
     )
+    print(f"GC: {result['gc_gen12_collections']} gen1/2 collections, longest {result['gc_max_pause_ms']:.1f} ms")
     print(f"peer CPU {result['peer_cpu_pct']:.1f}%, peer send overruns {result['send_overruns']}")
     if result["api"]:
         a = result["api"]
