@@ -480,3 +480,16 @@ def test_transport_failure_ends_the_transactions_bound_to_that_peer() -> None:
     layer.transport_failed(tcp, now=0.1)
     assert events(layer) == [TransportError(k1), TransportError(k2)]
     assert (layer.state(k1), layer.state(k2), layer.state(k3)) == (None, None, "trying")
+
+
+def test_ack_uses_the_invite_as_sent_even_if_the_ua_changes_its_object() -> None:
+    layer = make_layer()
+    inv = request(branch="z9hG4bKsnap")
+    layer.send_request(inv, UAS, now=0.0)
+    layer.datagrams_to_send()
+    busy = respond(inv, 407)
+    inv.headers.set_first("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKretry")
+    inv.headers.set("CSeq", "2 INVITE")
+    layer.receive(busy, UAS, now=0.1)
+    (ack, _), *_ = layer.datagrams_to_send()
+    assert b"branch=z9hG4bKsnap\r\n" in ack and b"CSeq: 1 ACK\r\n" in ack

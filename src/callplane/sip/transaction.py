@@ -188,7 +188,8 @@ class _ClientInvite(_Transaction):
 
     def __init__(self, layer: TransactionLayer, key: TransactionKey, peer: Peer, request: Request) -> None:
         super().__init__(layer, key, "calling", peer)
-        self.request = request
+        # A snapshot: the UA may reuse and change its Request object (e.g. to retry with credentials).
+        self.request = Request(request.method, request.uri, request.headers.copy(), request.body)
         self.ack: bytes | None = None
 
     def start(self, now: float) -> None:
