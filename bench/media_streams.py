@@ -3,6 +3,7 @@
     .venv/bin/python bench/media_streams.py --quick               # 10 s, 100 streams
     .venv/bin/python bench/media_streams.py --streams 500         # the target: p99 gap <= 25 ms, drift <= 10 ms
     .venv/bin/python bench/media_streams.py --conference 50       # one 50-party mix-minus conference
+    .venv/bin/python bench/media_streams.py --streams 450 --conference 50   # both on the same tick
     .venv/bin/python bench/media_streams.py --streams 500 --api-load http://127.0.0.1:8080/...   # + HTTP GET load
 
 The engine process (this one) plays a source to every leg (a tone, or ``--file`` decoded to 8 kHz) and records
@@ -264,7 +265,7 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
     from callplane.media.aio import MediaEngine
     from callplane.media.recorder import Recorder
 
-    n = args.conference or args.streams
+    n = args.conference + args.streams
     eng = MediaEngine(port_range=(20000, 39998), io_mode=args.io, rtcp_interval=5.0)
     await eng.start()
     legs = [eng.create_leg() for _ in range(n)]
@@ -305,9 +306,9 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
     busy0, cpu0, over0 = eng.ticker.busy_s, eng.ticker.busy_cpu_s, eng.ticker.overruns
     recorders = []
-    for (leg_id, _), port in zip(legs, peer_ports, strict=True):
+    for k, ((leg_id, _), port) in enumerate(zip(legs, peer_ports, strict=True)):
         eng.set_remote(leg_id, "127.0.0.1", port)
-        if args.conference:
+        if k < args.conference:
             eng.join("bench", leg_id, beep=False)
         else:
             eng.set_source(leg_id, LoopSource(pcm) if pcm is not None else ToneSource([1000], None, 0.2))
@@ -352,8 +353,8 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--streams", type=int, default=500)
-    ap.add_argument("--conference", type=int, default=0, help="one N-party mix-minus conference instead of streams")
+    ap.add_argument("--streams", type=int, help="bidirectional streams (default 500, or 0 with --conference)")
+    ap.add_argument("--conference", type=int, default=0, help="one N-party mix-minus conference (plus --streams)")
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--quick", action="store_true", help="10 s, 100 streams")
     ap.add_argument("--file", help="play this WAV/MP3 (decoded to 8 kHz) instead of a tone")
@@ -365,10 +366,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after setup")
     args = ap.parse_args()
+    if args.streams is None:
+        args.streams = 0 if args.conference else (100 if args.quick else 500)
     if args.quick:
         args.duration = 10.0
-        if not args.conference:
-            args.streams = 100
     if args.role == "peer":
         peer_main(args.streams, args.duration, 400)
         return
@@ -384,7 +385,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    mode = f"conference of {args.conference}" if args.conference else f"{args.streams} bidirectional streams"
+    mode = " + ".join(
+        x
+        for x in (
+            f"{args.streams} bidirectional streams" if args.streams else "",
+            f"a {args.conference}-party conference" if args.conference else "",
+        )
+        if x
+    )
     print(f"machine: {machine()}")
     print(f"run: {mode}, PCMU 20 ms, {args.duration:.0f} s, loop={args.loop}, io={args.io}")
     print(
@@ -406,6 +414,8 @@ def main() -> None:
         f"{result['streams_heard']} streams); engine received {result['engine_received']}, "
         f"jitter-buffer losses {result['engine_jitter_lost']}"
     )
+    if args.streams:
+        print(f"recorded per stream: {result['recorded_s']:.1f} s (in-memory recorder on every stream)")
     print(f"GC: {result['gc_gen12_collections']} gen1/2 collections, longest {result['gc_max_pause_ms']:.1f} ms")
     print(f"peer CPU {result['peer_cpu_pct']:.1f}%, peer send overruns {result['send_overruns']}")
     if result["api"]:
