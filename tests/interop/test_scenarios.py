@@ -106,9 +106,12 @@ def test_kamailio_routes_both_ways(peers: PeerGroup) -> None:
     assert [(k, m) for k, m, _ in proxy.relays()] == [("initial", "INVITE"), ("in-dialog", "ACK"), ("in-dialog", "BYE")]
 
 
-def test_register_and_garbage_against_kamailio(peers: PeerGroup) -> None:
+def test_register_garbage_and_not_found_against_kamailio(peers: PeerGroup) -> None:
     need("sipp", "kamailio")
     proxy = peers.kamailio()
+    lost = peers.sipp("uac_not_found", proxy.address, service="nobody")
+    assert lost.wait() == 0, lost.report()
+    assert [m.status for m in lost.messages(received=True)] == [404, 404]
     reg = peers.sipp("uac_register", proxy.address)
     assert reg.wait() == 0, reg.report()
     junk = peers.sipp("uac_garbage", proxy.address, service="ping")

@@ -132,6 +132,18 @@ async def test_reject_busy(peers: PeerGroup) -> None:
     assert [m.status for m in responses(run) if m.status != 100] == [486]
 
 
+async def test_reject_not_found_and_absorb_the_retransmission(peers: PeerGroup) -> None:
+    async with UaDriver() as drv:
+        run = client(peers, drv, "uac_not_found")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.reject, incoming.call, 404)
+        await finished(run)
+        assert len(drv.of(IncomingCall)) == 1
+    finals = [m for m in responses(run) if m.status != 100]
+    assert [m.status for m in finals] == [404, 404]
+    assert finals[0].to_tag == finals[1].to_tag  # the same response, re-sent by the server transaction
+
+
 async def test_garbage_then_options(peers: PeerGroup) -> None:
     async with UaDriver() as drv:
         # Binary junk first, from a socket of our own: nothing may escape the receive path.
