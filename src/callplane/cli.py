@@ -81,6 +81,7 @@ async def _serve(settings: Settings) -> None:
     import uvicorn
 
     from callplane.api.app import create_app
+    from callplane.engine.sip_service import SipService, StaticClientSecrets
 
     ids, clock = IdSource(), SystemClock()
     db = await _open_store(settings)
@@ -97,6 +98,19 @@ async def _serve(settings: Settings) -> None:
         )
     else:
         print(f"callplane: administrator AccountSid {admin.account.sid}", flush=True)
+    sip_host, sip_port = settings.sip_address
+    sip = SipService(
+        db,
+        ids,
+        clock,
+        host=sip_host,
+        port=sip_port,
+        instance_id=instance_id,
+        realm=settings.sip_realm,
+        clients=StaticClientSecrets(settings.sip_client_passwords),
+    )
+    await sip.start()
+    print(f"callplane: SIP on {sip_host}:{sip.local['UDP'][1]} (UDP and TCP)", flush=True)
     host, port = settings.http_address
     app = create_app(db, ids=ids, clock=clock)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
@@ -105,6 +119,7 @@ async def _serve(settings: Settings) -> None:
     try:
         await server.serve()
     finally:
+        await sip.close()
         await db.close()
 
 

@@ -51,6 +51,12 @@ class Settings:
     )
     http: str = _opt("127.0.0.1:8080", "HTTP", "HTTP API listen address")
     sip: str = _opt("127.0.0.1:5080", "SIP", "SIP listen address (UDP and TCP)")
+    sip_realm: str = _opt("callplane", "SIP_REALM", "digest realm (and domain) of the registrar for Clients")
+    sip_clients: str = _opt(
+        "",
+        "SIP_CLIENTS",
+        "Clients allowed to REGISTER, login:password[,login:password...] (until the Clients API exists)",
+    )
     rtp_ports: str = _opt("20000-29999", "RTP_PORTS", "RTP port range LOW-HIGH")
     admin_account_sid: str = _opt(
         "", "ADMIN_ACCOUNT_SID", "administrator AccountSid (default: generated on first start and stored in DATA)"
@@ -91,6 +97,16 @@ class Settings:
     @property
     def sip_address(self) -> tuple[str, int]:
         return parse_hostport(self.sip, default_port=5080)
+
+    @property
+    def sip_client_passwords(self) -> dict[str, str]:
+        clients: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in self.sip_clients.split(","))):
+            login, sep, password = item.partition(":")
+            if not sep or not login or not password:
+                raise ConfigError(f"CALLPLANE_SIP_CLIENTS entries are login:password, got {item!r}")
+            clients[login] = password
+        return clients
 
     @property
     def rtp_port_range(self) -> tuple[int, int]:

@@ -122,19 +122,3 @@ async def ancestors(db: Database, sid: str) -> list[str]:
         chain.append(current.parent_sid)
         current = await get(db, current.parent_sid)
     return chain
-
-
-async def get_setting(db: Database, key: str) -> str | None:
-    from callplane.store.schema import settings_kv
-
-    async with db.read() as conn:
-        return (await conn.execute(select(settings_kv.c.value).where(settings_kv.c.key == key))).scalar()
-
-
-async def put_setting(db: Database, key: str, value: str) -> None:
-    from callplane.store.schema import settings_kv
-
-    async with db.write() as conn:
-        done = await conn.execute(update(settings_kv).where(settings_kv.c.key == key).values(value=value))
-        if done.rowcount == 0:
-            await conn.execute(insert(settings_kv).values(key=key, value=value))

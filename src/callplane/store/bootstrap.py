@@ -11,7 +11,7 @@ from callplane.core.clock import Clock
 from callplane.core.errors import ConfigError
 from callplane.core.ids import IdSource
 from callplane.core.secrets import hash_token, verify_token
-from callplane.store import accounts
+from callplane.store import accounts, node_settings
 from callplane.store.accounts import AccountRecord
 from callplane.store.db import Database
 
@@ -32,13 +32,13 @@ async def ensure_admin(db: Database, ids: IdSource, clock: Clock, sid: str = "",
         raise ConfigError(f"CALLPLANE_ADMIN_ACCOUNT_SID must be AC followed by 32 lowercase hex digits, got {sid!r}")
     if token and len(token) < 16:
         raise ConfigError("CALLPLANE_ADMIN_AUTH_TOKEN must be at least 16 characters")
-    sid = sid or await accounts.get_setting(db, ADMIN_KEY) or ""
+    sid = sid or await node_settings.get_setting(db, ADMIN_KEY) or ""
     existing = await accounts.get(db, sid) if sid else None
     if existing is not None:
         if token and not await asyncio.to_thread(verify_token, token, existing.auth_token_hash):
             existing = replace(existing, auth_token_hash=await asyncio.to_thread(hash_token, token))
             await accounts.save(db, existing)
-        await accounts.put_setting(db, ADMIN_KEY, existing.sid)
+        await node_settings.put_setting(db, ADMIN_KEY, existing.sid)
         return AdminCredentials(existing, None)
     generated = not token
     token = token or ids.token()
@@ -53,7 +53,7 @@ async def ensure_admin(db: Database, ids: IdSource, clock: Clock, sid: str = "",
         role="Administrator",
     )
     await accounts.create(db, record)
-    await accounts.put_setting(db, ADMIN_KEY, record.sid)
+    await node_settings.put_setting(db, ADMIN_KEY, record.sid)
     return AdminCredentials(record, token if generated else None)
 
 

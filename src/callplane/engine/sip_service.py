@@ -1,0 +1,188 @@
+"""The node's SIP endpoint: the UA over UDP+TCP, the registrar backed by the store, and call routing.
+
+Until the call engine lands, an INVITE that nothing can route is answered 404. OPTIONS outside a dialog is
+answered by the UA itself (200 with Allow and Accept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+from callplane.core.clock import Clock
+from callplane.core.ids import IdSource
+from callplane.sip.aio import SipEndpoint
+from callplane.sip.digest import DigestServer
+from callplane.sip.events import Event, IncomingCall, RegisterReceived
+from callplane.sip.registrar import Binding, Registrar, Secret
+from callplane.sip.ua import UserAgent
+from callplane.store import node_settings, registrations
+from callplane.store.db import Database
+from callplane.store.registrations import BindingRow
+
+log = logging.getLogger("callplane.sip")
+
+NONCE_SECRET_KEY = "sip_nonce_secret"
+PURGE_INTERVAL = 60.0
+
+
+class ClientSecrets(Protocol):
+    """Where the registrar finds a Client's credentials (the Clients API will provide the stored ones)."""
+
+    async def secret(self, login: str) -> Secret | None: ...
+
+
+class StaticClientSecrets:
+    """Clients from configuration (``CALLPLANE_SIP_CLIENTS``)."""
+
+    def __init__(self, passwords: Mapping[str, str]) -> None:
+        self._passwords = dict(passwords)
+
+    async def secret(self, login: str) -> Secret | None:
+        password = self._passwords.get(login)
+        return Secret(password=password) if password is not None else None
+
+
+def to_row(b: Binding, instance_id: str) -> BindingRow:
+    return BindingRow(
+        aor=b.aor,
+        contact=b.contact,
+        expires_at=b.expires_at,
+        call_id=b.call_id,
+        cseq=b.cseq,
+        source=f"{b.source_host}:{b.source_port}",
+        transport=b.transport,
+        user_agent=b.user_agent or "",
+        instance_id=instance_id,
+    )
+
+
+def from_row(r: BindingRow) -> Binding:
+    host, _, port = r.source.rpartition(":")
+    return Binding(
+        aor=r.aor,
+        contact=r.contact,
+        expires_at=r.expires_at,
+        call_id=r.call_id,
+        cseq=r.cseq,
+        source_host=host,
+        source_port=int(port) if port.isdigit() else 0,
+        transport=r.transport,
+        user_agent=r.user_agent or None,
+    )
+
+
+class SipService:
+    """Owns the SIP endpoint of a node. ``start()`` binds; ``close()`` releases everything."""
+
+    def __init__(
+        self,
+        db: Database,
+        ids: IdSource,
+        clock: Clock,
+        *,
+        host: str,
+        port: int,
+        instance_id: str,
+        realm: str = "callplane",
+        clients: ClientSecrets | None = None,
+    ) -> None:
+        self.db = db
+        self.ids = ids
+        self.clock = clock
+        self.instance_id = instance_id
+        self.realm = realm
+        self.clients = clients or StaticClientSecrets({})
+        self.endpoint = SipEndpoint(ids=ids, host=host, port=port)
+        self._ua: UserAgent | None = None
+        self._registrar: Registrar | None = None
+        self._aor_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._purger: asyncio.Task[None] | None = None
+
+    @property
+    def ua(self) -> UserAgent:
+        assert self._ua is not None, "start() first"
+        return self._ua
+
+    @property
+    def local(self) -> dict[str, tuple[str, int]]:
+        return self.endpoint.local
+
+    async def start(self) -> None:
+        secret = await node_settings.get_setting(self.db, NONCE_SECRET_KEY)
+        if secret is None:
+            # Shared by every node on this database, so a nonce issued by one node verifies on another.
+            secret = self.ids.token(32)
+            await node_settings.put_setting(self.db, NONCE_SECRET_KEY, secret)
+        digest = DigestServer(self.realm, bytes.fromhex(secret), self.ids)
+        self._registrar = Registrar(digest, self.ids)
+        await self.endpoint.start()
+        self._ua = UserAgent(self.ids, self.endpoint.local, tl=self.endpoint.layer, accept_register=True)
+        self.endpoint.attach(self._ua, self._on_event)
+        self._purger = asyncio.create_task(self._purge_loop())
+
+    async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *([self._purger] if self._purger else []), return_exceptions=True)
+        await self.endpoint.close()
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RegisterReceived):
+            self._spawn(self._register(event))
+        elif isinstance(event, IncomingCall):
+            log.info("INVITE %s -> %s: no route yet, answering 404", event.from_uri, event.request_uri)
+            self.ua.reject(event.call, 404, self._now())
+        else:
+            log.debug("SIP event %s", event)
+
+    async def _register(self, event: RegisterReceived) -> None:
+        """One REGISTER: look up the Client and the AOR's bindings, decide, persist, answer (serialised per AOR)."""
+        assert self._registrar is not None
+        registrar, request = self._registrar, event.request
+        try:
+            aor = registrar.aor(request)
+            lock = self._aor_locks.setdefault(aor, asyncio.Lock())
+            async with lock:
+                login = registrar.username(request)
+                secret = await self.clients.secret(login) if login else None
+                wall = self.clock.wall().timestamp()
+                current = [from_row(r) for r in await registrations.lookup(self.db, aor, wall)]
+                source = (event.source.host, event.source.port, event.source.transport)
+                outcome = registrar.handle(request, secret=secret, bindings=current, now=wall, source=source)
+                if outcome.aor is not None and (outcome.upserts or outcome.removals):
+                    rows = [to_row(b, self.instance_id) for b in outcome.upserts]
+                    await registrations.apply(self.db, outcome.aor, rows, list(outcome.removals))
+                response = outcome.response
+        except Exception:
+            log.exception("REGISTER from %s:%s failed", event.source.host, event.source.port)
+            response = request.create_response(500, "Registrar Failure", to_tag=self.ids.tag())
+        self.ua.respond(response, self._now())
+        self.endpoint.flush()
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            with contextlib.suppress(Exception):
+                removed = await registrations.purge(self.db, self.clock.wall().timestamp())
+                if removed:
+                    log.info("purged %d expired registrations", removed)
+
+    async def lookup(self, aor: str) -> list[Binding]:
+        """Where a Client can be reached now (any node's registrations)."""
+        rows = await registrations.lookup(self.db, aor, self.clock.wall().timestamp())
+        return [from_row(r) for r in rows]
