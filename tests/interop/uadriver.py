@@ -150,7 +150,7 @@ class RegistrarApp:
     """Serves REGISTER on a driver's UA (``accept_register=True``) with callplane's registrar and digest server.
 
     ``users`` maps usernames to passwords; bindings live in an in-memory store, readable as :attr:`store`. Wall time
-    is used for the registrar, as in the node.
+    is used for the registrar, as in the node. ``algorithms`` None keeps :class:`DigestServer`'s default.
     """
 
     def __init__(
@@ -159,13 +159,16 @@ class RegistrarApp:
         users: dict[str, str],
         *,
         realm: str = "callplane.test",
-        algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+        algorithms: tuple[str, ...] | None = None,
     ) -> None:
         ids = IdSource()
         self.drv = drv
         self.users = users
         self.store = InMemoryBindingStore()
-        self.registrar = Registrar(DigestServer(realm, b"interop-secret", ids, algorithms=algorithms), ids)
+        digest = DigestServer(realm, b"interop-secret", ids)
+        if algorithms is not None:
+            digest = DigestServer(realm, b"interop-secret", ids, algorithms=algorithms)
+        self.registrar = Registrar(digest, ids)
         self.outcomes: list[RegisterOutcome] = []
         drv.on_event = self._on_event
 
