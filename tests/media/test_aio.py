@@ -30,7 +30,7 @@ from tests.media.pcapfile import SIPP, udp_payloads
 from tests.media.rawpeer import RawPeer
 
 
-@pytest.fixture(params=["reader", "protocol"])
+@pytest.fixture(params=["reader", "protocol", "poll"])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[MediaEngine]:
     eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0, io_mode=request.param)
     await eng.start()

@@ -5,8 +5,9 @@ No media logic lives here: datagrams go into :class:`~callplane.media.core.Media
 
 - ``"reader"``: ``loop.add_reader`` on every RTP socket; a readable socket is drained with ``recvfrom`` until it
   would block. Packets are timestamped on arrival (RTCP jitter is meaningful).
-- ``"poll"``: no reader registrations; at each tick every RTP socket is drained just before the tick runs. Fewer
-  wake-ups under load (one per tick instead of one per burst of arrivals), arrival time quantised to the tick.
+- ``"poll"``: no reader registrations; at each tick one ``epoll_wait(0)`` finds the RTP sockets holding data and
+  each is read once, just before the tick runs. The process wakes once per tick instead of once per burst of
+  arrivals; arrival times (RTCP jitter) are quantised to the tick.
 - ``"protocol"``: an asyncio ``DatagramProtocol`` per leg (``create_datagram_endpoint(sock=...)``); the loop's
   transport reads, in C under uvloop.
 
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -135,6 +137,8 @@ class MediaEngine:
         self.io_mode = io_mode
         self.rtcp_interval = rtcp_interval
         self._socks: dict[str, _Socks] = {}
+        self._epoll: select.epoll | None = None  # io_mode "poll"
+        self._polled: dict[int, tuple[socket.socket, RtpLeg]] = {}
         self._recordings: dict[str, tuple[Recorder, str]] = {}  # leg id -> recording in progress, its path
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bg: set[asyncio.Task[None]] = set()
@@ -150,6 +154,11 @@ class MediaEngine:
         assert self._loop is not None
         if self.io_mode == "reader":
             self._loop.add_reader(socks.rtp.fileno(), self._readable, socks.rtp, leg, False)
+        elif self.io_mode == "poll":
+            if self._epoll is None:
+                self._epoll = select.epoll()
+            self._epoll.register(socks.rtp.fileno(), select.EPOLLIN)
+            self._polled[socks.rtp.fileno()] = (socks.rtp, leg)
         elif self.io_mode == "protocol":
             socks.opening = self._loop.create_task(self._open_transport(leg, socks))
         self._loop.add_reader(socks.rtcp.fileno(), self._readable, socks.rtcp, leg, True)
@@ -158,6 +167,9 @@ class MediaEngine:
         await self.ticker.stop()
         for leg_id in list(self._socks):
             self.close_leg(leg_id)
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
         if self._bg:
             await asyncio.gather(*self._bg, return_exceptions=True)
 
@@ -259,6 +271,8 @@ class MediaEngine:
             socks.opening.cancel()
         if socks.transport is not None:
             socks.transport.close()
+        elif self._polled.pop(socks.rtp.fileno(), None) is not None and self._epoll is not None:
+            self._epoll.unregister(socks.rtp.fileno())
         elif self._loop is not None:
             self._loop.remove_reader(socks.rtp.fileno())
         if self._loop is not None:
@@ -320,18 +334,20 @@ class MediaEngine:
             leg.receive_rtp(data, addr, self._now())
 
     def _poll(self, now: float) -> None:
-        legs = self.core.legs
-        for leg_id, socks in self._socks.items():
-            leg = legs.get(leg_id)
-            if leg is None:
-                continue
-            recv = socks.rtp.recvfrom
-            while True:
+        # One epoll_wait(0) for all RTP sockets, then one recvfrom per ready socket; a socket holding more than
+        # one datagram is still ready in the next round. No EAGAIN attempts, no wake-ups between ticks.
+        ep = self._epoll
+        assert ep is not None
+        polled = self._polled
+        for _ in range(4):
+            ready = ep.poll(0)
+            if not ready:
+                return
+            for fd, _ev in ready:
+                sock, leg = polled[fd]
                 try:
-                    data, addr = recv(_RECV)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
+                    data, addr = sock.recvfrom(_RECV)
+                except OSError:  # EAGAIN after a spurious wake-up, or ICMP port unreachable
                     continue
                 leg.receive_rtp(data, addr, now)
 
