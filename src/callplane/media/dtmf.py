@@ -8,9 +8,10 @@ is reported with the last duration seen.
 Send (RFC 4733 §2.5.1): one packet per 20 ms tick, all with the timestamp of the event start, the marker bit on
 the first packet only, the duration growing by 160 per packet, then three end packets with the final duration.
 
-In-band detection (ITU-T Q.24 frequencies): the tone power at each of the 8 DTMF frequencies, measured on each
-20 ms frame. A Goertzel filter's output power equals the squared DFT magnitude at its frequency over the block;
-numpy computes all 8 in one matrix product, which is cheaper in Python than running the recurrence per sample.
+In-band detection (ITU-T Q.23 frequencies, Q.24-style level and twist checks): the tone power at each of the
+8 DTMF frequencies, measured on each 20 ms frame. A Goertzel filter's output power equals the squared DFT
+magnitude at its frequency over the block; numpy computes all 8 in one matrix product, which is cheaper in
+Python than running the recurrence per sample.
 """
 
 from __future__ import annotations
