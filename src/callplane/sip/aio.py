@@ -41,7 +41,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from callplane.core.ids import IdSource
 from callplane.sip.headers import KNOWN_TRANSPORTS, SipParseError
@@ -143,8 +143,9 @@ class _TcpConn(asyncio.Protocol):
         self.pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transport is not an asyncio.Transport subclass, so no isinstance check here.
+        self.transport = cast(asyncio.Transport, transport)
+        transport = self.transport
         if self.peer is None:
             host, port = transport.get_extra_info("peername")[:2]
             self.peer = Peer("TCP", str(host), int(port))
