@@ -8,7 +8,8 @@
 
 The engine process (this one) plays a source to every leg (a tone, or ``--file`` decoded to 8 kHz) and records
 what arrives (streams mode: an in-memory recorder per leg) or mixes it (conference mode). The peer process sends
-20 ms PCMU frames on every stream from one paced epoll loop and timestamps what it receives: inter-packet gap
+20 ms PCMU frames on every stream from one paced epoll loop and takes the kernel's receive timestamp of every
+packet (SO_TIMESTAMPNS: on loopback, the moment the engine sent it, free of the peer's own delays): inter-packet gap
 per stream (median / p99 / max), drift (arrival time minus RTP media time, its minimum over the last second
 compared with the first second after warm-up, so jitter does not count as drift), lost frames (sequence gaps).
 Engine CPU is getrusage of the engine process over the measured window, as % of one core. With ``--api-load``
@@ -41,6 +42,9 @@ from callplane.media import g711  # noqa: E402
 from callplane.media.sources import SILENCE, PcmSource, ToneSource  # noqa: E402
 
 HDR = struct.Struct("!BBHII")
+SO_TIMESTAMPNS = 35  # Linux: kernel receive timestamps as struct timespec (SCM_TIMESTAMPNS has the same value)
+TIMESPEC = struct.Struct("@qq")
+ANC_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
 WARMUP_S = 1.0  # gaps in the first second (legs still being wired) are not counted
 
 
@@ -63,6 +67,7 @@ def bind_pairs(n: int) -> list[socket.socket]:
             continue
         a.setblocking(False)
         a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+        a.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         out.append(a)
         held.append(b)
     bind_pairs.held = held  # type: ignore[attr-defined]
@@ -130,31 +135,38 @@ def peer_main(n: int, duration: float, tone_hz: int) -> None:
             s = socks[i]
             while True:
                 try:
-                    data = s.recv(2048)
+                    data, anc, _flags, _addr = s.recvmsg(2048, ANC_SPACE)
                 except BlockingIOError:
                     break
                 if len(data) < 12 or 200 <= data[1] <= 204:
                     continue
                 now = time.monotonic()
+                # Kernel receive timestamp: on loopback that is the moment the engine's sendto ran, so what
+                # the peer measures is the engine's pacing, not the peer's own scheduling delays.
+                arr = now
+                for level, kind, raw in anc:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                        sec, nsec = TIMESPEC.unpack(raw[: TIMESPEC.size])
+                        arr = sec + nsec * 1e-9
                 _, _, seq, ts, _ = HDR.unpack_from(data)
                 if last_seq[i] < 0:
-                    first_t[i], first_ts[i] = now, ts
+                    first_t[i], first_ts[i] = arr, ts
                 else:
                     d = ((seq - last_seq[i] + 0x8000) & 0xFFFF) - 0x8000
                     if d <= 0:
                         continue  # reordered/duplicate: not expected on loopback
                     ext[i] += d
                     if now >= warm:
-                        gaps[i].append(now - last_t[i])
+                        gaps[i].append(arr - last_t[i])
                         # offset = arrival time minus media time; its minimum over a window filters out jitter
-                        off = (now - first_t[i]) - ((ts - first_ts[i]) & 0xFFFFFFFF) / 8000
+                        off = (arr - first_t[i]) - ((ts - first_ts[i]) & 0xFFFFFFFF) / 8000
                         if now < warm + 1.0:
                             off_start[i] = min(off_start[i], off)
                         elif now >= end_send - 1.0:
                             off_end[i] = min(off_end[i], off)
                         off_min[i] = min(off_min[i], off)
                         off_max[i] = max(off_max[i], off)
-                last_seq[i], last_t[i], last_ts[i] = seq, now, ts
+                last_seq[i], last_t[i], last_ts[i] = seq, arr, ts
                 received[i] += 1
     rusage1 = resource.getrusage(resource.RUSAGE_SELF)
     peer_cpu = (rusage1.ru_utime + rusage1.ru_stime - rusage0.ru_utime - rusage0.ru_stime) / (end - t0)
