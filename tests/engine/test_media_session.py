@@ -1,0 +1,289 @@
+"""MediaCalls over real loopback sockets: our UA + SipEndpoint + MediaEngine against a second UA (UaDriver).
+
+The peer's media address is a raw UDP socket owned by the test, so every assertion is about what a peer would see:
+the SDP it received (port of our leg, negotiated codec), the RTP that arrived (payload type, from our leg's port),
+and that our leg is gone (port released) once the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from callplane.core.ids import IdSource
+from callplane.engine.media_session import CallDigit, MediaCall, MediaCalls, can_send
+from callplane.media import dtmf, rtp
+from callplane.media.aio import MediaEngine
+from callplane.media.sources import ToneSource
+from callplane.sip.aio import SipEndpoint
+from callplane.sip.events import (
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    CallFailed,
+    DtmfReceived,
+    IncomingCall,
+    MediaUpdated,
+)
+from callplane.sip.sdp import MediaDescription, NegotiationError, SessionDescription, answer_offer, build_offer
+from callplane.sip.transaction_events import Peer
+from callplane.sip.ua import UserAgent
+from tests.interop.uadriver import UaDriver
+from tests.media.rawpeer import RawPeer
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class Node:
+    """Our side: the node's SIP adapter, UA and media engine, joined by MediaCalls; ``events`` is what it handed on."""
+
+    endpoint: SipEndpoint
+    ua: UserAgent
+    media: MediaEngine
+    calls: MediaCalls
+    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    seen: list[object] = field(default_factory=list)
+
+    def on_event(self, event: object) -> None:
+        self.seen.append(event)
+        self.queue.put_nowait(event)
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.port
+
+    async def next(self, kind: type, timeout: float = 5.0) -> object:
+        """Skip events until one of ``kind``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            ev = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
+            if isinstance(ev, kind):
+                return ev
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    ids = IdSource()
+    endpoint = SipEndpoint(ids=ids, host=LOOPBACK, port=0)
+    await endpoint.start()
+    ua = UserAgent(ids, endpoint.local, tl=endpoint.layer)
+    media = MediaEngine(host=LOOPBACK, port_range=(40000, 60000), ids=ids, rtcp_interval=3600.0)
+    await media.start()
+    n = Node(endpoint, ua, media, MediaCalls(ua, endpoint, media))
+    n.calls.on_event = n.on_event
+    n.calls.attach()
+    try:
+        yield n
+    finally:
+        n.calls.close()
+        await media.close()
+        await endpoint.close()
+
+
+@pytest.fixture
+async def peer_ua() -> AsyncIterator[UaDriver]:
+    async with UaDriver() as drv:
+        yield drv
+
+
+@pytest.fixture
+def rtp_sock() -> Iterator[RawPeer]:
+    raw = RawPeer()
+    yield raw
+    raw.close()
+
+
+def audio(sdp: str | None) -> tuple[str, int, tuple[str, ...]]:
+    """(c= address, m= port, formats) of the first audio stream."""
+    assert sdp is not None
+    parsed = SessionDescription.parse(sdp)
+    section = parsed.audio()
+    assert section is not None and parsed.connection is not None
+    return parsed.connection.address, section.port, section.formats
+
+
+async def incoming_call(node: Node, drv: UaDriver, raw: RawPeer, codecs: tuple[str, ...]) -> tuple[str, MediaCall]:
+    """The peer calls us offering ``codecs`` + 101 on ``raw``; we answer with MediaCalls."""
+    offer = build_offer(LOOPBACK, raw.port, session_id="77", codecs=codecs)
+    handle = drv.act(drv.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
+    incoming = await node.next(IncomingCall)
+    assert isinstance(incoming, IncomingCall)
+    mc = node.calls.answer(incoming)
+    return handle, mc
+
+
+# Incoming calls -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("codecs", "pt"), [(("PCMU", "PCMA"), 0), (("PCMA", "PCMU"), 8)])
+async def test_answer_carries_leg_port_and_codec_and_rtp_flows(
+    node: Node, peer_ua: UaDriver, rtp_sock: RawPeer, codecs: tuple[str, ...], pt: int
+) -> None:
+    handle, mc = await incoming_call(node, peer_ua, rtp_sock, codecs)
+    answered = await peer_ua.wait_for(CallAnswered)
+    assert audio(answered.sdp) == (LOOPBACK, mc.port, (str(pt), "101"))
+    assert answered.media is not None
+    assert (answered.media.port, answered.media.payload_type, answered.media.telephone_event_pt) == (mc.port, pt, 101)
+    await node.next(CallConfirmed)
+
+    node.media.set_source(mc.leg_id, ToneSource([1000], None))
+    packets = await rtp_sock.recv(3)
+    assert {p.payload_type for p in packets} == {pt}
+    _, source = await asyncio.wait_for(asyncio.get_running_loop().sock_recvfrom(rtp_sock.sock, 2048), 5)
+    assert source == (LOOPBACK, mc.port)  # symmetric: our RTP leaves from the port we advertised
+
+    peer_ua.act(peer_ua.ua.bye, handle)
+    ended = await node.next(CallEnded)
+    assert isinstance(ended, CallEnded) and ended.by == "remote"
+    assert mc.leg_id not in node.media.core.legs and node.calls.get(handle) is None
+    assert mc.port not in node.media.ports.in_use
+
+
+async def test_offer_without_a_codec_we_carry_is_rejected_488(peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
+    ids = IdSource()
+    endpoint = SipEndpoint(ids=ids, host=LOOPBACK, port=0)
+    await endpoint.start()
+    ua = UserAgent(ids, endpoint.local, tl=endpoint.layer)
+    media = MediaEngine(host=LOOPBACK, port_range=(40000, 60000), ids=ids)
+    calls = MediaCalls(ua, endpoint, media, codecs=("PCMA",))
+    seen: list[object] = []
+    calls.on_event = seen.append
+    calls.attach()
+    try:
+        offer = build_offer(LOOPBACK, rtp_sock.port, session_id="1", codecs=("PCMU",))
+        peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{endpoint.port}", f"sip:alice@{LOOPBACK}", offer)
+        while not any(isinstance(e, IncomingCall) for e in seen):
+            await asyncio.sleep(0.01)
+        incoming = next(e for e in seen if isinstance(e, IncomingCall))
+        with pytest.raises(NegotiationError):
+            calls.answer(incoming)
+        failed = await peer_ua.wait_for(CallFailed)
+        assert failed.status == 488
+        assert len(calls) == 0 and media.core.legs == {} and media.ports.in_use == set()
+    finally:
+        await endpoint.close()
+
+
+async def test_late_offer_gets_our_offer_and_an_ack_without_answer_ends_the_call(node: Node, peer_ua: UaDriver) -> None:
+    peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", None)
+    incoming = await node.next(IncomingCall)
+    assert isinstance(incoming, IncomingCall) and incoming.media is None
+    mc = node.calls.answer(incoming)
+    answered = await peer_ua.wait_for(CallAnswered)
+    assert audio(answered.sdp) == (LOOPBACK, mc.port, ("0", "8", "101"))
+    # This peer's ACK carries no answer (RFC 3261 §13.2.1 requires one): no media can flow, so we hang up.
+    confirmed = await node.next(CallConfirmed)
+    assert isinstance(confirmed, CallConfirmed) and confirmed.media is None
+    ended = await peer_ua.wait_for(CallEnded)
+    assert ended.by == "remote"
+    assert mc.leg_id not in node.media.core.legs and len(node.calls) == 0
+
+
+async def test_peer_hold_stops_our_rtp_and_resume_restarts_it(node: Node, peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
+    handle, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
+    await peer_ua.wait_for(CallAnswered)
+    await node.next(CallConfirmed)
+    await rtp_sock.recv(2)
+
+    peer_ua.act(peer_ua.ua.hold, handle)  # re-INVITE a=sendonly: the peer will not listen to us
+    updated = await node.next(MediaUpdated)
+    assert isinstance(updated, MediaUpdated) and updated.media.direction == "sendonly"
+    reanswer = await peer_ua.wait_for(MediaUpdated)
+    assert reanswer.media.direction == "recvonly" and reanswer.media.port == mc.port
+    leg = node.media.leg(mc.leg_id)
+    assert (mc.sending, leg.held) == (False, True)
+    sent = leg.packets_sent
+    await asyncio.sleep(0.2)  # ten ticks
+    assert leg.packets_sent == sent
+
+    peer_ua.act(peer_ua.ua.resume, handle)
+    await node.next(MediaUpdated)
+    assert (mc.sending, leg.held) == (True, False)
+    packets = await rtp_sock.recv(2)
+    assert packets[-1].payload_type == 0
+    assert leg.packets_sent > sent
+
+
+# Outgoing calls -----------------------------------------------------------------------------------------------------
+
+
+async def test_invite_offers_leg_port_and_sends_to_the_answer(node: Node, peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
+    mc = node.calls.invite(f"sip:bob@{LOOPBACK}:{peer_ua.port}", f"sip:app@{LOOPBACK}")
+    incoming = await peer_ua.expect(IncomingCall)
+    assert audio(incoming.sdp) == (LOOPBACK, mc.port, ("0", "8", "101"))
+    assert incoming.sdp is not None
+    answer = answer_offer(
+        SessionDescription.parse(incoming.sdp), LOOPBACK, rtp_sock.port, session_id="9", supported=("PCMA",)
+    )
+    peer_ua.act(peer_ua.ua.answer, incoming.call, answer)
+    await node.next(CallAnswered)
+    assert mc.remote is not None and (mc.remote.port, mc.remote.codec) == (rtp_sock.port, "PCMA")
+    packets = await rtp_sock.recv(2)
+    assert {p.payload_type for p in packets} == {8}
+
+    node.calls.hangup(mc.call)  # BYE; the leg is gone at once
+    assert mc.leg_id not in node.media.core.legs and mc.port not in node.media.ports.in_use
+    ended = await peer_ua.wait_for(CallEnded)
+    assert ended.by == "remote"
+    await node.next(CallEnded)
+    assert len(node.calls) == 0
+
+
+async def test_rejected_invite_closes_the_leg(node: Node, peer_ua: UaDriver) -> None:
+    mc = node.calls.invite(f"sip:bob@{LOOPBACK}:{peer_ua.port}", f"sip:app@{LOOPBACK}")
+    assert mc.leg_id in node.media.core.legs
+    incoming = await peer_ua.expect(IncomingCall)
+    peer_ua.act(peer_ua.ua.reject, incoming.call, 486)
+    failed = await node.next(CallFailed)
+    assert isinstance(failed, CallFailed) and failed.status == 486
+    assert mc.leg_id not in node.media.core.legs and mc.port not in node.media.ports.in_use
+    assert len(node.calls) == 0
+
+
+# Digits -------------------------------------------------------------------------------------------------------------
+
+
+async def test_rfc4733_and_info_digits_surface_as_one_event(node: Node, peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
+    handle, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
+    await peer_ua.wait_for(CallAnswered)
+    await node.next(CallConfirmed)
+    # RFC 4733 digit "5" from the peer's media socket: three progress packets, three end packets.
+    for i, (end, duration) in enumerate([(False, 160), (False, 320), (False, 480), (True, 640), (True, 640)]):
+        payload = bytes(dtmf.TelephoneEvent(dtmf.event_for_digit("5"), end, 10, duration))
+        rtp_sock.send(rtp.build(101, 100 + i, 8000, 0x1234, payload, marker=i == 0), mc.port)
+    digit = await node.next(CallDigit)
+    assert digit == CallDigit(handle, "5", 80, "rfc4733")
+
+    # SIP INFO (application/dtmf-relay) in the dialog, sent by the peer's transaction layer.
+    dialog = peer_ua.ua.call(handle).dialog
+    assert dialog is not None
+    info = dialog.create_request("INFO", body=b"Signal=#\r\nDuration=160\r\n", content_type="application/dtmf-relay")
+    peer_ua.endpoint.send_request(info, Peer("UDP", LOOPBACK, node.port))
+    digit = await node.next(CallDigit)
+    assert digit == CallDigit(handle, "#", 160, "info")
+    assert not any(isinstance(e, DtmfReceived) for e in node.seen)
+
+
+async def test_send_digits_goes_out_as_telephone_events(node: Node, peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
+    _, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
+    await peer_ua.wait_for(CallAnswered)
+    node.calls.send_digits(mc.call, "7")
+    events: list[dtmf.TelephoneEvent] = []
+    while not (events and events[-1].end):
+        (p,) = await rtp_sock.recv(1)
+        if p.payload_type == 101:
+            events.append(dtmf.TelephoneEvent.parse(p.payload))
+    assert {e.event for e in events} == {7}
+
+
+def test_can_send_follows_the_peer_direction() -> None:
+    def md(direction: str, address: str = LOOPBACK) -> MediaDescription:
+        return MediaDescription(address, 4000, 0, "PCMU", 8000, 101, direction, 20)  # type: ignore[arg-type]
+
+    assert [can_send(md(d)) for d in ("sendrecv", "recvonly", "sendonly", "inactive")] == [True, True, False, False]
+    assert can_send(md("sendrecv", "0.0.0.0")) is False
