@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -198,13 +200,25 @@ async def test_conference_mix_minus_on_the_wire(engine: MediaEngine) -> None:
 
 
 def test_port_allocator_skips_busy_ports_and_is_even() -> None:
-    alloc = PortAllocator(41000, 41005)
-    got = [alloc.allocate() for _ in range(3)]
+    base = random.randrange(42000, 60000) & ~1
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    got: list[tuple[socket.socket, socket.socket, int]] = []
     try:
-        assert sorted(p for _, _, p in got) == [41000, 41002, 41004]
+        try:
+            busy.bind(("127.0.0.1", base + 3))  # the RTCP half of the second pair is taken
+        except OSError:
+            pytest.skip("random port happened to be in use")
+        alloc = PortAllocator(base, base + 5)
         with pytest.raises(MediaError, match="no free"):
-            alloc.allocate()
+            while True:
+                got.append(alloc.allocate())
+        ports = sorted(p for _, _, p in got)
+        assert ports and set(ports) <= {base, base + 4}
+        assert all(rtcp.getsockname()[1] == rtp.getsockname()[1] + 1 for rtp, rtcp, _ in got)
+        alloc.release(ports[0])
+        assert ports[0] not in alloc.in_use
     finally:
+        busy.close()
         for a, b, _ in got:
             a.close()
             b.close()
