@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 
 import pytest
 
-from callplane.core.ids import IdSource
-from callplane.engine.media_session import CallDigit, MediaCall, MediaCalls, can_send
+from callplane.engine.media_session import CallDigit, MediaCall, can_send
 from callplane.media import dtmf, rtp
-from callplane.media.aio import MediaEngine
 from callplane.media.sources import ToneSource
-from callplane.sip.aio import SipEndpoint
 from callplane.sip.events import (
     CallAnswered,
     CallConfirmed,
@@ -30,59 +26,17 @@ from callplane.sip.events import (
 )
 from callplane.sip.sdp import MediaDescription, NegotiationError, SessionDescription, answer_offer, build_offer
 from callplane.sip.transaction_events import Peer
-from callplane.sip.ua import UserAgent
+from tests.engine.medianode import MediaNode
 from tests.interop.uadriver import UaDriver
 from tests.media.rawpeer import RawPeer
 
 LOOPBACK = "127.0.0.1"
 
 
-@dataclass
-class Node:
-    """Our side: the node's SIP adapter, UA and media engine, joined by MediaCalls; ``events`` is what it handed on."""
-
-    endpoint: SipEndpoint
-    ua: UserAgent
-    media: MediaEngine
-    calls: MediaCalls
-    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
-    seen: list[object] = field(default_factory=list)
-
-    def on_event(self, event: object) -> None:
-        self.seen.append(event)
-        self.queue.put_nowait(event)
-
-    @property
-    def port(self) -> int:
-        return self.endpoint.port
-
-    async def next(self, kind: type, timeout: float = 5.0) -> object:
-        """Skip events until one of ``kind``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            ev = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
-            if isinstance(ev, kind):
-                return ev
-
-
 @pytest.fixture
-async def node() -> AsyncIterator[Node]:
-    ids = IdSource()
-    endpoint = SipEndpoint(ids=ids, host=LOOPBACK, port=0)
-    await endpoint.start()
-    ua = UserAgent(ids, endpoint.local, tl=endpoint.layer)
-    media = MediaEngine(host=LOOPBACK, port_range=(40000, 60000), ids=ids, rtcp_interval=3600.0)
-    await media.start()
-    n = Node(endpoint, ua, media, MediaCalls(ua, endpoint, media))
-    n.calls.on_event = n.on_event
-    n.calls.attach()
-    try:
+async def node() -> AsyncIterator[MediaNode]:
+    async with MediaNode() as n:
         yield n
-    finally:
-        n.calls.close()
-        await media.close()
-        await endpoint.close()
 
 
 @pytest.fixture
@@ -107,7 +61,7 @@ def audio(sdp: str | None) -> tuple[str, int, tuple[str, ...]]:
     return parsed.connection.address, section.port, section.formats
 
 
-async def incoming_call(node: Node, drv: UaDriver, raw: RawPeer, codecs: tuple[str, ...]) -> tuple[str, MediaCall]:
+async def incoming_call(node: MediaNode, drv: UaDriver, raw: RawPeer, codecs: tuple[str, ...]) -> tuple[str, MediaCall]:
     """The peer calls us offering ``codecs`` + 101 on ``raw``; we answer with MediaCalls."""
     offer = build_offer(LOOPBACK, raw.port, session_id="77", codecs=codecs)
     handle = drv.act(drv.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
@@ -122,7 +76,7 @@ async def incoming_call(node: Node, drv: UaDriver, raw: RawPeer, codecs: tuple[s
 
 @pytest.mark.parametrize(("codecs", "pt"), [(("PCMU", "PCMA"), 0), (("PCMA", "PCMU"), 8)])
 async def test_answer_carries_leg_port_and_codec_and_rtp_flows(
-    node: Node, peer_ua: UaDriver, rtp_sock: RawPeer, codecs: tuple[str, ...], pt: int
+    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer, codecs: tuple[str, ...], pt: int
 ) -> None:
     handle, mc = await incoming_call(node, peer_ua, rtp_sock, codecs)
     answered = await peer_ua.wait_for(CallAnswered)
@@ -145,31 +99,20 @@ async def test_answer_carries_leg_port_and_codec_and_rtp_flows(
 
 
 async def test_offer_without_a_codec_we_carry_is_rejected_488(peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
-    ids = IdSource()
-    endpoint = SipEndpoint(ids=ids, host=LOOPBACK, port=0)
-    await endpoint.start()
-    ua = UserAgent(ids, endpoint.local, tl=endpoint.layer)
-    media = MediaEngine(host=LOOPBACK, port_range=(40000, 60000), ids=ids)
-    calls = MediaCalls(ua, endpoint, media, codecs=("PCMA",))
-    seen: list[object] = []
-    calls.on_event = seen.append
-    calls.attach()
-    try:
+    async with MediaNode(codecs=("PCMA",)) as node:
         offer = build_offer(LOOPBACK, rtp_sock.port, session_id="1", codecs=("PCMU",))
-        peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{endpoint.port}", f"sip:alice@{LOOPBACK}", offer)
-        while not any(isinstance(e, IncomingCall) for e in seen):
-            await asyncio.sleep(0.01)
-        incoming = next(e for e in seen if isinstance(e, IncomingCall))
+        peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
+        incoming = await node.next(IncomingCall)
         with pytest.raises(NegotiationError):
-            calls.answer(incoming)
+            node.calls.answer(incoming)
         failed = await peer_ua.wait_for(CallFailed)
         assert failed.status == 488
-        assert len(calls) == 0 and media.core.legs == {} and media.ports.in_use == set()
-    finally:
-        await endpoint.close()
+        assert len(node.calls) == 0 and node.media.core.legs == {} and node.media.ports.in_use == set()
 
 
-async def test_late_offer_gets_our_offer_and_an_ack_without_answer_ends_the_call(node: Node, peer_ua: UaDriver) -> None:
+async def test_late_offer_gets_our_offer_and_an_ack_without_answer_ends_the_call(
+    node: MediaNode, peer_ua: UaDriver
+) -> None:
     peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", None)
     incoming = await node.next(IncomingCall)
     assert isinstance(incoming, IncomingCall) and incoming.media is None
@@ -184,7 +127,9 @@ async def test_late_offer_gets_our_offer_and_an_ack_without_answer_ends_the_call
     assert mc.leg_id not in node.media.core.legs and len(node.calls) == 0
 
 
-async def test_peer_hold_stops_our_rtp_and_resume_restarts_it(node: Node, peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
+async def test_peer_hold_stops_our_rtp_and_resume_restarts_it(
+    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer
+) -> None:
     handle, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
     await peer_ua.wait_for(CallAnswered)
     await node.next(CallConfirmed)
@@ -212,7 +157,9 @@ async def test_peer_hold_stops_our_rtp_and_resume_restarts_it(node: Node, peer_u
 # Outgoing calls -----------------------------------------------------------------------------------------------------
 
 
-async def test_invite_offers_leg_port_and_sends_to_the_answer(node: Node, peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
+async def test_invite_offers_leg_port_and_sends_to_the_answer(
+    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer
+) -> None:
     mc = node.calls.invite(f"sip:bob@{LOOPBACK}:{peer_ua.port}", f"sip:app@{LOOPBACK}")
     incoming = await peer_ua.expect(IncomingCall)
     assert audio(incoming.sdp) == (LOOPBACK, mc.port, ("0", "8", "101"))
@@ -234,7 +181,7 @@ async def test_invite_offers_leg_port_and_sends_to_the_answer(node: Node, peer_u
     assert len(node.calls) == 0
 
 
-async def test_rejected_invite_closes_the_leg(node: Node, peer_ua: UaDriver) -> None:
+async def test_rejected_invite_closes_the_leg(node: MediaNode, peer_ua: UaDriver) -> None:
     mc = node.calls.invite(f"sip:bob@{LOOPBACK}:{peer_ua.port}", f"sip:app@{LOOPBACK}")
     assert mc.leg_id in node.media.core.legs
     incoming = await peer_ua.expect(IncomingCall)
@@ -248,7 +195,9 @@ async def test_rejected_invite_closes_the_leg(node: Node, peer_ua: UaDriver) -> 
 # Digits -------------------------------------------------------------------------------------------------------------
 
 
-async def test_rfc4733_and_info_digits_surface_as_one_event(node: Node, peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
+async def test_rfc4733_and_info_digits_surface_as_one_event(
+    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer
+) -> None:
     handle, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
     await peer_ua.wait_for(CallAnswered)
     await node.next(CallConfirmed)
@@ -269,7 +218,7 @@ async def test_rfc4733_and_info_digits_surface_as_one_event(node: Node, peer_ua:
     assert not any(isinstance(e, DtmfReceived) for e in node.seen)
 
 
-async def test_send_digits_goes_out_as_telephone_events(node: Node, peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
+async def test_send_digits_goes_out_as_telephone_events(node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
     _, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
     await peer_ua.wait_for(CallAnswered)
     node.calls.send_digits(mc.call, "7")
