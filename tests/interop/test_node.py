@@ -37,6 +37,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Peer, int]]
             wait_udp_bound(sip, timeout=5, peer=proc)
         except PeerError:
             pytest.skip("callplane serve does not run the SIP endpoint yet (issue 3 item 7 is not wired)")
+        wait_udp_bound(sip, timeout=5, peer=proc, proto="tcp")
         yield proc, sip
     finally:
         group.close()
