@@ -86,6 +86,11 @@ def test_invite_copies_get_one_dialog(peers: PeerGroup) -> None:
     assert len(tags) == 1
 
 
+def test_hold_resume_info_and_unknown_method(peers: PeerGroup) -> None:
+    server, _ = pair(peers, "uas_held", "uac_hold")
+    assert received(server) == ["INVITE", "ACK", "INVITE", "ACK", "INVITE", "ACK", "INFO", "FOO", "BYE"]
+
+
 def test_kamailio_routes_both_ways(peers: PeerGroup) -> None:
     """SIPp UAC -> kamailio -> SIPp UAS, and back for the callee's BYE: in-dialog requests cross the proxy."""
     need("sipp", "kamailio")

@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 
 from callplane.sip.digest import Credentials
-from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress
+from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, PeerGroup, SippRun, TraceMessage, digest_response, parse_digest
 from tests.interop.uadriver import UaDriver, offer_sdp
@@ -131,6 +131,27 @@ async def test_cancel_while_ringing(peers: PeerGroup) -> None:
     assert cancel.branch == invite.branch and cancel.cseq == (invite.cseq[0], "CANCEL")
     assert cancel.request_uri == invite.request_uri and cancel.header("To") == invite.header("To")
     assert ack.branch == invite.branch and ack.cseq == (invite.cseq[0], "ACK")
+
+
+async def test_hold_and_resume(peers: PeerGroup) -> None:
+    uas = server(peers, "uas_held")  # it requires a=sendonly, then a=sendrecv, in our re-INVITEs
+    async with UaDriver() as drv:
+        handle = await call(drv, uas)
+        await drv.wait_for(CallAnswered)
+        drv.act(drv.ua.hold, handle)
+        held = await drv.expect(MediaUpdated)
+        assert held.media.direction == "recvonly"  # the peer's answer to our sendonly
+        drv.act(drv.ua.resume, handle)
+        resumed = await drv.expect(MediaUpdated)
+        assert resumed.media.direction == "sendrecv"
+        drv.act(drv.ua.bye, handle)
+        await drv.wait_for(CallEnded)
+    await finished(uas)
+    invites = [m for m in got(uas) if m.method == "INVITE"]
+    assert [m.cseq[0] for m in invites] == [invites[0].cseq[0] + i for i in range(3)]
+    versions = [int(next(line for line in m.body.splitlines() if line.startswith("o=")).split()[2]) for m in invites]
+    assert versions[0] < versions[1] < versions[2]  # RFC 3264 §8: a changed offer raises the o= version
+    assert invites[1].request_uri == f"sip:{LOOPBACK}:{uas.port};transport=UDP"  # in-dialog: the callee's Contact
 
 
 def check_credentials(invites: list[TraceMessage], header: str, algorithm: str) -> None:

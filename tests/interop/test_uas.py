@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from callplane.sip.events import CallCancelled, CallConfirmed, CallEnded, IncomingCall
+from callplane.sip.events import CallCancelled, CallConfirmed, CallEnded, DtmfReceived, IncomingCall, MediaUpdated
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, PeerGroup, SippRun, TraceMessage
 from tests.interop.uadriver import UaDriver, answer_sdp
@@ -130,6 +130,30 @@ async def test_reject_busy(peers: PeerGroup) -> None:
         drv.act(drv.ua.reject, incoming.call, 486)
         await finished(run)
     assert [m.status for m in responses(run) if m.status != 100] == [486]
+
+
+async def test_held_resumed_info_and_unknown_method(peers: PeerGroup) -> None:
+    """SIPp holds us (a=sendonly) and resumes, sends an INFO digit and a method nobody knows, then hangs up."""
+    async with UaDriver() as drv:
+        run = client(peers, drv, "uac_hold")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.answer, incoming.call, answer_sdp(drv, incoming))
+        await drv.expect(CallConfirmed)
+        held = await drv.expect(MediaUpdated)
+        assert (held.media.direction, held.media.held) == ("sendonly", True)
+        resumed = await drv.expect(MediaUpdated)
+        assert (resumed.media.direction, resumed.media.held) == ("sendrecv", False)
+        digit = await drv.expect(DtmfReceived)
+        assert (digit.digit, digit.duration) == ("5", 160)
+        assert (await drv.expect(CallEnded)).by == "remote"
+        await finished(run)
+    answers = [m for m in responses(run) if m.status == 200 and m.method == "INVITE"]
+    assert len(answers) == 3  # SIPp checked a=recvonly in the second and a=sendrecv in the third
+    versions = [int(next(line for line in m.body.splitlines() if line.startswith("o=")).split()[2]) for m in answers]
+    assert versions[0] < versions[1] < versions[2]  # RFC 3264 §8: each changed answer raises the o= version
+    assert len({m.to_tag for m in answers}) == 1
+    unknown = next(m for m in responses(run) if m.method == "FOO")
+    assert unknown.status == 501 and "INVITE" in (unknown.header("Allow") or "")
 
 
 async def test_reject_not_found_and_absorb_the_retransmission(peers: PeerGroup) -> None:
