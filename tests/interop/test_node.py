@@ -1,11 +1,13 @@
 """The real node, ``callplane serve``, as a subprocess: its SIP endpoint as SIPp sees it (issue 3 item 7).
 
-OPTIONS is answered 200 with Allow and Accept (also after a burst of garbage datagrams), and an INVITE that nothing
-can route yet is answered 404, ACKed, and its retransmission absorbed by the server transaction.
+OPTIONS is answered 200 with Allow and Accept (also after a burst of garbage datagrams), an INVITE that nothing
+can route yet is answered 404, ACKed, and its retransmission absorbed by the server transaction, and real
+clients register to its registrar (Client ``alice``/``secret`` from ``CALLPLANE_SIP_CLIENTS``).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import sys
@@ -27,8 +29,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Peer, int]]
     sip, http = free_port(), free_port()
     argv = [sys.executable, "-m", "callplane", "serve"]
     argv += ["--sip", f"{LOOPBACK}:{sip}", "--http", f"{LOOPBACK}:{http}", "--data", str(tmp / "data")]
+    env = {**os.environ, "CALLPLANE_SIP_CLIENTS": "alice:secret"}
     try:
-        proc = group.start("callplane-serve", argv)
+        proc = group.start("callplane-serve", argv, env=env)
         try:
             proc.wait_output(r"HTTP API on", timeout=30)
         except PeerError as exc:
@@ -72,3 +75,30 @@ def test_node_answers_unroutable_invite_404(peers: PeerGroup, node: tuple[Peer, 
     finals = [m for m in run.messages(received=True) if m.status != 100]
     assert [m.status for m in finals] == [404, 404]
     assert finals[0].to_tag == finals[1].to_tag
+
+
+REGISTRAR_DIGEST = pytest.mark.xfail(
+    strict=True,
+    reason="the node's registrar challenges SHA-256 first (DigestServer default order); SIPp 3.6.1 computes only MD5 "
+    "and stops at the first challenge, baresip 1.0 fails on any SHA-256 challenge: offer MD5 only, or MD5 first "
+    "for SIPp (baresip needs MD5 only)",
+)
+
+
+@REGISTRAR_DIGEST
+def test_node_registers_sipp(peers: PeerGroup, node: tuple[Peer, int]) -> None:
+    need("sipp")
+    _, port = node
+    run = peers.sipp("uac_register", (LOOPBACK, port), timeout=5.0)
+    assert run.wait() == 0, run.report()
+    statuses = [m.status for m in run.messages(received=True)]
+    assert statuses == [401, 200, 200]
+
+
+@REGISTRAR_DIGEST
+def test_node_registers_baresip(peers: PeerGroup, node: tuple[Peer, int]) -> None:
+    need("baresip")
+    _, port = node
+    phone = peers.baresip(f"<sip:alice@{LOOPBACK}:{port}>;auth_pass=secret;regint=600;audio_codecs=PCMU")
+    line = phone.wait_registered(timeout=5.0)
+    assert "[1 binding]" in line
