@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from callplane.core.errors import MediaError
 from callplane.engine.media_session import CallDigit, MediaCall, can_send
 from callplane.media import dtmf, rtp
 from callplane.media.sources import ToneSource
@@ -24,9 +25,17 @@ from callplane.sip.events import (
     IncomingCall,
     MediaUpdated,
 )
-from callplane.sip.sdp import MediaDescription, NegotiationError, SessionDescription, answer_offer, build_offer
+from callplane.sip.sdp import (
+    Direction,
+    MediaDescription,
+    NegotiationError,
+    SessionDescription,
+    answer_offer,
+    build_offer,
+)
 from callplane.sip.transaction_events import Peer
 from tests.engine.medianode import MediaNode
+from tests.interop.peers import free_port_block
 from tests.interop.uadriver import UaDriver
 from tests.media.rawpeer import RawPeer
 
@@ -236,3 +245,37 @@ def test_can_send_follows_the_peer_direction() -> None:
 
     assert [can_send(md(d)) for d in ("sendrecv", "recvonly", "sendonly", "inactive")] == [True, True, False, False]
     assert can_send(md("sendrecv", "0.0.0.0")) is False
+
+
+@pytest.mark.parametrize(
+    ("direction", "answered", "sending"), [("sendonly", "recvonly", True), ("inactive", "inactive", False)]
+)
+async def test_our_hold_follows_the_peer_answer(
+    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer, direction: Direction, answered: str, sending: bool
+) -> None:
+    handle, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
+    await peer_ua.wait_for(CallAnswered)
+    await node.next(CallConfirmed)
+    node.calls.hold(mc.call, direction)
+    offered = await peer_ua.wait_for(MediaUpdated)
+    assert (offered.media.direction, offered.media.port) == (direction, mc.port)
+    update = await node.next(MediaUpdated)
+    assert update.media.direction == answered
+    assert (mc.sending, node.media.leg(mc.leg_id).held) == (sending, not sending)
+    node.calls.resume(mc.call)
+    update = await node.next(MediaUpdated)
+    assert update.media.direction == "sendrecv" and mc.sending
+    assert handle == mc.call
+
+
+async def test_no_free_rtp_port_rejects_503(peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
+    low = free_port_block(2)
+    async with MediaNode(port_range=(low, low + 2)) as node:
+        node.media.create_leg()  # the only pair in the range
+        offer = build_offer(LOOPBACK, rtp_sock.port, session_id="1")
+        peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
+        incoming = await node.next(IncomingCall)
+        with pytest.raises(MediaError):
+            node.calls.answer(incoming)
+        failed = await peer_ua.wait_for(CallFailed)
+        assert failed.status == 503 and len(node.calls) == 0

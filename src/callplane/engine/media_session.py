@@ -37,6 +37,7 @@ from callplane.media.aio import MediaEngine
 from callplane.sip import events as sip_events
 from callplane.sip.aio import SipEndpoint
 from callplane.sip.sdp import (
+    Direction,
     MediaDescription,
     NegotiationError,
     SessionDescription,
@@ -147,7 +148,8 @@ class MediaCalls:
     def answer(self, incoming: sip_events.IncomingCall) -> MediaCall:
         """Answer ``incoming`` with 200 OK and a media leg (RFC 3264 §6; our offer in the 200 if it had none).
 
-        An offer with nothing we can carry is rejected with 488 and :class:`NegotiationError` is raised.
+        An offer with nothing we can carry is rejected with 488 and :class:`NegotiationError` is raised; when no
+        RTP port is free the call is rejected with 503 and the :class:`MediaError` is raised.
         """
         handle = incoming.call
         offer = SessionDescription.parse(incoming.sdp) if incoming.sdp is not None else None
@@ -162,7 +164,13 @@ class MediaCalls:
                 raise
         pt = media.payload_type if media is not None else _G711[self.codecs[0]]
         dtmf = media.telephone_event_pt if media is not None else self.telephone_event_pt
-        leg_id, port = self.media.create_leg(payload_type=pt, dtmf_payload_type=dtmf)
+        try:
+            leg_id, port = self.media.create_leg(payload_type=pt, dtmf_payload_type=dtmf)
+        except MediaError:
+            # No RTP port left: the call cannot have media here, another node may (RFC 3261 §21.5.4).
+            self.ua.reject(handle, 503, self._now())
+            self.endpoint.flush()
+            raise
         try:
             if offer is not None:
                 local = answer_offer(offer, self.address, port, session_id=self._session_id(), supported=self.codecs)
@@ -210,6 +218,19 @@ class MediaCalls:
         """RFC 4733 digits on the call's leg (``w`` = 0.5 s pause); :class:`~callplane.media.events.DigitsSent`
         follows."""
         self.media.send_digits(self._require(call).leg_id, digits)
+
+    def hold(self, call: str, direction: Direction = "sendonly") -> None:
+        """Put the peer on hold with a re-INVITE (RFC 3264 §8.4): ``sendonly`` (we may play music, it answers
+        ``recvonly``) or ``inactive`` (no media either way). The leg follows the answer (``MediaUpdated``)."""
+        self._require(call)
+        self.ua.hold(call, self._now(), direction)
+        self.endpoint.flush()
+
+    def resume(self, call: str) -> None:
+        """Take the peer off hold (re-INVITE ``sendrecv``)."""
+        self._require(call)
+        self.ua.resume(call, self._now())
+        self.endpoint.flush()
 
     def hangup(self, call: str, status: int = 480) -> None:
         """End the call in whatever state (CANCEL, reject or BYE) and close its leg now."""
