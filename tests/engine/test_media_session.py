@@ -279,3 +279,26 @@ async def test_no_free_rtp_port_rejects_503(peer_ua: UaDriver, rtp_sock: RawPeer
             node.calls.answer(incoming)
         failed = await peer_ua.wait_for(CallFailed)
         assert failed.status == 503 and len(node.calls) == 0
+
+
+async def test_legacy_hold_address_keeps_the_latched_remote(
+    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer
+) -> None:
+    handle, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
+    await peer_ua.wait_for(CallAnswered)
+    await node.next(CallConfirmed)
+    leg = node.media.leg(mc.leg_id)
+    assert mc.remote is not None and leg.remote == (LOOPBACK, rtp_sock.port)
+    # RFC 2543 hold (c=0.0.0.0), as old phones send it in a re-INVITE: stop sending, forget no address.
+    held = MediaDescription("0.0.0.0", rtp_sock.port, 0, "PCMU", 8000, 101, "sendrecv", 20)
+    node.calls.on_sip_event(MediaUpdated(handle, held, ""))
+    assert (mc.sending, leg.held, leg.remote) == (False, True, (LOOPBACK, rtp_sock.port))
+    resumed = MediaDescription(LOOPBACK, rtp_sock.port, 8, "PCMA", 8000, None, "sendrecv", 20)
+    node.calls.on_sip_event(MediaUpdated(handle, resumed, ""))
+    assert (mc.sending, leg.held, leg.remote, leg.payload_type) == (True, False, (LOOPBACK, rtp_sock.port), 8)
+    assert leg.dtmf_payload_type is None  # the peer dropped telephone-event: no RFC 4733 digits to it
+    with pytest.raises(MediaError):
+        node.calls.send_digits(handle, "1")
+    (p,) = await rtp_sock.recv(1)
+    while p.payload_type != 8:
+        (p,) = await rtp_sock.recv(1)

@@ -36,6 +36,7 @@ from callplane.media import events as media_events
 from callplane.media.aio import MediaEngine
 from callplane.sip import events as sip_events
 from callplane.sip.aio import SipEndpoint
+from callplane.sip.digest import Credentials
 from callplane.sip.sdp import (
     Direction,
     MediaDescription,
@@ -188,14 +189,32 @@ class MediaCalls:
         return mc
 
     # -- outgoing calls -------------------------------------------------------------------------------------
-    def invite(self, target: str, from_uri: str, **options: object) -> MediaCall:
-        """Place a call whose offer carries a new leg's port; ``options`` go to :meth:`UserAgent.invite`."""
+    def invite(
+        self,
+        target: str,
+        from_uri: str,
+        *,
+        to_uri: str | None = None,
+        from_display: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        credentials: Credentials | None = None,
+    ) -> MediaCall:
+        """Place a call (:meth:`UserAgent.invite`) whose offer carries a new leg's port and our codecs."""
         leg_id, port = self.media.create_leg(
             payload_type=_G711[self.codecs[0]], dtmf_payload_type=self.telephone_event_pt
         )
         offer = self._offer(port)
         try:
-            handle = self.ua.invite(target, from_uri, offer, self._now(), **options)  # type: ignore[arg-type]
+            handle = self.ua.invite(
+                target,
+                from_uri,
+                offer,
+                self._now(),
+                to_uri=to_uri,
+                from_display=from_display,
+                headers=headers,
+                credentials=credentials,
+            )
         except Exception:
             self.media.close_leg(leg_id)
             raise
