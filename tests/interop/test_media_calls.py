@@ -119,6 +119,31 @@ async def test_sipp_rfc2833_captures_are_detected_once_each(peers: PeerGroup) ->
     assert f"m=audio {mc.port} RTP/AVP 0 101" in ok.body
 
 
+# late offer: SIPp UAC sends no SDP, answers ours in the ACK, echoes our tone ------------------------------------------
+
+
+async def test_late_offer_answer_in_ack_and_our_tone_echoed(peers: PeerGroup) -> None:
+    need("sipp")
+    async with MediaNode() as node:
+        uac = peers.sipp("media_uac_late_offer", (LOOPBACK, node.port), service="app")
+        incoming = await node.next(IncomingCall)
+        assert incoming.sdp is None
+        mc = node.calls.answer(incoming)
+        confirmed = await node.next(CallConfirmed)
+        assert confirmed.media is not None and mc.remote == confirmed.media
+        assert (mc.remote.port, mc.remote.codec) == (uac.media_port, "PCMU")
+        echoed = FrameCollector()
+        node.media.add_sink(mc.leg_id, echoed)
+        node.media.set_source(mc.leg_id, ToneSource([700.0], 1.0))
+        ended = await node.next(CallEnded, timeout=15)
+        assert ended.by == "remote"
+        await sipp_done(uac)
+    ok = next(m for m in uac.messages(received=True) if m.status == 200 and "m=audio" in m.body)
+    assert f"m=audio {mc.port} RTP/AVP 0 8 101" in ok.body  # our offer, in the 200
+    assert len(echoed.frames) >= 45, f"{len(echoed.frames)} of 50 tone frames came back"
+    assert abs(dominant_hz(echoed.pcm()) - 700.0) <= 10.0
+
+
 # d (SIPp variant). our RFC 4733 digits, echoed back by SIPp, are detected as sent -----------------------------------
 
 
