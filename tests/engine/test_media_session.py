@@ -302,3 +302,18 @@ async def test_legacy_hold_address_keeps_the_latched_remote(
     (p,) = await rtp_sock.recv(1)
     while p.payload_type != 8:
         (p,) = await rtp_sock.recv(1)
+
+
+async def test_g711_on_a_dynamic_payload_type_is_rejected_488(
+    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer
+) -> None:
+    offer = SessionDescription.parse(
+        f"v=0\r\no=x 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
+        f"m=audio {rtp_sock.port} RTP/AVP 96\r\na=rtpmap:96 PCMU/8000\r\n"
+    )
+    peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
+    incoming = await node.next(IncomingCall)
+    with pytest.raises(NegotiationError):
+        node.calls.answer(incoming)
+    failed = await peer_ua.wait_for(CallFailed)
+    assert failed.status == 488 and len(node.calls) == 0 and node.media.core.legs == {}

@@ -159,6 +159,8 @@ class MediaCalls:
             # Our own choice among *our* codecs (the UA's ``supported`` may be wider); answer_offer picks the same.
             try:
                 media = describe(offer, self.codecs)
+                if media.payload_type not in _G711.values():
+                    raise NegotiationError(f"{media.codec} on dynamic payload type {media.payload_type}")
             except NegotiationError:
                 self.ua.reject(handle, 488, self._now())
                 self.endpoint.flush()
@@ -280,21 +282,21 @@ class MediaCalls:
         elif isinstance(event, sip_events.CallProgress | sip_events.CallAnswered):
             mc = self._calls.get(event.call)
             if mc is not None and event.media is not None:
-                self._apply_remote(mc, event.media)
+                self._follow(mc, event.media)
             elif mc is not None and isinstance(event, sip_events.CallAnswered) and mc.remote is None:
                 log.warning("[%s] answered without usable SDP: hanging up", event.call)
                 self.hangup(event.call)
         elif isinstance(event, sip_events.CallConfirmed):
             mc = self._calls.get(event.call)
             if mc is not None and event.media is not None:
-                self._apply_remote(mc, event.media)
+                self._follow(mc, event.media)
             elif mc is not None and mc.remote is None:
                 log.warning("[%s] ACK without an answer to our offer: hanging up", event.call)
                 self.hangup(event.call)
         elif isinstance(event, sip_events.MediaUpdated):
             mc = self._calls.get(event.call)
             if mc is not None:
-                self._apply_remote(mc, event.media)
+                self._follow(mc, event.media)
         elif isinstance(event, sip_events.CallEnded | sip_events.CallFailed | sip_events.CallCancelled):
             mc = self._calls.get(event.call)
             if mc is not None:
@@ -321,6 +323,14 @@ class MediaCalls:
         self._by_leg.pop(leg_id, None)
         self.media.close_leg(leg_id)
         log.debug("[%s] leg %s closed", call, leg_id)
+
+    def _follow(self, mc: MediaCall, media: MediaDescription) -> None:
+        """Apply the peer's media; what the leg cannot carry (a G.711 name on a dynamic payload type) ends the call."""
+        try:
+            self._apply_remote(mc, media)
+        except MediaError as exc:
+            log.warning("[%s] cannot use the peer's media (%s): hanging up", mc.call, exc)
+            self.hangup(mc.call)
 
     def _apply_remote(self, mc: MediaCall, media: MediaDescription) -> None:
         """Point the leg at the peer's address and codec, and send only while the peer wants to receive."""
