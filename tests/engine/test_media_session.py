@@ -18,9 +18,11 @@ from callplane.media import dtmf, rtp
 from callplane.media.sources import ToneSource
 from callplane.sip.events import (
     CallAnswered,
+    CallCancelled,
     CallConfirmed,
     CallEnded,
     CallFailed,
+    CallProgress,
     DtmfReceived,
     IncomingCall,
     MediaUpdated,
@@ -317,3 +319,15 @@ async def test_g711_on_a_dynamic_payload_type_is_rejected_488(
         node.calls.answer(incoming)
     failed = await peer_ua.wait_for(CallFailed)
     assert failed.status == 488 and len(node.calls) == 0 and node.media.core.legs == {}
+
+
+async def test_hangup_while_ringing_cancels_and_closes_the_leg(node: MediaNode, peer_ua: UaDriver) -> None:
+    mc = node.calls.invite(f"sip:bob@{LOOPBACK}:{peer_ua.port}", f"sip:app@{LOOPBACK}")
+    incoming = await peer_ua.expect(IncomingCall)
+    peer_ua.act(peer_ua.ua.ring, incoming.call)
+    await node.next(CallProgress)
+    node.calls.hangup(mc.call)
+    assert mc.leg_id not in node.media.core.legs and mc.port not in node.media.ports.in_use
+    await peer_ua.wait_for(CallCancelled)
+    failed = await node.next(CallFailed)
+    assert failed.status == 487 and len(node.calls) == 0
