@@ -67,6 +67,16 @@ def test_digest_challenge(peers: PeerGroup, uas: str) -> None:
     assert params["response"] != digest_response(params, "INVITE", "wrong")
 
 
+def test_cancel_waits_for_late_ringing(peers: PeerGroup) -> None:
+    server, _ = pair(peers, "uas_cancel_late_ring", "uac_cancel")
+    assert received(server)[-2:] == ["CANCEL", "ACK"]
+
+
+def test_invite_copy_after_200(peers: PeerGroup) -> None:
+    server, _ = pair(peers, "uas_copy_after_200", "uac_invite_after_200")
+    assert received(server) == ["INVITE", "INVITE", "ACK", "BYE"]
+
+
 def test_late_answer_needs_three_invites(peers: PeerGroup) -> None:
     server, _ = pair(peers, "uas_late", "uac_basic")
     invites = [m for m in server.messages(received=True) if m.method == "INVITE"]

@@ -154,6 +154,22 @@ async def test_hold_and_resume(peers: PeerGroup) -> None:
     assert invites[1].request_uri == f"sip:{LOOPBACK}:{uas.port};transport=UDP"  # in-dialog: the callee's Contact
 
 
+async def test_cancel_waits_for_a_provisional(peers: PeerGroup) -> None:
+    """We cancel at once; the UAS stays silent for 700 ms. The CANCEL must wait for the 180 (§9.1)."""
+    uas = server(peers, "uas_cancel_late_ring")
+    async with UaDriver() as drv:
+        handle = await call(drv, uas)
+        drv.act(drv.ua.cancel, handle)
+        failed = await drv.wait_for(CallFailed)
+        assert failed.status == 487
+    await finished(uas)
+    assert methods(uas)[-2:] == ["CANCEL", "ACK"]
+    assert set(methods(uas)[:-2]) == {"INVITE"}  # the INVITE (and its retransmission at 500 ms)
+    log = uas.messages()
+    cancel_at = next(i for i, m in enumerate(log) if m.method == "CANCEL" and m.is_request)
+    assert (log[cancel_at - 1].direction, log[cancel_at - 1].status) == ("sent", 180)
+
+
 def check_credentials(invites: list[TraceMessage], header: str, algorithm: str) -> None:
     first, second = invites
     value = second.header(header)

@@ -107,6 +107,19 @@ async def test_invite_copies_make_one_call(peers: PeerGroup) -> None:
     assert len([m for m in got if m.status == 200 and m.cseq[1] == "INVITE"]) >= 1
 
 
+async def test_invite_copy_after_the_200_is_no_new_call(peers: PeerGroup) -> None:
+    async with UaDriver() as drv:
+        run = client(peers, drv, "uac_invite_after_200")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.answer, incoming.call, answer_sdp(drv, incoming))
+        await drv.expect(CallConfirmed)
+        assert (await drv.expect(CallEnded)).by == "remote"
+        await finished(run)
+        assert len(drv.of(IncomingCall)) == 1
+    oks = [m for m in responses(run) if m.status == 200 and m.method == "INVITE"]
+    assert len(oks) == 2 and oks[0].to_tag == oks[1].to_tag and oks[0].body == oks[1].body
+
+
 async def test_cancel_while_ringing(peers: PeerGroup) -> None:
     async with UaDriver() as drv:
         run = client(peers, drv, "uac_cancel")
