@@ -89,6 +89,25 @@ async def test_uac_through_record_route_proxy(peers: PeerGroup, hangup: str) -> 
         assert bye.method == "BYE" and len(bye.headers("Via")) == 2
 
 
+async def test_uac_calls_a_phone_registered_at_kamailio(peers: PeerGroup) -> None:
+    """callplane -> kamailio (location lookup) -> baresip: the proxy retargets the Request-URI to the binding."""
+    need("kamailio", "baresip")
+    proxy = peers.kamailio()
+    phone = peers.baresip(
+        f"<sip:bob@{LOOPBACK}:{proxy.port}>;auth_pass=secret;regint=600;answermode=auto;audio_codecs=PCMU"
+    )
+    await asyncio.to_thread(phone.wait_registered)
+    async with UaDriver() as drv:
+        handle = drv.act(drv.ua.invite, f"sip:bob@{LOOPBACK}:{proxy.port}", f"sip:app@{LOOPBACK}", offer_sdp(drv))
+        await drv.wait_for(CallAnswered)
+        drv.act(drv.ua.bye, handle)
+        assert (await drv.wait_for(CallEnded)).by == "local"
+    assert crossed(proxy) == CROSSED
+    requests = [m for m in phone.messages() if m.direction == "received" and m.is_request]
+    assert [m.method for m in requests] == ["INVITE", "ACK", "BYE"]
+    assert requests[0].request_uri.startswith("sip:bob-")  # retargeted to baresip's registered Contact
+
+
 # registrar ----------------------------------------------------------------------------------------------------------
 
 

@@ -77,6 +77,16 @@ def test_invite_copy_after_200(peers: PeerGroup) -> None:
     assert received(server) == ["INVITE", "INVITE", "ACK", "BYE"]
 
 
+def test_silent_uas_logs_every_retransmission(peers: PeerGroup) -> None:
+    need("sipp")
+    server = peers.sipp("uas_silent", extra=["-d", "1700"])
+    client = peers.sipp("uac_basic", (LOOPBACK, server.port), service="svc", timeout=3.0)
+    assert server.wait() == 0, server.report()
+    client.wait()
+    # SIPp's UAC retransmits at 0.5 s and 1.5 s; the silent UAS logs all three copies.
+    assert received(server) == ["INVITE", "INVITE", "INVITE"]
+
+
 def test_late_answer_needs_three_invites(peers: PeerGroup) -> None:
     server, _ = pair(peers, "uas_late", "uac_basic")
     invites = [m for m in server.messages(received=True) if m.method == "INVITE"]

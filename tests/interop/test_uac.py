@@ -14,6 +14,7 @@ import pytest
 
 from callplane.sip.digest import Credentials
 from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated
+from callplane.sip.transaction import TimerConfig
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, PeerGroup, SippRun, TraceMessage, digest_response, parse_digest
 from tests.interop.uadriver import UaDriver, offer_sdp
@@ -238,6 +239,21 @@ async def test_late_answer_after_invite_retransmissions(peers: PeerGroup) -> Non
     assert len({(m.branch, m.cseq, m.body) for m in invites}) == 1
     assert _when(invites[1]) - _when(invites[0]) >= 0.45
     assert _when(invites[2]) - _when(invites[0]) >= 1.4
+
+
+async def test_unanswered_invite_times_out(peers: PeerGroup) -> None:
+    """With T1 = 50 ms, Timer A sends the INVITE at 0, 50, 150, 350, 750, 1550 and 3150 ms; Timer B (64*T1 = 3.2 s)
+    ends the call with 408 (§17.1.1.2). SIPp logs every copy it got."""
+    uas = server(peers, "uas_silent", extra=["-d", "4500"])
+    async with UaDriver(timers=TimerConfig(t1=0.05)) as drv:
+        await call(drv, uas)
+        failed = await drv.wait_for(CallFailed, timeout=10)
+        assert failed.status == 408
+    await finished(uas)
+    invites = got(uas)
+    assert [m.method for m in invites] == ["INVITE"] * 7
+    assert len({(m.branch, m.cseq) for m in invites}) == 1
+    assert _when(invites[-1]) - _when(invites[0]) >= 3.1
 
 
 async def test_retransmitted_200_is_acked_each_time(peers: PeerGroup) -> None:
