@@ -42,7 +42,7 @@ from callplane.core.ids import IdSource  # noqa: E402
 from callplane.store import calls  # noqa: E402
 from callplane.store.bootstrap import ensure_admin  # noqa: E402
 from callplane.store.db import Database  # noqa: E402
-from callplane.store.synthetic import generate  # noqa: E402
+from callplane.store.synthetic import generate_rows  # noqa: E402
 
 ADMIN = "AC" + "b" * 32
 TOKEN = "bench-admin-token-0000"
@@ -75,7 +75,7 @@ async def load(url: str, count: int) -> float:
     await db.migrate()
     await ensure_admin(db, IdSource(), SystemClock(), ADMIN, TOKEN)
     started = time.perf_counter()
-    done = await calls.bulk_load(db, generate(ADMIN, INSTANCE, count, now=datetime.now(UTC), seed=7))
+    done = await calls.bulk_load_rows(db, generate_rows(ADMIN, INSTANCE, count, now=datetime.now(UTC), seed=7))
     elapsed = time.perf_counter() - started
     await db.close()
     return done / elapsed

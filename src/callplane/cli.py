@@ -22,7 +22,7 @@ from callplane.core.settings import Settings
 from callplane.store import calls as store_calls
 from callplane.store.bootstrap import ensure_admin, ensure_instance_id
 from callplane.store.db import Database
-from callplane.store.synthetic import generate
+from callplane.store.synthetic import generate_rows
 
 log = logging.getLogger("callplane")
 
@@ -139,12 +139,10 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> None:
             raise ConfigError(f"account {args.account} does not exist")
         instance_id = args.gen_instance_id or ensure_instance_id(settings.data, ids, settings.instance_id)
         started = time.perf_counter()
-        done = 0
-        for batch in generate(
+        rows = generate_rows(
             args.account, instance_id, args.count, now=datetime.now(UTC), days=args.days, seed=args.seed
-        ):
-            done += await store_calls.insert_many(db, batch)
-        await db.analyze()
+        )
+        done = await store_calls.bulk_load_rows(db, rows)
         elapsed = time.perf_counter() - started
         print(f"callplane: generated {done} call records in {elapsed:.1f} s ({done / max(elapsed, 1e-9):,.0f}/s)")
     finally:
