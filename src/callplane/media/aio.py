@@ -37,7 +37,7 @@ from callplane.media.leg import RtpLeg
 from callplane.media.mixer import Conference
 from callplane.media.recorder import Recorder
 from callplane.media.sources import Sink, Source
-from callplane.media.ticker import Ticker
+from callplane.media.ticker import PERIOD, Ticker
 
 __all__ = ["MediaEngine", "PortAllocator"]
 
@@ -137,6 +137,7 @@ class MediaEngine:
         self.io_mode = io_mode
         self.rtcp_interval = rtcp_interval
         self._socks: dict[str, _Socks] = {}
+        self._pending: list[tuple[str, bytes, tuple[str, int]]] = []  # frames prepared for the next tick
         self._epoll: select.epoll | None = None  # io_mode "poll"
         self._polled: dict[int, tuple[socket.socket, RtpLeg]] = {}
         self._recordings: dict[str, tuple[Recorder, str]] = {}  # leg id -> recording in progress, its path
@@ -352,11 +353,17 @@ class MediaEngine:
                 leg.receive_rtp(data, addr, now)
 
     def _tick(self, now: float, n: int) -> None:
-        if self.io_mode == "poll":
-            self._poll(now)
+        # Pipelined: the frames for this tick were computed during the previous one, so the sends happen first,
+        # right at the deadline, in the same order every tick; the variable work (receiving, jitter buffers,
+        # recorders, mixing, encoding) comes after them and prepares the next tick. Every stream's packets then
+        # leave at a fixed offset from the tick, whatever that work costs, at the price of one frame (20 ms) of
+        # added latency through bridges and conferences.
+        pending, self._pending = self._pending, []
         socks = self._socks
-        for leg_id, pkt, addr in self.core.tick(now, n):
-            s = socks[leg_id]
+        for leg_id, pkt, addr in pending:
+            s = socks.get(leg_id)
+            if s is None:  # the leg was closed after its frame was prepared
+                continue
             sock = s.rtcp if 200 <= pkt[1] <= 204 else s.rtp
             try:
                 sock.sendto(pkt, addr)
@@ -364,6 +371,9 @@ class MediaEngine:
                 pass  # send buffer full: drop this frame rather than block the clock
             except OSError as exc:
                 log.debug("send on %s to %s failed: %s", leg_id, addr, exc)
+        if self.io_mode == "poll":
+            self._poll(now)
+        self._pending = self.core.tick(now + PERIOD, n + 1)
         if self.core.events:
             for ev in self.core.drain_events():
                 self._dispatch(ev)
