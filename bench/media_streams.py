@@ -213,7 +213,10 @@ def api_load_main(url: str, rate: float, duration: float) -> None:
     errors = 0
     t0 = time.monotonic()
     k = 0
-    with httpx.Client(timeout=5.0) as client:
+    parsed = httpx.URL(url)
+    auth = (parsed.username, parsed.password) if parsed.username else None
+    url = str(parsed.copy_with(username=None, password=None))
+    with httpx.Client(timeout=5.0, auth=auth) as client:
         while time.monotonic() < t0 + duration:
             t = time.monotonic()
             try:
@@ -273,9 +276,47 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, Python {platform.python_version()}"
 
 
+async def start_node_api(records: int) -> tuple[str, Any]:
+    """The node's HTTP API in THIS process and event loop, over a SQLite database of ``records`` synthetic calls:
+    the API load then competes with the media ticker for the same loop, as in ``callplane serve``."""
+    import socket
+    import tempfile
+    from datetime import UTC, datetime
+
+    import uvicorn
+
+    from callplane.api.app import create_app
+    from callplane.core.clock import SystemClock
+    from callplane.core.ids import IdSource
+    from callplane.store import calls
+    from callplane.store.bootstrap import ensure_admin
+    from callplane.store.db import Database
+    from callplane.store.synthetic import generate_rows
+
+    sid, token = "AC" + "d" * 32, "media-bench-token-000"
+    db = Database(f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='callplane-media-bench-')}/node.db")
+    await db.migrate()
+    await ensure_admin(db, IdSource(), SystemClock(), sid, token)
+    await calls.bulk_load_rows(db, generate_rows(sid, "ID" + "d" * 32, records, now=datetime.now(UTC)))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    url = f"http://{sid}:{token}@127.0.0.1:{port}/2012-04-24/Accounts/{sid}/Calls.json?PageSize=50&Status=completed"
+    return url, (server, task, db)
+
+
 async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
     from callplane.media.aio import MediaEngine
     from callplane.media.recorder import Recorder
+
+    node = None
+    if args.api_node:
+        args.api_load, node = await start_node_api(args.api_node)
 
     n = args.conference + args.streams
     eng = MediaEngine(port_range=(20000, 39998), io_mode=args.io, rtcp_interval=5.0)
@@ -343,6 +384,11 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
     rx = sum(eng.leg(lid).packets_received for lid, _ in legs)
     sched = eng.ticker.schedule
     await eng.close()
+    if node is not None:
+        server, task, db = node
+        server.should_exit = True
+        await task
+        await db.close()
     del loop
     result.update(
         {
@@ -374,6 +420,14 @@ def main() -> None:
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     ap.add_argument("--api-load", metavar="URL", help="run a steady HTTP GET load against URL during the run")
     ap.add_argument("--api-rate", type=float, default=50.0, help="GET requests per second for --api-load")
+    ap.add_argument(
+        "--api-node",
+        type=int,
+        metavar="RECORDS",
+        default=0,
+        help="serve the node's HTTP API in the engine's own process and loop, over RECORDS synthetic calls, "
+        "and run the GET load (list calls) against it",
+    )
     ap.add_argument("--role", choices=["engine", "peer", "api"], default="engine", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after setup")
