@@ -826,9 +826,12 @@ class BaresipRun:
         return out
 
     def close(self) -> None:
+        """Close the control connection and stop baresip; it would spend up to 32 s un-registering, so after
+        one second it is killed."""
         if self._control is not None:
             self._control.close()
             self._control = None
+        self.peer.stop(grace=1.0)
 
 
 # Digest (RFC 2617 / RFC 7616), to check what a peer received -----------------------------------------------------
