@@ -20,6 +20,7 @@ adds them.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -816,13 +817,24 @@ class BaresipRun:
         return self.peer.wait_output(r"^.*\} 200 OK .*binding.*$", timeout).group(0)
 
     def messages(self) -> list[TraceMessage]:
-        """SIP messages from the ``-s`` trace: blocks of ``UDP a -> b`` then the message."""
+        """SIP messages from the ``-s`` trace: a ``UDP a -> b`` line, the message, then a line ending in ``#`` (the
+        next block's colour-coded marker, which may follow a ``[0:00:01] audio=...`` status text on the same line)."""
         text = re.sub(r"\x1b\[[0-9;]*m", "", self.peer.stdout())
+        starts = list(re.finditer(r"^(UDP|TCP) (\S+) -> (\S+)$", text, re.M))
+        local = f"{LOOPBACK}:{self.sip_port}"
         out = []
-        for m in re.finditer(r"^(UDP|TCP) (\S+) -> (\S+)\n(.*?)(?=^#\s*$|\Z)", text, re.S | re.M):
-            local = f"{LOOPBACK}:{self.sip_port}"
+        for i, m in enumerate(starts):
+            end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+            block = text[m.end() + 1 : end]
+            marker = re.search(r"^(?:.*\s)?#[ \t]*$", block, re.M)
+            if marker is not None:
+                block = block[: marker.start()]
             direction = "sent" if m.group(2) == local else "received"
-            out.append(parse_sip(m.group(4), direction=direction, transport=m.group(1)))
+            msg = parse_sip(block, direction=direction, transport=m.group(1))
+            # baresip's own log lines can follow a message before the next marker: a body ends at a blank line.
+            length = int(msg.header("Content-Length") or 0)
+            body = msg.body.split("\n\n", 1)[0].rstrip("\n") + "\n" if length else ""
+            out.append(dataclasses.replace(msg, body=body))
         return out
 
     def close(self) -> None:
