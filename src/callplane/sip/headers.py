@@ -65,51 +65,11 @@ def _is_token(text: str) -> bool:
     return _TOKEN_RE.fullmatch(text) is not None
 
 
-def split_list(value: str) -> list[str]:
-    """Split a header value on commas that are outside quoted strings and ``<...>`` (RFC 3261 §7.3.1)."""
-    if "," not in value:
-        stripped = value.strip()
-        return [stripped] if stripped else []
+def _split_outside(text: str, sep: str, *, angle_brackets: bool) -> list[str]:
+    """Split ``text`` on ``sep`` where it stands outside quoted strings (and ``<...>`` if ``angle_brackets``)."""
     parts: list[str] = []
     start = 0
-    quoted = False
-    angle = False
-    escape = False
-    for i, ch in enumerate(value):
-        if escape:
-            escape = False
-        elif quoted:
-            if ch == "\\":
-                escape = True
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            angle = True
-        elif ch == ">":
-            angle = False
-        elif ch == "," and not angle:
-            part = value[start:i].strip()
-            if part:
-                parts.append(part)
-            start = i + 1
-    if quoted:
-        raise SipParseError("unterminated quoted string")
-    part = value[start:].strip()
-    if part:
-        parts.append(part)
-    return parts
-
-
-def _split_semicolons(text: str) -> list[str]:
-    """Split on ``;`` outside quoted strings."""
-    if '"' not in text:
-        return text.split(";")
-    parts: list[str] = []
-    start = 0
-    quoted = False
-    escape = False
+    quoted = angle = escape = False
     for i, ch in enumerate(text):
         if escape:
             escape = False
@@ -120,13 +80,32 @@ def _split_semicolons(text: str) -> list[str]:
                 quoted = False
         elif ch == '"':
             quoted = True
-        elif ch == ";":
+        elif angle_brackets and ch == "<":
+            angle = True
+        elif angle_brackets and ch == ">":
+            angle = False
+        elif ch == sep and not angle:
             parts.append(text[start:i])
             start = i + 1
     if quoted:
         raise SipParseError("unterminated quoted string")
     parts.append(text[start:])
     return parts
+
+
+def split_list(value: str) -> list[str]:
+    """Split a header value on commas that are outside quoted strings and ``<...>`` (RFC 3261 §7.3.1)."""
+    if "," not in value:
+        stripped = value.strip()
+        return [stripped] if stripped else []
+    return [p for p in (part.strip() for part in _split_outside(value, ",", angle_brackets=True)) if p]
+
+
+def _split_semicolons(text: str) -> list[str]:
+    """Split on ``;`` outside quoted strings."""
+    if '"' not in text:
+        return text.split(";")
+    return _split_outside(text, ";", angle_brackets=False)
 
 
 def parse_params(text: str) -> Params:

@@ -256,19 +256,23 @@ class _ClientInvite(_Transaction):
             self._set_state("terminated")
 
 
+# Figures 6 and 8: both non-INVITE transactions move trying -> proceeding -> completed -> terminated.
+_NON_INVITE_TRANSITIONS = frozenset(
+    {
+        ("trying", "proceeding"),
+        ("trying", "completed"),
+        ("trying", "terminated"),
+        ("proceeding", "completed"),
+        ("proceeding", "terminated"),
+        ("completed", "terminated"),
+    }
+)
+
+
 class _ClientNonInvite(_Transaction):
     """Figure 6: trying -> proceeding -> completed -> terminated."""
 
-    TRANSITIONS = frozenset(
-        {
-            ("trying", "proceeding"),
-            ("trying", "completed"),
-            ("trying", "terminated"),
-            ("proceeding", "completed"),
-            ("proceeding", "terminated"),
-            ("completed", "terminated"),
-        }
-    )
+    TRANSITIONS = _NON_INVITE_TRANSITIONS
     __slots__ = ()
 
     def start(self, request: Request, now: float) -> None:
@@ -407,16 +411,7 @@ class _ServerInvite(_Transaction):
 class _ServerNonInvite(_Transaction):
     """Figure 8: trying -> proceeding -> completed -> terminated."""
 
-    TRANSITIONS = frozenset(
-        {
-            ("trying", "proceeding"),
-            ("trying", "completed"),
-            ("trying", "terminated"),
-            ("proceeding", "completed"),
-            ("proceeding", "terminated"),
-            ("completed", "terminated"),
-        }
-    )
+    TRANSITIONS = _NON_INVITE_TRANSITIONS
     __slots__ = ()
 
     def on_request(self, request: Request, source: Peer, now: float) -> None:
