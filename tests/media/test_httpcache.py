@@ -28,7 +28,7 @@ from callplane.media.httpcache import (
     parse_cache_control,
 )
 from callplane.media.player import UnsupportedFormatError
-from callplane.media.workers import MediaWorkers, make_decode_pool
+from callplane.media.workers import MediaWorkers
 from tests.media.test_player import make_mp3, make_wav, peak_hz, tone
 
 WAV_1K = make_wav([tone(1000, 0.5, 8000)], 8000)
@@ -109,23 +109,9 @@ def server() -> Iterator[AudioServer]:
     srv.thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ProcessPoolExecutor]:
-    executor = make_decode_pool(1)
-    yield executor
-    executor.shutdown(wait=True, cancel_futures=True)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture
-async def workers(tmp_path: Path, pool: ProcessPoolExecutor) -> AsyncIterator[MediaWorkers]:
-    w = MediaWorkers(tmp_path / "pcm", executor=pool)
-    yield w
-    await w.aclose()
 
 
 @pytest.fixture

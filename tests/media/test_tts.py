@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -15,22 +14,8 @@ from callplane.media import tts
 from callplane.media.player import pcm_seconds
 from callplane.media.sources import SAMPLE_RATE
 from callplane.media.tts import CachingTts, EspeakProvider, TtsError, TtsTextTooLongError, espeak_voice
-from callplane.media.workers import MediaWorkers, make_decode_pool
+from callplane.media.workers import MediaWorkers
 from tests.media.test_player import rms, samples
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ProcessPoolExecutor]:
-    executor = make_decode_pool(1)
-    yield executor
-    executor.shutdown(wait=True, cancel_futures=True)
-
-
-@pytest.fixture
-async def workers(tmp_path: Path, pool: ProcessPoolExecutor) -> AsyncIterator[MediaWorkers]:
-    w = MediaWorkers(tmp_path / "tts", executor=pool)
-    yield w
-    await w.aclose()
 
 
 def median_f0(pcm: bytes) -> float:

@@ -6,31 +6,16 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from callplane.media.player import DecodeError, UnsupportedFormatError
-from callplane.media.workers import CommandError, MediaWorkers, PcmCache, SingleFlight, content_key, make_decode_pool
+from callplane.media.workers import CommandError, MediaWorkers, PcmCache, SingleFlight, content_key
 from tests.media.test_player import make_mp3, make_wav, peak_hz, tone
 
 KEY_A, KEY_B, KEY_C = (content_key(x) for x in ("a", "b", "c"))
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ProcessPoolExecutor]:
-    executor = make_decode_pool(1)
-    yield executor
-    executor.shutdown(wait=True, cancel_futures=True)
-
-
-@pytest.fixture
-async def workers(tmp_path: Path, pool: ProcessPoolExecutor) -> AsyncIterator[MediaWorkers]:
-    w = MediaWorkers(tmp_path / "cache", executor=pool)
-    yield w
-    await w.aclose()
 
 
 def test_content_key_is_unambiguous_hex() -> None:
@@ -122,7 +107,7 @@ async def test_no_store_decodes_without_touching_the_cache(tmp_path: Path, worke
     await workers.decode(mp3, store=False)
     await workers.decode(mp3, store=False)
     assert workers.stats.jobs == 2
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert list((tmp_path / "pcm").iterdir()) == []
 
 
 async def test_decode_errors_cross_the_process_boundary(workers: MediaWorkers) -> None:
