@@ -108,6 +108,7 @@ async def _serve(settings: Settings) -> None:
         instance_id=instance_id,
         realm=settings.sip_realm,
         clients=StaticClientSecrets(settings.sip_client_passwords),
+        digest_algorithms=settings.sip_digest_algorithms,
     )
     await sip.start()
     print(f"callplane: SIP on {sip_host}:{sip.local['UDP'][1]} (UDP and TCP)", flush=True)

@@ -36,10 +36,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Peer, int]]
             proc.wait_output(r"HTTP API on", timeout=30)
         except PeerError as exc:
             pytest.fail(f"callplane serve did not start: {exc}")
-        try:
-            wait_udp_bound(sip, timeout=5, peer=proc)
-        except PeerError:
-            pytest.skip("callplane serve does not run the SIP endpoint yet (issue 3 item 7 is not wired)")
+        wait_udp_bound(sip, timeout=5, peer=proc)
         wait_udp_bound(sip, timeout=5, peer=proc, proto="tcp")
         yield proc, sip
     finally:
@@ -77,15 +74,6 @@ def test_node_answers_unroutable_invite_404(peers: PeerGroup, node: tuple[Peer, 
     assert finals[0].to_tag == finals[1].to_tag
 
 
-REGISTRAR_DIGEST = pytest.mark.xfail(
-    strict=True,
-    reason="the node's registrar challenges SHA-256 first (DigestServer default order); SIPp 3.6.1 computes only MD5 "
-    "and stops at the first challenge, baresip 1.0 fails on any SHA-256 challenge: offer MD5 only, or MD5 first "
-    "for SIPp (baresip needs MD5 only)",
-)
-
-
-@REGISTRAR_DIGEST
 def test_node_registers_sipp(peers: PeerGroup, node: tuple[Peer, int]) -> None:
     need("sipp")
     _, port = node
@@ -95,7 +83,6 @@ def test_node_registers_sipp(peers: PeerGroup, node: tuple[Peer, int]) -> None:
     assert statuses == [401, 200, 200]
 
 
-@REGISTRAR_DIGEST
 def test_node_registers_baresip(peers: PeerGroup, node: tuple[Peer, int]) -> None:
     need("baresip")
     _, port = node

@@ -52,6 +52,12 @@ class Settings:
     http: str = _opt("127.0.0.1:8080", "HTTP", "HTTP API listen address")
     sip: str = _opt("127.0.0.1:5080", "SIP", "SIP listen address (UDP and TCP)")
     sip_realm: str = _opt("callplane", "SIP_REALM", "digest realm (and domain) of the registrar for Clients")
+    sip_digest: str = _opt(
+        "MD5",
+        "SIP_DIGEST",
+        "digest algorithms the registrar offers, in order (MD5, SHA-256); "
+        "several challenges break common phones, so MD5 alone is the default",
+    )
     sip_clients: str = _opt(
         "",
         "SIP_CLIENTS",
@@ -107,6 +113,13 @@ class Settings:
                 raise ConfigError(f"CALLPLANE_SIP_CLIENTS entries are login:password, got {item!r}")
             clients[login] = password
         return clients
+
+    @property
+    def sip_digest_algorithms(self) -> tuple[str, ...]:
+        names = tuple(n.strip().upper() for n in self.sip_digest.split(",") if n.strip())
+        if not names or any(n not in ("MD5", "SHA-256") for n in names):
+            raise ConfigError(f"CALLPLANE_SIP_DIGEST lists MD5 and/or SHA-256, got {self.sip_digest!r}")
+        return names
 
     @property
     def rtp_port_range(self) -> tuple[int, int]:

@@ -89,6 +89,7 @@ class SipService:
         instance_id: str,
         realm: str = "callplane",
         clients: ClientSecrets | None = None,
+        digest_algorithms: tuple[str, ...] = ("MD5",),
     ) -> None:
         self.db = db
         self.ids = ids
@@ -96,6 +97,9 @@ class SipService:
         self.instance_id = instance_id
         self.realm = realm
         self.clients = clients or StaticClientSecrets({})
+        # One challenge, MD5, by default: SIPp 3.6 answers only MD5 and baresip 1.0 fails when any SHA-256
+        # challenge is present, even beside an MD5 one (RFC 8760 order would be SHA-256 first).
+        self.digest_algorithms = digest_algorithms
         self.endpoint = SipEndpoint(ids=ids, host=host, port=port)
         self._ua: UserAgent | None = None
         self._registrar: Registrar | None = None
@@ -118,7 +122,7 @@ class SipService:
             # Shared by every node on this database, so a nonce issued by one node verifies on another.
             secret = self.ids.token(32)
             await node_settings.put_setting(self.db, NONCE_SECRET_KEY, secret)
-        digest = DigestServer(self.realm, bytes.fromhex(secret), self.ids)
+        digest = DigestServer(self.realm, bytes.fromhex(secret), self.ids, algorithms=self.digest_algorithms)
         self._registrar = Registrar(digest, self.ids)
         await self.endpoint.start()
         self._ua = UserAgent(self.ids, self.endpoint.local, tl=self.endpoint.layer, accept_register=True)
