@@ -1,15 +1,14 @@
 """Our side of a call in tests: SipEndpoint + UserAgent + MediaEngine on free loopback ports, joined by MediaCalls.
 
-``events`` / :meth:`MediaNode.next` give what MediaCalls handed on (SIP events, media events, ``CallDigit``)::
+``events`` / :meth:`MediaNode.wait_for` give what MediaCalls handed on (SIP events, media events, ``CallDigit``)::
 
     async with MediaNode() as node:
         mc = node.calls.invite(f"sip:svc@127.0.0.1:{port}", "sip:app@127.0.0.1")
-        await node.next(CallAnswered)
+        await node.wait_for(CallAnswered)
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, TypeVar
 
 from callplane.core.ids import IdSource
@@ -17,6 +16,7 @@ from callplane.engine.media_session import MediaCalls
 from callplane.media.aio import MediaEngine
 from callplane.sip.aio import SipEndpoint
 from callplane.sip.ua import UserAgent
+from tests.eventlog import EventLog
 
 __all__ = ["LOOPBACK", "MediaNode"]
 
@@ -24,14 +24,13 @@ LOOPBACK = "127.0.0.1"
 E = TypeVar("E")
 
 
-class MediaNode:
+class MediaNode(EventLog):
     """The node's call plumbing on 127.0.0.1 (SIP on a free port; RTP ports from ``port_range``)."""
 
     def __init__(self, *, port_range: tuple[int, int] = (40000, 60000), **calls_options: Any) -> None:
         self.port_range = port_range
         self.calls_options = calls_options
-        self.seen: list[object] = []
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        EventLog.__init__(self)
         self._endpoint: SipEndpoint | None = None
         self._media: MediaEngine | None = None
         self._calls: MediaCalls | None = None
@@ -86,20 +85,4 @@ class MediaNode:
         await self.close()
 
     def _on_event(self, event: object) -> None:
-        self.seen.append(event)
-        self._queue.put_nowait(event)
-
-    async def next(self, kind: type[E], timeout: float = 10.0) -> E:
-        """Skip events until one of ``kind`` arrives (fails the test with what was seen after ``timeout``)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            try:
-                event = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise AssertionError(f"no {kind.__name__} within {timeout} s; events: {self.seen}") from None
-            if isinstance(event, kind):
-                return event
-
-    def of(self, kind: type[E]) -> list[E]:
-        return [e for e in self.seen if isinstance(e, kind)]
+        self.record(event)

@@ -76,7 +76,7 @@ async def incoming_call(node: MediaNode, drv: UaDriver, raw: RawPeer, codecs: tu
     """The peer calls us offering ``codecs`` + 101 on ``raw``; we answer with MediaCalls."""
     offer = build_offer(LOOPBACK, raw.port, session_id="77", codecs=codecs)
     handle = drv.act(drv.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
-    incoming = await node.next(IncomingCall)
+    incoming = await node.wait_for(IncomingCall)
     assert isinstance(incoming, IncomingCall)
     mc = node.calls.answer(incoming)
     return handle, mc
@@ -94,7 +94,7 @@ async def test_answer_carries_leg_port_and_codec_and_rtp_flows(
     assert audio(answered.sdp) == (LOOPBACK, mc.port, (str(pt), "101"))
     assert answered.media is not None
     assert (answered.media.port, answered.media.payload_type, answered.media.telephone_event_pt) == (mc.port, pt, 101)
-    await node.next(CallConfirmed)
+    await node.wait_for(CallConfirmed)
 
     node.media.set_source(mc.leg_id, ToneSource([1000], None))
     packets = await rtp_sock.recv(3)
@@ -103,7 +103,7 @@ async def test_answer_carries_leg_port_and_codec_and_rtp_flows(
     assert source == (LOOPBACK, mc.port)  # symmetric: our RTP leaves from the port we advertised
 
     peer_ua.act(peer_ua.ua.bye, handle)
-    ended = await node.next(CallEnded)
+    ended = await node.wait_for(CallEnded)
     assert isinstance(ended, CallEnded) and ended.by == "remote"
     assert mc.leg_id not in node.media.core.legs and node.calls.get(handle) is None
     assert mc.port not in node.media.ports.in_use
@@ -113,7 +113,7 @@ async def test_offer_without_a_codec_we_carry_is_rejected_488(peer_ua: UaDriver,
     async with MediaNode(codecs=("PCMA",)) as node:
         offer = build_offer(LOOPBACK, rtp_sock.port, session_id="1", codecs=("PCMU",))
         peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
-        incoming = await node.next(IncomingCall)
+        incoming = await node.wait_for(IncomingCall)
         with pytest.raises(NegotiationError):
             node.calls.answer(incoming)
         failed = await peer_ua.wait_for(CallFailed)
@@ -125,13 +125,13 @@ async def test_late_offer_gets_our_offer_and_an_ack_without_answer_ends_the_call
     node: MediaNode, peer_ua: UaDriver
 ) -> None:
     peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", None)
-    incoming = await node.next(IncomingCall)
+    incoming = await node.wait_for(IncomingCall)
     assert isinstance(incoming, IncomingCall) and incoming.media is None
     mc = node.calls.answer(incoming)
     answered = await peer_ua.wait_for(CallAnswered)
     assert audio(answered.sdp) == (LOOPBACK, mc.port, ("0", "8", "101"))
     # This peer's ACK carries no answer (RFC 3261 §13.2.1 requires one): no media can flow, so we hang up.
-    confirmed = await node.next(CallConfirmed)
+    confirmed = await node.wait_for(CallConfirmed)
     assert isinstance(confirmed, CallConfirmed) and confirmed.media is None
     ended = await peer_ua.wait_for(CallEnded)
     assert ended.by == "remote"
@@ -143,11 +143,11 @@ async def test_peer_hold_stops_our_rtp_and_resume_restarts_it(
 ) -> None:
     handle, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
     await peer_ua.wait_for(CallAnswered)
-    await node.next(CallConfirmed)
+    await node.wait_for(CallConfirmed)
     await rtp_sock.recv(2)
 
     peer_ua.act(peer_ua.ua.hold, handle)  # re-INVITE a=sendonly: the peer will not listen to us
-    updated = await node.next(MediaUpdated)
+    updated = await node.wait_for(MediaUpdated)
     assert isinstance(updated, MediaUpdated) and updated.media.direction == "sendonly"
     reanswer = await peer_ua.wait_for(MediaUpdated)
     assert reanswer.media.direction == "recvonly" and reanswer.media.port == mc.port
@@ -158,7 +158,7 @@ async def test_peer_hold_stops_our_rtp_and_resume_restarts_it(
     assert leg.packets_sent == sent
 
     peer_ua.act(peer_ua.ua.resume, handle)
-    await node.next(MediaUpdated)
+    await node.wait_for(MediaUpdated)
     assert (mc.sending, leg.held) == (True, False)
     packets = await rtp_sock.recv(2)
     assert packets[-1].payload_type == 0
@@ -179,7 +179,7 @@ async def test_invite_offers_leg_port_and_sends_to_the_answer(
         SessionDescription.parse(incoming.sdp), LOOPBACK, rtp_sock.port, session_id="9", supported=("PCMA",)
     )
     peer_ua.act(peer_ua.ua.answer, incoming.call, answer)
-    await node.next(CallAnswered)
+    await node.wait_for(CallAnswered)
     assert mc.remote is not None and (mc.remote.port, mc.remote.codec) == (rtp_sock.port, "PCMA")
     packets = await rtp_sock.recv(2)
     assert {p.payload_type for p in packets} == {8}
@@ -188,7 +188,7 @@ async def test_invite_offers_leg_port_and_sends_to_the_answer(
     assert mc.leg_id not in node.media.core.legs and mc.port not in node.media.ports.in_use
     ended = await peer_ua.wait_for(CallEnded)
     assert ended.by == "remote"
-    await node.next(CallEnded)
+    await node.wait_for(CallEnded)
     assert len(node.calls) == 0
 
 
@@ -197,7 +197,7 @@ async def test_rejected_invite_closes_the_leg(node: MediaNode, peer_ua: UaDriver
     assert mc.leg_id in node.media.core.legs
     incoming = await peer_ua.expect(IncomingCall)
     peer_ua.act(peer_ua.ua.reject, incoming.call, 486)
-    failed = await node.next(CallFailed)
+    failed = await node.wait_for(CallFailed)
     assert isinstance(failed, CallFailed) and failed.status == 486
     assert mc.leg_id not in node.media.core.legs and mc.port not in node.media.ports.in_use
     assert len(node.calls) == 0
@@ -211,12 +211,12 @@ async def test_rfc4733_and_info_digits_surface_as_one_event(
 ) -> None:
     handle, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
     await peer_ua.wait_for(CallAnswered)
-    await node.next(CallConfirmed)
+    await node.wait_for(CallConfirmed)
     # RFC 4733 digit "5" from the peer's media socket: three progress packets, three end packets.
     for i, (end, duration) in enumerate([(False, 160), (False, 320), (False, 480), (True, 640), (True, 640)]):
         payload = bytes(dtmf.TelephoneEvent(dtmf.event_for_digit("5"), end, 10, duration))
         rtp_sock.send(rtp.build(101, 100 + i, 8000, 0x1234, payload, marker=i == 0), mc.port)
-    digit = await node.next(CallDigit)
+    digit = await node.wait_for(CallDigit)
     assert digit == CallDigit(handle, "5", 80, "rfc4733")
 
     # SIP INFO (application/dtmf-relay) in the dialog, sent by the peer's transaction layer.
@@ -224,9 +224,9 @@ async def test_rfc4733_and_info_digits_surface_as_one_event(
     assert dialog is not None
     info = dialog.create_request("INFO", body=b"Signal=#\r\nDuration=160\r\n", content_type="application/dtmf-relay")
     peer_ua.endpoint.send_request(info, Peer("UDP", LOOPBACK, node.port))
-    digit = await node.next(CallDigit)
+    digit = await node.wait_for(CallDigit)
     assert digit == CallDigit(handle, "#", 160, "info")
-    assert not any(isinstance(e, DtmfReceived) for e in node.seen)
+    assert not any(isinstance(e, DtmfReceived) for e in node.events)
 
 
 async def test_send_digits_goes_out_as_telephone_events(node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer) -> None:
@@ -257,15 +257,15 @@ async def test_our_hold_follows_the_peer_answer(
 ) -> None:
     handle, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
     await peer_ua.wait_for(CallAnswered)
-    await node.next(CallConfirmed)
+    await node.wait_for(CallConfirmed)
     node.calls.hold(mc.call, direction)
     offered = await peer_ua.wait_for(MediaUpdated)
     assert (offered.media.direction, offered.media.port) == (direction, mc.port)
-    update = await node.next(MediaUpdated)
+    update = await node.wait_for(MediaUpdated)
     assert update.media.direction == answered
     assert (mc.sending, node.media.leg(mc.leg_id).held) == (sending, not sending)
     node.calls.resume(mc.call)
-    update = await node.next(MediaUpdated)
+    update = await node.wait_for(MediaUpdated)
     assert update.media.direction == "sendrecv" and mc.sending
     assert handle == mc.call
 
@@ -276,7 +276,7 @@ async def test_no_free_rtp_port_rejects_503(peer_ua: UaDriver, rtp_sock: RawPeer
         node.media.create_leg()  # the only pair in the range
         offer = build_offer(LOOPBACK, rtp_sock.port, session_id="1")
         peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
-        incoming = await node.next(IncomingCall)
+        incoming = await node.wait_for(IncomingCall)
         with pytest.raises(MediaError):
             node.calls.answer(incoming)
         failed = await peer_ua.wait_for(CallFailed)
@@ -288,7 +288,7 @@ async def test_legacy_hold_address_keeps_the_latched_remote(
 ) -> None:
     handle, mc = await incoming_call(node, peer_ua, rtp_sock, ("PCMU",))
     await peer_ua.wait_for(CallAnswered)
-    await node.next(CallConfirmed)
+    await node.wait_for(CallConfirmed)
     leg = node.media.leg(mc.leg_id)
     assert mc.remote is not None and leg.remote == (LOOPBACK, rtp_sock.port)
     # RFC 2543 hold (c=0.0.0.0), as old phones send it in a re-INVITE: stop sending, forget no address.
@@ -314,7 +314,7 @@ async def test_g711_on_a_dynamic_payload_type_is_rejected_488(
         f"m=audio {rtp_sock.port} RTP/AVP 96\r\na=rtpmap:96 PCMU/8000\r\n"
     )
     peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
-    incoming = await node.next(IncomingCall)
+    incoming = await node.wait_for(IncomingCall)
     with pytest.raises(NegotiationError):
         node.calls.answer(incoming)
     failed = await peer_ua.wait_for(CallFailed)
@@ -325,9 +325,9 @@ async def test_hangup_while_ringing_cancels_and_closes_the_leg(node: MediaNode, 
     mc = node.calls.invite(f"sip:bob@{LOOPBACK}:{peer_ua.port}", f"sip:app@{LOOPBACK}")
     incoming = await peer_ua.expect(IncomingCall)
     peer_ua.act(peer_ua.ua.ring, incoming.call)
-    await node.next(CallProgress)
+    await node.wait_for(CallProgress)
     node.calls.hangup(mc.call)
     assert mc.leg_id not in node.media.core.legs and mc.port not in node.media.ports.in_use
     await peer_ua.wait_for(CallCancelled)
-    failed = await node.next(CallFailed)
+    failed = await node.wait_for(CallFailed)
     assert failed.status == 487 and len(node.calls) == 0

@@ -76,7 +76,7 @@ async def test_sipp_echoes_our_tone_through_a_call(peers: PeerGroup, codec: str,
     uas = peers.sipp("media_uas_echo", keys={"pt": str(pt), "codec": codec})
     async with MediaNode() as node:
         mc = node.calls.invite(f"sip:echo@{LOOPBACK}:{uas.port}", f"sip:app@{LOOPBACK}")
-        answered = await node.next(CallAnswered)
+        answered = await node.wait_for(CallAnswered)
         assert answered.media is not None and (answered.media.codec, answered.media.port) == (codec, uas.media_port)
         leg = node.media.leg(mc.leg_id)
         assert leg.payload_type == pt
@@ -84,12 +84,12 @@ async def test_sipp_echoes_our_tone_through_a_call(peers: PeerGroup, codec: str,
         node.media.add_sink(mc.leg_id, echoed)
         sent_before = leg.packets_sent
         node.media.set_source(mc.leg_id, ToneSource([1000.0], 2.0))
-        await node.next(SourceFinished)
+        await node.wait_for(SourceFinished)
         tone_frames = 100
         assert leg.packets_sent - sent_before >= tone_frames
         await asyncio.sleep(0.5)  # the last echoes are on their way back
         node.calls.hangup(mc.call)
-        await node.next(CallEnded)
+        await node.wait_for(CallEnded)
     await sipp_done(uas)
     invite = uas.messages(received=True)[0]
     assert f"m=audio {mc.port} RTP/AVP 0 8 101" in invite.body
@@ -105,10 +105,10 @@ async def test_sipp_rfc2833_captures_are_detected_once_each(peers: PeerGroup) ->
     need("sipp")
     async with MediaNode() as node:
         uac = peers.sipp("media_uac_dtmf", (LOOPBACK, node.port), service="app")
-        incoming = await node.next(IncomingCall)
+        incoming = await node.wait_for(IncomingCall)
         mc = node.calls.answer(incoming)
         assert mc.remote is not None and (mc.remote.port, mc.remote.telephone_event_pt) == (uac.media_port, 101)
-        ended = await node.next(CallEnded, timeout=15)
+        ended = await node.wait_for(CallEnded, timeout=15)
         assert ended.by == "remote"
         await sipp_done(uac)
         assert len(node.calls) == 0 and mc.leg_id not in node.media.core.legs
@@ -126,16 +126,16 @@ async def test_late_offer_answer_in_ack_and_our_tone_echoed(peers: PeerGroup) ->
     need("sipp")
     async with MediaNode() as node:
         uac = peers.sipp("media_uac_late_offer", (LOOPBACK, node.port), service="app")
-        incoming = await node.next(IncomingCall)
+        incoming = await node.wait_for(IncomingCall)
         assert incoming.sdp is None
         mc = node.calls.answer(incoming)
-        confirmed = await node.next(CallConfirmed)
+        confirmed = await node.wait_for(CallConfirmed)
         assert confirmed.media is not None and mc.remote == confirmed.media
         assert (mc.remote.port, mc.remote.codec) == (uac.media_port, "PCMU")
         echoed = FrameCollector()
         node.media.add_sink(mc.leg_id, echoed)
         node.media.set_source(mc.leg_id, ToneSource([700.0], 1.0))
-        ended = await node.next(CallEnded, timeout=15)
+        ended = await node.wait_for(CallEnded, timeout=15)
         assert ended.by == "remote"
         await sipp_done(uac)
     ok = next(m for m in uac.messages(received=True) if m.status == 200 and "m=audio" in m.body)
@@ -152,13 +152,13 @@ async def test_our_rfc4733_digits_come_back_from_sipp_echo(peers: PeerGroup) -> 
     uas = peers.sipp("media_uas_echo")
     async with MediaNode() as node:
         mc = node.calls.invite(f"sip:echo@{LOOPBACK}:{uas.port}", f"sip:app@{LOOPBACK}")
-        await node.next(CallAnswered)
+        await node.wait_for(CallAnswered)
         node.calls.send_digits(mc.call, "1234#*0")
-        sent = await node.next(DigitsSent)
+        sent = await node.wait_for(DigitsSent)
         assert sent.digits == "1234#*0"
         await asyncio.sleep(0.3)
         node.calls.hangup(mc.call)
-        await node.next(CallEnded)
+        await node.wait_for(CallEnded)
     await sipp_done(uas)
     # Our own events, echoed: the same SSRC and timestamps, so each digit is reported once.
     assert "".join(d.digit for d in node.of(CallDigit)) == "1234#*0"
@@ -240,13 +240,13 @@ def baresip(peers: PeerGroup, tmp: Path, *commands: str) -> Recorder:
 async def play_to_baresip(node: MediaNode, phone: Recorder, source: Source) -> None:
     """Call baresip, play ``source`` from the moment it answers, hang up when the source ends."""
     mc = node.calls.invite(f"sip:bob@{LOOPBACK}:{phone.sip_port}", f"sip:app@{LOOPBACK}")
-    answered = await node.next(CallAnswered)
+    answered = await node.wait_for(CallAnswered)
     assert answered.media is not None and answered.media.codec == "PCMU"
     node.media.set_source(mc.leg_id, source)
-    await node.next(SourceFinished, timeout=15)
+    await node.wait_for(SourceFinished, timeout=15)
     await asyncio.sleep(0.1)  # the last frames reach baresip before the BYE does
     node.calls.hangup(mc.call)
-    await node.next(CallEnded)
+    await node.wait_for(CallEnded)
     # The dump files are complete once baresip has torn the call down.
     await asyncio.to_thread(phone.peer.wait_output, r"terminated \(duration", 5.0)
 
@@ -291,15 +291,15 @@ async def test_baresip_records_our_tts_prompt(peers: PeerGroup, tmp_path: Path) 
 async def test_baresip_receives_our_rfc4733_digits(peers: PeerGroup, tmp_path: Path) -> None:
     async with MediaNode() as node:
         phone = baresip(peers, tmp_path, f"/dial sip:app@{LOOPBACK}:{node.port}")
-        incoming = await node.next(IncomingCall)
+        incoming = await node.wait_for(IncomingCall)
         assert incoming.media is not None and incoming.media.telephone_event_pt is not None
         mc = node.calls.answer(incoming)
-        await node.next(CallConfirmed)
+        await node.wait_for(CallConfirmed)
         node.calls.send_digits(mc.call, "1234#")
-        await node.next(DigitsSent)
+        await node.wait_for(DigitsSent)
         await asyncio.to_thread(phone.peer.wait_output, r"received event: '#' \(end=1\)", 5.0)
         node.calls.hangup(mc.call)
-        await node.next(CallEnded)
+        await node.wait_for(CallEnded)
     events = phone.received_events()
     assert [d for d, end in events if end] == ["1", "2", "3", "4", "#"]
     assert [d for d, end in events if not end] == ["1", "2", "3", "4", "#"]

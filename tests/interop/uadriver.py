@@ -24,6 +24,7 @@ from callplane.sip.registrar import InMemoryBindingStore, RegisterOutcome, Regis
 from callplane.sip.sdp import SessionDescription, answer_offer, build_offer
 from callplane.sip.transaction import TimerConfig
 from callplane.sip.ua import UserAgent
+from tests.eventlog import EventLog
 
 __all__ = ["RegistrarApp", "UaDriver", "answer_sdp", "offer_sdp"]
 
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 E = TypeVar("E")
 
 
-class UaDriver:
+class UaDriver(EventLog):
     """A UserAgent on ``host``:free port (UDP and TCP) behind a SipEndpoint. ``events`` collects what it reported."""
 
     def __init__(self, host: str = "127.0.0.1", *, timers: TimerConfig | None = None, **ua_options: Any) -> None:
@@ -40,8 +41,7 @@ class UaDriver:
         self.ua_options = ua_options
         self._ua: UserAgent | None = None
         self._ep: SipEndpoint | None = None
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        self.events: list[Event] = []
+        EventLog.__init__(self)
         self.on_event: Callable[[Event], None] | None = None
         self._sink: asyncio.DatagramTransport | None = None
 
@@ -93,8 +93,7 @@ class UaDriver:
         await self.close()
 
     def _on_event(self, event: Any) -> None:
-        self.events.append(event)
-        self._queue.put_nowait(event)
+        self.record(event)
         if self.on_event is not None:
             self.on_event(event)
 
@@ -103,31 +102,6 @@ class UaDriver:
         self.endpoint.flush()
 
     # test helpers --------------------------------------------------------------------------------------------------
-
-    async def expect(self, kind: type[E], timeout: float = 10.0) -> E:
-        """The next event, which must be of ``kind`` (other kinds fail the test with what was seen)."""
-        try:
-            event = await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"no {kind.__name__} within {timeout} s; events so far: {self.events}") from None
-        if not isinstance(event, kind):
-            raise AssertionError(f"expected {kind.__name__}, got {event!r}; events so far: {self.events}")
-        return event
-
-    async def wait_for(self, kind: type[E], timeout: float = 10.0) -> E:
-        """Skip events until one of ``kind`` arrives."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            try:
-                event = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise AssertionError(f"no {kind.__name__} within {timeout} s; events: {self.events}") from None
-            if isinstance(event, kind):
-                return event
-
-    def of(self, kind: type[E]) -> list[E]:
-        return [e for e in self.events if isinstance(e, kind)]
 
     def act(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> Any:
         """Call a UA method with ``now`` appended as keyword, then flush: ``drv.act(drv.ua.bye, handle)``."""
