@@ -125,17 +125,17 @@ async def test_sipp_registers_and_unregisters(peers: PeerGroup) -> None:
     assert (challenge.header("WWW-Authenticate") or "").startswith('Digest realm="callplane.test"')
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SIPp 3.6.1 computes only MD5 and gives up when the first challenge is SHA-256 (the DigestServer "
-    "default order); baresip 1.0 fails on any SHA-256 challenge. A registrar for such phones must offer MD5 only.",
-)
-async def test_sipp_registers_against_default_digest_algorithms(peers: PeerGroup) -> None:
+async def test_sipp_cannot_answer_a_sha256_first_challenge(peers: PeerGroup) -> None:
+    """Why the node challenges with MD5 alone by default (CALLPLANE_SIP_DIGEST): SIPp 3.6.1 computes only MD5 and
+    gives up when the first challenge is SHA-256 (RFC 8760 order); baresip 1.0 fails on any SHA-256 challenge."""
     need("sipp")
     async with UaDriver(accept_register=True) as drv:
-        RegistrarApp(drv, {"alice": "secret"})  # DigestServer's default algorithms
+        app = RegistrarApp(drv, {"alice": "secret"}, algorithms=("SHA-256", "MD5"))
         run = peers.sipp("uac_register", (LOOPBACK, drv.port), timeout=3.0)
-        assert await asyncio.to_thread(run.wait) == 0, run.report()
+        assert await asyncio.to_thread(run.wait) != 0
+        assert [o.response.status for o in app.outcomes] == [401]  # no second REGISTER ever came
+    challenges = run.messages(received=True)[0].headers("WWW-Authenticate")
+    assert [c.split("algorithm=")[1].split(",")[0].strip('"') for c in challenges] == ["SHA-256", "MD5"]
 
 
 # baresip ------------------------------------------------------------------------------------------------------------
