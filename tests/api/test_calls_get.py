@@ -157,3 +157,5 @@ async def test_openapi_describes_the_routes_and_list_parameters(one: Api) -> Non
     params = {p["name"] for p in doc["paths"]["/2012-04-24/Accounts/{AccountSid}/Calls"]["get"]["parameters"]}
     assert params >= {"AccountSid", "To", "From", "Status", "StartTime", "EndTime", "ParentCallSid", "SortBy"}
     assert params >= {"Page", "PageSize", "Limit", "AfterSid"}
+    assert doc["components"]["securitySchemes"]["basic"]["scheme"] == "basic"
+    assert doc["security"] == [{"basic": []}]

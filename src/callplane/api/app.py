@@ -9,6 +9,8 @@ Restcomm conventions handled here, before routing:
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -77,5 +79,22 @@ def create_app(db: Database, *, ids: IdSource | None = None, clock: Clock | None
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(RestcommFormat)
-    app.openapi_components = {"securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}}  # type: ignore[attr-defined]
+    _document_security(app)
     return app
+
+
+def _document_security(app: FastAPI) -> None:
+    """Every route but the OpenAPI document itself takes HTTP Basic (AccountSid or email : AuthToken)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "basic": {"type": "http", "scheme": "basic", "description": "AccountSid (or email) and AuthToken"}
+            }
+            schema["security"] = [{"basic": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
