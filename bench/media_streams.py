@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import math
@@ -264,6 +265,74 @@ class LoopSource:
         self.src.stop()
 
 
+async def baseline_main(args: argparse.Namespace) -> dict[str, Any]:
+    """The design the reference measured first and we did not take: one paced asyncio task per stream (as aiortp
+    does), each sleeping to its own drift-free deadline, encoding a tone frame and sending it; a DatagramProtocol per
+    stream decodes what arrives into a list (the recorder's work). Same peer, same measurements."""
+    loop = asyncio.get_running_loop()
+    n = args.streams
+    socks = bind_pairs(n)
+    frames = [g711.encode(f, 0) for f in (ToneSource([1000], None, 0.2).read() for _ in range(50)) if f]
+    received: list[list[bytes]] = [[] for _ in range(n)]
+
+    class Receiver(asyncio.DatagramProtocol):
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+            if len(data) > 12 and data[1] & 0x7F == 0:
+                received[self.i].append(g711.decode(data[12:], 0))
+
+    transports = []
+    for i, sock in enumerate(socks):
+        transport, _ = await loop.create_datagram_endpoint(functools.partial(Receiver, i), sock=sock)
+        transports.append(transport)
+    me = [sys.executable, __file__]
+    peer = await asyncio.create_subprocess_exec(
+        *me, "--role", "peer", "--streams", str(n), "--duration", str(args.duration),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert peer.stdin is not None and peer.stdout is not None
+    peer.stdin.write((json.dumps({"ports": [s.getsockname()[1] for s in socks]}) + "\n").encode())
+    await peer.stdin.drain()
+    peer_ports = json.loads(await peer.stdout.readline())["ports"]
+
+    async def stream(i: int, port: int) -> None:
+        transport, ssrc, seq, ts = transports[i], 0x5000 + i, 0, 0
+        start = loop.time()
+        k = 0
+        while True:
+            k += 1
+            delay = start + k * 0.020 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            header = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+            transport.sendto(header + frames[k % len(frames)], ("127.0.0.1", port))
+            seq, ts = seq + 1, ts + 160
+
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    tasks = [asyncio.create_task(stream(i, port)) for i, port in enumerate(peer_ports)]
+    out = await peer.stdout.readline()
+    wall = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await peer.wait()
+    for transport in transports:
+        transport.close()
+    result: dict[str, Any] = json.loads(out)
+    result.update(
+        {
+            "engine_cpu_pct": 100 * (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / wall,
+            "engine_sys_pct": 100 * (ru1.ru_stime - ru0.ru_stime) / wall,
+            "engine_received": sum(len(r) for r in received),
+        }
+    )
+    return result
+
+
 def machine() -> str:
     model = "?"
     try:
@@ -430,6 +499,11 @@ def main() -> None:
     )
     ap.add_argument("--role", choices=["engine", "peer", "api"], default="engine", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run the rejected design (one paced task per stream) with the same peer, and print the ratios",
+    )
     ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after setup")
     args = ap.parse_args()
     if args.streams is None:
@@ -442,9 +516,9 @@ def main() -> None:
     if args.role == "api":
         api_load_main(args.api_load, args.api_rate, args.duration)
         return
-    if args.loop == "uvloop":
-        import uvloop
+    import uvloop
 
+    if args.loop == "uvloop":
         result = uvloop.run(engine_main(args))
     else:
         result = asyncio.run(engine_main(args))
@@ -488,6 +562,20 @@ def main() -> None:
         a = result["api"]
         print(f"API load: {a['requests']} GETs ({a['rate']:.1f}/s), errors {a['errors']}, p50 {a['p50_ms']:.1f} ms, "
               f"p99 {a['p99_ms']:.1f} ms")  # fmt: skip
+    if args.baseline and args.streams and not args.conference:
+        runner = uvloop.run if args.loop == "uvloop" else asyncio.run
+        base = runner(baseline_main(args))
+        print(f"\nbaseline, same peer, same machine: one paced asyncio task per stream ({args.streams} streams)")
+        print(
+            f"  engine CPU {base['engine_cpu_pct']:.1f}% of one core; gap median {base['gap_median_ms']:.2f} / "
+            f"p99 {base['gap_p99_ms']:.2f} / max {base['gap_max_ms']:.2f} ms; "
+            f"worst drift {base['drift_worst_ms']:+.2f} ms; lost {base['lost']}"
+        )
+        print(
+            f"  ratios baseline / callplane: CPU {base['engine_cpu_pct'] / result['engine_cpu_pct']:.2f}x, "
+            f"p99 gap {base['gap_p99_ms'] / result['gap_p99_ms']:.2f}x, max gap {base['gap_max_ms'] / result['gap_max_ms']:.2f}x "
+            "(the baseline only encodes, sends and decodes: no jitter buffer, recorder, RTCP or latching)"
+        )
 
 
 if __name__ == "__main__":
