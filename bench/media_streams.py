@@ -573,7 +573,8 @@ def main() -> None:
         )
         print(
             f"  ratios baseline / callplane: CPU {base['engine_cpu_pct'] / result['engine_cpu_pct']:.2f}x, "
-            f"p99 gap {base['gap_p99_ms'] / result['gap_p99_ms']:.2f}x, max gap {base['gap_max_ms'] / result['gap_max_ms']:.2f}x "
+            f"p99 gap {base['gap_p99_ms'] / result['gap_p99_ms']:.2f}x, "
+            f"max gap {base['gap_max_ms'] / result['gap_max_ms']:.2f}x "
             "(the baseline only encodes, sends and decodes: no jitter buffer, recorder, RTCP or latching)"
         )
 
