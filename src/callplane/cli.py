@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _settings(args)
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if settings.log_level.upper() != "DEBUG":
+            logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step on every start
         if args.command == "serve":
             _run(_serve(settings))
         elif args.command == "migrate":
