@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Self
 
 from callplane.core.errors import SipError
 
@@ -164,6 +165,27 @@ def _without(params: Params, name: str) -> Params:
     return tuple((n, v) for n, v in params if n.lower() != lname)
 
 
+class _WithParams:
+    """Parameter accessors shared by the wire values that carry ``;name=value`` parameters (URI, Address, Via)."""
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    params: Params
+
+    def param(self, name: str) -> str | None:
+        """Value of a parameter (``None`` if absent or a flag); names compare case-insensitively."""
+        return _get(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        return _has(self.params, name)
+
+    def with_param(self, name: str, value: str | None = None) -> Self:
+        return replace(self, params=_with(self.params, name, value))
+
+    def without_param(self, name: str) -> Self:
+        return replace(self, params=_without(self.params, name))
+
+
 def _parse_hostport(text: str) -> tuple[str, int | None]:
     """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (RFC 3261 §25.1 hostport)."""
     if not text:
@@ -204,7 +226,7 @@ def _format_hostport(host: str, port: int | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class URI:
+class URI(_WithParams):
     """A ``sip:``, ``sips:`` (RFC 3261 §19.1) or ``tel:`` (RFC 3966) URI, or any other absoluteURI kept opaque.
 
     For ``tel:`` the number is in ``user`` and ``host`` is empty. ``headers`` is the raw text after ``?``. Other
@@ -282,19 +304,6 @@ class URI:
             out.append("?" + self.headers)
         return "".join(out)
 
-    def param(self, name: str) -> str | None:
-        """Value of a URI parameter (``None`` if absent or a flag)."""
-        return _get(self.params, name)
-
-    def has_param(self, name: str) -> bool:
-        return _has(self.params, name)
-
-    def with_param(self, name: str, value: str | None = None) -> URI:
-        return replace(self, params=_with(self.params, name, value))
-
-    def without_param(self, name: str) -> URI:
-        return replace(self, params=_without(self.params, name))
-
     @property
     def transport(self) -> str | None:
         """The ``transport`` parameter in upper case (RFC 3261 §19.1.4: parameter values compare case-insensitively)."""
@@ -334,7 +343,7 @@ def _quote(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Address:
+class Address(_WithParams):
     """name-addr / addr-spec with header parameters: From, To, Contact, Route, Record-Route (RFC 3261 §20.10, §25.1).
 
     ``display_name`` is unquoted (``None`` when absent). Serialisation always uses the ``<...>`` form.
@@ -411,12 +420,6 @@ class Address:
         """The ``tag`` parameter (RFC 3261 §19.3)."""
         return _get(self.params, "tag")
 
-    def param(self, name: str) -> str | None:
-        return _get(self.params, name)
-
-    def with_param(self, name: str, value: str | None = None) -> Address:
-        return replace(self, params=_with(self.params, name, value))
-
     def with_tag(self, tag: str) -> Address:
         return self.with_param("tag", tag)
 
@@ -428,7 +431,7 @@ _VIA_RE = re.compile(
 
 
 @dataclass(frozen=True, slots=True)
-class Via:
+class Via(_WithParams):
     """One Via value (RFC 3261 §20.42, §18.2.1; ``rport`` from RFC 3581).
 
     ``transport`` is upper-cased. Any token is accepted so that the caller can answer 400 for an unknown
@@ -459,18 +462,6 @@ class Via:
 
     def __str__(self) -> str:
         return f"{self.protocol}/{self.transport} {_format_hostport(self.host, self.port)}{format_params(self.params)}"
-
-    def param(self, name: str) -> str | None:
-        return _get(self.params, name)
-
-    def has_param(self, name: str) -> bool:
-        return _has(self.params, name)
-
-    def with_param(self, name: str, value: str | None = None) -> Via:
-        return replace(self, params=_with(self.params, name, value))
-
-    def without_param(self, name: str) -> Via:
-        return replace(self, params=_without(self.params, name))
 
     @property
     def branch(self) -> str | None:
