@@ -1,0 +1,265 @@
+"""One HTTP exchange with a developer's web server: RCML fetches and status callbacks share it.
+
+Theory of operation
+-------------------
+:class:`WebClient` wraps one :class:`httpx.AsyncClient` and performs :meth:`WebClient.request`: a GET or a POST
+carrying Restcomm's parameters (an ordered list of pairs: ``SipHeader_Diversion`` may repeat), under hard limits:
+
+* the connect phase has its own timeout (5 s) and the whole exchange, redirects included, a total one (10 s);
+* the body is streamed and abandoned past ``max_body`` (1 MiB), so a hostile server cannot fill memory;
+* redirects are followed by hand, at most ``max_redirects`` (5), **keeping the method and the parameters**
+  (httpx would turn a POST into a GET on 302/303, and Restcomm kept the method);
+* credentials embedded in the URL (``https://AC…:token@host/…``, as the Restcomm docs show) are sent as HTTP Basic
+  and are stripped from every URL we log or report; they are not forwarded to another host by a redirect;
+* a GET appends the parameters to the URL's own query string (Restcomm replaced it; keeping the developer's query
+  is deliberate, see docs/compatibility.md); a POST sends them form-encoded.
+
+Every failure is a :class:`FetchError` carrying the error code a Notification reports (Twilio/Restcomm numbering):
+
+======  =========================================================
+11100   the URL is not an absolute http(s) URL
+11200   the server answered with a status outside 2xx
+21402   the server answered 404 (Restcomm's "URL Not Found")
+11205   connection failure, or a timeout
+11206   the response broke HTTP
+11215   too many redirects
+11750   the response body is larger than the limit
+======  =========================================================
+
+:meth:`WebClient.request` never raises anything else, so one webhook cannot take a call or the node down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote, urlencode, urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from callplane.core.errors import WebhookError
+
+__all__ = [
+    "FetchError",
+    "Limits",
+    "Params",
+    "Reply",
+    "WebClient",
+    "is_web_url",
+    "redact",
+    "with_query",
+]
+
+log = logging.getLogger(__name__)
+
+Params = Sequence[tuple[str, str]]
+
+INVALID_URL = 11100
+HTTP_STATUS = 11200
+CONNECTION = 11205
+PROTOCOL = 11206
+TOO_MANY_REDIRECTS = 11215
+TOO_LARGE = 11750
+NOT_FOUND = 21402
+
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits of one exchange (issue 8: connect 5 s, total 10 s, body 1 MiB, 5 redirects)."""
+
+    connect_timeout: float = 5.0
+    total_timeout: float = 10.0
+    max_body: int = 1 << 20
+    max_redirects: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A 2xx answer. ``url`` is where it finally came from (after redirects, credentials stripped): relative URLs in
+    an RCML document resolve against it."""
+
+    url: str
+    status: int
+    content_type: str
+    body: bytes
+
+
+class FetchError(WebhookError):
+    """An exchange failed. ``code`` is the Notification error code; ``status`` the HTTP status, if one came back."""
+
+    def __init__(self, message: str, *, code: int, url: str, status: int | None = None, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.code = code
+        self.url = url
+        self.status = status
+        self.body = body
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a status callback should be tried again: timeouts, connection errors, 5xx and 429 (issue 8)."""
+        if self.code == CONNECTION:
+            return True
+        return self.status is not None and (self.status >= 500 or self.status == 429)
+
+
+def is_web_url(url: str) -> bool:
+    """An absolute http(s) URL with a host."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def redact(url: str) -> str:
+    """The URL without its userinfo (what logs, Notifications and relative-URL resolution see)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def with_query(url: str, params: Params) -> str:
+    """``url`` with ``params`` appended to its query string (order and repeats kept)."""
+    if not params:
+        return url
+    parts = urlsplit(url)
+    extra = urlencode(list(params))
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def _credentials(url: str) -> tuple[str, str] | None:
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    return unquote(parts.username), unquote(parts.password or "")
+
+
+class WebClient:
+    """The node's one HTTP client for developer web servers (connection pooling across calls)."""
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        user_agent: str = "callplane",
+    ) -> None:
+        self.limits = limits or Limits()
+        timeout = httpx.Timeout(self.limits.total_timeout, connect=self.limits.connect_timeout)
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            follow_redirects=False,
+            transport=transport,
+            headers={"User-Agent": user_agent},
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def request(self, url: str, method: str = "POST", params: Params = ()) -> Reply:
+        """Fetch ``url`` with ``params``; a :class:`Reply` for a 2xx, :class:`FetchError` for anything else."""
+        shown = redact(url)
+        method = method.upper()
+        if method not in ("GET", "POST") or not is_web_url(url):
+            raise FetchError(f"not an absolute http(s) URL or method: {method} {shown}", code=INVALID_URL, url=shown)
+        try:
+            async with asyncio.timeout(self.limits.total_timeout):
+                return await self._follow(url, method, params)
+        except TimeoutError:
+            raise FetchError(
+                f"{method} {shown}: no complete answer within {self.limits.total_timeout:g} s",
+                code=CONNECTION,
+                url=shown,
+            ) from None
+
+    async def _follow(self, url: str, method: str, params: Params) -> Reply:
+        auth = _credentials(url)
+        origin = urlsplit(url).netloc.rpartition("@")[2]
+        for _ in range(self.limits.max_redirects + 1):
+            shown = redact(url)
+            status, headers, body = await self._exchange(shown, method, params, auth)
+            if status in _REDIRECTS and "location" in headers:
+                target = urljoin(shown, headers["location"])
+                if not is_web_url(target):
+                    raise FetchError(f"{method} {shown}: redirect to {target!r}", code=PROTOCOL, url=shown)
+                if urlsplit(target).netloc.rpartition("@")[2] != origin:
+                    auth = _credentials(target)  # never forward one host's credentials to another
+                url = target
+                continue
+            if status == 404:
+                raise FetchError(f"URL Not Found : {shown} (HTTP 404)", code=NOT_FOUND, url=shown, status=404)
+            if not 200 <= status < 300:
+                raise FetchError(
+                    f"{method} {shown}: HTTP {status}", code=HTTP_STATUS, url=shown, status=status, body=body
+                )
+            content_type = headers.get("content-type", "")
+            return Reply(url=shown, status=status, content_type=content_type, body=body)
+        raise FetchError(
+            f"{method} {redact(url)}: more than {self.limits.max_redirects} redirects",
+            code=TOO_MANY_REDIRECTS,
+            url=redact(url),
+        )
+
+    async def _exchange(
+        self, url: str, method: str, params: Params, auth: tuple[str, str] | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        if method == "GET":
+            request = self._client.build_request("GET", with_query(url, params))
+        else:
+            request = self._client.build_request(
+                "POST",
+                url,
+                content=urlencode(list(params)).encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8"},
+            )
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            request.headers["Authorization"] = f"Basic {token}"
+        try:
+            response = await self._client.send(request, stream=True)
+            try:
+                declared = response.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > self.limits.max_body:
+                    raise FetchError(
+                        f"{method} {url}: body of {declared} bytes is over {self.limits.max_body}",
+                        code=TOO_LARGE,
+                        url=url,
+                        status=response.status_code,
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.limits.max_body:
+                        raise FetchError(
+                            f"{method} {url}: body over {self.limits.max_body} bytes",
+                            code=TOO_LARGE,
+                            url=url,
+                            status=response.status_code,
+                        )
+                    chunks.append(chunk)
+            finally:
+                await response.aclose()
+        except FetchError:
+            raise
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.ProxyError) as e:
+            raise FetchError(f"{method} {url}: {type(e).__name__}: {e}", code=CONNECTION, url=url) from None
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
+            raise FetchError(f"{method} {url}: {type(e).__name__}: {e}", code=PROTOCOL, url=url) from None
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return response.status_code, headers, b"".join(chunks)

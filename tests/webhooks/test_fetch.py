@@ -1,0 +1,149 @@
+"""WebClient against a real HTTP server on loopback: methods, parameters, credentials, redirects, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+
+import pytest
+
+from callplane.webhooks import fetch
+from callplane.webhooks.fetch import FetchError, Limits, WebClient, redact, with_query
+from tests.webapp import Answer, WebApp
+
+RCML = "<Response><Say>Hello.</Say></Response>"
+PARAMS = (("CallSid", "CA1"), ("SipHeader_Diversion", "<tel:+1>;a=1"), ("SipHeader_Diversion", "<tel:+2>"))
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[WebApp]:
+    async with WebApp() as a:
+        yield a
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[WebClient]:
+    c = WebClient(Limits(connect_timeout=1.0, total_timeout=1.5, max_body=1000, max_redirects=2))
+    yield c
+    await c.close()
+
+
+async def test_post_sends_form_parameters_in_order_with_repeats(app: WebApp, client: WebClient) -> None:
+    app.route("/rcml", Answer.xml(RCML))
+    reply = await client.request(app.url("/rcml"), "POST", PARAMS)
+    assert reply.status == 200
+    assert reply.content_type == "application/xml"
+    assert reply.body == RCML.encode()
+    (seen,) = app.requests("/rcml")
+    assert seen.method == "POST"
+    assert seen.form == list(PARAMS)
+    assert seen.headers["content-type"] == "application/x-www-form-urlencoded; charset=UTF-8"
+
+
+async def test_get_appends_parameters_to_the_existing_query(app: WebApp, client: WebClient) -> None:
+    app.route("/rcml", Answer.xml(RCML))
+    await client.request(app.url("/rcml") + "?app=7", "get", PARAMS)
+    (seen,) = app.requests("/rcml")
+    assert seen.method == "GET"
+    assert seen.query == [("app", "7"), *PARAMS]
+    assert seen.body == b""
+
+
+async def test_credentials_in_the_url_become_basic_auth_and_are_redacted(app: WebApp, client: WebClient) -> None:
+    app.route("/rcml", Answer.xml(RCML))
+    url = app.url("/rcml", userinfo="ACabc:s%3Acret")
+    reply = await client.request(url, "POST", ())
+    (seen,) = app.requests("/rcml")
+    assert seen.headers["authorization"] == "Basic " + base64.b64encode(b"ACabc:s:cret").decode()
+    assert "ACabc" not in reply.url
+    assert redact(url) == app.url("/rcml")
+
+
+async def test_redirects_keep_method_and_parameters(app: WebApp, client: WebClient) -> None:
+    app.route("/old", Answer.redirect("/new", status=302))
+    app.route("/new", Answer.xml(RCML))
+    reply = await client.request(app.url("/old"), "POST", PARAMS)
+    assert reply.url == app.url("/new")
+    assert [(s.method, s.path, s.form) for s in app.seen] == [
+        ("POST", "/old", list(PARAMS)),
+        ("POST", "/new", list(PARAMS)),
+    ]
+
+
+async def test_too_many_redirects(app: WebApp, client: WebClient) -> None:
+    app.route("/loop", Answer.redirect("/loop"))
+    with pytest.raises(FetchError) as err:
+        await client.request(app.url("/loop"), "POST", ())
+    assert err.value.code == fetch.TOO_MANY_REDIRECTS
+    assert len(app.requests("/loop")) == 3  # the first try and two redirects
+
+
+async def test_redirect_to_another_host_drops_the_credentials(app: WebApp, client: WebClient) -> None:
+    other = f"http://localhost:{app.port}/new"
+    app.route("/old", Answer.redirect(other))
+    app.route("/new", Answer.xml(RCML))
+    await client.request(app.url("/old", userinfo="AC1:tok"), "GET", ())
+    first, second = app.seen
+    assert "authorization" in first.headers
+    assert "authorization" not in second.headers
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "status", "retryable"),
+    [
+        (Answer(404), fetch.NOT_FOUND, 404, False),
+        (Answer(500), fetch.HTTP_STATUS, 500, True),
+        (Answer(503), fetch.HTTP_STATUS, 503, True),
+        (Answer(429), fetch.HTTP_STATUS, 429, True),
+        (Answer(403), fetch.HTTP_STATUS, 403, False),
+        (Answer(200, b"x" * 1001), fetch.TOO_LARGE, 200, False),
+    ],
+)
+async def test_failures_carry_their_notification_code(
+    app: WebApp, client: WebClient, answer: Answer, code: int, status: int, retryable: bool
+) -> None:
+    app.route("/x", answer)
+    with pytest.raises(FetchError) as err:
+        await client.request(app.url("/x"), "POST", ())
+    assert (err.value.code, err.value.status, err.value.retryable) == (code, status, retryable)
+
+
+async def test_a_hung_server_times_out_within_the_total_limit(app: WebApp, client: WebClient) -> None:
+    app.route("/slow", Answer(200, b"late", delay=5.0))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(FetchError) as err:
+        await client.request(app.url("/slow"), "POST", ())
+    assert err.value.code == fetch.CONNECTION and err.value.retryable
+    assert loop.time() - started < 3.0
+
+
+async def test_connection_refused(client: WebClient) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(FetchError) as err:
+        await client.request(f"http://127.0.0.1:{port}/x", "POST", ())
+    assert err.value.code == fetch.CONNECTION
+
+
+@pytest.mark.parametrize("url", ["ftp://h/x", "/relative", "http:///nohost", "not a url", "file:///etc/passwd"])
+async def test_invalid_urls(client: WebClient, url: str) -> None:
+    with pytest.raises(FetchError) as err:
+        await client.request(url, "POST", ())
+    assert err.value.code == fetch.INVALID_URL
+
+
+async def test_invalid_method(client: WebClient) -> None:
+    with pytest.raises(FetchError) as err:
+        await client.request("http://127.0.0.1/x", "PUT", ())
+    assert err.value.code == fetch.INVALID_URL
+
+
+def test_with_query() -> None:
+    assert with_query("http://h/p", ()) == "http://h/p"
+    assert with_query("http://h/p?a=1#frag", (("b", "2 3"),)) == "http://h/p?a=1&b=2+3"
