@@ -43,6 +43,12 @@ class IdSource:
         """``ID<instance>-CA<32 hex>``: the owner node is readable from the sid (restcomm-behaviour §1.4)."""
         return f"{instance_id}-CA{self.hex(16)}"
 
+    def notification_sid(self) -> str:
+        return "NO" + self.hex(16)
+
+    def recording_sid(self) -> str:
+        return "RE" + self.hex(16)
+
     # SIP ------------------------------------------------------------------------------------
     def branch(self) -> str:
         """RFC 3261 §8.1.1.7: branch ids start with the magic cookie."""

@@ -98,3 +98,56 @@ settings_kv = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("sid", String(34), primary_key=True),
+    Column("account_sid", String(34), ForeignKey("accounts.sid"), nullable=False),
+    Column("call_sid", String(200), nullable=True),
+    Column("date_created", BigInteger, nullable=False),
+    Column("api_version", String(16), nullable=False, server_default="2012-04-24"),
+    Column("log", Integer, nullable=False),  # 0 error, 1 warning (Restcomm)
+    Column("error_code", Integer, nullable=False),
+    Column("more_info", Text, nullable=False, server_default=""),
+    Column("message_text", Text, nullable=False),
+    Column("request_url", Text, nullable=False, server_default=""),
+    Column("request_method", String(8), nullable=False, server_default=""),
+    Column("request_variables", Text, nullable=False, server_default=""),
+    Column("response_headers", Text, nullable=False, server_default=""),
+    Column("response_body", Text, nullable=False, server_default=""),
+    Index("ix_notifications_account_date", "account_sid", "date_created", "sid"),
+    Index("ix_notifications_call", "call_sid", "date_created"),
+)
+
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("sid", String(34), primary_key=True),
+    Column("account_sid", String(34), ForeignKey("accounts.sid"), nullable=False),
+    Column("call_sid", String(200), nullable=False),
+    Column("date_created", BigInteger, nullable=False),
+    Column("duration", BigInteger, nullable=False),  # milliseconds
+    Column("api_version", String(16), nullable=False, server_default="2012-04-24"),
+    Column("file", String(256), nullable=False),  # relative to DATA/recordings
+    Index("ix_recordings_account_date", "account_sid", "date_created", "sid"),
+    Index("ix_recordings_call", "call_sid", "date_created"),
+)
+
+# Status callbacks waiting for delivery (webhooks.outbox): rows of one call leave in id order.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("instance_id", String(34), nullable=False),
+    Column("call_sid", String(200), nullable=False),
+    Column("account_sid", String(34), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("params", Text, nullable=False),  # JSON list of [name, value] pairs
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_at", BigInteger, nullable=False),  # epoch microseconds
+    Column("date_created", BigInteger, nullable=False),
+    Index("ix_outbox_call", "call_sid", "id"),
+    Index("ix_outbox_instance_due", "instance_id", "next_at"),
+)

@@ -1,0 +1,120 @@
+"""The status-callback outbox: rows written with the call-state change that caused them, drained in id order.
+
+``enqueue`` takes the caller's connection, so the engine writes a callback in the *same transaction* as the call
+record it reports: a crash can lose neither without the other. The delivery worker (``webhooks.outbox``) reads only
+the heads (per call, the lowest pending id) of its own node's rows, so each call's callbacks leave in order and a
+restarted node resumes where it stopped. Delivered or abandoned rows are deleted: the Notification written for a
+failure is the lasting record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from callplane.store.db import Database
+from callplane.store.schema import webhook_outbox as t
+
+__all__ = ["OutboxRow", "TableOutbox", "enqueue"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    call_sid: str
+    account_sid: str
+    url: str
+    method: str
+    params: tuple[tuple[str, str], ...]
+    attempts: int
+
+
+def _us(seconds: float) -> int:
+    return int(seconds * 1_000_000)
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    *,
+    instance_id: str,
+    call_sid: str,
+    account_sid: str,
+    url: str,
+    method: str,
+    params: Sequence[tuple[str, str]],
+    now: float,
+) -> None:
+    """Queue one callback inside the caller's transaction (``now``: wall-clock epoch seconds)."""
+    await conn.execute(
+        insert(t).values(
+            instance_id=instance_id,
+            call_sid=call_sid,
+            account_sid=account_sid,
+            url=url,
+            method=method,
+            params=orjson.dumps([list(p) for p in params]).decode(),
+            attempts=0,
+            next_at=_us(now),
+            date_created=_us(now),
+        )
+    )
+
+
+class TableOutbox:
+    """The database side of ``webhooks.outbox.OutboxStore`` for one node (rows of other nodes are theirs)."""
+
+    def __init__(self, db: Database, instance_id: str) -> None:
+        self.db = db
+        self.instance_id = instance_id
+
+    def _heads(self) -> Select[Any]:
+        first = (
+            select(func.min(t.c.id)).where(t.c.instance_id == self.instance_id).group_by(t.c.call_sid).scalar_subquery()
+        )
+        return select(t).where(t.c.id.in_(first))
+
+    async def due(self, now: float, limit: int, exclude: frozenset[str]) -> list[OutboxRow]:
+        stmt = self._heads().where(t.c.next_at <= _us(now))
+        if exclude:
+            stmt = stmt.where(t.c.call_sid.not_in(sorted(exclude)))
+        stmt = stmt.order_by(t.c.next_at, t.c.id).limit(limit)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [
+            OutboxRow(
+                id=r["id"],
+                call_sid=r["call_sid"],
+                account_sid=r["account_sid"],
+                url=r["url"],
+                method=r["method"],
+                params=tuple((str(k), str(v)) for k, v in orjson.loads(r["params"])),
+                attempts=r["attempts"],
+            )
+            for r in rows
+        ]
+
+    async def next_due(self) -> float | None:
+        heads = self._heads().subquery()
+        async with self.db.read() as conn:
+            value = (await conn.execute(select(func.min(heads.c.next_at)))).scalar_one_or_none()
+        return None if value is None else value / 1_000_000
+
+    async def remove(self, row_id: int) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(delete(t).where(t.c.id == row_id))
+
+    async def reschedule(self, row_id: int, attempts: int, next_at: float) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(update(t).where(t.c.id == row_id).values(attempts=attempts, next_at=_us(next_at)))
+
+    async def pending(self, call_sid: str | None = None) -> int:
+        stmt = select(func.count()).select_from(t).where(t.c.instance_id == self.instance_id)
+        if call_sid is not None:
+            stmt = stmt.where(t.c.call_sid == call_sid)
+        async with self.db.read() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
