@@ -9,6 +9,7 @@ Restcomm conventions handled here, before routing:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -20,9 +21,10 @@ from callplane import __version__
 from callplane.core.clock import Clock, SystemClock
 from callplane.core.errors import ApiError
 from callplane.core.ids import IdSource
+from callplane.engine.control import CallControl
 from callplane.store.db import Database
 
-from . import accounts, calls
+from . import accounts, call_control, calls, notifications, recordings
 from .auth import Authenticator
 from .errors import api_error_handler, http_error_handler, unexpected_error_handler
 from .formats import API_VERSION
@@ -60,7 +62,16 @@ def _operation_id(route: APIRoute) -> str:
     return f"{prefix}{route.name}"
 
 
-def create_app(db: Database, *, ids: IdSource | None = None, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    db: Database,
+    *,
+    ids: IdSource | None = None,
+    clock: Clock | None = None,
+    control: CallControl | None = None,
+    recordings_dir: Path | None = None,
+) -> FastAPI:
+    """The API over ``db``. ``control`` is the call engine (POST Calls answers 503 without one); recordings are
+    served from ``recordings_dir``."""
     ids = ids or IdSource()
     clock = clock or SystemClock()
     app = FastAPI(
@@ -75,6 +86,9 @@ def create_app(db: Database, *, ids: IdSource | None = None, clock: Clock | None
     for prefix in PREFIXES:
         app.include_router(accounts.build_router(db, auth, ids, clock), prefix=prefix)
         app.include_router(calls.build_router(db, auth), prefix=prefix)
+        app.include_router(call_control.build_router(auth, control), prefix=prefix)
+        app.include_router(recordings.build_router(db, auth, recordings_dir), prefix=prefix)
+        app.include_router(notifications.build_router(db, auth), prefix=prefix)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)

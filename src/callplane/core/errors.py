@@ -8,6 +8,7 @@
     ├── MediaError             callplane.media
     ├── RcmlError              callplane.rcml (carries a Restcomm error code)
     ├── WebhookError           callplane.webhooks
+    ├── EngineError            callplane.engine (carries the HTTP status the API answers with)
     ├── StoreError             callplane.store
     │   ├── NotFound
     │   └── Conflict
@@ -47,6 +48,17 @@ class RcmlError(CallplaneError):
 
 class WebhookError(CallplaneError):
     """Root of the webhook layer."""
+
+
+class EngineError(CallplaneError):
+    """Root of the call engine's refusals (an unknown client, no route, a call that has ended...).
+
+    ``status`` is the HTTP status the API maps the refusal to; ``code`` a Twilio/Restcomm error code."""
+
+    def __init__(self, message: str, status: int = 400, code: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 class StoreError(CallplaneError):
