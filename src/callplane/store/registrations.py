@@ -85,3 +85,19 @@ async def purge(db: Database, now: float) -> int:
     async with db.write() as conn:
         result = await conn.execute(delete(registrations).where(registrations.c.expires_at <= _us(now)))
     return int(result.rowcount)
+
+
+async def lookup_login(db: Database, login: str, now: float) -> list[BindingRow]:
+    """Unexpired bindings of a Client login in any domain (``client:alice`` rings every one), oldest first."""
+    prefix = f"sip:{login}@"
+    stmt = (
+        select(registrations)
+        .where(
+            registrations.c.aor >= prefix,
+            registrations.c.aor < prefix[:-1] + chr(ord("@") + 1),
+            registrations.c.expires_at > _us(now),
+        )
+        .order_by(registrations.c.expires_at, registrations.c.contact)
+    )
+    async with db.read() as conn:
+        return [_binding(m) for m in (await conn.execute(stmt)).mappings()]

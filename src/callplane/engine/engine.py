@@ -1,0 +1,495 @@
+"""The call engine: API calls become SIP calls, SIP events become call records and status callbacks.
+
+Theory of operation
+-------------------
+:class:`CallEngine` implements :class:`~callplane.engine.control.CallControl`. ``place`` turns a validated
+request into one :class:`LiveCall` per destination (``client:`` rings every registration), writes each record as
+``queued`` and sends the INVITEs through :class:`~callplane.engine.media_session.MediaCalls`, which gives every
+call an RTP leg. From then on the engine is driven by events (:meth:`CallEngine.on_event`, fed by MediaCalls):
+
+* ``CallProgress`` 180/183 -> ``ringing``; ``CallAnswered`` -> ``in-progress`` and the RCML script starts;
+* ``CallFailed`` -> ``busy`` (486/600/603), ``no-answer`` (our ring timeout, 408, 480), ``canceled`` (the API
+  canceled it) or ``failed`` (anything else);
+* ``CallEnded`` -> ``completed`` with ``duration = ceil(end - answer)``;
+* digits and media events go to the call's script.
+
+Every state change goes through :mod:`.callstate` (one table) and is persisted by the :class:`RecordWriter` as a
+conditional update, together with the status callback it fires (queued in the outbox in the same transaction).
+Nothing here blocks: store writes and webhook deliveries are tasks; SIP and media calls are synchronous sans-IO
+steps behind MediaCalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from callplane.core.clock import Clock
+from callplane.core.errors import EngineError
+from callplane.core.ids import IdSource
+from callplane.engine import media_session
+from callplane.engine.callstate import CallState, IllegalTransition, is_live, step
+from callplane.engine.control import CallEnded, CallRequest, CallUpdate, NoRoute, UnknownCall, UnknownClient
+from callplane.engine.media_session import MediaCalls
+from callplane.engine.params import CallFacts, status_params
+from callplane.engine.writer import Callback, RecordWriter, Write
+from callplane.sip import events as sip
+from callplane.sip.digest import Credentials
+from callplane.sip.headers import URI
+from callplane.store import calls as store_calls
+from callplane.store import registrations
+from callplane.store.calls import CallRecord
+from callplane.store.db import Database, to_us
+
+__all__ = ["CallEngine", "EngineConfig", "LiveCall", "Script", "ScriptFactory"]
+
+log = logging.getLogger("callplane.engine")
+
+BUSY = {486, 600, 603}
+NO_ANSWER = {408, 480}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    instance_id: str
+    domain: str  # host part of the From URI we send: sip:{From}@{domain}
+    outbound_proxy: str | None = None  # sip:host[:port][;transport=tcp], where numbers go
+    outbound_username: str | None = None
+    outbound_password: str | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    recordings_dir: Path = Path("var/recordings")
+    api_version: str = "2012-04-24"
+
+
+class Script(Protocol):
+    """What runs a call's RCML once it is answered (see :mod:`.script`)."""
+
+    def start(self) -> None: ...
+
+    def redirect(self, url: str, method: str, fallback_url: str | None, fallback_method: str) -> None: ...
+
+    def on_digit(self, digit: str) -> None: ...
+
+    def on_media_event(self, event: object) -> None: ...
+
+    def ended(self) -> None: ...
+
+
+ScriptFactory = Callable[["LiveCall"], Script]
+
+
+@dataclass(eq=False)
+class LiveCall:
+    """One call this node is running (mutable; owned by the engine)."""
+
+    facts: CallFacts
+    request: CallRequest
+    target: str
+    to_uri: str
+    state: CallState = CallState.QUEUED
+    handle: str | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    end_reason: str | None = None  # an event we caused: "no_answer" (ring timeout) or "cancel" (API)
+    timer: asyncio.TimerHandle | None = None
+    script: Script | None = None
+    status_callback: str | None = None
+    status_callback_method: str = "POST"
+    events: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def sid(self) -> str:
+        return self.facts.sid
+
+    @property
+    def account_sid(self) -> str:
+        return self.facts.account_sid
+
+
+def user_part(value: str) -> str:
+    """What the call record shows for a destination: the user of a SIP URI, the login of ``client:``, a number."""
+    if value.startswith("client:"):
+        return value[len("client:") :]
+    if value.startswith(("sip:", "sips:")) or "@" in value:
+        try:
+            uri = URI.parse(value if value.startswith(("sip:", "sips:")) else "sip:" + value)
+        except ValueError:
+            return value
+        return uri.user or uri.host
+    return value
+
+
+def split_headers(to: str) -> tuple[str, list[tuple[str, str]]]:
+    """``client:alice?X-a=1&b=2`` -> (``client:alice``, [("X-a", "1"), ("X-b", "2")]) (restcomm-behaviour §2.2)."""
+    dest, sep, query = to.partition("?")
+    headers: list[tuple[str, str]] = []
+    if sep:
+        for part in filter(None, query.split("&")):
+            name, _, value = part.partition("=")
+            name = name.strip()
+            if not name or any(c in name + value for c in "\r\n"):
+                raise EngineError(f"To has an invalid custom header {part!r}", 400, 21210)
+            headers.append((name if name[:2].upper() == "X-" else "X-" + name, value))
+    return dest.strip(), headers
+
+
+class CallEngine:
+    """The node's call engine (CallControl for the API, event sink for MediaCalls)."""
+
+    def __init__(
+        self,
+        db: Database,
+        ids: IdSource,
+        clock: Clock,
+        media: MediaCalls,
+        config: EngineConfig,
+        *,
+        writer: RecordWriter,
+        script_factory: ScriptFactory | None = None,
+    ) -> None:
+        self.db = db
+        self.ids = ids
+        self.clock = clock
+        self.media = media
+        self.config = config
+        self.writer = writer
+        self.script_factory = script_factory
+        self._calls: dict[str, LiveCall] = {}
+        self._by_handle: dict[str, LiveCall] = {}
+        self.placed = 0
+
+    # -- lookups --------------------------------------------------------------------------------------------
+    def live(self, sid: str) -> LiveCall | None:
+        return self._calls.get(sid)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def leg_of(self, call: LiveCall) -> str | None:
+        mc = self.media.get(call.handle) if call.handle is not None else None
+        return mc.leg_id if mc is not None else None
+
+    # -- CallControl ----------------------------------------------------------------------------------------
+    async def place(self, request: CallRequest) -> list[CallRecord]:
+        dest, custom = split_headers(request.to)
+        targets = await self._targets(dest)
+        now = self.clock.wall()
+        records: list[CallRecord] = []
+        calls: list[LiveCall] = []
+        for target, to_uri in targets:
+            sid = self.ids.call_sid(self.config.instance_id)
+            facts = CallFacts(
+                sid=sid,
+                instance_id=self.config.instance_id,
+                account_sid=request.account_sid,
+                from_=user_part(request.from_),
+                to=user_part(dest),
+                direction="outbound-api",
+                created=now,
+                caller_name=user_part(request.from_),
+            )
+            call = LiveCall(
+                facts,
+                request,
+                target,
+                to_uri,
+                status_callback=request.status_callback,
+                status_callback_method=request.status_callback_method,
+                events=frozenset(request.status_callback_events),
+            )
+            calls.append(call)
+            records.append(
+                CallRecord(
+                    sid=sid,
+                    instance_id=self.config.instance_id,
+                    account_sid=request.account_sid,
+                    date_created=now,
+                    date_updated=now,
+                    to=facts.to,
+                    from_=facts.from_,
+                    status="queued",
+                    direction="outbound-api",
+                    api_version=request.api_version,
+                    caller_name=facts.caller_name,
+                )
+            )
+        await store_calls.insert_many(self.db, records)
+        for call in calls:
+            self._calls[call.sid] = call
+            self._dial(call, custom)
+        self.placed += len(calls)
+        return records
+
+    async def modify(self, account_sid: str, call_sid: str, update: CallUpdate) -> CallRecord:
+        call = self._calls.get(call_sid)
+        if call is None or call.account_sid != account_sid:
+            record = await store_calls.get(self.db, call_sid)
+            if record is None or record.account_sid != account_sid:
+                raise UnknownCall(call_sid)
+            if not is_live(record.status):
+                raise CallEnded(call_sid, record.status)
+            raise EngineError(
+                f"Call {call_sid} is {record.status} on node {record.instance_id}, "
+                f"not on this one ({self.config.instance_id})",
+                409,
+                21220,
+            )
+        if update.status_callback is not None:
+            call.status_callback = update.status_callback
+            call.status_callback_method = update.status_callback_method
+        if update.mute is not None and call.state is CallState.IN_PROGRESS:
+            leg = self.leg_of(call)
+            if leg is not None:
+                self.media.media.mute(leg, update.mute)
+        pending: asyncio.Future[bool] | None = None
+        if update.status == "completed" or (
+            update.status == "canceled" and call.state in (CallState.QUEUED, CallState.INITIATED, CallState.RINGING)
+        ):
+            pending = self._hang_up(call, "cancel")
+        elif update.url is not None:
+            if call.state is CallState.IN_PROGRESS and call.script is not None:
+                call.script.redirect(update.url, update.method, update.fallback_url, update.fallback_method)
+            elif not call.state.final:
+                # Not answered yet: the new document is the one fetched on answer.
+                call.request = replace(
+                    call.request,
+                    url=update.url,
+                    method=update.method,
+                    fallback_url=update.fallback_url,
+                    fallback_method=update.fallback_method,
+                )
+        if pending is not None:
+            await pending
+        record = await store_calls.get(self.db, call_sid)
+        if record is None:
+            raise UnknownCall(call_sid)
+        return record
+
+    # -- placing --------------------------------------------------------------------------------------------
+    async def _targets(self, dest: str) -> list[tuple[str, str]]:
+        """(Request-URI, To URI) per leg."""
+        if dest.startswith("client:"):
+            login = dest[len("client:") :]
+            if not login or ":" in login:
+                raise EngineError(f"{dest!r} is not a valid client identifier", 400, 21210)
+            rows = await registrations.lookup_login(self.db, login, self.clock.wall().timestamp())
+            if not rows:
+                raise UnknownClient(login)
+            return [(r.contact.strip("<>"), r.aor) for r in rows]
+        if dest.startswith(("sip:", "sips:")) or "@" in dest:
+            uri = dest if dest.startswith(("sip:", "sips:")) else "sip:" + dest
+            try:
+                URI.parse(uri)
+            except ValueError:
+                raise EngineError(f"To {dest!r} is not a valid SIP URI", 400, 21210) from None
+            return [(uri, uri)]
+        number = dest.replace(" ", "")
+        if not number or not all(c.isdigit() or c in "+*#" for c in number):
+            raise EngineError(f"To {dest!r} is neither a number, a client: nor a SIP URI", 400, 21210)
+        if not self.config.outbound_proxy:
+            raise NoRoute(
+                f"Cannot call the number {dest}: no outbound proxy is configured (set CALLPLANE_OUTBOUND_PROXY)",
+                400,
+                21210,
+            )
+        proxy = URI.parse(self.config.outbound_proxy)
+        port = f":{proxy.port}" if proxy.port else ""
+        params = "".join(f";{k}={v}" if v is not None else f";{k}" for k, v in proxy.params)
+        uri = f"sip:{number}@{proxy.host}{port}{params}"
+        return [(uri, f"sip:{number}@{proxy.host}{port}")]
+
+    def _from_uri(self, from_: str) -> str:
+        if from_.startswith(("sip:", "sips:")):
+            return from_
+        if "@" in from_:
+            return "sip:" + from_
+        return f"sip:{from_}@{self.config.domain}"
+
+    def _dial(self, call: LiveCall, custom: list[tuple[str, str]]) -> None:
+        req = call.request
+        headers = (
+            *custom,
+            *req.headers,
+            ("X-RestComm-ApiVersion", req.api_version),
+            ("X-RestComm-AccountSid", req.account_sid),
+            ("X-RestComm-CallSid", call.sid),
+        )
+        credentials = None
+        if req.username:
+            credentials = Credentials(req.username, req.password or "")
+        elif self.config.outbound_username and not call.target.startswith(("sip:client", "client:")):
+            credentials = Credentials(self.config.outbound_username, self.config.outbound_password or "")
+        try:
+            mc = self.media.invite(
+                call.target,
+                self._from_uri(req.from_),
+                to_uri=call.to_uri,
+                headers=tuple(headers),
+                credentials=credentials,
+            )
+        except Exception as e:
+            log.warning("[%s] cannot place the call to %s: %s", call.sid, call.target, e)
+            self._advance(call, "fail", end=True)
+            return
+        call.handle = mc.call
+        self._by_handle[mc.call] = call
+        loop = asyncio.get_running_loop()
+        call.timer = loop.call_later(req.timeout, self._ring_timeout, call)
+        self._advance(call, "dial")
+
+    def _ring_timeout(self, call: LiveCall) -> None:
+        call.timer = None
+        if call.state in (CallState.INITIATED, CallState.RINGING):
+            log.info("[%s] no answer within %d s: canceling", call.sid, call.request.timeout)
+            self._hang_up(call, "no_answer")
+
+    def _hang_up(self, call: LiveCall, reason: str) -> asyncio.Future[bool]:
+        """End the call now, for ``reason`` (our own doing), and return when its final record is written."""
+        answered = call.state is CallState.IN_PROGRESS
+        if call.handle is not None:
+            try:
+                self.media.hangup(call.handle)
+            except Exception:
+                log.exception("[%s] hanging up failed", call.sid)
+        return self._advance(call, "hangup" if answered else reason, end=True)
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def on_event(self, event: object) -> None:
+        """One event from MediaCalls (SIP call events, CallDigit, media events). Never raises."""
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("engine: handling %r failed", event)
+
+    def _on_event(self, event: object) -> None:
+        handle = getattr(event, "call", None)
+        if isinstance(handle, str):
+            call = self._by_handle.get(handle)
+            if call is None:
+                return
+            if isinstance(event, sip.CallProgress):
+                if event.status in (180, 183) and call.state is CallState.INITIATED:
+                    self._advance(call, "ring")
+            elif isinstance(event, sip.CallAnswered):
+                self._answered(call)
+            elif isinstance(event, sip.CallFailed):
+                self._failed(call, event.status)
+            elif isinstance(event, sip.CallEnded):
+                if call.state is CallState.IN_PROGRESS:
+                    self._advance(call, "hangup", end=True)
+                else:
+                    self._forget(call)
+            elif isinstance(event, media_session.CallDigit):
+                if call.script is not None:
+                    call.script.on_digit(event.digit)
+            return
+        leg_id = getattr(event, "leg_id", None)
+        if isinstance(leg_id, str):
+            mc = self.media.by_leg(leg_id)
+            call = self._by_handle.get(mc.call) if mc is not None else None
+            if call is not None and call.script is not None:
+                call.script.on_media_event(event)
+
+    def _answered(self, call: LiveCall) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        if call.state not in (CallState.INITIATED, CallState.RINGING):
+            return
+        self._advance(call, "answer")
+        if self.script_factory is not None:
+            call.script = self.script_factory(call)
+            call.script.start()
+
+    def _failed(self, call: LiveCall, status: int) -> None:
+        if call.state.final:
+            self._forget(call)
+            return
+        if call.end_reason is not None:
+            event = call.end_reason
+        elif status in BUSY:
+            event = "busy"
+        elif status in NO_ANSWER:
+            event = "no_answer"
+        elif status == 487:
+            event = "cancel"
+        else:
+            event = "fail"
+        log.info("[%s] INVITE failed with %d: %s", call.sid, status, event)
+        self._advance(call, event, end=True)
+
+    # -- state changes --------------------------------------------------------------------------------------
+    def _advance(self, call: LiveCall, event: str, *, end: bool = False) -> asyncio.Future[bool]:
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        try:
+            s = step(call.state, event)
+        except IllegalTransition as e:
+            log.debug("[%s] %s", call.sid, e)
+            done.set_result(False)
+            return done
+        if event in ("no_answer", "cancel"):
+            call.end_reason = event
+        log.info("[%s] %s -> %s", call.sid, s.old.value, s.new.value)
+        call.state = s.new
+        wall = self.clock.wall()
+        values: dict[str, Any] = {"status": s.new.record_status, "date_updated": to_us(wall)}
+        duration: int | None = None
+        if s.new is CallState.IN_PROGRESS:
+            call.answered_at = wall
+            values["start_time"] = to_us(wall)
+            values["ring_duration"] = max(0, round((wall - call.facts.created).total_seconds()))
+            values["answered_by"] = call.facts.to
+        if s.new.final:
+            call.ended_at = wall
+            values["end_time"] = to_us(wall)
+            if call.answered_at is not None:
+                duration = math.ceil((wall - call.answered_at).total_seconds())
+            else:
+                duration = 0
+                values["ring_duration"] = max(0, round((wall - call.facts.created).total_seconds()))
+            values["duration"] = duration
+        callbacks: list[Callback] = []
+        if s.callback is not None and call.status_callback and s.callback in call.events:
+            params = status_params(
+                call.facts, s.callback, wall, duration=duration, api_version=call.request.api_version
+            )
+            callbacks.append(Callback(call.status_callback, call.status_callback_method, tuple(params)))
+        write = Write(
+            call.sid,
+            call.account_sid,
+            expect=s.expect,
+            values=values,
+            callbacks=callbacks,
+            now=wall.timestamp(),
+            done=done,
+        )
+        self.writer.submit(write)
+        if s.new.final or end:
+            self._forget(call)
+        return done
+
+    def _forget(self, call: LiveCall) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        if call.script is not None:
+            script, call.script = call.script, None
+            try:
+                script.ended()
+            except Exception:
+                log.exception("[%s] script cleanup failed", call.sid)
+        if call.handle is not None:
+            self._by_handle.pop(call.handle, None)
+        self._calls.pop(call.sid, None)
+
+    async def close(self) -> None:
+        """Hang up every live call (the node is stopping) and write their final records."""
+        pending = [self._hang_up(c, "cancel") for c in list(self._calls.values())]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,143 @@
+"""The engine's one writer: call-record transitions, their status callbacks and Notifications, batched in order.
+
+Every change the engine makes to the store goes through :class:`RecordWriter`. Writes are applied in submission
+order (so a call's ``ringing`` never lands after its ``completed``), several per transaction when they queue up
+(SQLite has one writer; batching keeps a hundred calls a second cheap), and each transition is *conditional*: it
+names the statuses it expects (``store.call_updates.transition``), and the status callbacks it fires are queued in
+the outbox in the same transaction, so a crash loses neither without the other. After each commit the delivery
+worker is woken.
+
+A failed transaction is retried (the database may be restarting); the writer never raises into the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from callplane.store import notifications as store_notifications
+from callplane.store.call_updates import transition
+from callplane.store.db import Database
+from callplane.store.notifications import NotificationRecord
+from callplane.store.outbox import enqueue
+
+__all__ = ["Callback", "RecordWriter", "Write"]
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 200
+RETRY_DELAY = 0.5
+MAX_TRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    url: str
+    method: str
+    params: tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class Write:
+    """One unit: an optional conditional record update, the callbacks it fires, an optional Notification."""
+
+    call_sid: str
+    account_sid: str
+    expect: tuple[str, ...] = ()
+    values: dict[str, Any] = field(default_factory=dict)
+    callbacks: Sequence[Callback] = ()
+    notification: NotificationRecord | None = None
+    now: float = 0.0  # wall-clock epoch seconds (outbox due time)
+    done: asyncio.Future[bool] | None = None
+
+
+class RecordWriter:
+    def __init__(self, db: Database, instance_id: str, *, on_commit: Callable[[], None] | None = None) -> None:
+        self.db = db
+        self.instance_id = instance_id
+        self.on_commit = on_commit
+        self._queue: asyncio.Queue[Write] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.conflicts = 0
+        self.written = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="record-writer")
+
+    async def close(self) -> None:
+        """Write what is queued, then stop."""
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def submit(self, write: Write) -> None:
+        self._queue.put_nowait(write)
+
+    async def apply(self, write: Write) -> bool:
+        """Submit and wait until committed; True when the conditional update applied (or there was none)."""
+        write.done = asyncio.get_running_loop().create_future()
+        self.submit(write)
+        return await write.done
+
+    async def flush(self) -> None:
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results = await self._commit(batch)
+            except Exception:
+                log.exception("record writer: giving up on %d writes after %d tries", len(batch), MAX_TRIES)
+                results = [False] * len(batch)
+            for w, ok in zip(batch, results, strict=True):
+                if w.done is not None and not w.done.done():
+                    w.done.set_result(ok)
+                self._queue.task_done()
+            if self.on_commit is not None:
+                self.on_commit()
+
+    async def _commit(self, batch: list[Write]) -> list[bool]:
+        for attempt in range(1, MAX_TRIES + 1):
+            try:
+                return await self._transaction(batch)
+            except Exception as e:
+                if attempt == MAX_TRIES:
+                    raise
+                log.warning("record writer: transaction failed (%s); try %d again in %.1f s", e, attempt, RETRY_DELAY)
+                await asyncio.sleep(RETRY_DELAY)
+        raise AssertionError("unreachable")
+
+    async def _transaction(self, batch: list[Write]) -> list[bool]:
+        results: list[bool] = []
+        async with self.db.write() as conn:
+            for w in batch:
+                applied = True
+                if w.values:
+                    applied = await transition(conn, w.call_sid, w.expect, w.values)
+                    if not applied:
+                        self.conflicts += 1
+                        log.info("[%s] record already moved on; %s not applied", w.call_sid, w.values.get("status"))
+                if applied:
+                    for cb in w.callbacks:
+                        await enqueue(
+                            conn,
+                            instance_id=self.instance_id,
+                            call_sid=w.call_sid,
+                            account_sid=w.account_sid,
+                            url=cb.url,
+                            method=cb.method,
+                            params=cb.params,
+                            now=w.now,
+                        )
+                if w.notification is not None:
+                    await store_notifications.insert_with(conn, w.notification)
+                results.append(applied)
+        self.written += len(batch)
+        return results
