@@ -22,10 +22,14 @@ from callplane.core.clock import SystemClock
 from callplane.core.ids import IdSource
 from callplane.core.secrets import hash_token
 from callplane.engine.delivery import StoreOutbox
-from callplane.engine.engine import CallEngine, EngineConfig, ScriptFactory
+from callplane.engine.engine import CallEngine, EngineConfig
 from callplane.engine.media_session import MediaCalls
+from callplane.engine.script import ScriptServices
 from callplane.engine.writer import RecordWriter
 from callplane.media.aio import MediaEngine
+from callplane.media.httpcache import HttpAudioCache
+from callplane.media.tts import make_default_tts
+from callplane.media.workers import MediaWorkers
 from callplane.sip.aio import SipEndpoint
 from callplane.sip.ua import UserAgent
 from callplane.store import accounts
@@ -43,6 +47,7 @@ LOOPBACK = "127.0.0.1"
 ACCOUNT = "AC" + "e" * 32
 TOKEN = "engine-token-0123456789"
 INSTANCE = "ID" + "7" * 32
+PUBLIC_URL = "http://callplane.test"
 
 
 class EngineNode:
@@ -51,13 +56,13 @@ class EngineNode:
         db: Database,
         data: Path,
         *,
-        script_factory: ScriptFactory | None = None,
+        scripts: bool = True,
         retry: RetryPolicy | None = None,
         outbound_proxy: str | None = None,
     ) -> None:
         self.db = db
         self.data = data
-        self.script_factory = script_factory
+        self.scripts = scripts
         self.retry = retry or RetryPolicy(first=0.2)
         self.outbound_proxy = outbound_proxy
         self.ids = IdSource()
@@ -82,6 +87,8 @@ class EngineNode:
         )
         self.writer = RecordWriter(self.db, INSTANCE, on_commit=self.deliverer.wake)
         self.writer.start()
+        self.workers = MediaWorkers(self.data / "pcm")
+        self.audio = HttpAudioCache(self.workers, self.data / "http")
         self.calls = MediaCalls(self.ua, self.endpoint, self.media)
         config = EngineConfig(
             instance_id=INSTANCE,
@@ -89,13 +96,25 @@ class EngineNode:
             outbound_proxy=self.outbound_proxy,
             recordings_dir=self.data / "recordings",
         )
-        self.engine = CallEngine(
-            self.db, self.ids, self.clock, self.calls, config, writer=self.writer, script_factory=self.script_factory
-        )
+        self.engine = CallEngine(self.db, self.ids, self.clock, self.calls, config, writer=self.writer)
+        if self.scripts:
+            self.engine.script_factory = ScriptServices(
+                engine=self.engine,
+                media=self.media,
+                web=self.web,
+                tts=make_default_tts(self.workers),
+                audio=self.audio,
+                writer=self.writer,
+                ids=self.ids,
+                recordings_dir=config.recordings_dir,
+                public_url=PUBLIC_URL,
+            )
         self.calls.on_event = self.engine.on_event
         self.calls.attach()
         self._tasks.append(asyncio.create_task(self.deliverer.run()))
-        app = create_app(self.db, ids=self.ids, clock=self.clock, control=self.engine, recordings_dir=self.data)
+        app = create_app(
+            self.db, ids=self.ids, clock=self.clock, control=self.engine, recordings_dir=config.recordings_dir
+        )
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://callplane.test")
         return self
 
@@ -109,6 +128,8 @@ class EngineNode:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
         await self.web.close()
+        await self.audio.aclose()
+        await self.workers.aclose()
         self.calls.close()
         await self.media.close()
         await self.endpoint.close()
@@ -129,6 +150,10 @@ class EngineNode:
         r = await self.client.get(f"/2012-04-24/Accounts/{ACCOUNT}/{path}", auth=(ACCOUNT, TOKEN))
         assert r.status_code == 200, r.text
         return r.json()
+
+    async def fetch(self, url: str) -> httpx.Response:
+        """GET an absolute URL the node handed out (RecordingUrl) with the account's credentials."""
+        return await self.client.get(url, auth=(ACCOUNT, TOKEN))
 
     async def record(self, sid: str) -> CallRecord:
         record = await store_calls.get(self.db, sid)

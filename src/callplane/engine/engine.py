@@ -98,7 +98,9 @@ class LiveCall:
     ended_at: datetime | None = None
     end_reason: str | None = None  # an event we caused: "no_answer" (ring timeout) or "cancel" (API)
     timer: asyncio.TimerHandle | None = None
-    script: Script | None = None
+    script: Script | None = None  # while the call is live
+    runner: Script | None = None  # until the script has finished (a last action may run after the hang-up)
+    leg: str | None = None
     status_callback: str | None = None
     status_callback_method: str = "POST"
     events: frozenset[str] = field(default_factory=frozenset)
@@ -162,6 +164,7 @@ class CallEngine:
         self.script_factory = script_factory
         self._calls: dict[str, LiveCall] = {}
         self._by_handle: dict[str, LiveCall] = {}
+        self._leg_owner: dict[str, LiveCall] = {}  # legs whose media events go to a script, until it closes
         self.placed = 0
 
     # -- lookups --------------------------------------------------------------------------------------------
@@ -349,6 +352,17 @@ class CallEngine:
             log.info("[%s] no answer within %d s: canceling", call.sid, call.request.timeout)
             self._hang_up(call, "no_answer")
 
+    def hang_up(self, call: LiveCall) -> None:
+        """The script ended the call (Hangup, Reject, the end of the document, a fatal error)."""
+        if call.sid in self._calls:
+            self._hang_up(call, "cancel")
+
+    def script_closed(self, call: LiveCall) -> None:
+        """The call's script has nothing more to do: its leg's events need not reach it any more."""
+        call.runner = None
+        if call.leg is not None:
+            self._leg_owner.pop(call.leg, None)
+
     def _hang_up(self, call: LiveCall, reason: str) -> asyncio.Future[bool]:
         """End the call now, for ``reason`` (our own doing), and return when its final record is written."""
         answered = call.state is CallState.IN_PROGRESS
@@ -391,10 +405,9 @@ class CallEngine:
             return
         leg_id = getattr(event, "leg_id", None)
         if isinstance(leg_id, str):
-            mc = self.media.by_leg(leg_id)
-            call = self._by_handle.get(mc.call) if mc is not None else None
-            if call is not None and call.script is not None:
-                call.script.on_media_event(event)
+            owner = self._leg_owner.get(leg_id)
+            if owner is not None and owner.runner is not None:
+                owner.runner.on_media_event(event)
 
     def _answered(self, call: LiveCall) -> None:
         if call.timer is not None:
@@ -404,7 +417,11 @@ class CallEngine:
             return
         self._advance(call, "answer")
         if self.script_factory is not None:
-            call.script = self.script_factory(call)
+            call.script = call.runner = self.script_factory(call)
+            leg = self.leg_of(call)
+            if leg is not None:
+                call.leg = leg
+                self._leg_owner[leg] = call
             call.script.start()
 
     def _failed(self, call: LiveCall, status: int) -> None:
