@@ -145,6 +145,32 @@ async def test_reject_busy(peers: PeerGroup) -> None:
     assert [m.status for m in responses(run) if m.status != 100] == [486]
 
 
+async def test_engine_headers_reach_the_caller(peers: PeerGroup) -> None:
+    """Headers the engine passes to ring, answer and reject are in the bytes SIPp received (issue 7, SIP 9)."""
+    pai = '"Bob" <sip:+15550001@127.0.0.1>'
+    async with UaDriver() as drv:
+        run = client(peers, drv, "uac_basic")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.ring, incoming.call, headers=(("P-Asserted-Identity", pai),))
+        drv.act(drv.ua.answer, incoming.call, answer_sdp(drv, incoming), headers=(("X-RestComm-CallSid", "CA1"),))
+        await drv.expect(CallConfirmed)
+        await drv.expect(CallEnded)
+        await finished(run)
+    got = {m.status: m for m in responses(run) if m.cseq[1] == "INVITE"}
+    assert got[180].header("P-Asserted-Identity") == pai
+    assert got[200].header("X-RestComm-CallSid") == "CA1"
+    assert got[200].header("P-Asserted-Identity") is None  # per response, not sticky
+
+    reason = 'Q.850;cause=17;text="User busy"'
+    async with UaDriver() as drv:
+        run = client(peers, drv, "uac_busy")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.reject, incoming.call, 486, headers=(("Reason", reason), ("X-Busy", "yes")))
+        await finished(run)
+    (busy,) = [m for m in responses(run) if m.status == 486]
+    assert (busy.header("Reason"), busy.header("X-Busy")) == (reason, "yes")
+
+
 async def test_held_resumed_info_and_unknown_method(peers: PeerGroup) -> None:
     """SIPp holds us (a=sendonly) and resumes, sends an INFO digit and a method nobody knows, then hangs up."""
     async with UaDriver() as drv:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Sequence
 
 from callplane.sip.calls import Call, CallStateError, PendingReinvite
 from callplane.sip.dialog import DialogEvent
@@ -53,7 +54,7 @@ from callplane.sip.transaction_events import (
 )
 from callplane.sip.uac import UacCore
 from callplane.sip.uacore import ALLOWED, KNOWN_METHODS, ClientTx, CredentialSource
-from callplane.sip.uas import UasCore
+from callplane.sip.uas import UasCore, checked_headers
 
 __all__ = ["ALLOWED", "KNOWN_METHODS", "CallStateError", "CredentialSource", "UserAgent"]
 
@@ -172,33 +173,58 @@ class UserAgent(UasCore, UacCore):
         elif was == "proceeding":
             self._send_cancel(call, now)
 
-    def ring(self, handle: str, now: float, early_sdp: SessionDescription | None = None) -> None:
-        """180 Ringing, or 183 Session Progress with early media when ``early_sdp`` is given (§13.3.1.1)."""
+    def ring(
+        self,
+        handle: str,
+        now: float,
+        early_sdp: SessionDescription | None = None,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """180 Ringing, or 183 Session Progress with early media when ``early_sdp`` is given (§13.3.1.1).
+
+        ``headers`` are added to the response as given (P-Asserted-Identity, ``X-`` headers...); see
+        :func:`~callplane.sip.uas.checked_headers` for what is refused."""
+        extra = checked_headers(headers)
         call = self.call(handle)
         call.apply("ring")
         self._ensure_uas_dialog(call)
         if early_sdp is not None:
             call.local_sdp = early_sdp
-        self._dialog_response(call, 183 if early_sdp is not None else 180, early_sdp, now)
+        self._dialog_response(call, 183 if early_sdp is not None else 180, early_sdp, now, headers=extra)
 
-    def answer(self, handle: str, sdp: SessionDescription, now: float) -> None:
+    def answer(
+        self, handle: str, sdp: SessionDescription, now: float, *, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
         """200 OK with ``sdp`` (our answer, or our offer when the INVITE had none). The transaction layer retransmits
-        it until the ACK arrives (§13.3.1.4)."""
+        it until the ACK arrives (§13.3.1.4). ``headers`` as for :meth:`ring`."""
+        extra = checked_headers(headers)
         call = self.call(handle)
         call.apply("answer")
         dialog = self._ensure_uas_dialog(call)
         dialog.apply(DialogEvent.CONFIRM)
         call.local_sdp = self._next_version(call, sdp)
-        self._dialog_response(call, 200, call.local_sdp, now)
+        self._dialog_response(call, 200, call.local_sdp, now, headers=extra)
 
-    def reject(self, handle: str, status: int, now: float, reason: str | None = None) -> None:
+    def reject(
+        self,
+        handle: str,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         """A final 3xx-6xx to an incoming INVITE (404, 480, 486, 487, 488, 603...). The transaction layer gets its
-        ACK."""
+        ACK. ``headers`` are added as given: Reason (RFC 3326), Contact for a 3xx redirect, Retry-After, ``X-``..."""
         if not 300 <= status < 700:
             raise ValueError("reject needs a 3xx-6xx status")
+        extra = checked_headers(headers, allow_contact=True)
         call = self.call(handle)
         call.apply("reject")
         response = call.invite.create_response(status, reason, to_tag=call.local_tag)
+        for name, value in extra:
+            response.headers.add(name, value)
         self.tl.send_response(response, now)
         self._forget(call)
 

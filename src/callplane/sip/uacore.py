@@ -234,7 +234,14 @@ class UaCore:
         self.tl.send_response(response, now)
 
     def _dialog_response(
-        self, call: Call, status: int, sdp: SessionDescription | None, now: float, request: Request | None = None
+        self,
+        call: Call,
+        status: int,
+        sdp: SessionDescription | None,
+        now: float,
+        request: Request | None = None,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """A dialog-creating (or re-INVITE) response: Record-Route copied and Contact added (§12.1.1)."""
         request = request or call.invite
@@ -245,6 +252,8 @@ class UaCore:
         response.headers.add("Contact", self.contact(user, call.peer.transport))
         if status >= 200:
             response.headers.add("Allow", self.allow)
+        for name, value in headers:
+            response.headers.add(name, value)
         if sdp is not None:
             response.headers.add("Content-Type", "application/sdp")
             response.body = bytes(sdp)

@@ -7,15 +7,40 @@ Checks in §8.2 order (method 501/405 with Allow, Max-Forwards 483, Require 420)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from callplane.sip.calls import Call, PendingReinvite
 from callplane.sip.dialog import Dialog, DialogEvent
 from callplane.sip.events import CallCancelled, CallConfirmed, CallEnded, DtmfReceived, IncomingCall, RegisterReceived
-from callplane.sip.message import Request
+from callplane.sip.message import _TOKEN_CHARS, Request, canonical_name
 from callplane.sip.sdp import NegotiationError, SdpParseError, SessionDescription, answer_offer, describe
 from callplane.sip.transaction_events import CancelReceived, Peer, TransactionKey
 from callplane.sip.uacore import ALLOWED, FORWARDED_HEADERS, KNOWN_METHODS, UaCore
 
-__all__ = ["UasCore"]
+__all__ = ["RESERVED_HEADERS", "UasCore", "checked_headers"]
+
+#: Headers the UA writes itself in its responses; the engine may not add or override them (§8.2.6, §12.1.1).
+RESERVED_HEADERS = frozenset(
+    {"via", "from", "to", "call-id", "cseq", "content-length", "content-type", "max-forwards", "record-route"}
+    | {"route", "contact"}
+)
+
+
+def checked_headers(headers: Sequence[tuple[str, str]], *, allow_contact: bool = False) -> tuple[tuple[str, str], ...]:
+    """The engine's extra headers for a response, checked before any state changes: a name must be a token and not
+    one the UA writes itself (Contact is allowed in a 3xx-6xx: a redirect's targets, §21.3), a value must be one
+    line. Raises :class:`ValueError` naming the header (a caller bug, or hostile input the engine passed on)."""
+    out = []
+    for name, value in headers:
+        key = canonical_name(name)
+        if not name or not _TOKEN_CHARS.issuperset(name):
+            raise ValueError(f"not a header name: {name!r}")
+        if key in RESERVED_HEADERS and not (allow_contact and key == "contact"):
+            raise ValueError(f"header {name} is written by the UA")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"header {name}: the value must be one line")
+        out.append((name, value))
+    return tuple(out)
 
 
 class UasCore(UaCore):
