@@ -13,7 +13,16 @@ import socket
 
 import pytest
 
-from callplane.sip.events import CallCancelled, CallConfirmed, CallEnded, DtmfReceived, IncomingCall, MediaUpdated
+from callplane.sip.events import (
+    CallCancelled,
+    CallConfirmed,
+    CallEnded,
+    DtmfReceived,
+    IncomingCall,
+    MediaUpdated,
+    ReinviteReceived,
+)
+from callplane.sip.sdp import SessionDescription, answer_offer
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, PeerGroup, SippRun, TraceMessage
 from tests.interop.uadriver import UaDriver, answer_sdp
@@ -193,6 +202,28 @@ async def test_held_resumed_info_and_unknown_method(peers: PeerGroup) -> None:
     assert len({m.to_tag for m in answers}) == 1
     unknown = next(m for m in responses(run) if m.method == "FOO")
     assert unknown.status == 501 and "INVITE" in (unknown.header("Allow") or "")
+
+
+async def test_relayed_reinvites_are_answered_by_the_application(peers: PeerGroup) -> None:
+    """With re-INVITE relay on, SIPp's hold and resume reach the application, whose answers SIPp checks
+    (a=recvonly, then a=sendrecv): the path a bridge takes to pass an offer to its other leg."""
+    async with UaDriver(relay_reinvites=True) as drv:
+        run = client(peers, drv, "uac_hold")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.answer, incoming.call, answer_sdp(drv, incoming))
+        await drv.expect(CallConfirmed)
+        for direction in ("recvonly", "sendrecv"):
+            relayed = await drv.expect(ReinviteReceived)
+            assert relayed.sdp is not None
+            offer = SessionDescription.parse(relayed.sdp)
+            answer = answer_offer(offer, drv.host, drv.rtp_port, session_id="2", direction=direction)
+            drv.act(drv.ua.answer_reinvite, incoming.call, answer)
+            assert (await drv.expect(MediaUpdated)).media.port == run.media_port
+        assert (await drv.expect(DtmfReceived)).digit == "5"
+        assert (await drv.expect(CallEnded)).by == "remote"
+        await finished(run)
+    answers = [m for m in responses(run) if m.status == 200 and m.method == "INVITE"]
+    assert len(answers) == 3 and "a=recvonly" in answers[1].body and "a=sendrecv" in answers[2].body
 
 
 async def test_reject_not_found_and_absorb_the_retransmission(peers: PeerGroup) -> None:

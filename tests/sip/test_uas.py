@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from callplane.sip.events import CallAnswered, CallFailed, CallProgress
+from callplane.sip.events import (
+    CallAnswered,
+    CallEnded,
+    CallFailed,
+    CallProgress,
+    MediaUpdated,
+    ReinviteCancelled,
+    ReinviteFailed,
+    ReinviteReceived,
+)
 from callplane.sip.message import Response
-from tests.sip.test_ua import Link, answer_for, parse, start_call
+from callplane.sip.sdp import Direction, SessionDescription, answer_offer
+from callplane.sip.ua import CallStateError
+from tests.sip.test_ua import A, B, Link, answer_for, connected, lines, offer, parse, start_call
 
 
 def _responses(link: Link, status: int) -> list[Response]:
@@ -86,3 +97,137 @@ def test_bad_extra_headers_are_refused_before_anything_changes(name: str, value:
     link.b.answer(incoming.call, answer_for(incoming), link.now)  # the call is intact
     link.pump()
     assert link.b.call(handle).state == "confirmed"
+
+
+# ------------------------------------------------------------------------------------- re-INVITE relay (opt-in)
+
+
+def _relay_answer(event: ReinviteReceived, direction: Direction = "recvonly") -> SessionDescription:
+    assert event.sdp is not None
+    return answer_offer(SessionDescription.parse(event.sdp), "127.0.0.1", 30002, session_id="222", direction=direction)
+
+
+def test_relayed_reinvite_waits_for_the_engine_then_its_answer_goes_out() -> None:
+    link = Link(relay_reinvites=True)
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    link.pump()
+    assert lines(link.log) == ["a: INVITE sip:bob@127.0.0.1:5062 SIP/2.0", "b: SIP/2.0 100 Trying"]
+    (relayed,) = link.events(link.b)
+    assert isinstance(relayed, ReinviteReceived) and relayed.call == handle
+    assert relayed.media is not None and relayed.media.direction == "sendonly"
+    assert link.events(link.a) == []
+    link.advance(20.0)  # the engine takes its time: nothing else is sent, the call stays up
+    assert link.b.datagrams_to_send() == [] and link.b.call(handle).state == "confirmed"
+    link.log.clear()
+    link.b.answer_reinvite(handle, _relay_answer(relayed), link.now, headers=(("X-Relayed", "1"),))
+    link.pump()
+    assert lines(link.log) == ["b: SIP/2.0 200 OK", "a: ACK sip:bob@127.0.0.1:5062 SIP/2.0"]
+    ok = parse(link.log[0][1])
+    assert isinstance(ok, Response) and ok.headers.get("X-Relayed") == "1"
+    assert SessionDescription.parse(ok.body).origin.version == 2  # above our first answer's version
+    (seen,) = link.events(link.a)
+    assert isinstance(seen, MediaUpdated) and seen.media.direction == "recvonly" and seen.media.port == 30002
+    (updated,) = link.events(link.b)
+    assert isinstance(updated, MediaUpdated) and updated.media.held
+    with pytest.raises(CallStateError):
+        link.b.answer_reinvite(handle, _relay_answer(relayed), link.now)  # answered already
+
+
+def test_relay_is_per_call_and_off_by_default() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    link.pump()
+    assert [type(e) for e in link.events(link.b)] == [MediaUpdated]  # default: answered by the UA
+    link.b.relay_reinvites_of(handle)
+    link.a.resume(handle, link.now)
+    link.pump()
+    assert [type(e) for e in link.events(link.b)] == [ReinviteReceived]
+    with pytest.raises(CallStateError):
+        link.b.reinvite(handle, offer(), link.now)  # the peer's re-INVITE is pending
+
+    other = Link(relay_reinvites=True)
+    handle, _ = connected(other)
+    other.b.relay_reinvites_of(handle, False)
+    other.a.hold(handle, other.now)
+    other.pump()
+    assert [type(e) for e in other.events(other.b)] == [MediaUpdated]
+
+
+def test_relayed_reinvite_rejected_keeps_the_call() -> None:
+    link = Link(relay_reinvites=True)
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    link.pump()
+    link.events(link.b)
+    link.b.reject_reinvite(handle, 488, link.now, headers=(("Reason", 'SIP;cause=488;text="no codec"'),))
+    link.pump()
+    assert link.events(link.a) == [ReinviteFailed(handle, 488, "Not Acceptable Here")]
+    assert lines(link.log)[-2:] == ["b: SIP/2.0 488 Not Acceptable Here", "a: ACK sip:bob@127.0.0.1:5062 SIP/2.0"]
+    link.a.resume(handle, link.now)  # the dialog is free again on both sides
+    link.pump()
+    assert [type(e) for e in link.events(link.b)] == [ReinviteReceived]
+    with pytest.raises(ValueError):
+        link.b.reject_reinvite(handle, 200, link.now)
+
+
+def test_offerless_relayed_reinvite_gets_the_engines_offer_and_the_answer_in_the_ack() -> None:
+    link = Link(relay_reinvites=True)
+    handle, _ = connected(link)
+    dialog = link.a.call(handle).dialog
+    assert dialog is not None
+    reinvite = dialog.create_request("INVITE", contact=link.a.contact("alice"))
+    link.a.tl.send_request(reinvite, B, link.now)
+    link.pump()
+    assert link.events(link.b) == [ReinviteReceived(handle, None, None, ())]
+    link.b.answer_reinvite(handle, offer(30004), link.now)
+    ok = parse(link.b.datagrams_to_send()[-1][0])
+    assert isinstance(ok, Response) and ok.status == 200
+    offered = SessionDescription.parse(ok.body)
+    answer = answer_offer(offered, "127.0.0.1", 20004, session_id="111", version=3)
+    ack = dialog.create_request("ACK", cseq=reinvite.cseq.seq, body=bytes(answer), content_type="application/sdp")
+    link.a.tl.prepare_request(ack, "UDP")
+    link.b.receive(ack, A, link.now)
+    (updated,) = link.events(link.b)
+    assert isinstance(updated, MediaUpdated) and updated.media.port == 20004
+
+
+def test_cancel_of_a_relayed_reinvite_is_200_and_487() -> None:
+    link = Link(relay_reinvites=True)
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    link.pump()
+    link.events(link.b)
+    pending = link.a.call(handle).reinvite
+    assert pending is not None
+    link.a.tl.send_request(pending.request.create_cancel(), B, link.now)
+    link.pump()
+    assert lines(link.log)[-4:] == [
+        "a: CANCEL sip:bob@127.0.0.1:5062 SIP/2.0",
+        "b: SIP/2.0 200 OK",
+        "b: SIP/2.0 487 Request Terminated",
+        "a: ACK sip:bob@127.0.0.1:5062 SIP/2.0",
+    ]
+    assert link.events(link.b) == [ReinviteCancelled(handle)]
+    assert link.events(link.a) == [ReinviteFailed(handle, 487, "Request Terminated")]
+    assert link.b.call(handle).state == "confirmed" and link.b.call(handle).reinvite is None
+
+
+@pytest.mark.parametrize("who", ["a", "b"])
+def test_bye_while_a_relayed_reinvite_is_pending_answers_it_487(who: str) -> None:
+    link = Link(relay_reinvites=True)
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    link.pump()
+    link.events(link.b)
+    link.log.clear()
+    link.ua(who).bye(handle, link.now)
+    link.pump()
+    sent_by_b = [line for line in lines(link.log) if line.startswith("b: ")]
+    if who == "a":  # §15.1.2: 200 to the BYE, 487 to the pending re-INVITE
+        assert sent_by_b == ["b: SIP/2.0 200 OK", "b: SIP/2.0 487 Request Terminated"]
+    else:  # our own hang-up answers it first, then the BYE goes out
+        assert sent_by_b == ["b: SIP/2.0 487 Request Terminated", "b: BYE sip:alice@127.0.0.1:5061 SIP/2.0"]
+    assert [type(e) for e in link.events(link.b)] == [CallEnded]
+    assert handle not in link.b._calls

@@ -238,6 +238,7 @@ class UserAgent(UasCore, UacCore):
         if call.state == "answered":
             call.bye_pending = True
             return
+        self._end_pending_reinvite(call, now)  # a relayed re-INVITE still waiting for the engine gets 487
         call.apply("bye_sent")
         self._send_in_dialog(call, "BYE", now)
 
@@ -265,6 +266,56 @@ class UserAgent(UasCore, UacCore):
         )
         key = self._send(call, "reinvite", request, now)
         call.reinvite = PendingReinvite(True, key, request, sdp)
+
+    def relay_reinvites_of(self, handle: str, relay: bool = True) -> None:
+        """Hand this call's incoming re-INVITEs to the engine as :class:`~callplane.sip.events.ReinviteReceived`
+        (``relay=True``) or answer them here from our last SDP (``False``), whatever the UA-wide setting."""
+        self.call(handle).relay_reinvites = relay
+
+    def answer_reinvite(
+        self, handle: str, sdp: SessionDescription, now: float, *, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """200 OK to the peer's relayed re-INVITE (§14.2) with ``sdp``: our answer to its offer, or our offer when it
+        had none (the answer then comes in the ACK as ``MediaUpdated``). Its ``o=`` version is raised above our last
+        one if needed; the peer's offer is reported as ``MediaUpdated`` now."""
+        extra = checked_headers(headers)
+        call = self.call(handle)
+        pending = self._relayed_reinvite(call)
+        assert call.dialog is not None
+        call.dialog.refresh_target(pending.request)
+        call.local_sdp = self._next_version(call, sdp)
+        pending.answered = True
+        self._dialog_response(call, 200, call.local_sdp, now, pending.request, headers=extra)
+        if pending.offer is not None:
+            self._update_media(call, pending.offer)
+
+    def reject_reinvite(
+        self,
+        handle: str,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """A 3xx-6xx to the peer's relayed re-INVITE (488 Not Acceptable Here, 491 Request Pending...); the call
+        keeps its previous media (§14.2)."""
+        if not 300 <= status < 700:
+            raise ValueError("reject_reinvite needs a 3xx-6xx status")
+        extra = checked_headers(headers)
+        call = self.call(handle)
+        pending = self._relayed_reinvite(call)
+        call.reinvite = None
+        response = pending.request.create_response(status, reason, to_tag=call.local_tag)
+        for name, value in extra:
+            response.headers.add(name, value)
+        self.tl.send_response(response, now)
+
+    def _relayed_reinvite(self, call: Call) -> PendingReinvite:
+        pending = call.reinvite
+        if pending is None or pending.outgoing or pending.answered:
+            raise CallStateError(f"call {call.handle}: no re-INVITE from the peer is waiting for an answer")
+        return pending
 
     def hold(self, handle: str, now: float, direction: Direction = "sendonly") -> None:
         """Put the peer on hold: re-offer our last SDP as ``sendonly`` (or ``inactive``), RFC 3264 §8.4."""

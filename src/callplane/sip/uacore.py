@@ -73,6 +73,7 @@ class UaCore:
         user_agent: str = "callplane",
         supported: tuple[str, ...] = ("PCMU", "PCMA"),
         accept_register: bool = False,
+        relay_reinvites: bool = False,
         tl: TransactionLayer | None = None,
     ) -> None:
         self.ids = ids
@@ -85,6 +86,7 @@ class UaCore:
         self.user_agent = user_agent
         self.supported = supported
         self.accept_register = accept_register
+        self.relay_reinvites = relay_reinvites  # hand peers' re-INVITEs to the engine (per call: Call.relay_reinvites)
         self.allow = ", ".join(ALLOWED + (("REGISTER",) if accept_register else ()))
         self._digest = DigestClient(ids)
         self._events: deque[Event] = deque()

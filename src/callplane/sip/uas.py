@@ -11,7 +11,16 @@ from collections.abc import Sequence
 
 from callplane.sip.calls import Call, PendingReinvite
 from callplane.sip.dialog import Dialog, DialogEvent
-from callplane.sip.events import CallCancelled, CallConfirmed, CallEnded, DtmfReceived, IncomingCall, RegisterReceived
+from callplane.sip.events import (
+    CallCancelled,
+    CallConfirmed,
+    CallEnded,
+    DtmfReceived,
+    IncomingCall,
+    RegisterReceived,
+    ReinviteCancelled,
+    ReinviteReceived,
+)
 from callplane.sip.message import _TOKEN_CHARS, Request, canonical_name
 from callplane.sip.sdp import NegotiationError, SdpParseError, SessionDescription, answer_offer, describe
 from callplane.sip.transaction_events import CancelReceived, Peer, TransactionKey
@@ -95,11 +104,6 @@ class UasCore(UaCore):
         call = Call(handle, "uas", "received", request, key, source, local_tag=self.ids.tag(), remote_sdp=offer)
         self._calls[handle] = call
         self._by_server_key[key] = handle
-        forwarded = tuple(
-            (name, value)
-            for name, value in request.headers
-            if name.lower().startswith("x-") or name.lower() in FORWARDED_HEADERS
-        )
         self._emit(
             IncomingCall(
                 call=handle,
@@ -109,7 +113,7 @@ class UasCore(UaCore):
                 to_uri=str(request.to.uri),
                 media=self._describe(offer),
                 sdp=str(offer) if offer is not None else None,
-                headers=forwarded,
+                headers=_forwarded(request),
                 source=(source.host, source.port, source.transport),
             )
         )
@@ -124,6 +128,14 @@ class UasCore(UaCore):
         handle = self._by_server_key.get(ev.invite_key) if ev.invite_key is not None else None
         call = self._calls.get(handle) if handle is not None else None
         if call is None:
+            relayed = self._calls.get(ev.request.call_id)
+            pending = relayed.reinvite if relayed is not None else None
+            if relayed is not None and pending is not None and not pending.outgoing and pending.key == ev.invite_key:
+                # CANCEL of a re-INVITE the engine has not answered yet (§9.2): 200, 487, the call goes on.
+                self._reply(ev.request, 200, now, to_tag=relayed.local_tag)
+                if self._end_pending_reinvite(relayed, now):
+                    self._emit(ReinviteCancelled(relayed.handle))
+                return
             self._reply(ev.request, 481, now)
             return
         self._reply(ev.request, 200, now, to_tag=call.local_tag)
@@ -184,6 +196,7 @@ class UasCore(UaCore):
         tag = dialog.id.local_tag
         if method == "BYE":
             self._reply(request, 200, now, to_tag=tag)
+            self._end_pending_reinvite(call, now)  # §15.1.2: pending requests are still answered, 487
             if call.can("bye_received"):
                 was = call.state
                 call.apply("bye_received")
@@ -202,6 +215,15 @@ class UasCore(UaCore):
         else:
             self._reply(request, 405, now, to_tag=tag, headers=(("Allow", self.allow),))
 
+    def _end_pending_reinvite(self, call: Call, now: float) -> bool:
+        """Answer 487 to the peer's re-INVITE that the engine still holds (relay), if any. True if there was one."""
+        pending = call.reinvite
+        if pending is None or pending.outgoing or pending.answered:
+            return False
+        call.reinvite = None
+        self.tl.send_response(pending.request.create_response(487, to_tag=call.local_tag), now)
+        return True
+
     def _on_reinvite(self, call: Call, request: Request, key: TransactionKey, now: float) -> None:
         """The peer's re-INVITE (§14.2): answer its offer from our last SDP, or offer in the 2xx if it had none."""
         assert call.dialog is not None
@@ -218,6 +240,12 @@ class UasCore(UaCore):
         offer = self._sdp_of(request)
         if request.body and offer is None:
             self._reply(request, 488, now, to_tag=tag)
+            return
+        relay = call.relay_reinvites if call.relay_reinvites is not None else self.relay_reinvites
+        if relay:  # the engine answers (answer_reinvite / reject_reinvite); the peer has our 100 Trying meanwhile
+            call.reinvite = PendingReinvite(False, key, request, offer)
+            sdp = str(offer) if offer is not None else None
+            self._emit(ReinviteReceived(call.handle, self._describe(offer), sdp, _forwarded(request)))
             return
         local = call.local_sdp
         if offer is not None:
@@ -245,6 +273,15 @@ class UasCore(UaCore):
         self._dialog_response(call, 200, answer, now, request)
         if offer is not None:
             self._update_media(call, offer)
+
+
+def _forwarded(request: Request) -> tuple[tuple[str, str], ...]:
+    """The headers a request hands to the engine besides the typed fields (see :class:`IncomingCall`)."""
+    return tuple(
+        (name, value)
+        for name, value in request.headers
+        if name.lower().startswith("x-") or name.lower() in FORWARDED_HEADERS
+    )
 
 
 def _dtmf_of(request: Request) -> tuple[str | None, int | None]:
