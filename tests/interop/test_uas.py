@@ -145,6 +145,20 @@ async def test_cancel_while_ringing(peers: PeerGroup) -> None:
     assert terminated.to_tag == ringing.to_tag  # the 487 ends the early dialog the 180 made
 
 
+async def test_bye_on_the_early_dialog_is_a_hang_up_before_answer(peers: PeerGroup) -> None:
+    """SIPp sends BYE on the early dialog of our 180: it needs 200 to the BYE and 487 to the INVITE (RFC 3261
+    15.1.2), and the application hears that the caller gave up."""
+    async with UaDriver() as drv:
+        run = client(peers, drv, "uac_early_bye")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.ring, incoming.call)
+        assert await drv.expect(CallCancelled) == CallCancelled(incoming.call, "BYE")
+        await finished(run)
+        assert not drv.ua._calls
+    got = [(m.status, m.cseq[1]) for m in responses(run) if m.status != 100]
+    assert got == [(180, "INVITE"), (200, "BYE"), (487, "INVITE")]
+
+
 async def test_reject_busy(peers: PeerGroup) -> None:
     async with UaDriver() as drv:
         run = client(peers, drv, "uac_busy")

@@ -7,6 +7,7 @@ import pytest
 
 from callplane.sip.events import (
     CallAnswered,
+    CallCancelled,
     CallEnded,
     CallFailed,
     CallProgress,
@@ -231,3 +232,37 @@ def test_bye_while_a_relayed_reinvite_is_pending_answers_it_487(who: str) -> Non
         assert sent_by_b == ["b: SIP/2.0 487 Request Terminated", "b: BYE sip:alice@127.0.0.1:5061 SIP/2.0"]
     assert [type(e) for e in link.events(link.b)] == [CallEnded]
     assert handle not in link.b._calls
+
+
+# ------------------------------------------------------------------------------------------ BYE on an early dialog
+
+
+def test_bye_on_the_early_dialog_ends_the_invite_with_487() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    link.b.ring(incoming.call, link.now)
+    link.pump()
+    link.events(link.a)
+    key = link.b.call(handle).invite_key
+    early = link.a.call(handle).dialog  # made by our 180 (§12.1.2)
+    assert early is not None
+    link.log.clear()
+    link.a.tl.send_request(early.create_request("BYE"), B, link.now)  # the caller hangs up, without a CANCEL
+    link.pump()
+    assert lines(link.log) == [
+        "a: BYE sip:bob@127.0.0.1:5062 SIP/2.0",
+        "b: SIP/2.0 200 OK",
+        "b: SIP/2.0 487 Request Terminated",
+        "a: ACK sip:bob@127.0.0.1:5062 SIP/2.0",
+    ]
+    ok, terminated = parse(link.log[1][1]), parse(link.log[2][1])
+    assert isinstance(ok, Response) and str(ok.cseq) == "2 BYE"
+    assert isinstance(terminated, Response) and str(terminated.cseq) == "1 INVITE"
+    assert terminated.to.tag == early.id.remote_tag
+    assert link.events(link.b) == [CallCancelled(handle, "BYE")]
+    assert link.events(link.a) == [CallFailed(handle, 487, "Request Terminated")]
+    assert link.b.tl.state(key) == "confirmed"  # the ACK arrived; no longer Proceeding
+    link.advance(link.now + 5.0)  # Timer I (T4)
+    assert link.b.tl.state(key) is None
+    with pytest.raises(CallStateError):
+        link.b.answer(handle, answer_for(incoming), link.now)  # the call is gone for the engine too

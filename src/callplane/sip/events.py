@@ -93,9 +93,12 @@ class CallFailed:
 
 @dataclass(frozen=True, slots=True)
 class CallCancelled:
-    """UAS: the caller CANCELed before we answered (we sent 200 to the CANCEL and 487 to the INVITE)."""
+    """UAS: the caller hung up before we answered. ``method`` is what it sent: ``"CANCEL"`` (we answered 200 to it
+    and 487 to the INVITE, RFC 3261 §9.2) or ``"BYE"`` on the early dialog our 1xx made (200 to it and 487 to the
+    INVITE, §15.1.2)."""
 
     call: str
+    method: str = "CANCEL"
 
 
 @dataclass(frozen=True, slots=True)

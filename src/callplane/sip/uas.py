@@ -140,9 +140,16 @@ class UasCore(UaCore):
             return
         self._reply(ev.request, 200, now, to_tag=call.local_tag)
         if call.can("cancelled"):  # otherwise our final response already went out: CANCEL has no effect (§9.2)
-            call.apply("cancelled")
-            self.tl.send_response(call.invite.create_response(487, to_tag=call.local_tag), now)
-            self._end(call, CallCancelled(call.handle))
+            self._caller_gave_up(call, "CANCEL", now)
+
+    def _caller_gave_up(self, call: Call, method: str, now: float) -> None:
+        """The caller ended the call before our answer (CANCEL, or BYE on the early dialog): 487 to the INVITE ends
+        its server transaction (§9.2, §15.1.2), and the engine hears it once."""
+        call.apply("cancelled")
+        if call.dialog is not None:
+            call.dialog.apply(DialogEvent.TERMINATE)
+        self.tl.send_response(call.invite.create_response(487, to_tag=call.local_tag), now)
+        self._end(call, CallCancelled(call.handle, method))
 
     def _on_ack(self, request: Request, now: float) -> None:
         call = self._calls.get(request.call_id)
@@ -197,7 +204,9 @@ class UasCore(UaCore):
         if method == "BYE":
             self._reply(request, 200, now, to_tag=tag)
             self._end_pending_reinvite(call, now)  # §15.1.2: pending requests are still answered, 487
-            if call.can("bye_received"):
+            if call.role == "uas" and call.can("cancelled"):  # BYE on our early dialog: the caller hung up
+                self._caller_gave_up(call, "BYE", now)
+            elif call.can("bye_received"):
                 was = call.state
                 call.apply("bye_received")
                 dialog.apply(DialogEvent.TERMINATE)
