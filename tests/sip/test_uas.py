@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from callplane.sip import uas
 from callplane.sip.events import (
     CallAnswered,
     CallCancelled,
@@ -266,3 +267,55 @@ def test_bye_on_the_early_dialog_ends_the_invite_with_487() -> None:
     assert link.b.tl.state(key) is None
     with pytest.raises(CallStateError):
         link.b.answer(handle, answer_for(incoming), link.now)  # the call is gone for the engine too
+
+
+# ------------------------------------------------------------------------------------------ CANCEL after our final
+
+
+@pytest.mark.parametrize("final", ["reject", "early BYE"])
+def test_cancel_after_our_final_response_is_200_with_the_same_tag(final: str) -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    invite = link.a.call(handle).invite
+    if final == "reject":
+        link.b.reject(handle, 486, link.now)
+    else:
+        link.b.ring(handle, link.now)
+        link.pass_("b")
+        early = link.a.call(handle).dialog
+        assert early is not None
+        link.a.tl.send_request(early.create_request("BYE"), B, link.now)
+        link.pass_("a")  # b: 200 to the BYE, 487 to the INVITE, queued and not delivered yet
+    link.log.clear()
+    link.a.tl.send_request(invite.create_cancel(), B, link.now)  # crossed our final on the wire
+    link.pass_("a")
+    sent = [m for m in map(parse, (d for d, _ in link.b.datagrams_to_send())) if isinstance(m, Response)]
+    (final_response,) = [m for m in sent if m.cseq.method == "INVITE" and m.status >= 300]
+    (cancel_reply,) = [m for m in sent if m.cseq.method == "CANCEL"]
+    assert cancel_reply.status == 200  # not 481: the INVITE's transaction is still there (§9.2)
+    assert final_response.status == (486 if final == "reject" else 487)
+    assert cancel_reply.to.tag == final_response.to.tag is not None
+
+
+def test_cancel_after_the_invite_transaction_ended_is_481() -> None:
+    link = Link()
+    handle, incoming = start_call(link)
+    invite = link.a.call(handle).invite
+    link.b.reject(handle, 486, link.now)
+    link.pump()
+    link.advance(link.now + 33.0)  # Timer I: the INVITE server transaction is gone
+    link.log.clear()
+    link.a.tl.send_request(invite.create_cancel(), B, link.now)
+    link.pass_("a")
+    (reply,) = [parse(d) for d, _ in link.b.datagrams_to_send()]
+    assert isinstance(reply, Response) and reply.status == 481
+
+
+def test_remembered_final_tags_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uas, "FINAL_TAGS_KEPT", 2)
+    link = Link()
+    for _ in range(3):
+        handle, _incoming = start_call(link)
+        link.b.reject(handle, 486, link.now)
+        link.pump()
+    assert len(link.b._final_tags) == 2

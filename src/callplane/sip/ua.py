@@ -226,6 +226,7 @@ class UserAgent(UasCore, UacCore):
         for name, value in extra:
             response.headers.add(name, value)
         self.tl.send_response(response, now)
+        self._remember_final(call)
         self._forget(call)
 
     def respond(self, response: Response, now: float) -> None:

@@ -92,6 +92,7 @@ class UaCore:
         self._events: deque[Event] = deque()
         self._calls: dict[str, Call] = {}
         self._by_server_key: dict[TransactionKey, str] = {}
+        self._final_tags: dict[TransactionKey, str | None] = {}  # To tag of INVITEs we ended (see UasCore)
         self._client: dict[TransactionKey, ClientTx] = {}
         self._timers: list[tuple[float, int, str, str]] = []  # (deadline, token, kind, handle)
         self._tokens: dict[tuple[str, str], int] = {}

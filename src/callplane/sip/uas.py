@@ -52,6 +52,10 @@ def checked_headers(headers: Sequence[tuple[str, str]], *, allow_contact: bool =
     return tuple(out)
 
 
+#: How many ended INVITEs keep their To tag for a late CANCEL (a CANCEL comes within 64*T1 of its INVITE).
+FINAL_TAGS_KEPT = 4096
+
+
 class UasCore(UaCore):
     """Handlers for requests from the peer."""
 
@@ -136,6 +140,11 @@ class UasCore(UaCore):
                 if self._end_pending_reinvite(relayed, now):
                     self._emit(ReinviteCancelled(relayed.handle))
                 return
+            if ev.invite_key is not None:
+                # The INVITE's transaction is still there, but our final response already went out (reject, or
+                # the caller's earlier hang-up): the CANCEL matches it and has no effect (§9.2).
+                self._reply(ev.request, 200, now, to_tag=self._final_tags.get(ev.invite_key))
+                return
             self._reply(ev.request, 481, now)
             return
         self._reply(ev.request, 200, now, to_tag=call.local_tag)
@@ -149,7 +158,16 @@ class UasCore(UaCore):
         if call.dialog is not None:
             call.dialog.apply(DialogEvent.TERMINATE)
         self.tl.send_response(call.invite.create_response(487, to_tag=call.local_tag), now)
+        self._remember_final(call)
         self._end(call, CallCancelled(call.handle, method))
+
+    def _remember_final(self, call: Call) -> None:
+        """Keep the To tag of an INVITE we ended, for the 200 to a CANCEL that arrives after it (§9.2: the same
+        tag). Bounded: the oldest entries go first; an unknown key only costs the tag (a fresh one is used)."""
+        tags = self._final_tags
+        tags[call.invite_key] = call.local_tag
+        while len(tags) > FINAL_TAGS_KEPT:
+            del tags[next(iter(tags))]
 
     def _on_ack(self, request: Request, now: float) -> None:
         call = self._calls.get(request.call_id)
