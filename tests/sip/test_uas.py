@@ -109,6 +109,16 @@ def _relay_answer(event: ReinviteReceived, direction: Direction = "recvonly") ->
     return answer_offer(SessionDescription.parse(event.sdp), "127.0.0.1", 30002, session_id="222", direction=direction)
 
 
+def _held_by_caller_with_relay() -> tuple[Link, str]:
+    """A connected call whose callee relays re-INVITEs; the caller's hold re-INVITE waits for the engine."""
+    link = Link(relay_reinvites=True)
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    link.pump()
+    assert [type(e) for e in link.events(link.b)] == [ReinviteReceived]
+    return link, handle
+
+
 def test_relayed_reinvite_waits_for_the_engine_then_its_answer_goes_out() -> None:
     link = Link(relay_reinvites=True)
     handle, _ = connected(link)
@@ -158,11 +168,7 @@ def test_relay_is_per_call_and_off_by_default() -> None:
 
 
 def test_relayed_reinvite_rejected_keeps_the_call() -> None:
-    link = Link(relay_reinvites=True)
-    handle, _ = connected(link)
-    link.a.hold(handle, link.now)
-    link.pump()
-    link.events(link.b)
+    link, handle = _held_by_caller_with_relay()
     link.b.reject_reinvite(handle, 488, link.now, headers=(("Reason", 'SIP;cause=488;text="no codec"'),))
     link.pump()
     assert link.events(link.a) == [ReinviteFailed(handle, 488, "Not Acceptable Here")]
@@ -196,11 +202,7 @@ def test_offerless_relayed_reinvite_gets_the_engines_offer_and_the_answer_in_the
 
 
 def test_cancel_of_a_relayed_reinvite_is_200_and_487() -> None:
-    link = Link(relay_reinvites=True)
-    handle, _ = connected(link)
-    link.a.hold(handle, link.now)
-    link.pump()
-    link.events(link.b)
+    link, handle = _held_by_caller_with_relay()
     pending = link.a.call(handle).reinvite
     assert pending is not None
     link.a.tl.send_request(pending.request.create_cancel(), B, link.now)
@@ -218,11 +220,7 @@ def test_cancel_of_a_relayed_reinvite_is_200_and_487() -> None:
 
 @pytest.mark.parametrize("who", ["a", "b"])
 def test_bye_while_a_relayed_reinvite_is_pending_answers_it_487(who: str) -> None:
-    link = Link(relay_reinvites=True)
-    handle, _ = connected(link)
-    link.a.hold(handle, link.now)
-    link.pump()
-    link.events(link.b)
+    link, handle = _held_by_caller_with_relay()
     link.log.clear()
     link.ua(who).bye(handle, link.now)
     link.pump()

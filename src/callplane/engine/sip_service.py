@@ -21,7 +21,7 @@ from callplane.sip.aio import SipEndpoint
 from callplane.sip.digest import DigestServer
 from callplane.sip.events import IncomingCall, RegisterReceived
 from callplane.sip.registrar import Binding, Registrar, Secret
-from callplane.sip.ua import UserAgent
+from callplane.sip.ua import CallStateError, UserAgent
 from callplane.store import node_settings, registrations
 from callplane.store.db import Database
 from callplane.store.registrations import BindingRow
@@ -160,7 +160,10 @@ class SipService:
 
     def _no_route(self, event: IncomingCall) -> None:
         """An INVITE no subscriber claimed (or whose claimant failed before answering it): 404."""
-        if self.ua.call(event.call).state not in ("received", "ringing"):
+        try:
+            if self.ua.call(event.call).state not in ("received", "ringing"):
+                return
+        except CallStateError:  # already ended (the caller gave up, or a claimant rejected it and then failed)
             return
         log.info("INVITE %s -> %s: no route, answering 404", event.from_uri, event.request_uri)
         self.ua.reject(event.call, 404, self._now())

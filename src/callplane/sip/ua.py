@@ -217,15 +217,10 @@ class UserAgent(UasCore, UacCore):
     ) -> None:
         """A final 3xx-6xx to an incoming INVITE (404, 480, 486, 487, 488, 603...). The transaction layer gets its
         ACK. ``headers`` are added as given: Reason (RFC 3326), Contact for a 3xx redirect, Retry-After, ``X-``..."""
-        if not 300 <= status < 700:
-            raise ValueError("reject needs a 3xx-6xx status")
-        extra = checked_headers(headers, allow_contact=True)
+        extra = _checked_failure(status, headers, allow_contact=True)
         call = self.call(handle)
         call.apply("reject")
-        response = call.invite.create_response(status, reason, to_tag=call.local_tag)
-        for name, value in extra:
-            response.headers.add(name, value)
-        self.tl.send_response(response, now)
+        self._send_failure(call, call.invite, status, reason, extra, now)
         self._remember_final(call)
         self._forget(call)
 
@@ -301,14 +296,23 @@ class UserAgent(UasCore, UacCore):
     ) -> None:
         """A 3xx-6xx to the peer's relayed re-INVITE (488 Not Acceptable Here, 491 Request Pending...); the call
         keeps its previous media (§14.2)."""
-        if not 300 <= status < 700:
-            raise ValueError("reject_reinvite needs a 3xx-6xx status")
-        extra = checked_headers(headers)
+        extra = _checked_failure(status, headers)
         call = self.call(handle)
         pending = self._relayed_reinvite(call)
         call.reinvite = None
-        response = pending.request.create_response(status, reason, to_tag=call.local_tag)
-        for name, value in extra:
+        self._send_failure(call, pending.request, status, reason, extra, now)
+
+    def _send_failure(
+        self,
+        call: Call,
+        request: Request,
+        status: int,
+        reason: str | None,
+        headers: tuple[tuple[str, str], ...],
+        now: float,
+    ) -> None:
+        response = request.create_response(status, reason, to_tag=call.local_tag)
+        for name, value in headers:
             response.headers.add(name, value)
         self.tl.send_response(response, now)
 
@@ -382,3 +386,12 @@ class UserAgent(UasCore, UacCore):
     def unregister(self, handle: str, now: float) -> None:
         """Remove our binding (REGISTER with Expires: 0)."""
         self.registrations.unregister(handle, now)
+
+
+def _checked_failure(
+    status: int, headers: Sequence[tuple[str, str]], *, allow_contact: bool = False
+) -> tuple[tuple[str, str], ...]:
+    """Check a 3xx-6xx final response's status and extra headers before any state changes."""
+    if not 300 <= status < 700:
+        raise ValueError(f"a final failure response needs a 3xx-6xx status, not {status}")
+    return checked_headers(headers, allow_contact=allow_contact)
