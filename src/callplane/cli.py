@@ -81,6 +81,7 @@ async def _serve(settings: Settings) -> None:
     import uvicorn
 
     from callplane.api.app import create_app
+    from callplane.engine.dispatch import SipEventDispatcher
     from callplane.engine.sip_service import SipService, StaticClientSecrets
 
     ids, clock = IdSource(), SystemClock()
@@ -109,6 +110,7 @@ async def _serve(settings: Settings) -> None:
         realm=settings.sip_realm,
         clients=StaticClientSecrets(settings.sip_client_passwords),
         digest_algorithms=settings.sip_digest_algorithms,
+        dispatcher=SipEventDispatcher(),  # the one event handler of the SIP endpoint; the call engine subscribes
     )
     await sip.start()
     print(f"callplane: SIP on {sip_host}:{sip.local['UDP'][1]} (UDP and TCP)", flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from callplane.core.ids import IdSource
+from callplane.engine.dispatch import SipEventDispatcher
 from callplane.engine.media_session import MediaCalls
 from callplane.media.aio import MediaEngine
 from callplane.sip.aio import SipEndpoint
@@ -34,6 +35,7 @@ class MediaNode(EventLog):
         self._endpoint: SipEndpoint | None = None
         self._media: MediaEngine | None = None
         self._calls: MediaCalls | None = None
+        self.dispatcher = SipEventDispatcher()
 
     @property
     def endpoint(self) -> SipEndpoint:
@@ -67,7 +69,8 @@ class MediaNode(EventLog):
         self._media = MediaEngine(host=LOOPBACK, port_range=self.port_range, ids=ids, rtcp_interval=3600.0)
         await self._media.start()
         self._calls = MediaCalls(ua, self._endpoint, self._media, on_event=self._on_event, **self.calls_options)
-        self._calls.attach()
+        self.dispatcher.attach(self._endpoint, ua)
+        self._calls.attach(self.dispatcher)
         return self
 
     async def close(self) -> None:

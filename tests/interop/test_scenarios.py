@@ -54,6 +54,15 @@ def test_cancel_while_ringing(peers: PeerGroup) -> None:
     assert received(client) == ["INVITE 180", "CANCEL 200", "INVITE 487"]
 
 
+def test_bye_on_the_early_dialog(peers: PeerGroup) -> None:
+    server, client = pair(peers, "uas_early_bye", "uac_early_bye")
+    assert received(server) == ["INVITE", "BYE", "ACK"]
+    assert received(client) == ["INVITE 180", "BYE 200", "INVITE 487"]
+    invite, bye, ack = server.messages(received=True)
+    assert bye.to_tag is not None and bye.request_uri.startswith("sip:")  # in the early dialog, to its Contact
+    assert ack.branch == invite.branch  # the 487 is ACKed in the INVITE transaction
+
+
 @pytest.mark.parametrize("uas", ["uas_auth401", "uas_auth407"])
 def test_digest_challenge(peers: PeerGroup, uas: str) -> None:
     server, _ = pair(peers, uas, "uac_auth")

@@ -13,7 +13,16 @@ import socket
 
 import pytest
 
-from callplane.sip.events import CallCancelled, CallConfirmed, CallEnded, DtmfReceived, IncomingCall, MediaUpdated
+from callplane.sip.events import (
+    CallCancelled,
+    CallConfirmed,
+    CallEnded,
+    DtmfReceived,
+    IncomingCall,
+    MediaUpdated,
+    ReinviteReceived,
+)
+from callplane.sip.sdp import SessionDescription, answer_offer
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, PeerGroup, SippRun, TraceMessage
 from tests.interop.uadriver import UaDriver, answer_sdp
@@ -136,6 +145,20 @@ async def test_cancel_while_ringing(peers: PeerGroup) -> None:
     assert terminated.to_tag == ringing.to_tag  # the 487 ends the early dialog the 180 made
 
 
+async def test_bye_on_the_early_dialog_is_a_hang_up_before_answer(peers: PeerGroup) -> None:
+    """SIPp sends BYE on the early dialog of our 180: it needs 200 to the BYE and 487 to the INVITE (RFC 3261
+    15.1.2), and the application hears that the caller gave up."""
+    async with UaDriver() as drv:
+        run = client(peers, drv, "uac_early_bye")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.ring, incoming.call)
+        assert await drv.expect(CallCancelled) == CallCancelled(incoming.call, "BYE")
+        await finished(run)
+        assert not drv.ua._calls
+    got = [(m.status, m.cseq[1]) for m in responses(run) if m.status != 100]
+    assert got == [(180, "INVITE"), (200, "BYE"), (487, "INVITE")]
+
+
 async def test_reject_busy(peers: PeerGroup) -> None:
     async with UaDriver() as drv:
         run = client(peers, drv, "uac_busy")
@@ -143,6 +166,32 @@ async def test_reject_busy(peers: PeerGroup) -> None:
         drv.act(drv.ua.reject, incoming.call, 486)
         await finished(run)
     assert [m.status for m in responses(run) if m.status != 100] == [486]
+
+
+async def test_engine_headers_reach_the_caller(peers: PeerGroup) -> None:
+    """Headers the engine passes to ring, answer and reject are in the bytes SIPp received (issue 7, SIP 9)."""
+    pai = '"Bob" <sip:+15550001@127.0.0.1>'
+    async with UaDriver() as drv:
+        run = client(peers, drv, "uac_basic")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.ring, incoming.call, headers=(("P-Asserted-Identity", pai),))
+        drv.act(drv.ua.answer, incoming.call, answer_sdp(drv, incoming), headers=(("X-RestComm-CallSid", "CA1"),))
+        await drv.expect(CallConfirmed)
+        await drv.expect(CallEnded)
+        await finished(run)
+    got = {m.status: m for m in responses(run) if m.cseq[1] == "INVITE"}
+    assert got[180].header("P-Asserted-Identity") == pai
+    assert got[200].header("X-RestComm-CallSid") == "CA1"
+    assert got[200].header("P-Asserted-Identity") is None  # per response, not sticky
+
+    reason = 'Q.850;cause=17;text="User busy"'
+    async with UaDriver() as drv:
+        run = client(peers, drv, "uac_busy")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.reject, incoming.call, 486, headers=(("Reason", reason), ("X-Busy", "yes")))
+        await finished(run)
+    (busy,) = [m for m in responses(run) if m.status == 486]
+    assert (busy.header("Reason"), busy.header("X-Busy")) == (reason, "yes")
 
 
 async def test_held_resumed_info_and_unknown_method(peers: PeerGroup) -> None:
@@ -167,6 +216,28 @@ async def test_held_resumed_info_and_unknown_method(peers: PeerGroup) -> None:
     assert len({m.to_tag for m in answers}) == 1
     unknown = next(m for m in responses(run) if m.method == "FOO")
     assert unknown.status == 501 and "INVITE" in (unknown.header("Allow") or "")
+
+
+async def test_relayed_reinvites_are_answered_by_the_application(peers: PeerGroup) -> None:
+    """With re-INVITE relay on, SIPp's hold and resume reach the application, whose answers SIPp checks
+    (a=recvonly, then a=sendrecv): the path a bridge takes to pass an offer to its other leg."""
+    async with UaDriver(relay_reinvites=True) as drv:
+        run = client(peers, drv, "uac_hold")
+        incoming = await drv.expect(IncomingCall)
+        drv.act(drv.ua.answer, incoming.call, answer_sdp(drv, incoming))
+        await drv.expect(CallConfirmed)
+        for direction in ("recvonly", "sendrecv"):
+            relayed = await drv.expect(ReinviteReceived)
+            assert relayed.sdp is not None
+            offer = SessionDescription.parse(relayed.sdp)
+            answer = answer_offer(offer, drv.host, drv.rtp_port, session_id="2", direction=direction)
+            drv.act(drv.ua.answer_reinvite, incoming.call, answer)
+            assert (await drv.expect(MediaUpdated)).media.port == run.media_port
+        assert (await drv.expect(DtmfReceived)).digit == "5"
+        assert (await drv.expect(CallEnded)).by == "remote"
+        await finished(run)
+    answers = [m for m in responses(run) if m.status == 200 and m.method == "INVITE"]
+    assert len(answers) == 3 and "a=recvonly" in answers[1].body and "a=sendrecv" in answers[2].body
 
 
 async def test_reject_not_found_and_absorb_the_retransmission(peers: PeerGroup) -> None:

@@ -19,9 +19,10 @@ from one to the other. :class:`MediaCalls` keeps one :class:`MediaCall` per SIP 
 * digits: RFC 4733 and in-band digits from the leg (``media.events.DigitReceived``) and SIP INFO digits
   (``sip.events.DtmfReceived``) are surfaced as one :class:`CallDigit`.
 
-Wiring: the owner routes events to :meth:`MediaCalls.on_sip_event` and :meth:`MediaCalls.on_media_event` (or calls
-:meth:`MediaCalls.attach` to install both on the endpoint and the media engine). ``on_event`` then receives every
-SIP event (after the media side acted on it), every media event except digits, and :class:`CallDigit`.
+Wiring: the owner routes events to :meth:`MediaCalls.on_sip_event` and :meth:`MediaCalls.on_media_event`, or calls
+:meth:`MediaCalls.attach` to subscribe to the node's SIP event dispatcher (:mod:`.dispatch`) and take the media
+engine's events. ``on_event`` then receives every SIP event (after the media side acted on it), every media event
+except digits, and :class:`CallDigit`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from callplane.core.errors import MediaError
+from callplane.engine.dispatch import MEDIA, SipEventDispatcher, Subscription
 from callplane.media import events as media_events
 from callplane.media.aio import MediaEngine
 from callplane.sip import events as sip_events
@@ -119,10 +121,11 @@ class MediaCalls:
         self._by_leg: dict[str, str] = {}
 
     # -- wiring ---------------------------------------------------------------------------------------------
-    def attach(self) -> None:
-        """Drive the UA through the endpoint with :meth:`on_sip_event` and take the media engine's events."""
-        self.endpoint.attach(self.ua, self.on_sip_event)
+    def attach(self, dispatcher: SipEventDispatcher) -> Subscription:
+        """Subscribe :meth:`on_sip_event` to the node's SIP event dispatcher, first in line (:data:`MEDIA`: the leg
+        follows the SDP before anyone else reacts), and take the media engine's events."""
         self.media.on_event = self.on_media_event
+        return dispatcher.subscribe(self.on_sip_event, order=MEDIA, name="media-calls")
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

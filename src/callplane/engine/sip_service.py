@@ -1,7 +1,9 @@
 """The node's SIP endpoint: the UA over UDP+TCP, the registrar backed by the store, and call routing.
 
-Until the call engine lands, an INVITE that nothing can route is answered 404. OPTIONS outside a dialog is
-answered by the UA itself (200 with Allow and Accept).
+The endpoint's events go through a :class:`~callplane.engine.dispatch.SipEventDispatcher` (pass the node's own to
+share it with MediaCalls and the call engine). The service subscribes for REGISTER, and as the fallback for an
+INVITE that no other subscriber claimed, which it answers 404. OPTIONS outside a dialog is answered by the UA itself
+(200 with Allow and Accept).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import Protocol
 
 from callplane.core.clock import Clock
 from callplane.core.ids import IdSource
+from callplane.engine.dispatch import FALLBACK, SipEventDispatcher
 from callplane.sip.aio import SipEndpoint
 from callplane.sip.digest import DigestServer
-from callplane.sip.events import Event, IncomingCall, RegisterReceived
+from callplane.sip.events import IncomingCall, RegisterReceived
 from callplane.sip.registrar import Binding, Registrar, Secret
-from callplane.sip.ua import UserAgent
+from callplane.sip.ua import CallStateError, UserAgent
 from callplane.store import node_settings, registrations
 from callplane.store.db import Database
 from callplane.store.registrations import BindingRow
@@ -90,6 +93,7 @@ class SipService:
         realm: str = "callplane",
         clients: ClientSecrets | None = None,
         digest_algorithms: tuple[str, ...] = ("MD5",),
+        dispatcher: SipEventDispatcher | None = None,
     ) -> None:
         self.db = db
         self.ids = ids
@@ -101,6 +105,7 @@ class SipService:
         # challenge is present, even beside an MD5 one (RFC 8760 order would be SHA-256 first).
         self.digest_algorithms = digest_algorithms
         self.endpoint = SipEndpoint(ids=ids, host=host, port=port)
+        self.dispatcher = dispatcher if dispatcher is not None else SipEventDispatcher()
         self._ua: UserAgent | None = None
         self._registrar: Registrar | None = None
         self._aor_locks: dict[str, asyncio.Lock] = {}
@@ -126,7 +131,11 @@ class SipService:
         self._registrar = Registrar(digest, self.ids)
         await self.endpoint.start()
         self._ua = UserAgent(self.ids, self.endpoint.local, tl=self.endpoint.layer, accept_register=True)
-        self.endpoint.attach(self._ua, self._on_event)
+        self.dispatcher.attach(self.endpoint, self._ua)
+        self.dispatcher.subscribe(self._on_register, types=(RegisterReceived,), name="sip-service REGISTER")
+        self.dispatcher.subscribe(
+            self._no_route, types=(IncomingCall,), order=FALLBACK, fallback=True, name="sip-service no route"
+        )
         self._purger = asyncio.create_task(self._purge_loop())
 
     async def close(self) -> None:
@@ -145,14 +154,19 @@ class SipService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _on_event(self, event: Event) -> None:
-        if isinstance(event, RegisterReceived):
-            self._spawn(self._register(event))
-        elif isinstance(event, IncomingCall):
-            log.info("INVITE %s -> %s: no route yet, answering 404", event.from_uri, event.request_uri)
-            self.ua.reject(event.call, 404, self._now())
-        else:
-            log.debug("SIP event %s", event)
+    def _on_register(self, event: RegisterReceived) -> bool:
+        self._spawn(self._register(event))
+        return True
+
+    def _no_route(self, event: IncomingCall) -> None:
+        """An INVITE no subscriber claimed (or whose claimant failed before answering it): 404."""
+        try:
+            if self.ua.call(event.call).state not in ("received", "ringing"):
+                return
+        except CallStateError:  # already ended (the caller gave up, or a claimant rejected it and then failed)
+            return
+        log.info("INVITE %s -> %s: no route, answering 404", event.from_uri, event.request_uri)
+        self.ua.reject(event.call, 404, self._now())
 
     async def _register(self, event: RegisterReceived) -> None:
         """One REGISTER: look up the Client and the AOR's bindings, decide, persist, answer (serialised per AOR)."""

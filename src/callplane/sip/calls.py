@@ -119,6 +119,7 @@ class Call:
     cancel_pending: bool = False
     bye_pending: bool = False  # UAS: hang up as soon as the 2xx is ACKed (§15)
     reinvite: PendingReinvite | None = None
+    relay_reinvites: bool | None = None  # the peer's re-INVITEs go to the engine (None: the UA-wide setting)
     answered_realms: set[str] = field(default_factory=set)
     auth_headers: tuple[tuple[str, str], ...] = ()  # credentials of the INVITE, repeated in its ACK (§13.2.2.4)
     credentials: Credentials | None = None  # per-call credentials for outbound authentication

@@ -26,7 +26,9 @@ __all__ = [
     "RegisterReceived",
     "RegistrationFailed",
     "Registered",
+    "ReinviteCancelled",
     "ReinviteFailed",
+    "ReinviteReceived",
 ]
 
 
@@ -91,9 +93,12 @@ class CallFailed:
 
 @dataclass(frozen=True, slots=True)
 class CallCancelled:
-    """UAS: the caller CANCELed before we answered (we sent 200 to the CANCEL and 487 to the INVITE)."""
+    """UAS: the caller hung up before we answered. ``method`` is what it sent: ``"CANCEL"`` (we answered 200 to it
+    and 487 to the INVITE, RFC 3261 §9.2) or ``"BYE"`` on the early dialog our 1xx made (200 to it and 487 to the
+    INVITE, §15.1.2)."""
 
     call: str
+    method: str = "CANCEL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,28 @@ class ReinviteFailed:
     call: str
     status: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReinviteReceived:
+    """The peer's re-INVITE, handed to the engine instead of being answered (a call with re-INVITE relay on, e.g. one
+    leg of a bridge, RFC 3261 §14.2). ``sdp`` is the peer's offer (``media`` our reading of it, None if no codec of
+    ours fits); both are None for an offerless re-INVITE, which needs our offer and brings the answer in the ACK
+    (:class:`MediaUpdated`). Answer with ``UserAgent.answer_reinvite`` or ``reject_reinvite`` (488, 491...); until
+    then the peer has only our 100 Trying. ``headers`` as in :class:`IncomingCall`."""
+
+    call: str
+    media: MediaDescription | None
+    sdp: str | None
+    headers: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReinviteCancelled:
+    """The peer CANCELed a re-INVITE we had not answered yet (we sent 200 to the CANCEL and 487 to the re-INVITE);
+    the call goes on with its previous media."""
+
+    call: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +199,8 @@ Event = (
     | CallEnded
     | MediaUpdated
     | ReinviteFailed
+    | ReinviteReceived
+    | ReinviteCancelled
     | DtmfReceived
     | RegisterReceived
     | Registered

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Sequence
 
 from callplane.sip.calls import Call, CallStateError, PendingReinvite
 from callplane.sip.dialog import DialogEvent
@@ -53,7 +54,7 @@ from callplane.sip.transaction_events import (
 )
 from callplane.sip.uac import UacCore
 from callplane.sip.uacore import ALLOWED, KNOWN_METHODS, ClientTx, CredentialSource
-from callplane.sip.uas import UasCore
+from callplane.sip.uas import UasCore, checked_headers
 
 __all__ = ["ALLOWED", "KNOWN_METHODS", "CallStateError", "CredentialSource", "UserAgent"]
 
@@ -172,34 +173,55 @@ class UserAgent(UasCore, UacCore):
         elif was == "proceeding":
             self._send_cancel(call, now)
 
-    def ring(self, handle: str, now: float, early_sdp: SessionDescription | None = None) -> None:
-        """180 Ringing, or 183 Session Progress with early media when ``early_sdp`` is given (§13.3.1.1)."""
+    def ring(
+        self,
+        handle: str,
+        now: float,
+        early_sdp: SessionDescription | None = None,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """180 Ringing, or 183 Session Progress with early media when ``early_sdp`` is given (§13.3.1.1).
+
+        ``headers`` are added to the response as given (P-Asserted-Identity, ``X-`` headers...); see
+        :func:`~callplane.sip.uas.checked_headers` for what is refused."""
+        extra = checked_headers(headers)
         call = self.call(handle)
         call.apply("ring")
         self._ensure_uas_dialog(call)
         if early_sdp is not None:
             call.local_sdp = early_sdp
-        self._dialog_response(call, 183 if early_sdp is not None else 180, early_sdp, now)
+        self._dialog_response(call, 183 if early_sdp is not None else 180, early_sdp, now, headers=extra)
 
-    def answer(self, handle: str, sdp: SessionDescription, now: float) -> None:
+    def answer(
+        self, handle: str, sdp: SessionDescription, now: float, *, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
         """200 OK with ``sdp`` (our answer, or our offer when the INVITE had none). The transaction layer retransmits
-        it until the ACK arrives (§13.3.1.4)."""
+        it until the ACK arrives (§13.3.1.4). ``headers`` as for :meth:`ring`."""
+        extra = checked_headers(headers)
         call = self.call(handle)
         call.apply("answer")
         dialog = self._ensure_uas_dialog(call)
         dialog.apply(DialogEvent.CONFIRM)
         call.local_sdp = self._next_version(call, sdp)
-        self._dialog_response(call, 200, call.local_sdp, now)
+        self._dialog_response(call, 200, call.local_sdp, now, headers=extra)
 
-    def reject(self, handle: str, status: int, now: float, reason: str | None = None) -> None:
+    def reject(
+        self,
+        handle: str,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         """A final 3xx-6xx to an incoming INVITE (404, 480, 486, 487, 488, 603...). The transaction layer gets its
-        ACK."""
-        if not 300 <= status < 700:
-            raise ValueError("reject needs a 3xx-6xx status")
+        ACK. ``headers`` are added as given: Reason (RFC 3326), Contact for a 3xx redirect, Retry-After, ``X-``..."""
+        extra = _checked_failure(status, headers, allow_contact=True)
         call = self.call(handle)
         call.apply("reject")
-        response = call.invite.create_response(status, reason, to_tag=call.local_tag)
-        self.tl.send_response(response, now)
+        self._send_failure(call, call.invite, status, reason, extra, now)
+        self._remember_final(call)
         self._forget(call)
 
     def respond(self, response: Response, now: float) -> None:
@@ -212,6 +234,7 @@ class UserAgent(UasCore, UacCore):
         if call.state == "answered":
             call.bye_pending = True
             return
+        self._end_pending_reinvite(call, now)  # a relayed re-INVITE still waiting for the engine gets 487
         call.apply("bye_sent")
         self._send_in_dialog(call, "BYE", now)
 
@@ -239,6 +262,65 @@ class UserAgent(UasCore, UacCore):
         )
         key = self._send(call, "reinvite", request, now)
         call.reinvite = PendingReinvite(True, key, request, sdp)
+
+    def relay_reinvites_of(self, handle: str, relay: bool = True) -> None:
+        """Hand this call's incoming re-INVITEs to the engine as :class:`~callplane.sip.events.ReinviteReceived`
+        (``relay=True``) or answer them here from our last SDP (``False``), whatever the UA-wide setting."""
+        self.call(handle).relay_reinvites = relay
+
+    def answer_reinvite(
+        self, handle: str, sdp: SessionDescription, now: float, *, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """200 OK to the peer's relayed re-INVITE (§14.2) with ``sdp``: our answer to its offer, or our offer when it
+        had none (the answer then comes in the ACK as ``MediaUpdated``). Its ``o=`` version is raised above our last
+        one if needed; the peer's offer is reported as ``MediaUpdated`` now."""
+        extra = checked_headers(headers)
+        call = self.call(handle)
+        pending = self._relayed_reinvite(call)
+        assert call.dialog is not None
+        call.dialog.refresh_target(pending.request)
+        call.local_sdp = self._next_version(call, sdp)
+        pending.answered = True
+        self._dialog_response(call, 200, call.local_sdp, now, pending.request, headers=extra)
+        if pending.offer is not None:
+            self._update_media(call, pending.offer)
+
+    def reject_reinvite(
+        self,
+        handle: str,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """A 3xx-6xx to the peer's relayed re-INVITE (488 Not Acceptable Here, 491 Request Pending...); the call
+        keeps its previous media (§14.2)."""
+        extra = _checked_failure(status, headers)
+        call = self.call(handle)
+        pending = self._relayed_reinvite(call)
+        call.reinvite = None
+        self._send_failure(call, pending.request, status, reason, extra, now)
+
+    def _send_failure(
+        self,
+        call: Call,
+        request: Request,
+        status: int,
+        reason: str | None,
+        headers: tuple[tuple[str, str], ...],
+        now: float,
+    ) -> None:
+        response = request.create_response(status, reason, to_tag=call.local_tag)
+        for name, value in headers:
+            response.headers.add(name, value)
+        self.tl.send_response(response, now)
+
+    def _relayed_reinvite(self, call: Call) -> PendingReinvite:
+        pending = call.reinvite
+        if pending is None or pending.outgoing or pending.answered:
+            raise CallStateError(f"call {call.handle}: no re-INVITE from the peer is waiting for an answer")
+        return pending
 
     def hold(self, handle: str, now: float, direction: Direction = "sendonly") -> None:
         """Put the peer on hold: re-offer our last SDP as ``sendonly`` (or ``inactive``), RFC 3264 §8.4."""
@@ -304,3 +386,12 @@ class UserAgent(UasCore, UacCore):
     def unregister(self, handle: str, now: float) -> None:
         """Remove our binding (REGISTER with Expires: 0)."""
         self.registrations.unregister(handle, now)
+
+
+def _checked_failure(
+    status: int, headers: Sequence[tuple[str, str]], *, allow_contact: bool = False
+) -> tuple[tuple[str, str], ...]:
+    """Check a 3xx-6xx final response's status and extra headers before any state changes."""
+    if not 300 <= status < 700:
+        raise ValueError(f"a final failure response needs a 3xx-6xx status, not {status}")
+    return checked_headers(headers, allow_contact=allow_contact)

@@ -73,6 +73,7 @@ class UaCore:
         user_agent: str = "callplane",
         supported: tuple[str, ...] = ("PCMU", "PCMA"),
         accept_register: bool = False,
+        relay_reinvites: bool = False,
         tl: TransactionLayer | None = None,
     ) -> None:
         self.ids = ids
@@ -85,11 +86,13 @@ class UaCore:
         self.user_agent = user_agent
         self.supported = supported
         self.accept_register = accept_register
+        self.relay_reinvites = relay_reinvites  # hand peers' re-INVITEs to the engine (per call: Call.relay_reinvites)
         self.allow = ", ".join(ALLOWED + (("REGISTER",) if accept_register else ()))
         self._digest = DigestClient(ids)
         self._events: deque[Event] = deque()
         self._calls: dict[str, Call] = {}
         self._by_server_key: dict[TransactionKey, str] = {}
+        self._final_tags: dict[TransactionKey, str | None] = {}  # To tag of INVITEs we ended (see UasCore)
         self._client: dict[TransactionKey, ClientTx] = {}
         self._timers: list[tuple[float, int, str, str]] = []  # (deadline, token, kind, handle)
         self._tokens: dict[tuple[str, str], int] = {}
@@ -234,7 +237,14 @@ class UaCore:
         self.tl.send_response(response, now)
 
     def _dialog_response(
-        self, call: Call, status: int, sdp: SessionDescription | None, now: float, request: Request | None = None
+        self,
+        call: Call,
+        status: int,
+        sdp: SessionDescription | None,
+        now: float,
+        request: Request | None = None,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """A dialog-creating (or re-INVITE) response: Record-Route copied and Contact added (§12.1.1)."""
         request = request or call.invite
@@ -245,6 +255,8 @@ class UaCore:
         response.headers.add("Contact", self.contact(user, call.peer.transport))
         if status >= 200:
             response.headers.add("Allow", self.allow)
+        for name, value in headers:
+            response.headers.add(name, value)
         if sdp is not None:
             response.headers.add("Content-Type", "application/sdp")
             response.body = bytes(sdp)

@@ -7,15 +7,53 @@ Checks in §8.2 order (method 501/405 with Allow, Max-Forwards 483, Require 420)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from callplane.sip.calls import Call, PendingReinvite
 from callplane.sip.dialog import Dialog, DialogEvent
-from callplane.sip.events import CallCancelled, CallConfirmed, CallEnded, DtmfReceived, IncomingCall, RegisterReceived
-from callplane.sip.message import Request
+from callplane.sip.events import (
+    CallCancelled,
+    CallConfirmed,
+    CallEnded,
+    DtmfReceived,
+    IncomingCall,
+    RegisterReceived,
+    ReinviteCancelled,
+    ReinviteReceived,
+)
+from callplane.sip.message import _TOKEN_CHARS, Request, canonical_name
 from callplane.sip.sdp import NegotiationError, SdpParseError, SessionDescription, answer_offer, describe
 from callplane.sip.transaction_events import CancelReceived, Peer, TransactionKey
 from callplane.sip.uacore import ALLOWED, FORWARDED_HEADERS, KNOWN_METHODS, UaCore
 
-__all__ = ["UasCore"]
+__all__ = ["RESERVED_HEADERS", "UasCore", "checked_headers"]
+
+#: Headers the UA writes itself in its responses; the engine may not add or override them (§8.2.6, §12.1.1).
+RESERVED_HEADERS = frozenset(
+    {"via", "from", "to", "call-id", "cseq", "content-length", "content-type", "max-forwards", "record-route"}
+    | {"route", "contact"}
+)
+
+
+def checked_headers(headers: Sequence[tuple[str, str]], *, allow_contact: bool = False) -> tuple[tuple[str, str], ...]:
+    """The engine's extra headers for a response, checked before any state changes: a name must be a token and not
+    one the UA writes itself (Contact is allowed in a 3xx-6xx: a redirect's targets, §21.3), a value must be one
+    line. Raises :class:`ValueError` naming the header (a caller bug, or hostile input the engine passed on)."""
+    out = []
+    for name, value in headers:
+        key = canonical_name(name)
+        if not name or not _TOKEN_CHARS.issuperset(name):
+            raise ValueError(f"not a header name: {name!r}")
+        if key in RESERVED_HEADERS and not (allow_contact and key == "contact"):
+            raise ValueError(f"header {name} is written by the UA")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"header {name}: the value must be one line")
+        out.append((name, value))
+    return tuple(out)
+
+
+#: How many ended INVITEs keep their To tag for a late CANCEL (a CANCEL comes within 64*T1 of its INVITE).
+FINAL_TAGS_KEPT = 4096
 
 
 class UasCore(UaCore):
@@ -70,11 +108,6 @@ class UasCore(UaCore):
         call = Call(handle, "uas", "received", request, key, source, local_tag=self.ids.tag(), remote_sdp=offer)
         self._calls[handle] = call
         self._by_server_key[key] = handle
-        forwarded = tuple(
-            (name, value)
-            for name, value in request.headers
-            if name.lower().startswith("x-") or name.lower() in FORWARDED_HEADERS
-        )
         self._emit(
             IncomingCall(
                 call=handle,
@@ -84,7 +117,7 @@ class UasCore(UaCore):
                 to_uri=str(request.to.uri),
                 media=self._describe(offer),
                 sdp=str(offer) if offer is not None else None,
-                headers=forwarded,
+                headers=_forwarded(request),
                 source=(source.host, source.port, source.transport),
             )
         )
@@ -99,13 +132,42 @@ class UasCore(UaCore):
         handle = self._by_server_key.get(ev.invite_key) if ev.invite_key is not None else None
         call = self._calls.get(handle) if handle is not None else None
         if call is None:
+            relayed = self._calls.get(ev.request.call_id)
+            pending = relayed.reinvite if relayed is not None else None
+            if relayed is not None and pending is not None and not pending.outgoing and pending.key == ev.invite_key:
+                # CANCEL of a re-INVITE the engine has not answered yet (§9.2): 200, 487, the call goes on.
+                self._reply(ev.request, 200, now, to_tag=relayed.local_tag)
+                if self._end_pending_reinvite(relayed, now):
+                    self._emit(ReinviteCancelled(relayed.handle))
+                return
+            if ev.invite_key is not None:
+                # The INVITE's transaction is still there, but our final response already went out (reject, or
+                # the caller's earlier hang-up): the CANCEL matches it and has no effect (§9.2).
+                self._reply(ev.request, 200, now, to_tag=self._final_tags.get(ev.invite_key))
+                return
             self._reply(ev.request, 481, now)
             return
         self._reply(ev.request, 200, now, to_tag=call.local_tag)
         if call.can("cancelled"):  # otherwise our final response already went out: CANCEL has no effect (§9.2)
-            call.apply("cancelled")
-            self.tl.send_response(call.invite.create_response(487, to_tag=call.local_tag), now)
-            self._end(call, CallCancelled(call.handle))
+            self._caller_gave_up(call, "CANCEL", now)
+
+    def _caller_gave_up(self, call: Call, method: str, now: float) -> None:
+        """The caller ended the call before our answer (CANCEL, or BYE on the early dialog): 487 to the INVITE ends
+        its server transaction (§9.2, §15.1.2), and the engine hears it once."""
+        call.apply("cancelled")
+        if call.dialog is not None:
+            call.dialog.apply(DialogEvent.TERMINATE)
+        self.tl.send_response(call.invite.create_response(487, to_tag=call.local_tag), now)
+        self._remember_final(call)
+        self._end(call, CallCancelled(call.handle, method))
+
+    def _remember_final(self, call: Call) -> None:
+        """Keep the To tag of an INVITE we ended, for the 200 to a CANCEL that arrives after it (§9.2: the same
+        tag). Bounded: the oldest entries go first; an unknown key only costs the tag (a fresh one is used)."""
+        tags = self._final_tags
+        tags[call.invite_key] = call.local_tag
+        while len(tags) > FINAL_TAGS_KEPT:
+            del tags[next(iter(tags))]
 
     def _on_ack(self, request: Request, now: float) -> None:
         call = self._calls.get(request.call_id)
@@ -159,7 +221,10 @@ class UasCore(UaCore):
         tag = dialog.id.local_tag
         if method == "BYE":
             self._reply(request, 200, now, to_tag=tag)
-            if call.can("bye_received"):
+            self._end_pending_reinvite(call, now)  # §15.1.2: pending requests are still answered, 487
+            if call.role == "uas" and call.can("cancelled"):  # BYE on our early dialog: the caller hung up
+                self._caller_gave_up(call, "BYE", now)
+            elif call.can("bye_received"):
                 was = call.state
                 call.apply("bye_received")
                 dialog.apply(DialogEvent.TERMINATE)
@@ -177,6 +242,15 @@ class UasCore(UaCore):
         else:
             self._reply(request, 405, now, to_tag=tag, headers=(("Allow", self.allow),))
 
+    def _end_pending_reinvite(self, call: Call, now: float) -> bool:
+        """Answer 487 to the peer's re-INVITE that the engine still holds (relay), if any. True if there was one."""
+        pending = call.reinvite
+        if pending is None or pending.outgoing or pending.answered:
+            return False
+        call.reinvite = None
+        self.tl.send_response(pending.request.create_response(487, to_tag=call.local_tag), now)
+        return True
+
     def _on_reinvite(self, call: Call, request: Request, key: TransactionKey, now: float) -> None:
         """The peer's re-INVITE (§14.2): answer its offer from our last SDP, or offer in the 2xx if it had none."""
         assert call.dialog is not None
@@ -193,6 +267,12 @@ class UasCore(UaCore):
         offer = self._sdp_of(request)
         if request.body and offer is None:
             self._reply(request, 488, now, to_tag=tag)
+            return
+        relay = call.relay_reinvites if call.relay_reinvites is not None else self.relay_reinvites
+        if relay:  # the engine answers (answer_reinvite / reject_reinvite); the peer has our 100 Trying meanwhile
+            call.reinvite = PendingReinvite(False, key, request, offer)
+            sdp = str(offer) if offer is not None else None
+            self._emit(ReinviteReceived(call.handle, self._describe(offer), sdp, _forwarded(request)))
             return
         local = call.local_sdp
         if offer is not None:
@@ -220,6 +300,15 @@ class UasCore(UaCore):
         self._dialog_response(call, 200, answer, now, request)
         if offer is not None:
             self._update_media(call, offer)
+
+
+def _forwarded(request: Request) -> tuple[tuple[str, str], ...]:
+    """The headers a request hands to the engine besides the typed fields (see :class:`IncomingCall`)."""
+    return tuple(
+        (name, value)
+        for name, value in request.headers
+        if name.lower().startswith("x-") or name.lower() in FORWARDED_HEADERS
+    )
 
 
 def _dtmf_of(request: Request) -> tuple[str | None, int | None]:
