@@ -86,7 +86,8 @@ class SipEventDispatcher:
         fallback: bool = False,
         name: str | None = None,
     ) -> Subscription:
-        """Add a subscriber; returns the subscription (pass it to :meth:`unsubscribe`)."""
+        """Add a subscriber; returns the subscription (pass it to :meth:`unsubscribe`). A per-call subscription
+        ends with the call's last event; a call the engine itself rejected has none, so unsubscribe it then."""
         self._seq += 1
         label = name or str(getattr(handler, "__qualname__", repr(handler)))
         sub = Subscription(handler, label, order, self._seq, types, call, fallback)

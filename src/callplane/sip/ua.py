@@ -11,7 +11,9 @@ REGISTER client (:mod:`.regclient`). It has the usual sans-IO surface::
     next_event() -> Event | None                                        frozen values for the engine (.events)
 
 and an API for the engine: :meth:`invite`, :meth:`cancel`, :meth:`ring`, :meth:`answer`, :meth:`reject`,
-:meth:`bye`, :meth:`hangup`, :meth:`reinvite`, :meth:`hold`, :meth:`resume`, :meth:`register`, :meth:`respond`.
+:meth:`bye`, :meth:`hangup`, :meth:`reinvite`, :meth:`hold`, :meth:`resume`, :meth:`register`, :meth:`respond`,
+and for a peer's re-INVITE handed to the engine (``relay_reinvites``): :meth:`relay_reinvites_of`,
+:meth:`answer_reinvite`, :meth:`reject_reinvite`.
 Every input first goes through the transaction layer; its events are then drained and dispatched by kind
 (``_on_request``, ``_on_cancel``, ``_on_ack``, ``_on_response``...). Client transactions we started are remembered
 in ``_client`` with what they are for, so a response or timeout finds its call or registration.
