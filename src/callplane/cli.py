@@ -82,7 +82,9 @@ async def _serve(settings: Settings) -> None:
 
     from callplane.api.app import create_app
     from callplane.engine.dispatch import SipEventDispatcher
+    from callplane.engine.engine import EngineConfig
     from callplane.engine.sip_service import SipService, StaticClientSecrets
+    from callplane.engine.stack import EngineStack, StackOptions
 
     ids, clock = IdSource(), SystemClock()
     db = await _open_store(settings)
@@ -100,6 +102,7 @@ async def _serve(settings: Settings) -> None:
     else:
         print(f"callplane: administrator AccountSid {admin.account.sid}", flush=True)
     sip_host, sip_port = settings.sip_address
+    dispatcher = SipEventDispatcher()  # the SIP endpoint's one event handler; the engine's parts subscribe
     sip = SipService(
         db,
         ids,
@@ -110,18 +113,32 @@ async def _serve(settings: Settings) -> None:
         realm=settings.sip_realm,
         clients=StaticClientSecrets(settings.sip_client_passwords),
         digest_algorithms=settings.sip_digest_algorithms,
-        dispatcher=SipEventDispatcher(),  # the one event handler of the SIP endpoint; the call engine subscribes
+        dispatcher=dispatcher,
     )
     await sip.start()
-    print(f"callplane: SIP on {sip_host}:{sip.local['UDP'][1]} (UDP and TCP)", flush=True)
+    sip_port = sip.local["UDP"][1]
+    print(f"callplane: SIP on {sip_host}:{sip_port} (UDP and TCP)", flush=True)
     host, port = settings.http_address
-    app = create_app(db, ids=ids, clock=clock)
+    engine_config = EngineConfig(
+        instance_id=instance_id,
+        domain=f"{sip_host}:{sip_port}",
+        outbound_proxy=settings.outbound_proxy or None,
+        outbound_username=settings.outbound_username or None,
+        outbound_password=settings.outbound_password or None,
+        public_url=settings.public_url or f"http://{host}:{port}",
+        recordings_dir=settings.data / "recordings",
+    )
+    options = StackOptions(media_host=sip_host, rtp_ports=settings.rtp_port_range, data=settings.data)
+    stack = EngineStack(db, ids, clock, sip.endpoint, sip.ua, dispatcher, engine_config, options)
+    await stack.start()
+    app = create_app(db, ids=ids, clock=clock, control=stack.engine, recordings_dir=engine_config.recordings_dir)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)
     try:
         await server.serve()
     finally:
+        await stack.close()
         await sip.close()
         await db.close()
 

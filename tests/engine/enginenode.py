@@ -1,11 +1,12 @@
 """A whole callplane node inside a test: store, SIP, media, engine, webhook delivery and the API.
 
 Everything is the real component on loopback (SIP on a free port, RTP on free ports, the API through httpx on the
-real ASGI app); only the database is the test's. ``api`` posts as the administrator::
+real ASGI app, assembled by the same :class:`~callplane.engine.stack.EngineStack` as ``callplane serve``); only the
+database is the test's::
 
     async with EngineNode(db, tmp_path) as node:
         r = await node.post_call(To="sip:svc@127.0.0.1:5090", Url=app.url("/rcml"))
-        await node.wait_status(r["sid"], "completed")
+        await node.wait_status(r.json()["sid"], "completed")
 """
 
 from __future__ import annotations
@@ -21,15 +22,9 @@ from callplane.api.app import create_app
 from callplane.core.clock import SystemClock
 from callplane.core.ids import IdSource
 from callplane.core.secrets import hash_token
-from callplane.engine.delivery import StoreOutbox
-from callplane.engine.engine import CallEngine, EngineConfig
-from callplane.engine.media_session import MediaCalls
-from callplane.engine.script import ScriptServices
-from callplane.engine.writer import RecordWriter
-from callplane.media.aio import MediaEngine
-from callplane.media.httpcache import HttpAudioCache
-from callplane.media.tts import make_default_tts
-from callplane.media.workers import MediaWorkers
+from callplane.engine.dispatch import SipEventDispatcher
+from callplane.engine.engine import EngineConfig
+from callplane.engine.stack import EngineStack, StackOptions
 from callplane.sip.aio import SipEndpoint
 from callplane.sip.ua import UserAgent
 from callplane.store import accounts
@@ -37,11 +32,10 @@ from callplane.store import calls as store_calls
 from callplane.store.accounts import AccountRecord
 from callplane.store.calls import CallRecord
 from callplane.store.db import Database
-from callplane.store.outbox import TableOutbox
-from callplane.webhooks.fetch import Limits, WebClient
-from callplane.webhooks.outbox import Deliverer, RetryPolicy
+from callplane.webhooks.fetch import Limits
+from callplane.webhooks.outbox import RetryPolicy
 
-__all__ = ["ACCOUNT", "TOKEN", "EngineNode"]
+__all__ = ["ACCOUNT", "INSTANCE", "PUBLIC_URL", "TOKEN", "EngineNode"]
 
 LOOPBACK = "127.0.0.1"
 ACCOUNT = "AC" + "e" * 32
@@ -67,7 +61,6 @@ class EngineNode:
         self.outbound_proxy = outbound_proxy
         self.ids = IdSource()
         self.clock = SystemClock()
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> EngineNode:
         now = self.clock.wall()
@@ -78,40 +71,34 @@ class EngineNode:
         self.endpoint = SipEndpoint(ids=self.ids, host=LOOPBACK, port=0)
         await self.endpoint.start()
         self.ua = UserAgent(self.ids, self.endpoint.local, tl=self.endpoint.layer)
-        self.media = MediaEngine(host=LOOPBACK, port_range=(40000, 60000), ids=self.ids, rtcp_interval=3600.0)
-        await self.media.start()
-        self.web = WebClient(Limits(connect_timeout=1.0, total_timeout=2.0))
-        self.outbox = StoreOutbox(TableOutbox(self.db, INSTANCE))
-        self.deliverer = Deliverer(
-            self.outbox, self.web, clock=lambda: self.clock.wall().timestamp(), policy=self.retry, poll=0.2
-        )
-        self.writer = RecordWriter(self.db, INSTANCE, on_commit=self.deliverer.wake)
-        self.writer.start()
-        self.workers = MediaWorkers(self.data / "pcm")
-        self.audio = HttpAudioCache(self.workers, self.data / "http")
-        self.calls = MediaCalls(self.ua, self.endpoint, self.media)
+        self.dispatcher = SipEventDispatcher()
+        self.dispatcher.attach(self.endpoint, self.ua)
         config = EngineConfig(
             instance_id=INSTANCE,
             domain=f"{LOOPBACK}:{self.endpoint.port}",
             outbound_proxy=self.outbound_proxy,
+            public_url=PUBLIC_URL,
             recordings_dir=self.data / "recordings",
         )
-        self.engine = CallEngine(self.db, self.ids, self.clock, self.calls, config, writer=self.writer)
-        if self.scripts:
-            self.engine.script_factory = ScriptServices(
-                engine=self.engine,
-                media=self.media,
-                web=self.web,
-                tts=make_default_tts(self.workers),
-                audio=self.audio,
-                writer=self.writer,
-                ids=self.ids,
-                recordings_dir=config.recordings_dir,
-                public_url=PUBLIC_URL,
-            )
-        self.calls.on_event = self.engine.on_event
-        self.calls.attach()
-        self._tasks.append(asyncio.create_task(self.deliverer.run()))
+        options = StackOptions(
+            media_host=LOOPBACK,
+            rtp_ports=(40000, 60000),
+            data=self.data,
+            rtcp_interval=3600.0,
+            fetch_limits=Limits(connect_timeout=1.0, total_timeout=2.0),
+            retry=self.retry,
+            scripts=self.scripts,
+        )
+        self.stack = EngineStack(
+            self.db, self.ids, self.clock, self.endpoint, self.ua, self.dispatcher, config, options
+        )
+        await self.stack.start()
+        self.engine, self.writer, self.deliverer, self.media = (
+            self.stack.engine,
+            self.stack.writer,
+            self.stack.deliverer,
+            self.stack.media,
+        )
         app = create_app(
             self.db, ids=self.ids, clock=self.clock, control=self.engine, recordings_dir=config.recordings_dir
         )
@@ -121,18 +108,11 @@ class EngineNode:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.engine.close()
-        await self.writer.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.client.aclose()
-        await self.web.close()
-        await self.audio.aclose()
-        await self.workers.aclose()
-        self.calls.close()
-        await self.media.close()
-        await self.endpoint.close()
+        try:
+            await self.stack.close()
+        finally:
+            await self.client.aclose()
+            await self.endpoint.close()
 
     @property
     def sip_port(self) -> int:

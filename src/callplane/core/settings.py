@@ -64,6 +64,14 @@ class Settings:
         "Clients allowed to REGISTER, login:password[,login:password...] (until the Clients API exists)",
     )
     rtp_ports: str = _opt("20000-29999", "RTP_PORTS", "RTP port range LOW-HIGH")
+    outbound_proxy: str = _opt(
+        "", "OUTBOUND_PROXY", "SIP URI of the trunk/proxy that numbers are called through, e.g. sip:10.0.0.5:5060"
+    )
+    outbound_username: str = _opt("", "OUTBOUND_USERNAME", "digest username for the outbound proxy")
+    outbound_password: str = _opt("", "OUTBOUND_PASSWORD", "digest password for the outbound proxy")
+    public_url: str = _opt(
+        "", "PUBLIC_URL", "base URL the node is reached at, for RecordingUrl (default: http://HTTP listen address)"
+    )
     admin_account_sid: str = _opt(
         "", "ADMIN_ACCOUNT_SID", "administrator AccountSid (default: generated on first start and stored in DATA)"
     )

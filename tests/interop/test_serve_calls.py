@@ -1,0 +1,89 @@
+"""``callplane serve`` as a user runs it: POST a call over real HTTP, a SIPp callee, a web app serving RCML."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.interop.conftest import need
+from tests.interop.peers import LOOPBACK, Peer, PeerError, PeerGroup, free_port, free_port_block, wait_udp_bound
+from tests.webapp import Answer, WebApp
+
+pytestmark = pytest.mark.interop
+
+ACCOUNT = "AC" + "5" * 32
+TOKEN = "serve-token-0123456789"
+
+
+@dataclass
+class Node:
+    proc: Peer
+    sip: int
+    http: int
+
+    @property
+    def calls_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http}/2012-04-24/Accounts/{ACCOUNT}/Calls.json"
+
+
+def start_node(group: PeerGroup, data: Path) -> Node:
+    sip, http, rtp = free_port(), free_port(), free_port_block(200)
+    argv = [sys.executable, "-m", "callplane", "serve", "--sip", f"{LOOPBACK}:{sip}", "--http", f"{LOOPBACK}:{http}"]
+    argv += ["--data", str(data), "--rtp-ports", f"{rtp}-{rtp + 199}"]
+    env = {**os.environ, "CALLPLANE_ADMIN_ACCOUNT_SID": ACCOUNT, "CALLPLANE_ADMIN_AUTH_TOKEN": TOKEN}
+    proc = group.start("callplane-serve", argv, env=env)
+    try:
+        proc.wait_output(r"HTTP API on", timeout=30)
+    except PeerError as exc:
+        pytest.fail(f"callplane serve did not start: {exc}")
+    wait_udp_bound(sip, timeout=5, peer=proc)
+    return Node(proc, sip, http)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    group = PeerGroup(tmp_path / "node")
+    try:
+        yield start_node(group, tmp_path / "data")
+    finally:
+        group.close()
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[WebApp]:
+    async with WebApp() as a:
+        a.route("/status", Answer(200))
+        yield a
+
+
+async def test_a_user_places_a_call_with_curl_like_requests(node: Node, peers: PeerGroup, app: WebApp) -> None:
+    need("sipp")
+    app.route("/rcml", Answer.xml("<Response><Say>Hello.</Say><Hangup/></Response>"))
+    uas = peers.sipp("uas_answer")
+    async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
+        r = await client.post(
+            node.calls_url,
+            data={
+                "From": "16175551212",
+                "To": f"sip:alice@{LOOPBACK}:{uas.port}",
+                "Url": app.url("/rcml", userinfo=f"{ACCOUNT}:{TOKEN}"),
+                "StatusCallback": app.url("/status"),
+                "StatusCallbackEvent": "initiated,ringing,answered,completed",
+            },
+        )
+        assert r.status_code == 200, r.text
+        sid = r.json()["sid"]
+        seen = await app.wait_for("/status", count=4, timeout=20)
+        assert [s.param("CallStatus") for s in seen] == ["initiated", "ringing", "answered", "completed"]
+        call = (await client.get(node.calls_url.replace("Calls.json", f"Calls/{sid}.json"))).json()
+    assert await asyncio.to_thread(uas.wait, 10) == 0, uas.report()
+    assert call["status"] == "completed" and call["direction"] == "outbound-api" and call["duration"] >= 1
+    (rcml,) = app.requests("/rcml")
+    assert rcml.headers["authorization"].startswith("Basic ")
