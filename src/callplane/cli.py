@@ -107,7 +107,7 @@ async def _serve(settings: Settings) -> None:
         port=sip_port,
         instance_id=instance_id,
         realm=settings.sip_realm,
-        clients=StaticClientSecrets(settings.sip_client_passwords),
+        clients=StaticClientSecrets(settings.sip_client_passwords, account_sid=admin.account.sid),
         digest_algorithms=settings.sip_digest_algorithms,
     )
     await sip.start()

@@ -9,8 +9,8 @@ Listing design (Restcomm scanned an unindexed table; we do not):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -211,13 +211,57 @@ async def bulk_load_rows(db: Database, batches: Iterable[list[dict[str, Any]]]) 
     return done
 
 
-async def save(db: Database, record: CallRecord) -> None:
-    values = values_of(record)
-    del values["sid"]
+# CallRecord fields that name a different column (the rest share their name with the column).
+_FIELD_COLUMN = {"to": "recipient", "from_": "sender"}
+_FIXED_FIELDS = ("sid", "account_sid", "date_created")
+
+
+def _column_values(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """CallRecord field names and values -> column values (timestamps in microseconds, reversed To/From kept)."""
+    known = {f.name for f in fields(CallRecord)} - set(_FIXED_FIELDS)
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in known:
+            raise ValueError(f"{name!r} is not a changeable call field")
+        column = _FIELD_COLUMN.get(name, name)
+        if isinstance(value, datetime):
+            value = to_us(value)
+        if name == "duration" and value is None:
+            value = 0  # the column is NOT NULL; the record reads it back as absent until the call has ended
+        out[column] = value
+        if column in ("recipient", "sender"):
+            out[column + "_rev"] = str(value)[::-1]
+    return out
+
+
+async def update_call(
+    db: Database, sid: str, changes: Mapping[str, Any], *, expect_status: Collection[str] | None = None
+) -> CallRecord | None:
+    """Write ``changes`` (CallRecord field names) to one call, only if its status is one of ``expect_status``.
+
+    One ``UPDATE … WHERE sid = ? AND status IN (…)`` that touches only the named columns: two writers (the engine
+    that owns the call, an API node modifying it live, on one node or two) never overwrite each other's fields,
+    and of two status transitions from the same state exactly one applies. Returns the record as written, or
+    ``None`` when nothing was written (no such call, or its status had already moved on).
+    """
+    values = _column_values(changes)
+    if not values:
+        raise ValueError("update_call needs at least one change")
+    stmt = update(calls).where(calls.c.sid == sid)
+    if expect_status is not None:
+        stmt = stmt.where(calls.c.status.in_(list(expect_status)))
     async with db.write() as conn:
-        result = await conn.execute(update(calls).where(calls.c.sid == record.sid).values(**values))
-    if result.rowcount == 0:
-        raise NotFound(f"call {record.sid} not found")
+        row = (await conn.execute(stmt.values(**values).returning(*_COLUMNS))).mappings().first()
+    return record_from_row(row) if row else None
+
+
+async def transition(
+    db: Database, sid: str, from_statuses: Collection[str], to_status: str, **fields: Any
+) -> CallRecord | None:
+    """Move a call from one of ``from_statuses`` to ``to_status`` and write ``fields`` with it (see update_call)."""
+    if to_status not in STATUSES:
+        raise ValueError(f"unknown call status {to_status!r}")
+    return await update_call(db, sid, {**fields, "status": to_status}, expect_status=from_statuses)
 
 
 async def get(db: Database, sid: str) -> CallRecord | None:
