@@ -335,13 +335,49 @@ async def list_page(db: Database, query: CallQuery) -> CallPage:
     return CallPage(total=total, records=[record_from_row(r) for r in rows])
 
 
+# What a hang-up by the node would have made of a call in each live status (see docs/compatibility.md).
+STALE_OUTCOME = {"queued": "canceled", "ringing": "canceled", "in-progress": "completed"}
+
+
+def _ceil_seconds(later: Any, earlier: Any) -> Any:
+    """Whole seconds from ``earlier`` to ``later`` (microsecond columns or values), rounded up, as SQL."""
+    return (later - earlier + 999_999) // 1_000_000
+
+
 async def complete_stale(db: Database, instance_id: str, when: datetime) -> int:
-    """On start-up, a node closes the records its previous life left unfinished (calls cannot outlive a restart)."""
-    live = ("queued", "ringing", "in-progress")
+    """On start-up, a node ends the records its previous life left unfinished (calls cannot outlive a restart).
+
+    Each gets the outcome a hang-up at that point would have given: a call that was answered is ``completed`` with
+    ``duration`` = ceil(end - start); a queued or ringing one is ``canceled`` with duration 0, and a ringing one
+    keeps how long it rang as ``ring_duration``.
+    """
+    end = to_us(when)
+    mine = (calls.c.instance_id == instance_id,)
     async with db.write() as conn:
-        result = await conn.execute(
+        answered = await conn.execute(
             update(calls)
-            .where(calls.c.instance_id == instance_id, calls.c.status.in_(live))
-            .values(status="completed", end_time=to_us(when), date_updated=to_us(when))
+            .where(*mine, calls.c.status == "in-progress")
+            .values(
+                status=STALE_OUTCOME["in-progress"],
+                end_time=end,
+                date_updated=end,
+                duration=func.coalesce(_ceil_seconds(literal(end), calls.c.start_time), 0),
+            )
         )
-    return int(result.rowcount)
+        ringing = await conn.execute(
+            update(calls)
+            .where(*mine, calls.c.status == "ringing")
+            .values(
+                status=STALE_OUTCOME["ringing"],
+                end_time=end,
+                date_updated=end,
+                duration=0,
+                ring_duration=func.coalesce(calls.c.ring_duration, _ceil_seconds(literal(end), calls.c.date_created)),
+            )
+        )
+        queued = await conn.execute(
+            update(calls)
+            .where(*mine, calls.c.status == "queued")
+            .values(status=STALE_OUTCOME["queued"], end_time=end, date_updated=end, duration=0)
+        )
+    return int(answered.rowcount) + int(ringing.rowcount) + int(queued.rowcount)
