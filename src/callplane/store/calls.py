@@ -270,22 +270,33 @@ async def get(db: Database, sid: str) -> CallRecord | None:
     return record_from_row(row) if row else None
 
 
-def _suffix_match(forward: Any, reversed_col: Any, value: str) -> ColumnElement[bool]:
-    """Restcomm's ``LIKE '%value'``: a prefix range on the reversed column unless the value has wildcards."""
-    if "%" in value or "_" in value:
-        return forward.like("%" + value)  # type: ignore[no-any-return]
-    prefix = value[::-1]
-    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return and_(reversed_col >= prefix, reversed_col < upper)
+def _suffix_match(dialect: str, forward: Any, reversed_col: Any, value: str) -> ColumnElement[bool]:
+    """Restcomm's ``LIKE '%value'``, case-sensitive and with the same answers on every backend.
+
+    Without wildcards it is a prefix range on the reversed column (an index range scan). With them, ``%`` and ``_``
+    are the only special characters; everything else, a backslash included, matches itself.
+    """
+    if "%" not in value and "_" not in value and ord(value[-1]) < 0x10FFFF:
+        prefix = value[::-1]
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return and_(reversed_col >= prefix, reversed_col < upper)
+    pattern = "%" + value
+    if dialect == "sqlite":
+        # SQLite's LIKE ignores ASCII case; GLOB does not. Translate: % -> *, _ -> ?, and GLOB's own specials
+        # (*, ?, [) become one-character classes that match themselves.
+        table = {"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}
+        return forward.op("GLOB")("".join(table.get(c, c) for c in pattern))  # type: ignore[no-any-return]
+    # PostgreSQL's LIKE treats a backslash as its escape character: double it so it matches itself.
+    return forward.like(pattern.replace("\\", "\\\\"), escape="\\")  # type: ignore[no-any-return]
 
 
-def _where(query: CallQuery) -> list[ColumnElement[bool]]:
+def _where(dialect: str, query: CallQuery) -> list[ColumnElement[bool]]:
     f = query.filter
     clauses: list[ColumnElement[bool]] = [calls.c.account_sid == query.account_sid]
     if f.to:
-        clauses.append(_suffix_match(calls.c.recipient, calls.c.recipient_rev, f.to))
+        clauses.append(_suffix_match(dialect, calls.c.recipient, calls.c.recipient_rev, f.to))
     if f.from_:
-        clauses.append(_suffix_match(calls.c.sender, calls.c.sender_rev, f.from_))
+        clauses.append(_suffix_match(dialect, calls.c.sender, calls.c.sender_rev, f.from_))
     if f.status:
         clauses.append(calls.c.status == f.status)
     if f.started_at_or_after is not None:
@@ -307,7 +318,7 @@ def _order_columns(query: CallQuery) -> Sequence[Any]:
 
 async def list_page(db: Database, query: CallQuery) -> CallPage:
     """One page of the listing and the (``Limit``-capped) number of matches."""
-    where = _where(query)
+    where = _where(db.dialect, query)
     order = _order_columns(query)
     async with db.read() as conn:
         capped = select(literal(1)).select_from(calls).where(*where).limit(query.limit).subquery()
