@@ -199,6 +199,7 @@ async def test_page_beyond_the_last_is_400(loaded: Api) -> None:
         ("?PageSize=ten", "PageSize"),
         ("?Limit=0", "Limit"),
         ("?Limit=x", "Limit"),
+        ("?Limit=100001", "Limit"),
         ("?StartTime=yesterday", "StartTime"),
         ("?EndTime=2024-13-45", "EndTime"),
         ("?Status=ringingg", "Status"),
@@ -210,6 +211,11 @@ async def test_bad_input_is_400_naming_the_parameter(loaded: Api, query: str, na
     assert body["code"] == 20001 and body["status"] == 400
     assert names in body["message"]
     assert body["more_info"].endswith("/20001")
+
+
+async def test_limit_up_to_its_cap_is_accepted(loaded: Api) -> None:
+    body = await _get(loaded, "?Limit=100000")
+    assert body["limit"] == 100000 and body["total"] == 9
 
 
 async def test_bad_input_in_xml(loaded: Api) -> None:
