@@ -155,8 +155,8 @@ def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock)
         if changed != account:
             changed = replace(changed, date_updated=now)
             await store_accounts.save(db, changed)
-            if changed.status == "closed" and account.status != "closed":
-                await store_accounts.close_with_descendants(db, changed.sid, now)
+            if changed.status != account.status:
+                await store_accounts.cascade_status(db, changed.sid, changed.status, now)
         return _one(request, changed, token)
 
     return router

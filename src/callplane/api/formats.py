@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from xml.sax.saxutils import escape, quoteattr
@@ -10,6 +11,8 @@ import orjson
 
 API_VERSION = "2012-04-24"
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# Characters XML 1.0 forbids even as references (§2.2): C0 controls but tab/LF/CR, lone surrogates, U+FFFE/U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -33,6 +36,11 @@ def dumps(value: object) -> bytes:
     return orjson.dumps(value)
 
 
+def xml_text(value: object) -> str:
+    """``str(value)`` with every character XML cannot carry replaced by U+FFFD, so the document always parses."""
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
 def xml_element(name: str, value: object) -> str:
     """``<Name>value</Name>``; ``None`` gives an empty element; a list of pairs nests."""
     if value is None:
@@ -41,11 +49,11 @@ def xml_element(name: str, value: object) -> str:
         return f"<{name}>{''.join(xml_element(k, v) for k, v in value)}</{name}>"
     if isinstance(value, bool):
         value = "true" if value else "false"
-    return f"<{name}>{escape(str(value))}</{name}>"
+    return f"<{name}>{escape(xml_text(value))}</{name}>"
 
 
 def xml_attrs(pairs: Iterable[tuple[str, object]]) -> str:
-    return "".join(f" {k}={quoteattr(str(v))}" for k, v in pairs)
+    return "".join(f" {k}={quoteattr(xml_text(v))}" for k, v in pairs)
 
 
 def xml_document(body: str) -> bytes:

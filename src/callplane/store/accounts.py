@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -89,10 +89,25 @@ async def save(db: Database, record: AccountRecord) -> AccountRecord:
     return record
 
 
-async def close_with_descendants(db: Database, sid: str, when: datetime) -> None:
-    """Closing an account closes its whole subtree (as Restcomm did)."""
-    for child in await descendants(db, sid):
-        await save(db, replace(child, status="closed", date_updated=when))
+# What a status change of an account does to its sub-accounts: which of their statuses it overrides.
+_CASCADE = {"closed": ("active", "suspended"), "suspended": ("active",), "active": ("suspended",)}
+
+
+async def cascade_status(db: Database, sid: str, status: str, when: datetime) -> int:
+    """Give ``sid``'s whole subtree the parent's new status, as Restcomm did for closing.
+
+    Closing closes every sub-account; suspending suspends the active ones; reactivating reactivates the suspended
+    ones. A closed account is never reopened by its parent. Returns how many sub-accounts changed."""
+    below = [a.sid for a in await descendants(db, sid)]
+    if not below:
+        return 0
+    async with db.write() as conn:
+        result = await conn.execute(
+            update(accounts)
+            .where(accounts.c.sid.in_(below), accounts.c.status.in_(_CASCADE[status]))
+            .values(status=status, date_updated=to_us(when))
+        )
+    return int(result.rowcount)
 
 
 async def children(db: Database, sid: str) -> list[AccountRecord]:
