@@ -13,15 +13,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from callplane.core.ids import IdSource
 from callplane.store import calls, node_settings
 from callplane.store import registrations as regs
 from callplane.store.calls import CallRecord
 from callplane.store.db import MIGRATION_LOCK, Database
 from callplane.store.registrations import BindingRow
 from tests.api.conftest import ADMIN_SID, Api
+from tests.store.records import INSTANCE, live_call
 
-INSTANCE = "ID" + "1" * 32
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -34,17 +33,7 @@ async def other(api: Api) -> AsyncIterator[Database]:
 
 
 async def _ringing(db: Database, n: int = 0) -> CallRecord:
-    record = CallRecord(
-        sid=IdSource(n).call_sid(INSTANCE),
-        instance_id=INSTANCE,
-        account_sid=ADMIN_SID,
-        date_created=T,
-        date_updated=T,
-        to="client:bob",
-        from_="+15551230000",
-        status="ringing",
-        direction="outbound-api",
-    )
+    record = live_call(n, "ringing", T)
     await calls.insert_one(db, record)
     return record
 

@@ -363,32 +363,20 @@ async def complete_stale(db: Database, instance_id: str, when: datetime) -> int:
     keeps how long it rang as ``ring_duration``.
     """
     end = to_us(when)
-    mine = (calls.c.instance_id == instance_id,)
+    answered_for = _ceil_seconds(literal(end), calls.c.start_time)
+    rang_for = _ceil_seconds(literal(end), calls.c.date_created)
+    extra: dict[str, dict[str, Any]] = {
+        "in-progress": {"duration": func.coalesce(answered_for, 0)},
+        "ringing": {"duration": 0, "ring_duration": func.coalesce(calls.c.ring_duration, rang_for)},
+        "queued": {"duration": 0},
+    }
+    ended = 0
     async with db.write() as conn:
-        answered = await conn.execute(
-            update(calls)
-            .where(*mine, calls.c.status == "in-progress")
-            .values(
-                status=STALE_OUTCOME["in-progress"],
-                end_time=end,
-                date_updated=end,
-                duration=func.coalesce(_ceil_seconds(literal(end), calls.c.start_time), 0),
+        for status, values in extra.items():
+            result = await conn.execute(
+                update(calls)
+                .where(calls.c.instance_id == instance_id, calls.c.status == status)
+                .values(status=STALE_OUTCOME[status], end_time=end, date_updated=end, **values)
             )
-        )
-        ringing = await conn.execute(
-            update(calls)
-            .where(*mine, calls.c.status == "ringing")
-            .values(
-                status=STALE_OUTCOME["ringing"],
-                end_time=end,
-                date_updated=end,
-                duration=0,
-                ring_duration=func.coalesce(calls.c.ring_duration, _ceil_seconds(literal(end), calls.c.date_created)),
-            )
-        )
-        queued = await conn.execute(
-            update(calls)
-            .where(*mine, calls.c.status == "queued")
-            .values(status=STALE_OUTCOME["queued"], end_time=end, date_updated=end, duration=0)
-        )
-    return int(answered.rowcount) + int(ringing.rowcount) + int(queued.rowcount)
+            ended += int(result.rowcount)
+    return ended
