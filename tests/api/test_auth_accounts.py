@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from xml.etree import ElementTree
@@ -192,3 +193,16 @@ async def test_xml_output_replaces_characters_xml_cannot_carry(api: Api) -> None
     root = ElementTree.fromstring(r.content)  # a well-formed document
     assert root.findtext("Account/FriendlyName") == "Bell\ufffd Esc\ufffd Tab\there"
     assert (await api.client.get(url + ".json", auth=ADMIN)).json()["friendly_name"] == "Bell\x07 Esc\x1b Tab\there"
+
+
+async def test_a_rename_by_the_parent_and_a_token_rotation_at_once_both_take_effect(tree: Api) -> None:
+    url = f"/2012-04-24/Accounts/{CHILD[0]}.json"
+    renamed, rotated = await asyncio.gather(
+        tree.client.post(url, data={"FriendlyName": "Renamed by parent"}, auth=ADMIN),
+        tree.client.post(url, data={"RotateAuthToken": "true"}, auth=CHILD),
+    )
+    assert renamed.status_code == rotated.status_code == 200
+    fresh = (CHILD[0], rotated.json()["auth_token"])
+    now = await tree.client.get(url, auth=fresh)  # the rotation held
+    assert now.status_code == 200 and now.json()["friendly_name"] == "Renamed by parent"  # and so did the rename
+    assert (await tree.client.get(url, auth=CHILD)).status_code == 401
