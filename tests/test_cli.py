@@ -94,6 +94,11 @@ async def test_first_start_creates_admin_once_and_reuses_it(tmp_path: Path, db: 
         r = httpx.get(f"{base}/restcomm/2012-04-24/Accounts/{creds[0]}/Calls.json?PageSize=7", auth=creds)
         assert r.status_code == 200
         assert r.json()["total"] == 1200 and len(r.json()["calls"]) == 7
+        # The synthetic records carry their own InstanceId: this node's start-up left their live calls alone.
+        assert "closed" not in "".join(lines)
+        r = httpx.get(f"{base}/2012-04-24/Accounts/{creds[0]}/Calls.json?Status=in-progress", auth=creds)
+        assert r.json()["total"] > 0
+        assert {c["InstanceId"] for c in r.json()["calls"]}.isdisjoint({(tmp_path / "instance_id").read_text().strip()})
         assert httpx.get(f"{base}/2012-04-24/Accounts/{creds[0]}/Calls.json", auth=(creds[0], "x")).status_code == 401
 
 

@@ -61,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--count", type=int, required=True, help="number of records")
     gen.add_argument("--days", type=int, default=90, help="spread over this many days before now (default 90)")
     gen.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    gen.add_argument("--instance-id", dest="gen_instance_id", default=None, help="InstanceId for the sids")
+    gen.add_argument(
+        "--instance-id",
+        dest="gen_instance_id",
+        default=None,
+        help="InstanceId stamped on the records (default: a new one, never a node's own, so no node's start-up "
+        "takes the synthetic live calls for its own unfinished calls)",
+    )
     _add_settings(gen, _STORE_SETTINGS)
     return parser
 
@@ -111,7 +117,7 @@ async def _serve(settings: Settings) -> None:
         port=sip_port,
         instance_id=instance_id,
         realm=settings.sip_realm,
-        clients=StaticClientSecrets(settings.sip_client_passwords),
+        clients=StaticClientSecrets(settings.sip_client_passwords, account_sid=admin.account.sid),
         digest_algorithms=settings.sip_digest_algorithms,
         dispatcher=dispatcher,
     )
@@ -157,14 +163,17 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> None:
     try:
         if await accounts.get(db, args.account) is None:
             raise ConfigError(f"account {args.account} does not exist")
-        instance_id = args.gen_instance_id or ensure_instance_id(settings.data, ids, settings.instance_id)
+        instance_id = args.gen_instance_id or ids.instance_id()
         started = time.perf_counter()
         rows = generate_rows(
             args.account, instance_id, args.count, now=datetime.now(UTC), days=args.days, seed=args.seed
         )
         done = await store_calls.bulk_load_rows(db, rows)
         elapsed = time.perf_counter() - started
-        print(f"callplane: generated {done} call records in {elapsed:.1f} s ({done / max(elapsed, 1e-9):,.0f}/s)")
+        print(
+            f"callplane: generated {done} call records in {elapsed:.1f} s ({done / max(elapsed, 1e-9):,.0f}/s), "
+            f"InstanceId {instance_id}"
+        )
     finally:
         await db.close()
 

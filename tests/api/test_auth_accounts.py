@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
+from xml.etree import ElementTree
 
 import pytest
 
@@ -140,3 +143,66 @@ async def test_account_xml(api: Api) -> None:
     r = await api.client.get(f"/2012-04-24/Accounts/{ADMIN_SID}", auth=ADMIN)
     assert r.headers["content-type"] == "application/xml"
     assert f"<RestcommResponse><Account><Sid>{ADMIN_SID}</Sid>" in r.text
+
+
+async def test_unknown_users_cost_one_full_key_derivation_like_a_wrong_token(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown AccountSid or email is refused only after the same PBKDF2 work as a known one with a wrong token,
+    so response times do not reveal which accounts exist."""
+    made = await api.client.post(
+        "/2012-04-24/Accounts.json", data={"FriendlyName": "real", "EmailAddress": "r@x.io"}, auth=ADMIN
+    )
+    real = made.json()["sid"]  # created by the API: a production-cost hash
+    derivations: list[int] = []
+    original = hashlib.pbkdf2_hmac
+
+    def counting(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
+        derivations.append(iterations)
+        return original(name, password, salt, iterations)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counting)
+    costs = {}
+    for user in (real, "AC" + "9" * 32, "r@x.io", "nobody@x.io"):
+        derivations.clear()
+        assert (await api.client.get(_calls(real), auth=(user, "wrong-token-123456"))).status_code == 401
+        costs[user] = list(derivations)
+    assert len(set(map(tuple, costs.values()))) == 1 and len(costs[real]) == 1, costs
+
+
+async def test_suspending_an_account_suspends_its_sub_accounts_and_reactivating_restores_them(tree: Api) -> None:
+    url = f"/2012-04-24/Accounts/{CHILD[0]}.json"
+    grandchild_url = f"/2012-04-24/Accounts/{GRANDCHILD[0]}.json"
+    assert (await tree.client.post(url, data={"Status": "suspended"}, auth=ADMIN)).json()["status"] == "suspended"
+    assert (await tree.client.get(_calls(GRANDCHILD[0]), auth=GRANDCHILD)).status_code == 403
+    assert (await tree.client.get(grandchild_url, auth=ADMIN)).json()["status"] == "suspended"
+    assert (await tree.client.get(_calls(SIBLING[0]), auth=SIBLING)).status_code == 200  # not in the subtree
+    assert (await tree.client.post(url, data={"Status": "active"}, auth=ADMIN)).json()["status"] == "active"
+    assert (await tree.client.get(_calls(GRANDCHILD[0]), auth=GRANDCHILD)).status_code == 200
+    # A closed sub-account stays closed whatever its parent does.
+    assert (await tree.client.post(grandchild_url, data={"Status": "closed"}, auth=ADMIN)).status_code == 200
+    await tree.client.post(url, data={"Status": "suspended"}, auth=ADMIN)
+    await tree.client.post(url, data={"Status": "active"}, auth=ADMIN)
+    assert (await tree.client.get(grandchild_url, auth=ADMIN)).json()["status"] == "closed"
+
+
+async def test_xml_output_replaces_characters_xml_cannot_carry(api: Api) -> None:
+    url = f"/2012-04-24/Accounts/{ADMIN_SID}"
+    r = await api.client.post(url, data={"FriendlyName": "Bell\x07 Esc\x1b Tab\there"}, auth=ADMIN)
+    assert r.status_code == 200
+    root = ElementTree.fromstring(r.content)  # a well-formed document
+    assert root.findtext("Account/FriendlyName") == "Bell\ufffd Esc\ufffd Tab\there"
+    assert (await api.client.get(url + ".json", auth=ADMIN)).json()["friendly_name"] == "Bell\x07 Esc\x1b Tab\there"
+
+
+async def test_a_rename_by_the_parent_and_a_token_rotation_at_once_both_take_effect(tree: Api) -> None:
+    url = f"/2012-04-24/Accounts/{CHILD[0]}.json"
+    renamed, rotated = await asyncio.gather(
+        tree.client.post(url, data={"FriendlyName": "Renamed by parent"}, auth=ADMIN),
+        tree.client.post(url, data={"RotateAuthToken": "true"}, auth=CHILD),
+    )
+    assert renamed.status_code == rotated.status_code == 200
+    fresh = (CHILD[0], rotated.json()["auth_token"])
+    now = await tree.client.get(url, auth=fresh)  # the rotation held
+    assert now.status_code == 200 and now.json()["friendly_name"] == "Renamed by parent"  # and so did the rename
+    assert (await tree.client.get(url, auth=CHILD)).status_code == 401

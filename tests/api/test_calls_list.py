@@ -199,6 +199,7 @@ async def test_page_beyond_the_last_is_400(loaded: Api) -> None:
         ("?PageSize=ten", "PageSize"),
         ("?Limit=0", "Limit"),
         ("?Limit=x", "Limit"),
+        ("?Limit=100001", "Limit"),
         ("?StartTime=yesterday", "StartTime"),
         ("?EndTime=2024-13-45", "EndTime"),
         ("?Status=ringingg", "Status"),
@@ -210,6 +211,11 @@ async def test_bad_input_is_400_naming_the_parameter(loaded: Api, query: str, na
     assert body["code"] == 20001 and body["status"] == 400
     assert names in body["message"]
     assert body["more_info"].endswith("/20001")
+
+
+async def test_limit_up_to_its_cap_is_accepted(loaded: Api) -> None:
+    body = await _get(loaded, "?Limit=100000")
+    assert body["limit"] == 100000 and body["total"] == 9
 
 
 async def test_bad_input_in_xml(loaded: Api) -> None:
@@ -224,3 +230,41 @@ async def test_after_sid_of_another_account_is_400(loaded: Api) -> None:
     other = _call(50, account_sid="AC" + "b" * 32, sid="CA" + "e" * 32)
     await calls.insert_one(loaded.db, other)
     await _get(loaded, f"?AfterSid={other.sid}", status=400)
+
+
+ODD = [
+    _call(20, to="client:Alice", from_="+1555\\"),
+    _call(21, to="client:alice", from_="a*b?c[d]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        # Case-sensitive on both backends, with and without wildcards.
+        ("To", "Alice", [20]),
+        ("To", "ALICE", []),
+        ("To", "%Alice", [20]),
+        ("To", "%ALICE", []),
+        ("To", "client:A%", [20]),
+        ("To", "client:_lice", [21, 20]),
+        # A backslash matches itself (PostgreSQL's LIKE would take it for an escape and fail at the end).
+        ("From", "\\", [20]),
+        ("From", "%\\", [20]),
+        ("From", "5_\\", [20]),
+        # SQLite's GLOB specials match themselves too.
+        ("From", "b?c[d]", [21]),
+        ("From", "%b?c[d]", [21]),
+        ("From", "%a*", []),
+        ("From", "%?c[d]", [21]),
+        ("From", "%[d", []),
+        ("From", "_[d]", [21]),
+    ],
+)
+async def test_to_from_filters_answer_the_same_on_both_databases(
+    api: Api, field: str, value: str, expected: list[int]
+) -> None:
+    await calls.insert_many(api.db, ODD)
+    r = await api.client.get(f"{BASE}.json", params={field: value}, auth=ADMIN)
+    assert r.status_code == 200, r.text
+    assert _sids(r.json()) == _n(*expected)

@@ -20,6 +20,7 @@ from callplane.store.db import Database
 from tests.interop.uadriver import UaDriver, offer_sdp
 
 INSTANCE = "ID" + "9" * 32
+OWNER = "AC" + "5" * 32
 
 
 def _service(db: Database) -> SipService:
@@ -31,7 +32,7 @@ def _service(db: Database) -> SipService:
         port=0,
         instance_id=INSTANCE,
         realm="callplane.test",
-        clients=StaticClientSecrets({"alice": "wonderland-42"}),
+        clients=StaticClientSecrets({"alice": "wonderland-42"}, account_sid=OWNER),
     )
 
 
@@ -57,6 +58,7 @@ async def test_register_with_digest_is_persisted_and_survives_restart(db: Databa
     rows = await registrations.lookup(db, "sip:alice@127.0.0.1", SystemClock().wall().timestamp())
     assert len(rows) == 1
     assert f":{phone_port}" in rows[0].contact and rows[0].instance_id == INSTANCE
+    assert rows[0].account_sid == OWNER  # the binding belongs to the Client's account
     await service.close()
     again = _service(db)  # a restart, or a second node on the same database
     await again.start()

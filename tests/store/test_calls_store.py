@@ -17,6 +17,7 @@ from callplane.store.calls import DIRECTIONS, STATUSES, CallQuery
 from callplane.store.db import Database
 from callplane.store.synthetic import generate
 from tests.api.conftest import ADMIN_SID, T0, Api
+from tests.store.records import INSTANCE, live_call
 
 ACCOUNT = "AC" + "a" * 32
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -88,3 +89,18 @@ async def test_round_trip_keeps_microseconds_and_nulls(db: Database) -> None:
     )
     await calls.insert_one(db, record)
     assert await calls.get(db, record.sid) == record
+
+
+async def test_complete_stale_gives_each_call_the_outcome_of_a_hang_up(api: Api) -> None:
+    """Answered calls complete with ceil(end - start) seconds; queued and ringing ones are canceled."""
+    talking = live_call(1, "in-progress", NOW - timedelta(seconds=30), NOW - timedelta(seconds=10, microseconds=200))
+    ringing = live_call(2, "ringing", NOW - timedelta(seconds=7, milliseconds=500))
+    queued = live_call(3, "queued", NOW - timedelta(seconds=2))
+    await calls.insert_many(api.db, [talking, ringing, queued])
+    assert await calls.complete_stale(api.db, INSTANCE, NOW) == 3
+    got = {r.sid: r for r in (await calls.list_page(api.db, CallQuery(ACCOUNT))).records}
+    t, r, q = got[talking.sid], got[ringing.sid], got[queued.sid]
+    assert (t.status, t.end_time, t.duration) == ("completed", NOW, 11)
+    assert (r.status, r.end_time, r.duration, r.ring_duration) == ("canceled", NOW, 0, 8)
+    assert (q.status, q.end_time, q.duration, q.ring_duration) == ("canceled", NOW, 0, None)
+    assert t.date_updated == r.date_updated == q.date_updated == NOW

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import replace
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -132,31 +131,33 @@ def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock)
         caller, account = await auth.authorize(request, AccountSid)
         form = await form_fields(request)
         now = clock.wall()
-        changed = account
+        changes: dict[str, object] = {}
         if "FriendlyName" in form:
             name = form["FriendlyName"].strip()
             if not name or len(name) > 256:
                 raise bad_request("FriendlyName must be 1 to 256 characters")
-            changed = replace(changed, friendly_name=name)
+            changes["friendly_name"] = name
         if "Status" in form:
             status = form["Status"].strip().lower()
             if status not in STATUSES:
                 raise bad_request(f"Status must be one of {', '.join(STATUSES)}, got {form['Status']!r}")
             if caller.sid == account.sid and status != account.status:
                 raise forbidden("An account cannot change its own status; its parent can")
-            changed = replace(changed, status=status)
+            changes["status"] = status
         token = None
         rotate = form.get("RotateAuthToken", "").strip().lower()
         if rotate not in ("", "true", "false"):
             raise bad_request("RotateAuthToken must be true or false")
         if rotate == "true":
             token = ids.token()
-            changed = replace(changed, auth_token_hash=await asyncio.to_thread(hash_token, token))
-        if changed != account:
-            changed = replace(changed, date_updated=now)
-            await store_accounts.save(db, changed)
-            if changed.status == "closed" and account.status != "closed":
-                await store_accounts.close_with_descendants(db, changed.sid, now)
+            changes["auth_token_hash"] = await asyncio.to_thread(hash_token, token)
+        changes = {k: v for k, v in changes.items() if getattr(account, k) != v}
+        changed = account
+        if changes:
+            # Only the fields this request sets are written, so a concurrent update of other fields survives.
+            changed = await store_accounts.update(db, account.sid, {**changes, "date_updated": now})
+            if "status" in changes:
+                await store_accounts.cascade_status(db, changed.sid, changed.status, now)
         return _one(request, changed, token)
 
     return router

@@ -11,7 +11,7 @@ import time
 from fastapi import Request
 
 from callplane.core.errors import ApiError
-from callplane.core.secrets import verify_token
+from callplane.core.secrets import unusable_hash, verify_token
 from callplane.store import accounts
 from callplane.store.accounts import AccountRecord
 from callplane.store.db import Database
@@ -28,10 +28,14 @@ class Authenticator:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._verified: dict[tuple[str, str, str], float] = {}
+        self._unknown_user_hash = unusable_hash()
 
     async def authenticate(self, request: Request) -> AccountRecord:
         user, token = _credentials(request)
         account = await (accounts.get_by_email(self._db, user) if "@" in user else accounts.get(self._db, user))
+        if account is None:
+            # Cost the same as a wrong token: a quick 401 would tell who has an account here.
+            await asyncio.to_thread(verify_token, token, self._unknown_user_hash)
         if account is None or not await self._check(account, token):
             raise ApiError(401, "Authentication failed: unknown AccountSid or wrong AuthToken", AUTH_FAILED)
         if account.status != "active":

@@ -28,7 +28,7 @@ _LIST_PARAMS = {
     "SortBy": "Field[:asc|desc], field one of " + ", ".join(SORT_KEYS) + "; default DateCreated:desc",
     "Page": "Zero-based page number (default 0)",
     "PageSize": "Records per page, 1 to 1000 (default 50)",
-    "Limit": "Maximum number of matching records the whole listing spans (default 10000)",
+    "Limit": "Maximum number of matching records the whole listing spans, 1 to 100000 (default 10000)",
     "AfterSid": "Cursor: list the records that follow this CallSid in the chosen order",
 }
 

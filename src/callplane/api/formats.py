@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from xml.sax.saxutils import escape, quoteattr
 
@@ -10,12 +11,19 @@ import orjson
 from callplane.core.timefmt import iso8601, rfc2822
 
 API_VERSION = "2012-04-24"
+# Characters XML 1.0 forbids even as references (§2.2): C0 controls but tab/LF/CR, lone surrogates, U+FFFE/U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 __all__ = ["API_VERSION", "dumps", "iso8601", "rfc2822", "xml_attrs", "xml_document", "xml_element"]
 
 
 def dumps(value: object) -> bytes:
     return orjson.dumps(value)
+
+
+def xml_text(value: object) -> str:
+    """``str(value)`` with every character XML cannot carry replaced by U+FFFD, so the document always parses."""
+    return _NOT_XML.sub("\ufffd", str(value))
 
 
 def xml_element(name: str, value: object) -> str:
@@ -26,11 +34,11 @@ def xml_element(name: str, value: object) -> str:
         return f"<{name}>{''.join(xml_element(k, v) for k, v in value)}</{name}>"
     if isinstance(value, bool):
         value = "true" if value else "false"
-    return f"<{name}>{escape(str(value))}</{name}>"
+    return f"<{name}>{escape(xml_text(value))}</{name}>"
 
 
 def xml_attrs(pairs: Iterable[tuple[str, object]]) -> str:
-    return "".join(f" {k}={quoteattr(str(v))}" for k, v in pairs)
+    return "".join(f" {k}={quoteattr(xml_text(v))}" for k, v in pairs)
 
 
 def xml_document(body: str) -> bytes:

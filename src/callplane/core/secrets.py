@@ -25,3 +25,9 @@ def verify_token(token: str, stored: str) -> bool:
         return False
     candidate = hashlib.pbkdf2_hmac("sha256", token.encode(), bytes.fromhex(salt), int(iterations))
     return hmac.compare_digest(candidate.hex(), digest)
+
+
+def unusable_hash() -> str:
+    """A value in :func:`hash_token`'s form that no token matches, costing a full check: for unknown users, so a
+    refusal takes as long whether or not the account exists."""
+    return f"pbkdf2_sha256${_ITERATIONS}${secrets.token_hex(16)}${'0' * 64}"

@@ -37,19 +37,27 @@ class ClientSecrets(Protocol):
 
     async def secret(self, login: str) -> Secret | None: ...
 
+    async def account_sid(self, login: str) -> str:
+        """The account that owns the Client (its registrations are stored under it)."""
+        ...
+
 
 class StaticClientSecrets:
-    """Clients from configuration (``CALLPLANE_SIP_CLIENTS``)."""
+    """Clients from configuration (``CALLPLANE_SIP_CLIENTS``), all owned by ``account_sid`` (the administrator)."""
 
-    def __init__(self, passwords: Mapping[str, str]) -> None:
+    def __init__(self, passwords: Mapping[str, str], account_sid: str = "") -> None:
         self._passwords = dict(passwords)
+        self._account_sid = account_sid
 
     async def secret(self, login: str) -> Secret | None:
         password = self._passwords.get(login)
         return Secret(password=password) if password is not None else None
 
+    async def account_sid(self, login: str) -> str:
+        return self._account_sid if login in self._passwords else ""
 
-def to_row(b: Binding, instance_id: str) -> BindingRow:
+
+def to_row(b: Binding, instance_id: str, account_sid: str = "") -> BindingRow:
     return BindingRow(
         aor=b.aor,
         contact=b.contact,
@@ -60,6 +68,7 @@ def to_row(b: Binding, instance_id: str) -> BindingRow:
         transport=b.transport,
         user_agent=b.user_agent or "",
         instance_id=instance_id,
+        account_sid=account_sid,
     )
 
 
@@ -122,11 +131,9 @@ class SipService:
         return self.endpoint.local
 
     async def start(self) -> None:
-        secret = await node_settings.get_setting(self.db, NONCE_SECRET_KEY)
-        if secret is None:
-            # Shared by every node on this database, so a nonce issued by one node verifies on another.
-            secret = self.ids.token(32)
-            await node_settings.put_setting(self.db, NONCE_SECRET_KEY, secret)
+        # Shared by every node on this database, so a nonce issued by one node verifies on another; nodes that
+        # start together keep whichever secret was written first.
+        secret = await node_settings.setdefault_setting(self.db, NONCE_SECRET_KEY, self.ids.token(32))
         digest = DigestServer(self.realm, bytes.fromhex(secret), self.ids, algorithms=self.digest_algorithms)
         self._registrar = Registrar(digest, self.ids)
         await self.endpoint.start()
@@ -183,7 +190,8 @@ class SipService:
                 source = (event.source.host, event.source.port, event.source.transport)
                 outcome = registrar.handle(request, secret=secret, bindings=current, now=wall, source=source)
                 if outcome.aor is not None and (outcome.upserts or outcome.removals):
-                    rows = [to_row(b, self.instance_id) for b in outcome.upserts]
+                    account = await self.clients.account_sid(login) if login else ""
+                    rows = [to_row(b, self.instance_id, account) for b in outcome.upserts]
                     await registrations.apply(self.db, outcome.aor, rows, list(outcome.removals))
                 response = outcome.response
         except Exception:

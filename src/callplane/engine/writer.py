@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callplane.store import notifications as store_notifications
-from callplane.store.call_updates import transition
+from callplane.store.calls import update_call_with
 from callplane.store.db import Database
 from callplane.store.notifications import NotificationRecord
 from callplane.store.outbox import enqueue
@@ -120,7 +120,7 @@ class RecordWriter:
             for w in batch:
                 applied = True
                 if w.values:
-                    applied = await transition(conn, w.call_sid, w.expect, w.values)
+                    applied = await update_call_with(conn, w.call_sid, w.values, expect_status=w.expect)
                     if not applied:
                         self.conflicts += 1
                         log.info("[%s] record already moved on; %s not applied", w.call_sid, w.values.get("status"))

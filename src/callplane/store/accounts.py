@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
+from sqlalchemy import update as update_
 from sqlalchemy.engine import RowMapping
 
 from callplane.core.errors import NotFound
@@ -78,21 +80,47 @@ async def get_by_email(db: Database, email: str) -> AccountRecord | None:
     return _row(row) if row else None
 
 
-async def save(db: Database, record: AccountRecord) -> AccountRecord:
-    """Write every mutable field of ``record`` back."""
-    values = _values(record)
-    del values["sid"], values["date_created"]
+_CHANGEABLE = ("friendly_name", "email_address", "status", "type", "role", "auth_token_hash", "date_updated")
+
+
+async def update(db: Database, sid: str, changes: Mapping[str, Any]) -> AccountRecord:
+    """Write only ``changes`` (AccountRecord field names) and return the account as stored afterwards.
+
+    Two updates of one account at once (its parent renames it while it rotates its token) both take effect; a
+    whole-record save would silently undo one of them."""
+    values = dict(changes)
+    for name in values:
+        if name not in _CHANGEABLE:
+            raise ValueError(f"{name!r} is not a changeable account field")
+    if "date_updated" in values:
+        values["date_updated"] = to_us(values["date_updated"])
     async with db.write() as conn:
-        result = await conn.execute(update(accounts).where(accounts.c.sid == record.sid).values(**values))
-    if result.rowcount == 0:
-        raise NotFound(f"account {record.sid} not found")
-    return record
+        stmt = update_(accounts).where(accounts.c.sid == sid).values(**values).returning(*accounts.c)
+        row = (await conn.execute(stmt)).mappings().first()
+    if row is None:
+        raise NotFound(f"account {sid} not found")
+    return _row(row)
 
 
-async def close_with_descendants(db: Database, sid: str, when: datetime) -> None:
-    """Closing an account closes its whole subtree (as Restcomm did)."""
-    for child in await descendants(db, sid):
-        await save(db, replace(child, status="closed", date_updated=when))
+# What a status change of an account does to its sub-accounts: which of their statuses it overrides.
+_CASCADE = {"closed": ("active", "suspended"), "suspended": ("active",), "active": ("suspended",)}
+
+
+async def cascade_status(db: Database, sid: str, status: str, when: datetime) -> int:
+    """Give ``sid``'s whole subtree the parent's new status, as Restcomm did for closing.
+
+    Closing closes every sub-account; suspending suspends the active ones; reactivating reactivates the suspended
+    ones. A closed account is never reopened by its parent. Returns how many sub-accounts changed."""
+    below = [a.sid for a in await descendants(db, sid)]
+    if not below:
+        return 0
+    async with db.write() as conn:
+        result = await conn.execute(
+            update_(accounts)
+            .where(accounts.c.sid.in_(below), accounts.c.status.in_(_CASCADE[status]))
+            .values(status=status, date_updated=to_us(when))
+        )
+    return int(result.rowcount)
 
 
 async def children(db: Database, sid: str) -> list[AccountRecord]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from callplane.core.clock import Clock
@@ -36,8 +36,8 @@ async def ensure_admin(db: Database, ids: IdSource, clock: Clock, sid: str = "",
     existing = await accounts.get(db, sid) if sid else None
     if existing is not None:
         if token and not await asyncio.to_thread(verify_token, token, existing.auth_token_hash):
-            existing = replace(existing, auth_token_hash=await asyncio.to_thread(hash_token, token))
-            await accounts.save(db, existing)
+            new_hash = await asyncio.to_thread(hash_token, token)
+            existing = await accounts.update(db, existing.sid, {"auth_token_hash": new_hash})
         await node_settings.put_setting(db, ADMIN_KEY, existing.sid)
         return AdminCredentials(existing, None)
     generated = not token

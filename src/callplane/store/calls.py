@@ -9,13 +9,14 @@ Listing design (Restcomm scanned an unindexed table; we do not):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, literal, select, tuple_, update
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callplane.core.errors import NotFound
 from callplane.store.db import Database, from_us, to_us
@@ -211,13 +212,71 @@ async def bulk_load_rows(db: Database, batches: Iterable[list[dict[str, Any]]]) 
     return done
 
 
-async def save(db: Database, record: CallRecord) -> None:
-    values = values_of(record)
-    del values["sid"]
+# CallRecord fields that name a different column (the rest share their name with the column).
+_FIELD_COLUMN = {"to": "recipient", "from_": "sender"}
+_FIXED_FIELDS = ("sid", "account_sid", "date_created")
+
+
+def _column_values(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """CallRecord field names and values -> column values (timestamps in microseconds, reversed To/From kept)."""
+    known = {f.name for f in fields(CallRecord)} - set(_FIXED_FIELDS)
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in known:
+            raise ValueError(f"{name!r} is not a changeable call field")
+        column = _FIELD_COLUMN.get(name, name)
+        if isinstance(value, datetime):
+            value = to_us(value)
+        if name == "duration" and value is None:
+            value = 0  # the column is NOT NULL; the record reads it back as absent until the call has ended
+        out[column] = value
+        if column in ("recipient", "sender"):
+            out[column + "_rev"] = str(value)[::-1]
+    return out
+
+
+def _update_stmt(sid: str, changes: Mapping[str, Any], expect_status: Collection[str] | None) -> Any:
+    values = _column_values(changes)
+    if not values:
+        raise ValueError("update_call needs at least one change")
+    stmt = update(calls).where(calls.c.sid == sid)
+    if expect_status is not None:
+        stmt = stmt.where(calls.c.status.in_(list(expect_status)))
+    return stmt.values(**values)
+
+
+async def update_call_with(
+    conn: AsyncConnection, sid: str, changes: Mapping[str, Any], *, expect_status: Collection[str] | None = None
+) -> bool:
+    """:func:`update_call` inside the caller's transaction (the engine writes a transition and the callbacks it
+    fires together); True when it applied."""
+    result = await conn.execute(_update_stmt(sid, changes, expect_status))
+    return bool(result.rowcount == 1)
+
+
+async def update_call(
+    db: Database, sid: str, changes: Mapping[str, Any], *, expect_status: Collection[str] | None = None
+) -> CallRecord | None:
+    """Write ``changes`` (CallRecord field names) to one call, only if its status is one of ``expect_status``.
+
+    One ``UPDATE … WHERE sid = ? AND status IN (…)`` that touches only the named columns: two writers (the engine
+    that owns the call, an API node modifying it live, on one node or two) never overwrite each other's fields,
+    and of two status transitions from the same state exactly one applies. Returns the record as written, or
+    ``None`` when nothing was written (no such call, or its status had already moved on).
+    """
+    stmt = _update_stmt(sid, changes, expect_status)
     async with db.write() as conn:
-        result = await conn.execute(update(calls).where(calls.c.sid == record.sid).values(**values))
-    if result.rowcount == 0:
-        raise NotFound(f"call {record.sid} not found")
+        row = (await conn.execute(stmt.returning(*_COLUMNS))).mappings().first()
+    return record_from_row(row) if row else None
+
+
+async def transition(
+    db: Database, sid: str, from_statuses: Collection[str], to_status: str, **fields: Any
+) -> CallRecord | None:
+    """Move a call from one of ``from_statuses`` to ``to_status`` and write ``fields`` with it (see update_call)."""
+    if to_status not in STATUSES:
+        raise ValueError(f"unknown call status {to_status!r}")
+    return await update_call(db, sid, {**fields, "status": to_status}, expect_status=from_statuses)
 
 
 async def get(db: Database, sid: str) -> CallRecord | None:
@@ -226,22 +285,33 @@ async def get(db: Database, sid: str) -> CallRecord | None:
     return record_from_row(row) if row else None
 
 
-def _suffix_match(forward: Any, reversed_col: Any, value: str) -> ColumnElement[bool]:
-    """Restcomm's ``LIKE '%value'``: a prefix range on the reversed column unless the value has wildcards."""
-    if "%" in value or "_" in value:
-        return forward.like("%" + value)  # type: ignore[no-any-return]
-    prefix = value[::-1]
-    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return and_(reversed_col >= prefix, reversed_col < upper)
+def _suffix_match(dialect: str, forward: Any, reversed_col: Any, value: str) -> ColumnElement[bool]:
+    """Restcomm's ``LIKE '%value'``, case-sensitive and with the same answers on every backend.
+
+    Without wildcards it is a prefix range on the reversed column (an index range scan). With them, ``%`` and ``_``
+    are the only special characters; everything else, a backslash included, matches itself.
+    """
+    if "%" not in value and "_" not in value and ord(value[-1]) < 0x10FFFF:
+        prefix = value[::-1]
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return and_(reversed_col >= prefix, reversed_col < upper)
+    pattern = "%" + value
+    if dialect == "sqlite":
+        # SQLite's LIKE ignores ASCII case; GLOB does not. Translate: % -> *, _ -> ?, and GLOB's own specials
+        # (*, ?, [) become one-character classes that match themselves.
+        table = {"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}
+        return forward.op("GLOB")("".join(table.get(c, c) for c in pattern))  # type: ignore[no-any-return]
+    # PostgreSQL's LIKE treats a backslash as its escape character: double it so it matches itself.
+    return forward.like(pattern.replace("\\", "\\\\"), escape="\\")  # type: ignore[no-any-return]
 
 
-def _where(query: CallQuery) -> list[ColumnElement[bool]]:
+def _where(dialect: str, query: CallQuery) -> list[ColumnElement[bool]]:
     f = query.filter
     clauses: list[ColumnElement[bool]] = [calls.c.account_sid == query.account_sid]
     if f.to:
-        clauses.append(_suffix_match(calls.c.recipient, calls.c.recipient_rev, f.to))
+        clauses.append(_suffix_match(dialect, calls.c.recipient, calls.c.recipient_rev, f.to))
     if f.from_:
-        clauses.append(_suffix_match(calls.c.sender, calls.c.sender_rev, f.from_))
+        clauses.append(_suffix_match(dialect, calls.c.sender, calls.c.sender_rev, f.from_))
     if f.status:
         clauses.append(calls.c.status == f.status)
     if f.started_at_or_after is not None:
@@ -263,7 +333,7 @@ def _order_columns(query: CallQuery) -> Sequence[Any]:
 
 async def list_page(db: Database, query: CallQuery) -> CallPage:
     """One page of the listing and the (``Limit``-capped) number of matches."""
-    where = _where(query)
+    where = _where(db.dialect, query)
     order = _order_columns(query)
     async with db.read() as conn:
         capped = select(literal(1)).select_from(calls).where(*where).limit(query.limit).subquery()
@@ -291,13 +361,37 @@ async def list_page(db: Database, query: CallQuery) -> CallPage:
     return CallPage(total=total, records=[record_from_row(r) for r in rows])
 
 
+# What a hang-up by the node would have made of a call in each live status (see docs/compatibility.md).
+STALE_OUTCOME = {"queued": "canceled", "ringing": "canceled", "in-progress": "completed"}
+
+
+def _ceil_seconds(later: Any, earlier: Any) -> Any:
+    """Whole seconds from ``earlier`` to ``later`` (microsecond columns or values), rounded up, as SQL."""
+    return (later - earlier + 999_999) // 1_000_000
+
+
 async def complete_stale(db: Database, instance_id: str, when: datetime) -> int:
-    """On start-up, a node closes the records its previous life left unfinished (calls cannot outlive a restart)."""
-    live = ("queued", "ringing", "in-progress")
+    """On start-up, a node ends the records its previous life left unfinished (calls cannot outlive a restart).
+
+    Each gets the outcome a hang-up at that point would have given: a call that was answered is ``completed`` with
+    ``duration`` = ceil(end - start); a queued or ringing one is ``canceled`` with duration 0, and a ringing one
+    keeps how long it rang as ``ring_duration``.
+    """
+    end = to_us(when)
+    answered_for = _ceil_seconds(literal(end), calls.c.start_time)
+    rang_for = _ceil_seconds(literal(end), calls.c.date_created)
+    extra: dict[str, dict[str, Any]] = {
+        "in-progress": {"duration": func.coalesce(answered_for, 0)},
+        "ringing": {"duration": 0, "ring_duration": func.coalesce(calls.c.ring_duration, rang_for)},
+        "queued": {"duration": 0},
+    }
+    ended = 0
     async with db.write() as conn:
-        result = await conn.execute(
-            update(calls)
-            .where(calls.c.instance_id == instance_id, calls.c.status.in_(live))
-            .values(status="completed", end_time=to_us(when), date_updated=to_us(when))
-        )
-    return int(result.rowcount)
+        for status, values in extra.items():
+            result = await conn.execute(
+                update(calls)
+                .where(calls.c.instance_id == instance_id, calls.c.status == status)
+                .values(status=STALE_OUTCOME[status], end_time=end, date_updated=end, **values)
+            )
+            ended += int(result.rowcount)
+    return ended

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, exc, text
+from sqlalchemy import Table, event, exc, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -18,6 +21,8 @@ from callplane.core.errors import Conflict, StoreError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# pg_advisory_lock key that serialises migrations between nodes ("callplan" in ASCII: unlikely to clash).
+MIGRATION_LOCK = 0x63616C6C706C616E
 
 
 def to_us(value: datetime) -> int:
@@ -50,6 +55,32 @@ def _alembic_config(url: str) -> Config:
     return cfg
 
 
+_ALEMBIC = threading.Lock()  # alembic's ``context`` is one module-global proxy: one upgrade per process at a time
+
+
+def _upgrade(url: str) -> None:
+    with _ALEMBIC, _sqlite_file_lock(url):
+        command.upgrade(_alembic_config(url), "head")
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    """Serialise migrations of one SQLite file between processes (PostgreSQL's advisory lock is in env.py).
+
+    SQLite admits one writer at a time, but alembic reads the revision before it writes, so two processes that
+    start together would both try to create the tables."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        yield
+        return
+    with open(f"{parsed.database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Database:
     """One engine per process. SQLite runs in WAL mode; PostgreSQL uses asyncpg with a bounded pool."""
 
@@ -65,10 +96,18 @@ class Database:
         else:
             self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=4, pool_pre_ping=True)
 
+    def insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT of this backend's dialect: both offer ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
     async def migrate(self) -> None:
-        """Upgrade the schema to the newest revision (alembic runs its own loop, so in a worker thread)."""
+        """Upgrade the schema to the newest revision (alembic runs its own loop, so in a worker thread).
+
+        Nodes sharing a PostgreSQL database may start together: ``migrations/env.py`` holds an advisory lock for
+        the whole upgrade, so one node migrates and the others wait, then find the schema current. SQLite admits one
+        writer at a time by itself."""
         with translate_errors():
-            await asyncio.to_thread(command.upgrade, _alembic_config(self.url), "head")
+            await asyncio.to_thread(_upgrade, self.url)
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

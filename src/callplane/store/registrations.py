@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, delete, select
 
 from callplane.store.db import Database
 from callplane.store.schema import registrations
@@ -26,6 +26,7 @@ class BindingRow:
     transport: str = "UDP"
     user_agent: str = ""
     instance_id: str = ""  # the node that accepted the registration
+    account_sid: str = ""  # the account of the registering Client ("" for Clients configured outside any account)
 
 
 def _us(seconds: float) -> int:
@@ -43,6 +44,7 @@ def _row(r: BindingRow) -> dict[str, object]:
         "transport": r.transport,
         "user_agent": r.user_agent,
         "instance_id": r.instance_id,
+        "account_sid": r.account_sid,
     }
 
 
@@ -53,24 +55,33 @@ def _binding(m: object) -> BindingRow:
 
 
 async def apply(db: Database, aor: str, upserts: Sequence[BindingRow], removals: Sequence[str]) -> None:
-    """Replace ``upserts`` (keyed by aor + contact) and delete ``removals``, in one transaction."""
-    contacts = [u.contact for u in upserts] + list(removals)
+    """Insert or replace ``upserts`` (keyed by aor + contact) and delete ``removals``, in one transaction.
+
+    Each binding is one ``INSERT … ON CONFLICT DO UPDATE``, so two nodes writing the same binding at once (a phone
+    that re-sent its REGISTER through another node) both succeed and the last write wins, instead of the second
+    failing on the primary key."""
     async with db.write() as conn:
-        if contacts:
+        if removals:
             await conn.execute(
-                delete(registrations).where(and_(registrations.c.aor == aor, registrations.c.contact.in_(contacts)))
+                delete(registrations).where(
+                    and_(registrations.c.aor == aor, registrations.c.contact.in_(list(removals)))
+                )
             )
-        if upserts:
-            await conn.execute(insert(registrations), [_row(u) for u in upserts])
+        for upsert in upserts:
+            stmt = db.insert(registrations).values(**_row(upsert))
+            changed = {k: v for k, v in _row(upsert).items() if k not in ("aor", "contact")}
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["aor", "contact"], set_=changed))
 
 
-async def lookup(db: Database, aor: str, now: float) -> list[BindingRow]:
-    """Unexpired bindings of ``aor``, the longest-lived last."""
+async def lookup(db: Database, aor: str, now: float, *, account_sid: str | None = None) -> list[BindingRow]:
+    """Unexpired bindings of ``aor``, the longest-lived last; only ``account_sid``'s when it is given."""
     stmt = (
         select(registrations)
         .where(registrations.c.aor == aor, registrations.c.expires_at > _us(now))
         .order_by(registrations.c.expires_at, registrations.c.contact)
     )
+    if account_sid is not None:
+        stmt = stmt.where(registrations.c.account_sid == account_sid)
     async with db.read() as conn:
         return [_binding(m) for m in (await conn.execute(stmt)).mappings()]
 

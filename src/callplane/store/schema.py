@@ -90,6 +90,9 @@ registrations = Table(
     Column("transport", String(8), nullable=False, server_default="udp"),
     Column("user_agent", String(256), nullable=False, server_default=""),
     Column("instance_id", String(34), nullable=False, server_default=""),
+    # The account that owns the registering Client; empty for Clients configured outside any account.
+    Column("account_sid", String(34), nullable=False, server_default=""),
+    Index("ix_registrations_account_aor", "account_sid", "aor"),
 )
 
 settings_kv = Table(
