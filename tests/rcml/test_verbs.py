@@ -22,6 +22,7 @@ from callplane.rcml.verbs import (
     Reject,
     Say,
     Sip,
+    StatusCallback,
     Verb,
 )
 
@@ -150,9 +151,7 @@ DIAL_CASES: list[tuple[str, tuple[Verb, ...], list[int]]] = [
                         "+1 555?X-a=1",
                         CB + "screen",
                         "GET",
-                        "https://app.example.com/cb",
-                        "POST",
-                        ("ringing", "answered"),
+                        StatusCallback("https://app.example.com/cb", "POST", ("ringing", "answered")),
                         "ww12#",
                     ),
                 )
@@ -162,12 +161,12 @@ DIAL_CASES: list[tuple[str, tuple[Verb, ...], list[int]]] = [
     ),
     (
         '<Dial><Number statusCallback="cb" statusCallbackEvent="ringing party">1</Number></Dial>',
-        (Dial((Number("1", status_callback=CB + "cb", status_callback_events=("ringing",)),)),),
+        (Dial((Number("1", status_callback=StatusCallback(CB + "cb", "POST", ("ringing",))),)),),
         [12200],
     ),
     (
         '<Dial><Client statusCallback="cb">alice</Client><Client name="bob"/></Dial>',
-        (Dial((Client("alice", status_callback=CB + "cb", status_callback_events=("completed",)), Client("bob"))),),
+        (Dial((Client("alice", status_callback=StatusCallback(CB + "cb")), Client("bob"))),),
         [],
     ),
     (
@@ -176,6 +175,19 @@ DIAL_CASES: list[tuple[str, tuple[Verb, ...], list[int]]] = [
         [12200],
     ),
     ("<Dial><Conference>room</Conference></Dial>", (Dial((Conference("room"),)),), []),
+    (
+        '<Dial><Conference statusCallback="cb" statusCallbackMethod="get" statusCallbackEvent="completed initiated">'
+        'r</Conference><Number statusCallbackEvent="ringing">2</Number></Dial>',
+        (
+            Dial(
+                (
+                    Conference("r", status_callback=StatusCallback(CB + "cb", "GET", ("completed", "initiated"))),
+                    Number("2"),
+                )
+            ),
+        ),
+        [],
+    ),
     (
         '<Dial><Conference muted="true" beep="false" startConferenceOnEnter="false" endConferenceOnExit="true"'
         ' waitUrl="music.xml" waitMethod="GET" maxParticipants="5">room</Conference></Dial>',

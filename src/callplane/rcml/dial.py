@@ -11,7 +11,19 @@ from xml.etree.ElementTree import Element
 
 from callplane.rcml.attrs import NOUN_NAMES, UNSUPPORTED, AttributeReader, element_text, shorten
 from callplane.rcml.errors import DIAL_CALLER_ID, DIAL_METHOD, DIAL_TIME_LIMIT, DIAL_TIMEOUT, SCHEMA, SchemaError
-from callplane.rcml.verbs import DIAL_EVENTS, Client, Conference, Dial, Halt, Method, Notice, Noun, Number, Sip
+from callplane.rcml.verbs import (
+    DIAL_EVENTS,
+    Client,
+    Conference,
+    Dial,
+    Halt,
+    Method,
+    Notice,
+    Noun,
+    Number,
+    Sip,
+    StatusCallback,
+)
 
 __all__ = ["MAX_NOUNS", "build_dial"]
 
@@ -61,7 +73,7 @@ def build_dial(element: Element, base: str, notices: list[Notice]) -> Dial | Hal
     return Dial(tuple(nouns), action, method, timeout, time_limit, caller_id, record, hangup_on_star)
 
 
-def _status_callbacks(read: AttributeReader) -> tuple[str | None, Method, tuple[str, ...]]:
+def _status_callback(read: AttributeReader) -> StatusCallback | None:
     """statusCallback, statusCallbackMethod and statusCallbackEvent (only ``completed`` when none is named)."""
     events: list[str] = []
     for event in _SPLIT.split(read.raw("statusCallbackEvent") or ""):
@@ -70,15 +82,16 @@ def _status_callbacks(read: AttributeReader) -> tuple[str | None, Method, tuple[
                 events.append(event.lower())
         elif event:
             read.invalid("statusCallbackEvent", event, SCHEMA, None)
-    status_callback = read.url("statusCallback")
-    if status_callback is not None and not events:
-        events.append("completed")
-    return status_callback, read.method("statusCallbackMethod", DIAL_METHOD), tuple(events)
+    url = read.url("statusCallback")
+    method = read.method("statusCallbackMethod", DIAL_METHOD)
+    if url is None:
+        return None
+    return StatusCallback(url, method, tuple(events) or ("completed",))
 
 
-def _callbacks(read: AttributeReader) -> tuple[str | None, Method, str | None, Method, tuple[str, ...]]:
-    """The attributes Number, Client and Sip share: url and method (screening RCML on the callee) and the above."""
-    return (read.url("url"), read.method("method", DIAL_METHOD), *_status_callbacks(read))
+def _callbacks(read: AttributeReader) -> tuple[str | None, Method, StatusCallback | None]:
+    """The attributes Number, Client and Sip share: url and method (screening RCML on the callee), status callback."""
+    return read.url("url"), read.method("method", DIAL_METHOD), _status_callback(read)
 
 
 def _missing(noun: str, notices: list[Notice]) -> None:
@@ -87,28 +100,28 @@ def _missing(noun: str, notices: list[Notice]) -> None:
 
 def _number(element: Element, base: str, notices: list[Notice]) -> Number | None:
     read = AttributeReader("Number", element.attrib, base, notices)
-    url, method, callback, callback_method, events = _callbacks(read)
+    url, method, callback = _callbacks(read)
     send_digits = read.pattern("sendDigits", _SEND_DIGITS, "", SCHEMA) or None
     text = element_text(element)
     if not text:
         _missing("Number", notices)
         return None
-    return Number(text, url, method, callback, callback_method, events, send_digits)
+    return Number(text, url, method, callback, send_digits)
 
 
 def _client(element: Element, base: str, notices: list[Notice]) -> Client | None:
     read = AttributeReader("Client", element.attrib, base, notices)
-    url, method, callback, callback_method, events = _callbacks(read)
+    url, method, callback = _callbacks(read)
     name = element_text(element) or read.raw("name")
     if not name:
         _missing("Client", notices)
         return None
-    return Client(name, url, method, callback, callback_method, events)
+    return Client(name, url, method, callback)
 
 
 def _sip(element: Element, base: str, notices: list[Notice]) -> Sip | None:
     read = AttributeReader("Sip", element.attrib, base, notices)
-    url, method, callback, callback_method, events = _callbacks(read)
+    url, method, callback = _callbacks(read)
     uri = element_text(element)
     if not uri:
         _missing("Sip", notices)
@@ -116,12 +129,12 @@ def _sip(element: Element, base: str, notices: list[Notice]) -> Sip | None:
     if _SIP_URI.fullmatch(uri) is None:
         notices.append(Notice(SCHEMA, f'<Sip> "{shorten(uri)}" is not a sip: or sips: URI; skipped'))
         return None
-    return Sip(uri, read.raw("username"), read.raw("password"), url, method, callback, callback_method, events)
+    return Sip(uri, read.raw("username"), read.raw("password"), url, method, callback)
 
 
 def _conference(element: Element, base: str, notices: list[Notice]) -> Conference | None:
     read = AttributeReader("Conference", element.attrib, base, notices)
-    callback, callback_method, events = _status_callbacks(read)
+    callback = _status_callback(read)
     conference = Conference(
         name=element_text(element),
         muted=read.boolean("muted", False, SCHEMA),
@@ -132,8 +145,6 @@ def _conference(element: Element, base: str, notices: list[Notice]) -> Conferenc
         wait_method=read.method("waitMethod", SCHEMA),
         max_participants=read.integer("maxParticipants", 40, SCHEMA, minimum=1),
         status_callback=callback,
-        status_callback_method=callback_method,
-        status_callback_events=events,
     )
     if not conference.name:
         _missing("Conference", notices)

@@ -32,6 +32,7 @@ __all__ = [
     "Reject",
     "Say",
     "Sip",
+    "StatusCallback",
     "Verb",
 ]
 
@@ -130,15 +131,22 @@ class Halt:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusCallback:
+    """Call-progress callbacks of one dialled leg (restcomm-behaviour.md §4.1): where, how, and which events."""
+
+    url: str
+    method: Method = "POST"
+    events: tuple[str, ...] = ("completed",)
+
+
+@dataclass(frozen=True, slots=True)
 class Number:
     """A telephone number; ``number`` may carry ``?X-h=v`` custom headers, which the engine splits off."""
 
     number: str
     url: str | None = None
     method: Method = "POST"
-    status_callback: str | None = None
-    status_callback_method: Method = "POST"
-    status_callback_events: tuple[str, ...] = ()
+    status_callback: StatusCallback | None = None
     send_digits: str | None = None
 
 
@@ -149,9 +157,7 @@ class Client:
     name: str
     url: str | None = None
     method: Method = "POST"
-    status_callback: str | None = None
-    status_callback_method: Method = "POST"
-    status_callback_events: tuple[str, ...] = ()
+    status_callback: StatusCallback | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +169,7 @@ class Sip:
     password: str | None = None
     url: str | None = None
     method: Method = "POST"
-    status_callback: str | None = None
-    status_callback_method: Method = "POST"
-    status_callback_events: tuple[str, ...] = ()
+    status_callback: StatusCallback | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +184,7 @@ class Conference:
     wait_url: str | None = None
     wait_method: Method = "POST"
     max_participants: int = 40
-    status_callback: str | None = None
-    status_callback_method: Method = "POST"
-    status_callback_events: tuple[str, ...] = ()
+    status_callback: StatusCallback | None = None
 
 
 Noun = Number | Client | Sip | Conference
