@@ -20,7 +20,7 @@ from callplane.rcml.events import (
     Redirected,
 )
 from callplane.rcml.interpreter import MAX_FETCHES_WITHOUT_MEDIA, Interpreter, State
-from callplane.rcml.parser import parse_document
+from callplane.rcml.parser import parse_document, response_event
 
 URL = "http://app.example.com/ivr/start.xml"
 FALLBACK = "http://backup.example.com/sorry.xml"
@@ -418,3 +418,46 @@ def test_a_forbidden_transition_raises() -> None:
     call, _ = started("<Hangup/>")
     with pytest.raises(InterpreterStateError, match="ended -> fetching"):
         call.itp._enter(State.FETCHING)
+
+
+# From the HTTP response to the interpreter ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("body", "content_type", "code"), [
+    (b"<!DOCTYPE r [<!ENTITY a 'b'>]><Response>&a;</Response>", "text/xml", 12100),
+    (b"<Response>" + b"<Say>" * 10_000, "text/xml", 12100),
+    (b"", "text/xml", 12100),
+    (b"<Html><Body/></Html>", "text/html", 12100),
+    (b"<Response><Dance/></Response>", "application/xml", 12200),
+    (b"{}", "application/json", 12300),
+])  # fmt: skip
+def test_a_refused_response_is_a_failed_fetch_that_notifies_and_hangs_up(
+    body: bytes, content_type: str, code: int
+) -> None:
+    call = Call()
+    call.start()
+    event = response_event(1, URL, body, content_type)
+    assert isinstance(event, FetchFailed) and event.code == code
+    out = call.feed(event)
+    assert [type(c) for c in out] == [cmd.Notify, cmd.Hangup]
+    assert isinstance(out[0], cmd.Notify) and out[0].code == code and out[0].message.startswith(f"POST {URL} failed: ")
+
+
+def test_an_accepted_response_runs() -> None:
+    call = Call()
+    call.start()
+    assert call.feed(response_event(1, URL, b"hello there", "text/plain")) == [
+        cmd.Say(2, "hello there", "man", "en", 1)
+    ]
+    call = Call()
+    call.start()
+    assert call.feed(response_event(1, URL, b"RIFF", "audio/wav")) == [cmd.Play(2, URL, 1)]
+
+
+def test_lcm_forgets_digits_carried_from_the_old_document() -> None:
+    call, _ = started('<Gather numDigits="1"/><Pause length="9"/>')
+    call.feed(DigitReceived("4"))
+    assert call.itp.digits == "4"
+    call.feed(Redirected(OTHER))
+    assert call.itp.digits is None
+    assert call.load(2, "<Redirect>next.xml</Redirect>", OTHER) == [
+        cmd.Fetch(3, "http://other.example.com/next.xml", "POST", ())
+    ]

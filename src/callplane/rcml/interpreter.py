@@ -278,7 +278,7 @@ class Interpreter:
         if event.fallback_url is not None:
             self._fallback = (event.fallback_url, event.fallback_method)
             self._fallback_used = False
-        self._fetch_run = 0
+        self._fetch_run, self.digits = 0, None
         self._fetch(event.url, event.method, (), now)
 
     def _on_call_ended(self, event: ev.CallEnded, now: float) -> None:

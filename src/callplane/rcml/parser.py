@@ -19,9 +19,11 @@ from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 from defusedxml import DefusedXmlException, DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml.ElementTree import DefusedXMLParser
 
+from callplane.core.errors import RcmlError
 from callplane.rcml.attrs import shorten
 from callplane.rcml.build import build_document
-from callplane.rcml.errors import SAY_TEXT, ContentTypeError, DocumentError
+from callplane.rcml.errors import DOCUMENT_PARSE, SAY_TEXT, ContentTypeError, DocumentError
+from callplane.rcml.events import DocumentLoaded, FetchFailed
 from callplane.rcml.verbs import Document, Notice, Play, Say
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "document_for_response",
     "escape_bare_ampersands",
     "parse_document",
+    "response_event",
 ]
 
 MAX_BYTES = 1 << 20
@@ -164,3 +167,12 @@ def document_for_response(body: bytes, content_type: str | None, url: str) -> Do
         return Document(url, (Say(text),))
     shown = f'"{shorten(content_type)}"' if content_type else "missing"
     raise ContentTypeError(f"{url} returned Content-Type {shown}; expected XML, audio/* or text/plain")
+
+
+def response_event(ref: int, url: str, body: bytes, content_type: str | None) -> DocumentLoaded | FetchFailed:
+    """The interpreter event for a successful HTTP response to Fetch ``ref``: the document, or the RcmlError as a
+    failed fetch with its code (so the FallbackUrl is tried, then the call is hung up with a Notification)."""
+    try:
+        return DocumentLoaded(ref, document_for_response(body, content_type, url))
+    except RcmlError as exc:
+        return FetchFailed(ref, url, str(exc), exc.code or DOCUMENT_PARSE)
