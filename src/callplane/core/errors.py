@@ -7,6 +7,10 @@
     ├── SipError               callplane.sip (carries a SIP status code where one applies)
     ├── MediaError             callplane.media
     ├── RcmlError              callplane.rcml (carries a Restcomm error code)
+    │   ├── DocumentError      12100: malformed, hostile, empty, or root not <Response>
+    │   ├── SchemaError        12200: an element RCML does not have
+    │   ├── ContentTypeError   12300: a fetch returned neither XML, audio/* nor text/plain
+    │   └── InterpreterStateError  a forbidden interpreter transition (a bug, never input)
     ├── WebhookError           callplane.webhooks
     ├── EngineError            callplane.engine (carries the HTTP status the API answers with)
     ├── StoreError             callplane.store
