@@ -205,7 +205,14 @@ async def test_client_with_two_registrations_rings_both(
             db,
             f"sip:alice@{LOOPBACK}",
             [
-                BindingRow(f"sip:alice@{LOOPBACK}", f"<sip:alice@{LOOPBACK}:{run.port}>", now + 600, f"c{run.port}", 1)
+                BindingRow(
+                    f"sip:alice@{LOOPBACK}",
+                    f"<sip:alice@{LOOPBACK}:{run.port}>",
+                    now + 600,
+                    f"c{run.port}",
+                    1,
+                    account_sid=ACCOUNT,
+                )
                 for run in (one, two)
             ],
             [],

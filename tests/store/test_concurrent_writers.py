@@ -113,7 +113,8 @@ async def test_two_nodes_migrating_an_empty_database_at_once(empty_url: str) -> 
     node = Database(empty_url)
     try:
         async with node.read() as conn:
-            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all() == ["0003"]  # the newest revision
+            versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+            assert versions == ["0003"]  # the newest revision
     finally:
         await node.close()
 

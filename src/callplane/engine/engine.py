@@ -181,7 +181,7 @@ class CallEngine:
     # -- CallControl ----------------------------------------------------------------------------------------
     async def place(self, request: CallRequest) -> list[CallRecord]:
         dest, custom = split_headers(request.to)
-        targets = await self._targets(dest)
+        targets = await self._targets(dest, request.account_sid)
         now = self.clock.wall()
         records: list[CallRecord] = []
         calls: list[LiveCall] = []
@@ -275,13 +275,15 @@ class CallEngine:
         return record
 
     # -- placing --------------------------------------------------------------------------------------------
-    async def _targets(self, dest: str) -> list[tuple[str, str]]:
+    async def _targets(self, dest: str, account_sid: str) -> list[tuple[str, str]]:
         """(Request-URI, To URI) per leg."""
         if dest.startswith("client:"):
             login = dest[len("client:") :]
             if not login or ":" in login:
                 raise EngineError(f"{dest!r} is not a valid client identifier", 400, 21210)
-            rows = await registrations.lookup_login(self.db, login, self.clock.wall().timestamp())
+            rows = await registrations.lookup_login(
+                self.db, login, self.clock.wall().timestamp(), account_sid=account_sid
+            )
             if not rows:
                 raise UnknownClient(login)
             return [(r.contact.strip("<>"), r.aor) for r in rows]

@@ -98,8 +98,9 @@ async def purge(db: Database, now: float) -> int:
     return int(result.rowcount)
 
 
-async def lookup_login(db: Database, login: str, now: float) -> list[BindingRow]:
-    """Unexpired bindings of a Client login in any domain (``client:alice`` rings every one), oldest first."""
+async def lookup_login(db: Database, login: str, now: float, *, account_sid: str) -> list[BindingRow]:
+    """Unexpired bindings of ``account_sid``'s Client ``login`` in any domain (``client:alice`` rings every one),
+    oldest first."""
     prefix = f"sip:{login}@"
     stmt = (
         select(registrations)
@@ -107,6 +108,7 @@ async def lookup_login(db: Database, login: str, now: float) -> list[BindingRow]
             registrations.c.aor >= prefix,
             registrations.c.aor < prefix[:-1] + chr(ord("@") + 1),
             registrations.c.expires_at > _us(now),
+            registrations.c.account_sid == account_sid,
         )
         .order_by(registrations.c.expires_at, registrations.c.contact)
     )
