@@ -14,7 +14,7 @@ import pytest
 
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, Peer, PeerError, PeerGroup, free_port, free_port_block, wait_udp_bound
-from tests.webapp import Answer, WebApp
+from tests.webapp import Answer, Seen, WebApp
 
 pytestmark = pytest.mark.interop
 
@@ -87,3 +87,55 @@ async def test_a_user_places_a_call_with_curl_like_requests(node: Node, peers: P
     assert call["status"] == "completed" and call["direction"] == "outbound-api" and call["duration"] >= 1
     (rcml,) = app.requests("/rcml")
     assert rcml.headers["authorization"].startswith("Basic ")
+
+
+async def test_kill_9_mid_call_then_restart_closes_the_record_and_delivers_every_callback(
+    tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    """The callback server is down while the call runs, then the node is killed: nothing queued may be lost."""
+    need("sipp")
+    app.route("/rcml", Answer.xml("<Response><Pause length='60'/></Response>"))
+    up = False
+    accepted: list[Seen] = []
+
+    def status(seen: Seen) -> Answer:
+        if not up:
+            return Answer(503)
+        accepted.append(seen)
+        return Answer(200)
+
+    app.route("/status", status)
+    uas = peers.sipp("uas_answer", timeout=60.0)
+    group = PeerGroup(tmp_path / "node")
+    data = tmp_path / "data"
+    try:
+        node = start_node(group, data)
+        async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
+            r = await client.post(
+                node.calls_url,
+                data={
+                    "From": "16175551212",
+                    "To": f"sip:alice@{LOOPBACK}:{uas.port}",
+                    "Url": app.url("/rcml"),
+                    "StatusCallback": app.url("/status"),
+                    "StatusCallbackEvent": "initiated ringing answered completed",
+                },
+            )
+            sid = r.json()["sid"]
+            await app.wait_for("/rcml", timeout=10)
+            await app.wait_for("/status", count=2, timeout=10)  # refused: the first try and a retry
+            await asyncio.sleep(1.2)  # the call has lasted over a second when it is cut off
+            node.proc._signal(9)
+            node.proc.wait(5)
+            up = True
+            node = start_node(group, data)
+            async with asyncio.timeout(30):
+                while len(accepted) < 4:
+                    await asyncio.sleep(0.2)
+            call = (await client.get(node.calls_url.replace("Calls.json", f"Calls/{sid}.json"))).json()
+    finally:
+        group.close()
+    assert [s.param("CallStatus") for s in accepted] == ["initiated", "ringing", "answered", "completed"]
+    assert {s.param("CallSid") for s in accepted} == {sid}
+    assert call["status"] == "completed"
+    assert call["duration"] >= 2 and accepted[-1].param("CallDuration") == str(call["duration"])

@@ -46,6 +46,7 @@ from callplane.store import calls as store_calls
 from callplane.store import registrations
 from callplane.store.calls import CallRecord
 from callplane.store.db import Database, to_us
+from callplane.store.outbox import CallbackTarget, save_target
 
 __all__ = ["CallEngine", "EngineConfig", "LiveCall", "Script", "ScriptFactory"]
 
@@ -222,7 +223,19 @@ class CallEngine:
                     caller_name=facts.caller_name,
                 )
             )
-        await store_calls.insert_many(self.db, records)
+        async with self.db.write() as conn:
+            await store_calls.insert_many_with(conn, records)
+            for call in calls:
+                if call.status_callback:
+                    cb_target = CallbackTarget(
+                        call.sid,
+                        call.account_sid,
+                        call.status_callback,
+                        call.status_callback_method,
+                        tuple(sorted(call.events)),
+                        request.api_version,
+                    )
+                    await save_target(conn, self.config.instance_id, cb_target)
         for call in calls:
             self._calls[call.sid] = call
             self._dial(call, custom)
@@ -246,6 +259,8 @@ class CallEngine:
         if update.status_callback is not None:
             call.status_callback = update.status_callback
             call.status_callback_method = update.status_callback_method
+            retarget = (update.status_callback, update.status_callback_method)
+            await self.writer.apply(Write(call.sid, call.account_sid, retarget=retarget))
         if update.mute is not None and call.state is CallState.IN_PROGRESS:
             leg = self.leg_of(call)
             if leg is not None:
@@ -486,6 +501,7 @@ class CallEngine:
             values=values,
             callbacks=callbacks,
             now=wall.timestamp(),
+            final=s.new.final,
             done=done,
         )
         self.writer.submit(write)

@@ -19,6 +19,7 @@ from callplane.engine.delivery import StoreOutbox, failure_notification
 from callplane.engine.dispatch import SipEventDispatcher
 from callplane.engine.engine import CallEngine, EngineConfig
 from callplane.engine.media_session import MediaCalls
+from callplane.engine.recovery import recover_callbacks
 from callplane.engine.script import ScriptServices
 from callplane.engine.writer import RecordWriter, Write
 from callplane.media.aio import MediaEngine
@@ -99,6 +100,7 @@ class EngineStack:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        await recover_callbacks(self.db, self.config.instance_id, self.clock.wall())
         await self.media.start()
         self.config.recordings_dir.mkdir(parents=True, exist_ok=True)
         self.writer.start()

@@ -22,7 +22,7 @@ from callplane.store import notifications as store_notifications
 from callplane.store.calls import update_call_with
 from callplane.store.db import Database
 from callplane.store.notifications import NotificationRecord
-from callplane.store.outbox import enqueue
+from callplane.store.outbox import enqueue, forget_target, update_target
 
 __all__ = ["Callback", "RecordWriter", "Write"]
 
@@ -50,6 +50,8 @@ class Write:
     values: dict[str, Any] = field(default_factory=dict)
     callbacks: Sequence[Callback] = ()
     notification: NotificationRecord | None = None
+    final: bool = False  # the call's last write: its callback target is no longer needed
+    retarget: tuple[str, str] | None = None  # live call modification's new (StatusCallback, method)
     now: float = 0.0  # wall-clock epoch seconds (outbox due time)
     done: asyncio.Future[bool] | None = None
 
@@ -136,6 +138,10 @@ class RecordWriter:
                             params=cb.params,
                             now=w.now,
                         )
+                    if w.final:
+                        await forget_target(conn, w.call_sid)
+                if w.retarget is not None:
+                    await update_target(conn, w.call_sid, *w.retarget)
                 if w.notification is not None:
                     await store_notifications.insert_with(conn, w.notification)
                 results.append(applied)

@@ -161,6 +161,14 @@ async def insert_one(db: Database, record: CallRecord) -> None:
         await conn.execute(insert(calls).values(**values_of(record)))
 
 
+async def insert_many_with(conn: AsyncConnection, records: Iterable[CallRecord]) -> int:
+    """:func:`insert_many` inside the caller's transaction."""
+    rows = [values_of(r) for r in records]
+    if rows:
+        await conn.execute(insert(calls), rows)
+    return len(rows)
+
+
 async def insert_many(db: Database, records: Iterable[CallRecord]) -> int:
     rows = [values_of(r) for r in records]
     if rows:

@@ -18,9 +18,10 @@ from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callplane.store.db import Database
+from callplane.store.schema import call_callbacks as targets
 from callplane.store.schema import webhook_outbox as t
 
-__all__ = ["OutboxRow", "TableOutbox", "enqueue"]
+__all__ = ["CallbackTarget", "OutboxRow", "TableOutbox", "enqueue", "forget_target", "orphan_targets", "save_target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +119,54 @@ class TableOutbox:
             stmt = stmt.where(t.c.call_sid == call_sid)
         async with self.db.read() as conn:
             return int((await conn.execute(stmt)).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackTarget:
+    """Where a live call's status callbacks go (kept until its final record is written)."""
+
+    call_sid: str
+    account_sid: str
+    url: str
+    method: str
+    events: tuple[str, ...]
+    api_version: str = "2012-04-24"
+
+
+async def save_target(conn: AsyncConnection, instance_id: str, target: CallbackTarget) -> None:
+    await conn.execute(
+        insert(targets).values(
+            call_sid=target.call_sid,
+            instance_id=instance_id,
+            account_sid=target.account_sid,
+            url=target.url,
+            method=target.method,
+            events=",".join(target.events),
+            api_version=target.api_version,
+        )
+    )
+
+
+async def update_target(conn: AsyncConnection, call_sid: str, url: str, method: str) -> None:
+    await conn.execute(update(targets).where(targets.c.call_sid == call_sid).values(url=url, method=method))
+
+
+async def forget_target(conn: AsyncConnection, call_sid: str) -> None:
+    await conn.execute(delete(targets).where(targets.c.call_sid == call_sid))
+
+
+async def orphan_targets(db: Database, instance_id: str) -> list[CallbackTarget]:
+    """The targets this node's previous run left behind: calls it was running when it stopped."""
+    async with db.read() as conn:
+        rows = (await conn.execute(select(targets).where(targets.c.instance_id == instance_id))).mappings().all()
+    return [
+        CallbackTarget(
+            r["call_sid"],
+            r["account_sid"],
+            r["url"],
+            r["method"],
+            tuple(filter(None, r["events"].split(","))),
+            r["api_version"],
+        )
+        for r in rows
+    ]

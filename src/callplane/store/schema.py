@@ -154,3 +154,17 @@ webhook_outbox = Table(
     Index("ix_outbox_call", "call_sid", "id"),
     Index("ix_outbox_instance_due", "instance_id", "next_at"),
 )
+
+# Where a live call's status callbacks go, kept until its final record is written: after a crash, the start-up
+# fix-up sends the `completed` callback of every call that was cut off.
+call_callbacks = Table(
+    "call_callbacks",
+    metadata,
+    Column("call_sid", String(200), primary_key=True),
+    Column("instance_id", String(34), nullable=False, index=True),
+    Column("account_sid", String(34), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("events", String(64), nullable=False),  # comma-separated
+    Column("api_version", String(16), nullable=False, server_default="2012-04-24"),
+)

@@ -63,9 +63,21 @@ def upgrade() -> None:
     )
     op.create_index("ix_outbox_call", "webhook_outbox", ["call_sid", "id"])
     op.create_index("ix_outbox_instance_due", "webhook_outbox", ["instance_id", "next_at"])
+    op.create_table(
+        "call_callbacks",
+        sa.Column("call_sid", sa.String(200), primary_key=True),
+        sa.Column("instance_id", sa.String(34), nullable=False),
+        sa.Column("account_sid", sa.String(34), nullable=False),
+        sa.Column("url", sa.Text, nullable=False),
+        sa.Column("method", sa.String(8), nullable=False),
+        sa.Column("events", sa.String(64), nullable=False),
+        sa.Column("api_version", sa.String(16), nullable=False, server_default="2012-04-24"),
+    )
+    op.create_index("ix_call_callbacks_instance_id", "call_callbacks", ["instance_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("call_callbacks")
     op.drop_table("webhook_outbox")
     op.drop_table("recordings")
     op.drop_table("notifications")
