@@ -44,6 +44,7 @@ def start_node(group: PeerGroup, data: Path) -> Node:
     except PeerError as exc:
         pytest.fail(f"callplane serve did not start: {exc}")
     wait_udp_bound(sip, timeout=5, peer=proc)
+    wait_udp_bound(http, timeout=10, peer=proc, proto="tcp")  # "HTTP API on" is printed just before uvicorn binds
     return Node(proc, sip, http)
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from callplane.core.ids import IdSource
+from callplane.engine.writer import RecordWriter, Write
 from callplane.store.notifications import ERROR, WARNING, NotificationRecord
 from callplane.store.outbox import TableOutbox
 from callplane.webhooks.fetch import FetchError
@@ -16,10 +17,12 @@ __all__ = ["StoreOutbox", "failure_notification"]
 
 
 class StoreOutbox:
-    """``webhooks.outbox.OutboxStore`` over the ``webhook_outbox`` table (rows of this node only)."""
+    """``webhooks.outbox.OutboxStore`` over the ``webhook_outbox`` table (rows of this node only). Outcomes are
+    written through the engine's :class:`RecordWriter`, batched with everything else."""
 
-    def __init__(self, table: TableOutbox) -> None:
+    def __init__(self, table: TableOutbox, writer: RecordWriter) -> None:
         self.table = table
+        self.writer = writer
         self._accounts: dict[int, str] = {}
 
     def account_of(self, item: Callback) -> str:
@@ -35,15 +38,16 @@ class StoreOutbox:
         return await self.table.next_due()
 
     async def delivered(self, item: Callback) -> None:
-        self._accounts.pop(item.id, None)
-        await self.table.remove(item.id)
+        account = self._accounts.pop(item.id, "")
+        await self.writer.apply(Write(item.call_sid, account, outbox_done=(item.id,)))
 
     async def retry(self, item: Callback, next_at: float, error: str) -> None:
-        await self.table.reschedule(item.id, item.attempts + 1, next_at)
+        account = self._accounts.get(item.id, "")
+        await self.writer.apply(Write(item.call_sid, account, outbox_retry=((item.id, item.attempts + 1, next_at),)))
 
     async def give_up(self, item: Callback, error: str) -> None:
-        self._accounts.pop(item.id, None)
-        await self.table.remove(item.id)
+        account = self._accounts.pop(item.id, "")
+        await self.writer.apply(Write(item.call_sid, account, outbox_done=(item.id,)))
 
 
 def failure_notification(

@@ -46,7 +46,7 @@ from callplane.store import calls as store_calls
 from callplane.store import registrations
 from callplane.store.calls import CallRecord
 from callplane.store.db import Database, to_us
-from callplane.store.outbox import CallbackTarget, save_target
+from callplane.store.outbox import CallbackTarget
 
 __all__ = ["CallEngine", "EngineConfig", "LiveCall", "Script", "ScriptFactory"]
 
@@ -223,19 +223,19 @@ class CallEngine:
                     caller_name=facts.caller_name,
                 )
             )
-        async with self.db.write() as conn:
-            await store_calls.insert_many_with(conn, records)
-            for call in calls:
-                if call.status_callback:
-                    cb_target = CallbackTarget(
-                        call.sid,
-                        call.account_sid,
-                        call.status_callback,
-                        call.status_callback_method,
-                        tuple(sorted(call.events)),
-                        request.api_version,
-                    )
-                    await save_target(conn, self.config.instance_id, cb_target)
+        cb_targets = [
+            CallbackTarget(
+                call.sid,
+                call.account_sid,
+                call.status_callback,
+                call.status_callback_method,
+                tuple(sorted(call.events)),
+                request.api_version,
+            )
+            for call in calls
+            if call.status_callback
+        ]
+        await self.writer.apply(Write(calls[0].sid, request.account_sid, inserts=records, targets=cb_targets))
         for call in calls:
             self._calls[call.sid] = call
             self._dial(call, custom)

@@ -72,7 +72,8 @@ class EngineStack:
         self.workers = MediaWorkers(options.data / "cache" / "pcm")
         self.audio = HttpAudioCache(self.workers, options.data / "cache" / "http")
         self.web = WebClient(options.fetch_limits)
-        self.outbox = StoreOutbox(TableOutbox(db, config.instance_id))
+        self.writer = RecordWriter(db, config.instance_id)
+        self.outbox = StoreOutbox(TableOutbox(db, config.instance_id), self.writer)
         self.deliverer = Deliverer(
             self.outbox,
             self.web,
@@ -80,7 +81,7 @@ class EngineStack:
             policy=options.retry,
             on_failure=self._delivery_failed,
         )
-        self.writer = RecordWriter(db, config.instance_id, on_commit=self.deliverer.wake)
+        self.writer.on_commit = self.deliverer.wake
         self.calls = MediaCalls(ua, endpoint, self.media)
         self.engine = CallEngine(db, ids, clock, self.calls, config, writer=self.writer)
         if options.scripts:

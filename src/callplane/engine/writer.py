@@ -18,11 +18,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from callplane.store import calls as store_calls
 from callplane.store import notifications as store_notifications
-from callplane.store.calls import update_call_with
+from callplane.store.calls import CallRecord
 from callplane.store.db import Database
 from callplane.store.notifications import NotificationRecord
-from callplane.store.outbox import enqueue, forget_target, update_target
+from callplane.store.outbox import (
+    CallbackTarget,
+    NewCallback,
+    enqueue_many,
+    forget_targets,
+    remove_many,
+    reschedule_many,
+    save_targets,
+    update_target,
+)
 
 __all__ = ["Callback", "RecordWriter", "Write"]
 
@@ -42,7 +52,7 @@ class Callback:
 
 @dataclass(slots=True)
 class Write:
-    """One unit: an optional conditional record update, the callbacks it fires, an optional Notification."""
+    """One unit: new records, an optional conditional record update, the callbacks it fires, bookkeeping."""
 
     call_sid: str
     account_sid: str
@@ -52,6 +62,10 @@ class Write:
     notification: NotificationRecord | None = None
     final: bool = False  # the call's last write: its callback target is no longer needed
     retarget: tuple[str, str] | None = None  # live call modification's new (StatusCallback, method)
+    inserts: Sequence[CallRecord] = ()  # new call records (POST Calls), with their callback targets
+    targets: Sequence[CallbackTarget] = ()
+    outbox_done: Sequence[int] = ()  # delivered or abandoned outbox rows
+    outbox_retry: Sequence[tuple[int, int, float]] = ()  # (row id, attempts, next attempt)
     now: float = 0.0  # wall-clock epoch seconds (outbox due time)
     done: asyncio.Future[bool] | None = None
 
@@ -117,33 +131,42 @@ class RecordWriter:
         raise AssertionError("unreachable")
 
     async def _transaction(self, batch: list[Write]) -> list[bool]:
-        results: list[bool] = []
+        """The whole batch in one transaction and few statements (executemany per shape)."""
+        results = [True] * len(batch)
         async with self.db.write() as conn:
-            for w in batch:
-                applied = True
-                if w.values:
-                    applied = await update_call_with(conn, w.call_sid, w.values, expect_status=w.expect)
-                    if not applied:
-                        self.conflicts += 1
-                        log.info("[%s] record already moved on; %s not applied", w.call_sid, w.values.get("status"))
-                if applied:
-                    for cb in w.callbacks:
-                        await enqueue(
-                            conn,
-                            instance_id=self.instance_id,
-                            call_sid=w.call_sid,
-                            account_sid=w.account_sid,
-                            url=cb.url,
-                            method=cb.method,
-                            params=cb.params,
-                            now=w.now,
-                        )
+            inserts = [r for w in batch for r in w.inserts]
+            if inserts:
+                await store_calls.insert_many_with(conn, inserts)
+                await save_targets(conn, self.instance_id, [t for w in batch for t in w.targets])
+            updating = [i for i, w in enumerate(batch) if w.values]
+            applied = await store_calls.update_calls_with(
+                conn, [(batch[i].call_sid, batch[i].values, batch[i].expect[0]) for i in updating]
+            )
+            for i, ok in zip(updating, applied, strict=True):
+                results[i] = ok
+                if not ok:
+                    self.conflicts += 1
+                    log.info(
+                        "[%s] record already moved on; %s not applied", batch[i].call_sid, batch[i].values.get("status")
+                    )
+            callbacks: list[NewCallback] = []
+            finished: list[str] = []
+            for w, ok in zip(batch, results, strict=True):
+                if ok:
+                    callbacks.extend(
+                        NewCallback(w.call_sid, w.account_sid, c.url, c.method, c.params) for c in w.callbacks
+                    )
                     if w.final:
-                        await forget_target(conn, w.call_sid)
+                        finished.append(w.call_sid)
                 if w.retarget is not None:
                     await update_target(conn, w.call_sid, *w.retarget)
-                if w.notification is not None:
-                    await store_notifications.insert_with(conn, w.notification)
-                results.append(applied)
+            now = max((w.now for w in batch), default=0.0)
+            await enqueue_many(conn, self.instance_id, callbacks, now)
+            await forget_targets(conn, finished)
+            notes = [w.notification for w in batch if w.notification is not None]
+            if notes:
+                await store_notifications.insert_many_with(conn, notes)
+            await remove_many(conn, [i for w in batch for i in w.outbox_done])
+            await reschedule_many(conn, [r for w in batch for r in w.outbox_retry])
         self.written += len(batch)
         return results

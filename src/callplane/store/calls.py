@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, literal, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, select, tuple_, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -260,6 +260,62 @@ async def update_call_with(
     fires together); True when it applied."""
     result = await conn.execute(_update_stmt(sid, changes, expect_status))
     return bool(result.rowcount == 1)
+
+
+_BATCH_STATEMENTS: dict[tuple[str, ...], Any] = {}
+
+
+def _batch_statement(columns: tuple[str, ...]) -> Any:
+    stmt = _BATCH_STATEMENTS.get(columns)
+    if stmt is None:
+        stmt = (
+            update(calls)
+            .where(calls.c.sid == bindparam("b_sid"), calls.c.status == bindparam("b_expect"))
+            .values({c: bindparam(c) for c in columns})
+        )
+        _BATCH_STATEMENTS[columns] = stmt
+    return stmt
+
+
+async def update_calls_with(conn: AsyncConnection, updates: Sequence[tuple[str, Mapping[str, Any], str]]) -> list[bool]:
+    """Many conditional updates ``(sid, changes, expected status)`` in the caller's transaction, in order, as few
+    statements as possible (one executemany per shape); True for each that applied.
+
+    Updates of one call keep their order: the list is cut into runs in which no call repeats, and only the updates
+    of one run are grouped by shape.
+    """
+    results: list[bool] = [False] * len(updates)
+    run: list[int] = []
+    seen: set[str] = set()
+
+    async def flush() -> None:
+        shapes: dict[tuple[str, ...], list[int]] = {}
+        rows: dict[int, dict[str, Any]] = {}
+        for i in run:
+            sid, changes, expect = updates[i]
+            values = _column_values(changes)
+            rows[i] = {**values, "b_sid": sid, "b_expect": expect}
+            shapes.setdefault(tuple(sorted(values)), []).append(i)
+        for columns, members in shapes.items():
+            stmt = _batch_statement(columns)
+            result = await conn.execute(stmt, [rows[i] for i in members])
+            if result.rowcount == len(members):
+                for i in members:
+                    results[i] = True
+                continue
+            for i in members:  # someone else moved a call on: find out which applied
+                results[i] = bool((await conn.execute(stmt, rows[i])).rowcount == 1)
+        run.clear()
+        seen.clear()
+
+    for i, (sid, _, _) in enumerate(updates):
+        if sid in seen:
+            await flush()
+        run.append(i)
+        seen.add(sid)
+    if run:
+        await flush()
+    return results
 
 
 async def update_call(

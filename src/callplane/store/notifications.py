@@ -82,6 +82,11 @@ async def insert_with(conn: AsyncConnection, n: NotificationRecord) -> None:
     await conn.execute(insert(t).values(**_values(n)))
 
 
+async def insert_many_with(conn: AsyncConnection, items: list[NotificationRecord]) -> None:
+    if items:
+        await conn.execute(insert(t), [_values(n) for n in items])
+
+
 async def add(db: Database, n: NotificationRecord) -> None:
     async with db.write() as conn:
         await insert_with(conn, n)

@@ -21,7 +21,21 @@ from callplane.store.db import Database
 from callplane.store.schema import call_callbacks as targets
 from callplane.store.schema import webhook_outbox as t
 
-__all__ = ["CallbackTarget", "OutboxRow", "TableOutbox", "enqueue", "forget_target", "orphan_targets", "save_target"]
+__all__ = [
+    "CallbackTarget",
+    "NewCallback",
+    "OutboxRow",
+    "TableOutbox",
+    "enqueue",
+    "enqueue_many",
+    "forget_target",
+    "forget_targets",
+    "orphan_targets",
+    "remove_many",
+    "reschedule_many",
+    "save_target",
+    "save_targets",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +51,59 @@ class OutboxRow:
 
 def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class NewCallback:
+    call_sid: str
+    account_sid: str
+    url: str
+    method: str
+    params: Sequence[tuple[str, str]]
+
+
+async def enqueue_many(conn: AsyncConnection, instance_id: str, items: Sequence[NewCallback], now: float) -> None:
+    """Queue callbacks inside the caller's transaction, in the given order."""
+    if items:
+        await conn.execute(
+            insert(t),
+            [
+                {
+                    "instance_id": instance_id,
+                    "call_sid": i.call_sid,
+                    "account_sid": i.account_sid,
+                    "url": i.url,
+                    "method": i.method,
+                    "params": orjson.dumps([list(p) for p in i.params]).decode(),
+                    "attempts": 0,
+                    "next_at": _us(now),
+                    "date_created": _us(now),
+                }
+                for i in items
+            ],
+        )
+
+
+async def remove_many(conn: AsyncConnection, ids: Sequence[int]) -> None:
+    """Delivered or abandoned callbacks leave the outbox."""
+    if ids:
+        await conn.execute(delete(t).where(t.c.id.in_(list(ids))))
+
+
+async def reschedule_many(conn: AsyncConnection, retries: Sequence[tuple[int, int, float]]) -> None:
+    """``(id, attempts, next_at)`` for callbacks to try again later."""
+    for row_id, attempts, next_at in retries:
+        await conn.execute(update(t).where(t.c.id == row_id).values(attempts=attempts, next_at=_us(next_at)))
+
+
+async def forget_targets(conn: AsyncConnection, call_sids: Sequence[str]) -> None:
+    if call_sids:
+        await conn.execute(delete(targets).where(targets.c.call_sid.in_(list(call_sids))))
+
+
+async def save_targets(conn: AsyncConnection, instance_id: str, items: Sequence[CallbackTarget]) -> None:
+    for target in items:
+        await save_target(conn, instance_id, target)
 
 
 async def enqueue(

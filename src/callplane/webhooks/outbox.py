@@ -104,6 +104,7 @@ class Deliverer:
         on_failure: FailureHandler | None = None,
         concurrency: int = 64,
         poll: float = 5.0,
+        batch_interval: float = 0.02,
     ) -> None:
         self.store = store
         self.client = client
@@ -112,6 +113,8 @@ class Deliverer:
         self.on_failure = on_failure
         self.concurrency = concurrency
         self.poll = poll
+        self.batch_interval = batch_interval
+        self._next_retry: float | None = None
         self._wake = asyncio.Event()
         self._busy: dict[str, asyncio.Task[None]] = {}
         self.delivered = 0
@@ -125,24 +128,36 @@ class Deliverer:
         return len(self._busy)
 
     async def run(self) -> None:
-        """Deliver until cancelled. A store error is logged and retried after ``poll`` seconds."""
+        """Deliver until cancelled. A store error is logged and retried after ``poll`` seconds.
+
+        The store is read when woken (new rows, a finished delivery), when a retry falls due, and every ``poll``
+        seconds (rows written by an earlier run); reads are at least ``batch_interval`` apart, so a busy node reads
+        once per batch of events, not once per event.
+        """
+        loop = asyncio.get_running_loop()
+        last_read = -1e9
         try:
             while True:
+                pause = last_read + self.batch_interval - loop.time()
+                if pause > 0:
+                    await asyncio.sleep(pause)
                 self._wake.clear()
-                timeout = self.poll
+                last_read = loop.time()
                 try:
                     free = self.concurrency - len(self._busy)
                     if free > 0:
                         now = self.clock()
                         for item in await self.store.due(now, free, frozenset(self._busy)):
                             self._busy[item.call_sid] = asyncio.create_task(self._deliver(item))
-                    nxt = await self.store.next_due()
-                    if nxt is not None:
-                        timeout = min(self.poll, max(0.0, nxt - self.clock()))
                 except Exception:
                     log.exception("webhook outbox: reading the store failed; trying again in %.0f s", self.poll)
+                timeout = self.poll
+                if self._next_retry is not None:
+                    timeout = min(timeout, max(0.0, self._next_retry - self.clock()))
+                    if timeout <= 0:
+                        self._next_retry = None
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout if timeout > 0 else 0.001):
+                    async with asyncio.timeout(max(timeout, 0.001)):
                         await self._wake.wait()
         finally:
             for task in list(self._busy.values()):
@@ -197,7 +212,9 @@ class Deliverer:
                 delay,
                 text,
             )
-            await self.store.retry(item, self.clock() + delay, text)
+            next_at = self.clock() + delay
+            await self.store.retry(item, next_at, text)
+            self._next_retry = next_at if self._next_retry is None else min(self._next_retry, next_at)
         if self.on_failure is not None:
             try:
                 await self.on_failure(item, error, delay is None)
