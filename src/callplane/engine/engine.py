@@ -422,6 +422,13 @@ class CallEngine:
             return
         leg_id = getattr(event, "leg_id", None)
         if isinstance(leg_id, str):
+            if type(event).__name__ == "LegFailed":
+                mc = self.media.by_leg(leg_id)
+                failed = self._by_handle.get(mc.call) if mc is not None else None
+                if failed is not None:
+                    log.warning("[%s] its media failed (%s): hanging up", failed.sid, getattr(event, "reason", "?"))
+                    self._hang_up(failed, "fail")
+                return
             owner = self._leg_owner.get(leg_id)
             if owner is not None and owner.runner is not None:
                 owner.runner.on_media_event(event)

@@ -104,7 +104,7 @@ class Deliverer:
         on_failure: FailureHandler | None = None,
         concurrency: int = 64,
         poll: float = 5.0,
-        batch_interval: float = 0.02,
+        batch_interval: float = 0.05,
     ) -> None:
         self.store = store
         self.client = client
