@@ -75,17 +75,36 @@ async def test_pacing_sequence_timestamps_and_payload(engine: MediaEngine, peer:
     assert await next_event(engine, SourceFinished) == SourceFinished(leg_id)
 
 
-async def test_latches_to_the_address_rtp_comes_from(engine: MediaEngine, peer: RawPeer) -> None:
-    decoy = RawPeer()
+def whole_digit(event: int, ts: int, ssrc: int) -> list[bytes]:
+    start = build(101, 100, ts, ssrc, bytes(TelephoneEvent(event, False, 10, 160)), marker=True)
+    return [start] + [build(101, 101 + k, ts, ssrc, bytes(TelephoneEvent(event, True, 10, 800))) for k in range(3)]
+
+
+async def test_latches_to_the_peer_and_a_stranger_neither_moves_audio_nor_injects_digits(
+    engine: MediaEngine, peer: RawPeer
+) -> None:
+    decoy, stranger = RawPeer(), RawPeer()
     try:
         leg_id, port = engine.create_leg()
         engine.set_remote(leg_id, "127.0.0.1", decoy.port)  # what SDP said (a NAT would make it wrong)
         peer.send(build(0, 1, 0, 1234, b"\xff" * 160), port)
         assert await next_event(engine, RemoteLatched) == RemoteLatched(leg_id, "127.0.0.1", peer.port)
+        # A stranger who found the port: audio under its own SSRC, then a whole digit "1".
+        stranger.send(build(0, 7, 0, 0xBAD, b"\x00" * 160), port)
+        for raw in whole_digit(1, 8000, 0xBAD):
+            stranger.send(raw, port)
+        for raw in whole_digit(5, 9000, 1234):  # after the stranger's: had "1" been taken, it would come first
+            peer.send(raw, port)
+        ev = await next_event(engine, DigitReceived)
+        assert isinstance(ev, DigitReceived) and ev.digit == "5"
         pkts = await peer.recv(3)
         assert {p.ssrc for p in pkts} == {engine.leg(leg_id).ssrc}
+        with pytest.raises(BlockingIOError):
+            stranger.sock.recvfrom(2048)  # not one packet of our audio went to the stranger
+        assert engine.leg(leg_id).remote == peer.addr and engine.leg(leg_id).foreign_packets == 5
     finally:
         decoy.close()
+        stranger.close()
 
 
 async def test_send_digits_on_the_wire(engine: MediaEngine, peer: RawPeer) -> None:
@@ -250,13 +269,13 @@ async def test_hold_and_mute_through_the_facade(engine: MediaEngine) -> None:
 async def test_legs_created_before_start_receive(peer: RawPeer) -> None:
     eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0, io_mode="poll")
     leg_id, port = eng.create_leg()
+    eng.set_remote(leg_id, "127.0.0.1", peer.port)
     await eng.start()
     try:
         for raw in udp_payloads(SIPP / "dtmf_2833_9.pcap"):
             peer.send(raw, port)
         ev = await next_event(eng, DigitReceived)
         assert isinstance(ev, DigitReceived) and ev.digit == "9"
-        eng.set_remote(leg_id, "127.0.0.1", peer.port)
         assert len(await peer.recv(3)) == 3
     finally:
         await eng.close()

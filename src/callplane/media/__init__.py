@@ -25,7 +25,8 @@ Engine-facing API (``callplane.media.aio.MediaEngine``; everything else is sans-
 Events (``events.py``, frozen values): ``DigitReceived(leg_id, digit, duration_ms, method)``,
 ``DigitsSent``, ``LegIdle``, ``SourceFinished`` (the leg's source returned None; silence follows),
 ``RecordingFinished(leg_id, reason, duration_s, digit, path)`` (after the WAV is written off the loop),
-``RemoteLatched`` (symmetric RTP moved the remote address).
+``RemoteLatched`` (symmetric RTP moved the remote address: only inside the latch window after ``set_remote``;
+packets from any other source are dropped and counted in ``RtpLeg.foreign_packets``).
 
 Modules: ``sources`` (Source/Sink protocol, silence, tone, PCM), ``rtp``/``rtcp`` (RFC 3550 packets),
 ``g711``, ``jitter`` (reorder buffer), ``dtmf`` (RFC 4733 send/receive, Goertzel), ``energy``, ``recorder``,

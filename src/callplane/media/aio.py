@@ -220,8 +220,9 @@ class MediaEngine:
     def set_remote(
         self, leg_id: str, host: str, port: int, payload_type: int | None = None, dtmf_payload_type: int | None = None
     ) -> None:
-        """Values from the peer's SDP; RTP latches to the real source address once packets arrive."""
-        self.core.leg(leg_id).set_remote((host, port), payload_type, dtmf_payload_type)
+        """Values from the peer's SDP. Packets from anywhere else are dropped, except that during the leg's latch
+        window (from now) the first RTP source seen is latched to (a peer behind NAT)."""
+        self.core.leg(leg_id).set_remote((host, port), payload_type, dtmf_payload_type, now=self._now())
 
     def set_source(self, leg_id: str, source: Source | None) -> None:
         """Play ``source`` on the leg (the previous one is stopped); ``None`` = silence."""

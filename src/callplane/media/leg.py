@@ -13,8 +13,15 @@ The RTP timestamp is derived from the tick number (``ts0 + 160 * ticks``), so a 
 advances the timestamp and the stream stays locked to the wall clock. The marker bit is set on the first packet
 and on the first packet after a pause in sending (hold, no remote yet).
 
-Symmetric RTP (RFC 4961) / latching: the remote address starts as the one from SDP; the first packet from a
-different address (or a new SSRC) moves it there, and RTCP follows to port + 1 until RTCP itself is seen.
+Accepted sources and latching (symmetric RTP, RFC 4961). Packets are taken only from the address they are
+expected from; every other packet is dropped and counted in ``foreign_packets``, so a stranger who learns the port
+can neither inject audio or digits nor steal the outbound stream. Until the peer's SDP is known (``set_remote``)
+nothing is accepted. The SDP address is always accepted. Any other address is learned only during the latch
+window (``latch_window`` seconds after ``set_remote`` names a new address), and only if nothing has been learned
+yet in that window: the first valid RTP packet from it (a peer behind NAT) makes it the accepted source and, when
+``symmetric``, moves the remote address there (a :class:`RemoteLatched` event); RTCP follows to port + 1 until
+RTCP itself is seen. A new SSRC from the accepted source restarts the reception statistics and moves nothing.
+RTCP is learned the same way (its SDP address is the RTP address, port + 1).
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ class RtpLeg:
         dtmf_payload_type: int | None = 101,
         remote: Addr | None = None,
         symmetric: bool = True,
+        latch_window: float = 5.0,
         idle_timeout: float | None = None,
         jitter_depth: int = 3,
         rtcp_interval: float = 5.0,
@@ -83,6 +91,7 @@ class RtpLeg:
         self.remote: Addr | None = remote
         self.remote_rtcp: Addr | None = None if remote is None else (remote[0], remote[1] + 1)
         self.symmetric = symmetric
+        self.latch_window = latch_window
         self.idle_timeout = idle_timeout
         self.source: Source | None = None
         self.sinks: list[Sink] = []
@@ -104,8 +113,11 @@ class RtpLeg:
         self.packets_received = 0
         self.remote_ssrc: int | None = None
         self.stats: ReceptionStats | None = None
-        self._latched = False
-        self._rtcp_latched = False
+        self.foreign_packets = 0  # RTP and RTCP dropped because they came from an address we do not accept
+        self._sdp: Addr | None = remote  # where the peer's SDP says its RTP comes from
+        self._rtp_from: Addr | None = None  # the accepted RTP source, once learned
+        self._rtcp_from: Addr | None = None
+        self._latch_until = start + latch_window if remote is not None else -1.0
         self._last_rx = start
         self._idle_reported = False
         self._marker = True
@@ -117,11 +129,23 @@ class RtpLeg:
         self._reframe_seq = 0
 
     # -- configuration ----------------------------------------------------------------------
-    def set_remote(self, addr: Addr, payload_type: int | None = None, dtmf_payload_type: int | None = None) -> None:
-        """Values from the peer's SDP (c=, m= port, chosen codec, telephone-event PT)."""
-        self.remote = addr
-        self.remote_rtcp = (addr[0], addr[1] + 1)
-        self._latched = self._rtcp_latched = False
+    def set_remote(
+        self,
+        addr: Addr,
+        payload_type: int | None = None,
+        dtmf_payload_type: int | None = None,
+        *,
+        now: float | None = None,
+    ) -> None:
+        """Values from the peer's SDP (c= as an IP literal, m= port, chosen codec, telephone-event PT).
+
+        A new address opens the latch window at ``now`` (without ``now``, no window: only ``addr`` is accepted).
+        The address we already send to (the latched one included) changes nothing but the codec."""
+        if addr != self.remote:
+            self.remote = self._sdp = addr
+            self.remote_rtcp = (addr[0], addr[1] + 1)
+            self._rtp_from = self._rtcp_from = None
+            self._latch_until = -1.0 if now is None else now + self.latch_window
         if payload_type is not None:
             if payload_type not in g711.ENCODING_NAMES:
                 raise g711.UnsupportedCodec(f"payload type {payload_type} is not G.711")
@@ -163,18 +187,13 @@ class RtpLeg:
             payload = p.payload
         else:
             payload = data[12:]
+        if addr != self._rtp_from and not self._learn_rtp(addr, now):
+            self.foreign_packets += 1
+            return
         pt = b1 & 0x7F
         if ssrc != self.remote_ssrc:
             self.remote_ssrc = ssrc
             self.stats = ReceptionStats(ssrc, seq)
-            self._latched = False
-        if self.symmetric and not self._latched:
-            self._latched = True
-            if addr != self.remote:
-                self.remote = addr
-                if not self._rtcp_latched:
-                    self.remote_rtcp = (addr[0], addr[1] + 1)
-                self.events.append(RemoteLatched(self.leg_id, addr[0], addr[1]))
         self.packets_received += 1
         self._last_rx = now
         self._idle_reported = False
@@ -193,6 +212,34 @@ class RtpLeg:
             elif payload:
                 self._reframe(g711.decode(payload, pt))
 
+    def _learn_rtp(self, addr: Addr, now: float) -> bool:
+        """Whether RTP from ``addr`` (not the accepted source) is accepted from now on; latches if so."""
+        sdp = self._sdp
+        if sdp is None or not (addr == sdp or (self._rtp_from is None and now <= self._latch_until)):
+            return False
+        self._rtp_from = addr
+        if self.symmetric and addr != self.remote:
+            self.remote = addr
+            if self._rtcp_from is None:
+                self.remote_rtcp = (addr[0], addr[1] + 1)
+            self.events.append(RemoteLatched(self.leg_id, addr[0], addr[1]))
+        return True
+
+    def _learn_rtcp(self, addr: Addr, now: float) -> bool:
+        sdp, rtp_from = self._sdp, self._rtp_from
+        if sdp is None:
+            return False
+        if not (
+            addr == (sdp[0], sdp[1] + 1)
+            or (rtp_from is not None and addr == (rtp_from[0], rtp_from[1] + 1))
+            or (self._rtcp_from is None and now <= self._latch_until)
+        ):
+            return False
+        self._rtcp_from = addr
+        if self.symmetric:
+            self.remote_rtcp = addr
+        return True
+
     def _reframe(self, pcm: bytes) -> None:
         """A peer with ptime other than 20 ms: cut its audio into 20 ms frames. Such packets are taken in
         arrival order (no reordering) under a local frame counter."""
@@ -208,9 +255,9 @@ class RtpLeg:
             packets = parse_compound(data)
         except RtcpParseError:
             return
-        if self.symmetric and not self._rtcp_latched:
-            self._rtcp_latched = True
-            self.remote_rtcp = addr
+        if addr != self._rtcp_from and not self._learn_rtcp(addr, now):
+            self.foreign_packets += 1
+            return
         for p in packets:
             if isinstance(p, SenderReport) and self.stats is not None and p.ssrc == self.stats.ssrc:
                 self.stats.last_sr = (p.ntp >> 16) & 0xFFFFFFFF
