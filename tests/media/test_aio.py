@@ -145,6 +145,9 @@ async def test_record_with_reordered_input(engine: MediaEngine, peer: RawPeer, t
     frames = [g711.encode(tone.read() or b"", 0) for _ in range(30)]
     rec = Recorder(max_length_s=None, silence_timeout_s=1.0, trim_silence=True)  # generous: shared CPU
     engine.record(leg_id, tmp_path / "r.wav", rec)
+    # Like a caller after the beep, the peer is silent for a moment before it speaks: the recorder's silence timer
+    # must count from the start of the recording, not from 0.0 on the loop's clock.
+    await asyncio.sleep(0.2)
     order = list(range(30))
     order[4], order[5] = order[5], order[4]
     order[10], order[11] = order[11], order[10]
