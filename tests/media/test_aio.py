@@ -18,6 +18,7 @@ from callplane.media.aio import MediaEngine, PortAllocator
 from callplane.media.dtmf import TelephoneEvent
 from callplane.media.events import (
     DigitReceived,
+    LegFailed,
     LegIdle,
     MediaEvent,
     RecordingFinished,
@@ -312,3 +313,37 @@ async def test_rtcp_latches_and_close_sends_bye(engine: MediaEngine, peer: RawPe
     packets = parse_compound(data)
     assert isinstance(packets[0], SenderReport) and packets[0].ssrc == ssrc  # it has been sending: SR
     assert packets[-1] == Bye((ssrc,))
+
+
+class RaisingSource:
+    def __init__(self, frames: int) -> None:
+        self.left = frames
+
+    def read(self) -> bytes | None:
+        self.left -= 1
+        if self.left < 0:
+            raise RuntimeError("boom")
+        return SILENCE
+
+    def stop(self) -> None:
+        pass
+
+
+async def test_a_faulty_leg_is_closed_and_the_other_keeps_its_pacing(engine: MediaEngine, peer: RawPeer) -> None:
+    victim = RawPeer()
+    try:
+        bad, bad_port = engine.create_leg()  # first: it comes before the good leg in every phase of the tick
+        good, _ = engine.create_leg()
+        engine.set_remote(good, "127.0.0.1", peer.port)
+        engine.set_remote(bad, "127.0.0.1", victim.port)
+        engine.set_source(good, ToneSource([1000], None))
+        engine.set_source(bad, RaisingSource(3))
+        ev = await next_event(engine, LegFailed)
+        assert ev == LegFailed(bad, "RuntimeError: boom")
+        assert bad not in engine.core.legs and bad_port not in engine.ports.in_use
+        over = engine.ticker.overruns
+        pkts = await peer.recv(10)  # one packet per tick after the fault: it did not stop the tick
+        steps = [(b.timestamp - a.timestamp) // 160 for a, b in zip(pkts, pkts[1:], strict=False)]
+        assert sum(steps) - len(steps) <= engine.ticker.overruns - over
+    finally:
+        victim.close()

@@ -56,9 +56,13 @@ from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SILENCE, Sink, S
 
 Addr = tuple[str, int]
 
-__all__ = ["Addr", "RtpLeg"]
+__all__ = ["Addr", "FrameError", "RtpLeg"]
 
 _HDR = rtp.HEADER
+
+
+class FrameError(MediaError):
+    """A source or feed broke the frame contract (20 ms = 320 bytes of s16le PCM): a fault of that leg."""
 
 
 class RtpLeg:
@@ -338,15 +342,21 @@ class RtpLeg:
 
     def _read_frame(self) -> bytes:
         if self.attached:
-            return self.feed if self.feed is not None else SILENCE
-        src = self.source
-        if src is None:
-            return SILENCE
-        frame = src.read()
-        if frame is None:
-            self.source = None
-            self.events.append(SourceFinished(self.leg_id))
-            return SILENCE
+            frame = self.feed
+            if frame is None:
+                return SILENCE
+        else:
+            src = self.source
+            if src is None:
+                return SILENCE
+            frame = src.read()
+            if frame is None:
+                self.source = None
+                self.events.append(SourceFinished(self.leg_id))
+                return SILENCE
+        if len(frame) != FRAME_BYTES:
+            what = "bridge/conference feed" if self.attached else "source"
+            raise FrameError(f"the {what} gave a {len(frame)}-byte frame, not {FRAME_BYTES}")
         return frame
 
     def _emit(self, pt: int, ts: int, payload: bytes, marker: bool) -> bytes:
