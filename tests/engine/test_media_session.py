@@ -321,6 +321,21 @@ async def test_g711_on_a_dynamic_payload_type_is_rejected_488(
     assert failed.status == 488 and len(node.calls) == 0 and node.media.core.legs == {}
 
 
+async def test_a_host_name_in_c_is_refused_488_and_never_looked_up(
+    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer
+) -> None:
+    offer = SessionDescription.parse(
+        f"v=0\r\no=x 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 media.invalid\r\nt=0 0\r\n"
+        f"m=audio {rtp_sock.port} RTP/AVP 0\r\n"
+    )
+    peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
+    incoming = await node.wait_for(IncomingCall)
+    with pytest.raises(NegotiationError, match="not an IPv4 address"):
+        node.calls.answer(incoming)
+    failed = await peer_ua.wait_for(CallFailed)
+    assert failed.status == 488 and len(node.calls) == 0 and node.media.core.legs == {}
+
+
 async def test_hangup_while_ringing_cancels_and_closes_the_leg(node: MediaNode, peer_ua: UaDriver) -> None:
     mc = node.calls.invite(f"sip:bob@{LOOPBACK}:{peer_ua.port}", f"sip:app@{LOOPBACK}")
     incoming = await peer_ua.expect(IncomingCall)

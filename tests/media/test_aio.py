@@ -108,6 +108,14 @@ async def test_latches_to_the_peer_and_a_stranger_neither_moves_audio_nor_inject
         stranger.close()
 
 
+async def test_set_remote_takes_no_host_name(engine: MediaEngine) -> None:
+    leg_id, _ = engine.create_leg()
+    for host in ("localhost", "media.invalid", "::1"):
+        with pytest.raises(MediaError):
+            engine.set_remote(leg_id, host, 4000)
+    assert engine.leg(leg_id).remote is None
+
+
 async def test_send_digits_on_the_wire(engine: MediaEngine, peer: RawPeer) -> None:
     leg_id, _ = engine.create_leg(dtmf_payload_type=96)
     engine.set_remote(leg_id, "127.0.0.1", peer.port)

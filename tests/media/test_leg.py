@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
+from callplane.core.errors import MediaError
 from callplane.core.ids import IdSource
 from callplane.media import g711
 from callplane.media.dtmf import TelephoneEvent
@@ -13,7 +16,7 @@ from callplane.media.events import (
     RemoteLatched,
     SourceFinished,
 )
-from callplane.media.leg import RtpLeg
+from callplane.media.leg import RtpLeg, ip_literal
 from callplane.media.recorder import Recorder
 from callplane.media.rtcp import ReceiverReport, Sdes, SenderReport, build_compound, parse_compound
 from callplane.media.rtp import RtpPacket, build
@@ -116,6 +119,17 @@ def test_a_new_address_in_sdp_reopens_the_window_and_the_same_one_does_not() -> 
     leg.set_remote(PEER)  # no ``now``: no window at all
     leg.receive_rtp(audio(4), NAT, 21.95)
     assert leg.remote == PEER and leg.foreign_packets == 2
+
+
+def test_a_leg_takes_only_ip_literals() -> None:
+    assert ip_literal("192.0.2.1") == "192.0.2.1" and ip_literal("2001:DB8::1") == "2001:db8::1"
+    leg = make()
+    for bad in (("media.example.com", 4000), ("localhost", 4000), ("192.0.2.1", 0), ("192.0.2.1", 70000)):
+        with pytest.raises(MediaError):
+            leg.set_remote(bad, now=1.0)
+    assert leg.remote == PEER
+    with pytest.raises(MediaError, match="not an IP address literal"):
+        RtpLeg("L2", IdSource(3), remote=("localhost", 4000))
 
 
 def test_rtcp_from_a_stranger_is_dropped_and_the_peer_latches() -> None:

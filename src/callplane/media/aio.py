@@ -227,7 +227,12 @@ class MediaEngine:
         self, leg_id: str, host: str, port: int, payload_type: int | None = None, dtmf_payload_type: int | None = None
     ) -> None:
         """Values from the peer's SDP. Packets from anywhere else are dropped, except that during the leg's latch
-        window (from now) the first RTP source seen is latched to (a peer behind NAT)."""
+        window (from now) the first RTP source seen is latched to (a peer behind NAT).
+
+        ``host`` must be an IPv4 address literal (the sockets are IPv4): a host name raises :class:`MediaError`
+        instead of being looked up on the event loop. Resolve it first, off the loop, if you must."""
+        if ":" in host:
+            raise MediaError(f"{host!r}: the media sockets are IPv4 only")
         self.core.leg(leg_id).set_remote((host, port), payload_type, dtmf_payload_type, now=self._now())
 
     def set_source(self, leg_id: str, source: Source | None) -> None:

@@ -26,6 +26,8 @@ RTCP is learned the same way (its SDP address is the RTP address, port + 1).
 
 from __future__ import annotations
 
+import ipaddress
+
 from callplane.core.errors import MediaError
 from callplane.core.ids import IdSource
 from callplane.media import g711, rtp
@@ -56,9 +58,25 @@ from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SILENCE, Sink, S
 
 Addr = tuple[str, int]
 
-__all__ = ["Addr", "FrameError", "RtpLeg"]
+__all__ = ["Addr", "FrameError", "RtpLeg", "ip_literal"]
 
 _HDR = rtp.HEADER
+
+
+def ip_literal(host: str) -> str:
+    """``host`` as a normalised IP address literal. A host name raises :class:`MediaError`: legs never resolve
+    names (``sendto((name, port))`` would run a blocking lookup for every packet on the event loop)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise MediaError(f"{host!r} is not an IP address literal") from None
+
+
+def _checked(addr: Addr) -> Addr:
+    host, port = addr
+    if not 0 < port < 65536:
+        raise MediaError(f"RTP port {port} is out of range")
+    return ip_literal(host), port
 
 
 class FrameError(MediaError):
@@ -92,6 +110,8 @@ class RtpLeg:
         self._tick0: int | None = None
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
+        if remote is not None:
+            remote = _checked(remote)
         self.remote: Addr | None = remote
         self.remote_rtcp: Addr | None = None if remote is None else (remote[0], remote[1] + 1)
         self.symmetric = symmetric
@@ -141,10 +161,12 @@ class RtpLeg:
         *,
         now: float | None = None,
     ) -> None:
-        """Values from the peer's SDP (c= as an IP literal, m= port, chosen codec, telephone-event PT).
+        """Values from the peer's SDP (c= as an IP address literal, m= port, chosen codec, telephone-event PT).
 
         A new address opens the latch window at ``now`` (without ``now``, no window: only ``addr`` is accepted).
-        The address we already send to (the latched one included) changes nothing but the codec."""
+        The address we already send to (the latched one included) changes nothing but the codec. A host name or a
+        port out of range raises :class:`MediaError`."""
+        addr = _checked(addr)
         if addr != self.remote:
             self.remote = self._sdp = addr
             self.remote_rtcp = (addr[0], addr[1] + 1)
