@@ -48,9 +48,9 @@ def test_skipped_ticks_advance_timestamp_and_hold_sets_marker() -> None:
     a = RtpPacket.parse(leg.produce(0.0, 0) or b"")
     b = RtpPacket.parse(leg.produce(0.1, 5) or b"")  # the ticker skipped ticks 1..4
     assert b.timestamp - a.timestamp == 5 * 160 and b.sequence - a.sequence == 1
-    leg.held = True
+    leg.sending = False
     assert leg.produce(0.12, 6) is None
-    leg.held = False
+    leg.sending = True
     c = RtpPacket.parse(leg.produce(0.14, 7) or b"")
     assert c.marker and c.timestamp - a.timestamp == 7 * 160 and c.sequence - a.sequence == 2
 

@@ -16,7 +16,8 @@ from one to the other. :class:`MediaCalls` keeps one :class:`MediaCall` per SIP 
 * an answer or re-INVITE whose c= is a host name cannot be used: the call is hung up.
 * re-INVITE (``MediaUpdated``, either side's): new address/port/codec are applied, and the leg stops sending while
   the peer does not want to receive (RFC 3264 §8.4: its direction is ``sendonly``/``inactive``, or the legacy
-  ``c=0.0.0.0``). When *we* hold with ``sendonly`` the peer answers ``recvonly`` and we keep sending (hold music).
+  ``c=0.0.0.0``). Only our sending stops: what the peer sends (its hold music) is still passed to a bridge or
+  conference. When *we* hold with ``sendonly`` the peer answers ``recvonly`` and we keep sending (hold music).
 * ``CallEnded`` / ``CallFailed`` / ``CallCancelled``: the leg is closed (RTCP BYE, port released).
 * digits: RFC 4733 and in-band digits from the leg (``media.events.DigitReceived``) and SIP INFO digits
   (``sip.events.DtmfReceived``) are surfaced as one :class:`CallDigit`.
@@ -354,7 +355,7 @@ class MediaCalls:
         sending = can_send(media)
         if sending != mc.sending:
             log.info("[%s] %s", mc.call, "resumed: sending" if sending else f"held ({media.direction}): not sending")
-        leg.held = not sending
+        leg.sending = sending  # only our direction: what the peer sends (its hold music) is still passed on
         mc.sending = sending
         mc.remote = media if real or previous is None else _keep_address(media, previous)
 

@@ -11,7 +11,10 @@ Theory of operation. The engine calls, on every 20 ms tick, in this order for al
 
 The RTP timestamp is derived from the tick number (``ts0 + 160 * ticks``), so a tick the ticker had to skip also
 advances the timestamp and the stream stays locked to the wall clock. The marker bit is set on the first packet
-and on the first packet after a pause in sending (hold, no remote yet).
+and on the first packet after a pause in sending (``sending`` off, no remote yet).
+
+``sending`` (do we send to the peer) and ``muted`` (is what we hear from it passed on) are independent. A peer that
+holds us (``sendonly``/``inactive``) stops our sending only: the music it plays is still heard by the bridge.
 
 Accepted sources and latching (symmetric RTP, RFC 4961). Packets are taken only from the address they are
 expected from; every other packet is dropped and counted in ``foreign_packets``, so a stranger who learns the port
@@ -119,8 +122,9 @@ class RtpLeg:
         self.idle_timeout = idle_timeout
         self.source: Source | None = None
         self.sinks: list[Sink] = []
-        self.muted = False  # the peer's audio is not passed to bridges/mixers (sinks still get it)
-        self.held = False  # we send nothing and the peer's audio is not passed on
+        # Two independent switches (a peer's hold is the first alone: what it sends, its music, is still heard):
+        self.sending = True  # False: nothing goes to the peer (RTP audio and digits), e.g. it does not want to receive
+        self.muted = False  # True: what the peer says is not passed to bridges/mixers (sinks still get it)
         self.attached = False  # a bridge or mixer supplies ``feed``
         self.heard: bytes | None = None
         self.feed: bytes | None = None
@@ -303,7 +307,7 @@ class RtpLeg:
     def pull(self, now: float) -> None:
         """Phase 1: this tick's inbound frame into ``heard`` and the sinks."""
         frame = self.jitter.pop()
-        self.heard = None if (self.held or self.muted) else frame
+        self.heard = None if self.muted else frame
         if self.sinks:
             f = SILENCE if frame is None else frame
             done = None
@@ -333,7 +337,7 @@ class RtpLeg:
             if pkt is not None:
                 return pkt
         frame = self._read_frame()
-        if self.held or self.remote is None:
+        if not self.sending or self.remote is None:
             self._marker = True
             return None
         payload = self._encode(frame, 2)
@@ -349,7 +353,7 @@ class RtpLeg:
 
     def _produce_dtmf(self, ts: int) -> bytes | None:
         out = self.dtmf_out
-        if self.held or self.dtmf_payload_type is None:
+        if not self.sending or self.dtmf_payload_type is None:
             return None
         ev = out.next_packet(ts)
         done = out.take_finished()
