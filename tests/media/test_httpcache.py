@@ -29,6 +29,7 @@ from callplane.media.httpcache import (
 )
 from callplane.media.player import UnsupportedFormatError
 from callplane.media.workers import MediaWorkers
+from tests.media.loopio import loop_io
 from tests.media.test_player import make_mp3, make_wav, peak_hz, tone
 
 WAV_1K = make_wav([tone(1000, 0.5, 8000)], 8000)
@@ -162,6 +163,18 @@ async def test_last_modified_without_lifetime_revalidates_every_time(
     assert await cache.get(url) == first
     assert server.last_headers("/a.wav")["if-modified-since"] == LAST_MODIFIED
     assert server.hits("/a.wav") == 2 and cache.not_modified == 1 and workers.stats.jobs == 1
+
+
+async def test_the_cache_records_are_read_and_written_off_the_loop(
+    tmp_path: Path, server: AudioServer, cache: HttpAudioCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.resources["/a.wav"] = Resource(headers={"Content-Type": "audio/wav", "ETag": '"v1"'})
+    server.resources["/n.wav"] = Resource(headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"})
+    with loop_io(tmp_path, monkeypatch) as io:
+        for _ in range(2):  # write the record, then read it, revalidate and write it again
+            await cache.get(server.url("/a.wav"))
+        await cache.get(server.url("/n.wav"))  # no-store: the record is removed
+    assert cache.not_modified == 1 and io.calls == []
 
 
 async def test_no_cache_revalidates_even_with_max_age(server: AudioServer, cache: HttpAudioCache) -> None:

@@ -214,7 +214,7 @@ class HttpAudioCache:
     # -- internals -------------------------------------------------------------------------------------
     async def _get(self, url: str) -> bytes:
         now = self._now()
-        record = self._load(url)
+        record = await self._workers.blocking(self._load, url)  # record files: read and written in threads
         cached: bytes | None = None
         if record is not None:
             cached = await self._workers.lookup(record.pcm_key)
@@ -235,13 +235,13 @@ class HttpAudioCache:
         if status == 304 and record is not None and cached is not None:
             self.not_modified += 1
             if cc.no_store:
-                self._forget(url)
+                await self._workers.blocking(self._forget, url)
             else:
                 record.stored_at = now
                 record.lifetime = _lifetime(resp_headers, cc, now)
                 record.etag = resp_headers.get("etag", record.etag)
                 record.last_modified = resp_headers.get("last-modified", record.last_modified)
-                self._save(record)
+                await self._workers.blocking(self._save, record)
             return cached
         if status != 200:
             raise HttpStatusError(f"GET {url} returned HTTP {status}", status=status)
@@ -249,15 +249,15 @@ class HttpAudioCache:
         pcm_key = await self._workers.decode_key_async(body)
         pcm = await self._workers.decode(body, store=not cc.no_store, key=pcm_key)
         if cc.no_store:
-            self._forget(url)
+            await self._workers.blocking(self._forget, url)
             return pcm
         etag = resp_headers.get("etag")
         last_modified = resp_headers.get("last-modified")
         lifetime = _lifetime(resp_headers, cc, now)
         if etag or last_modified or lifetime > 0:
-            self._save(_Record(url, pcm_key, now, lifetime, etag, last_modified))
+            await self._workers.blocking(self._save, _Record(url, pcm_key, now, lifetime, etag, last_modified))
         else:
-            self._forget(url)
+            await self._workers.blocking(self._forget, url)
         return pcm
 
     async def _fetch(self, url: str, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
