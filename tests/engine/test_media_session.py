@@ -320,31 +320,25 @@ async def test_legacy_hold_address_keeps_the_latched_remote(
         (p,) = await rtp_sock.recv(1)
 
 
-async def test_g711_on_a_dynamic_payload_type_is_rejected_488(
-    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer
+@pytest.mark.parametrize(
+    ("connection", "media", "why"),
+    [
+        # G.711 on a dynamic payload type: the leg cannot carry it.
+        (LOOPBACK, "RTP/AVP 96\r\na=rtpmap:96 PCMU/8000", "dynamic payload type"),
+        # A host name in c=: never looked up (a lookup would block the loop every call's audio runs on).
+        ("media.invalid", "RTP/AVP 0", "not an IPv4 address"),
+    ],
+)
+async def test_an_offer_the_leg_cannot_use_is_rejected_488(
+    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer, connection: str, media: str, why: str
 ) -> None:
     offer = SessionDescription.parse(
-        f"v=0\r\no=x 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
-        f"m=audio {rtp_sock.port} RTP/AVP 96\r\na=rtpmap:96 PCMU/8000\r\n"
+        f"v=0\r\no=x 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {connection}\r\nt=0 0\r\n"
+        f"m=audio {rtp_sock.port} {media}\r\n"
     )
     peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
     incoming = await node.wait_for(IncomingCall)
-    with pytest.raises(NegotiationError):
-        node.calls.answer(incoming)
-    failed = await peer_ua.wait_for(CallFailed)
-    assert failed.status == 488 and len(node.calls) == 0 and node.media.core.legs == {}
-
-
-async def test_a_host_name_in_c_is_refused_488_and_never_looked_up(
-    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer
-) -> None:
-    offer = SessionDescription.parse(
-        f"v=0\r\no=x 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 media.invalid\r\nt=0 0\r\n"
-        f"m=audio {rtp_sock.port} RTP/AVP 0\r\n"
-    )
-    peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
-    incoming = await node.wait_for(IncomingCall)
-    with pytest.raises(NegotiationError, match="not an IPv4 address"):
+    with pytest.raises(NegotiationError, match=why):
         node.calls.answer(incoming)
     failed = await peer_ua.wait_for(CallFailed)
     assert failed.status == 488 and len(node.calls) == 0 and node.media.core.legs == {}

@@ -44,7 +44,7 @@ import httpx
 
 from callplane.core.clock import Clock, SystemClock
 from callplane.media.player import PlaybackError
-from callplane.media.workers import MediaWorkers, SingleFlight, content_key
+from callplane.media.workers import MediaWorkers, SingleFlight, cache_files, content_key
 
 __all__ = [
     "AUDIO_CONTENT_TYPES",
@@ -225,18 +225,9 @@ class _Records:
     def _scan(self) -> OrderedDict[str, int]:
         """The index, read from the directory once (oldest modification first); the lock is held."""
         if self._index is None:
-            entries: list[tuple[float, str, int]] = []
-            with os.scandir(self.directory) as it:
-                for entry in it:
-                    if entry.name.endswith(".json") and not entry.name.startswith("."):
-                        try:
-                            st = entry.stat()
-                        except FileNotFoundError:
-                            continue
-                        entries.append((st.st_mtime, entry.name, st.st_size))
-            entries.sort()
-            self._index = OrderedDict((name, size) for _, name, size in entries)
-            self._bytes = sum(size for _, _, size in entries)
+            entries = sorted(cache_files(self.directory, ".json"))
+            self._index = OrderedDict((path.name, size) for _, size, path in entries)
+            self._bytes = sum(size for _, size, _ in entries)
             self._evict()  # the limits may be lower than in the last run
         return self._index
 

@@ -48,6 +48,7 @@ __all__ = [
     "PcmCache",
     "SingleFlight",
     "WorkerStats",
+    "cache_files",
     "content_key",
     "make_decode_pool",
 ]
@@ -185,16 +186,22 @@ class PcmCache:
         return removed
 
     def _entries(self) -> list[tuple[float, int, Path]]:
-        out: list[tuple[float, int, Path]] = []
-        with os.scandir(self.directory) as it:
-            for entry in it:
-                if entry.name.endswith(".pcm") and not entry.name.startswith("."):
-                    try:
-                        st = entry.stat()
-                    except FileNotFoundError:
-                        continue
-                    out.append((st.st_mtime, st.st_size, Path(entry.path)))
-        return out
+        return cache_files(self.directory, ".pcm")
+
+
+def cache_files(directory: Path, suffix: str) -> list[tuple[float, int, Path]]:
+    """``(mtime, size, path)`` of the finished cache files (not the ``.``-prefixed temporaries) in ``directory``.
+    Blocking: call it from a thread."""
+    out: list[tuple[float, int, Path]] = []
+    with os.scandir(directory) as it:
+        for entry in it:
+            if entry.name.endswith(suffix) and not entry.name.startswith("."):
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue  # removed by a concurrent eviction
+                out.append((st.st_mtime, st.st_size, Path(entry.path)))
+    return out
 
 
 def _resolve_and_stat(path: Path) -> tuple[Path, os.stat_result]:
