@@ -108,6 +108,42 @@ async def test_latches_to_the_peer_and_a_stranger_neither_moves_audio_nor_inject
         stranger.close()
 
 
+async def test_strangers_random_packets_through_the_adapter_change_nothing(engine: MediaEngine, peer: RawPeer) -> None:
+    """Fuzz the source address through the real receive path: after the peer latched, random packets (RTP-shaped or
+    not, telephone-events included) from other sockets move nothing, report nothing and stop nothing."""
+    rng = random.Random(4733)
+    strangers = [RawPeer() for _ in range(4)]
+    try:
+        leg_id, port = engine.create_leg()
+        engine.set_remote(leg_id, "127.0.0.1", peer.port)
+        peer.send(build(0, 1, 0, 1234, b"\xff" * 160), port)
+        await peer.recv(2)
+        rtp_shaped = 0  # sure to reach the source check (a random body may too, if it looks like RTP v2)
+        for k in range(200):
+            pt = rng.choice([0, 8, 101, 13, 200, 127])
+            body = rng.randbytes(rng.randrange(0, 200))
+            pkt = build(pt, k, rng.getrandbits(32), rng.getrandbits(32), body) if k % 4 else body
+            to = rng.choice([port, port + 1])
+            rtp_shaped += bool(k % 4) and to == port
+            rng.choice(strangers).send(pkt, to)
+        for _ in range(100):
+            if engine.leg(leg_id).foreign_packets >= rtp_shaped:
+                break
+            await asyncio.sleep(0.02)
+        await peer.recv(10)  # the ticker ran on: the leg still sends to its peer, and only to it
+        queued = []
+        while not engine.events.empty():
+            queued.append(engine.events.get_nowait())
+        assert not [e for e in queued if isinstance(e, DigitReceived | RemoteLatched)]
+        assert engine.leg(leg_id).remote == peer.addr and engine.leg(leg_id).foreign_packets >= rtp_shaped
+        for s in strangers:
+            with pytest.raises(BlockingIOError):
+                s.sock.recvfrom(2048)
+    finally:
+        for s in strangers:
+            s.close()
+
+
 async def test_set_remote_takes_no_host_name(engine: MediaEngine) -> None:
     leg_id, _ = engine.create_leg()
     for host in ("localhost", "media.invalid", "::1"):
