@@ -5,6 +5,7 @@
     .venv/bin/python bench/media_streams.py --conference 50       # one 50-party mix-minus conference
     .venv/bin/python bench/media_streams.py --streams 450 --conference 50   # both on the same tick
     .venv/bin/python bench/media_streams.py --streams 500 --api-load http://127.0.0.1:8080/...   # + HTTP GET load
+    .venv/bin/python bench/media_streams.py --streams 500 --faulty 1   # one leg's source raises mid-run
 
 The engine process (this one) plays a source to every leg (a tone, or ``--file`` decoded to 8 kHz) and records
 what arrives (streams mode: an in-memory recorder per leg) or mixes it (conference mode). The peer process sends
@@ -13,7 +14,10 @@ packet (SO_TIMESTAMPNS: on loopback, the moment the engine sent it, free of the 
 per stream (median / p99 / max), drift (arrival time minus RTP media time, its minimum over the last second
 compared with the first second after warm-up, so jitter does not count as drift), lost frames (sequence gaps).
 Engine CPU is getrusage of the engine process over the measured window, as % of one core. With ``--api-load``
-a third process runs a steady GET load against the URL and reports its latency.
+a third process runs a steady GET load against the URL and reports its latency. With ``--faulty N``, N of the
+streams play a source that raises (or, every other one, returns a short frame) after 2-3 s: those legs are closed
+(``LegFailed``) and stop sending; the figures at the peer are those of the healthy streams, to compare with a
+run without ``--faulty``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import functools
 import gc
 import json
+import logging
 import math
 import os
 import platform
@@ -120,7 +125,7 @@ def peer_main(n: int, duration: float, tone_hz: int) -> None:
                     socks[i].sendto(
                         HDR.pack(0x80, 0, k & 0xFFFF, (k * 160) & 0xFFFFFFFF, ssrc[i]) + payloads[i][frame_i], dests[i]
                     )
-                except BlockingIOError:
+                except OSError:  # send buffer full, or the engine closed that leg (--faulty)
                     pass
             k += 1
             next_send = t0 + k * 0.02
@@ -265,6 +270,25 @@ class LoopSource:
         self.src.stop()
 
 
+class FaultySource:
+    """A source that plays ``frames`` frames of silence, then raises (or returns a 100-byte frame: ``short``)."""
+
+    def __init__(self, frames: int, short: bool) -> None:
+        self.left = frames
+        self.short = short
+
+    def read(self) -> bytes | None:
+        self.left -= 1
+        if self.left >= 0:
+            return SILENCE
+        if self.short:
+            return bytes(100)
+        raise RuntimeError("injected fault")
+
+    def stop(self) -> None:
+        pass
+
+
 async def baseline_main(args: argparse.Namespace) -> dict[str, Any]:
     """The design the reference measured first and we did not take: one paced asyncio task per stream (as aiortp
     does), each sleeping to its own drift-free deadline, encoding a tone frame and sending it; a DatagramProtocol per
@@ -383,6 +407,8 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
     from callplane.media.aio import MediaEngine
     from callplane.media.recorder import Recorder
 
+    if args.faulty:  # each closed leg logs its traceback once; the figures are what this run is about
+        logging.getLogger("callplane.media.core").setLevel(logging.CRITICAL)
     node = None
     if args.api_node:
         args.api_load, node = await start_node_api(args.api_node)
@@ -432,6 +458,8 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
         eng.set_remote(leg_id, "127.0.0.1", port)
         if k < args.conference:
             eng.join("bench", leg_id, beep=False)
+        elif k < args.conference + args.faulty:
+            eng.set_source(leg_id, FaultySource(100 + 50 * (k - args.conference) // max(1, args.faulty), k % 2 == 1))
         else:
             eng.set_source(leg_id, LoopSource(pcm) if pcm is not None else ToneSource([1000], None, 0.2))
             rec = Recorder(max_length_s=None)
@@ -449,8 +477,10 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
         assert api.stdout is not None
         api_result = json.loads(await api.stdout.readline())
         await api.wait()
-    jl = sum(eng.leg(lid).jitter.stats.lost for lid, _ in legs)
-    rx = sum(eng.leg(lid).packets_received for lid, _ in legs)
+    live = [lid for lid, _ in legs if lid in eng.core.legs]
+    jl = sum(eng.leg(lid).jitter.stats.lost for lid in live)
+    rx = sum(eng.leg(lid).packets_received for lid in live)
+    failed = len(legs) - len(live)
     sched = eng.ticker.schedule
     await eng.close()
     if node is not None:
@@ -466,6 +496,7 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
             "tick_busy_pct": 100 * busy / wall,
             "tick_cpu_pct": 100 * busy_cpu / wall,
             "tick_overruns": overruns,
+            "legs_failed": failed,
             "tick_max_lateness_ms": 1000 * sched.max_lateness if sched else None,
             "engine_received": rx,
             "engine_jitter_lost": jl,
@@ -504,6 +535,7 @@ def main() -> None:
         action="store_true",
         help="also run the rejected design (one paced task per stream) with the same peer, and print the ratios",
     )
+    ap.add_argument("--faulty", type=int, default=0, metavar="N", help="N streams get a source that fails mid-run")
     ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after setup")
     args = ap.parse_args()
     if args.streams is None:
@@ -541,6 +573,8 @@ def main() -> None:
         "(the difference is time the OS ran something else)"
     )
     print(f"ticker: overruns {result['tick_overruns']}, max lateness {result['tick_max_lateness_ms']:.2f} ms")
+    if args.faulty:
+        print(f"faulty legs: {args.faulty} injected, {result['legs_failed']} closed (figures below: the others)")
     print(
         f"at the peer: gap median {result['gap_median_ms']:.2f} / p99 {result['gap_p99_ms']:.2f} / "
         f"max {result['gap_max_ms']:.2f} ms (mean {result['gap_mean_ms']:.3f})"

@@ -152,14 +152,28 @@ async def test_peer_hold_stops_our_rtp_and_resume_restarts_it(
     reanswer = await peer_ua.wait_for(MediaUpdated)
     assert reanswer.media.direction == "recvonly" and reanswer.media.port == mc.port
     leg = node.media.leg(mc.leg_id)
-    assert (mc.sending, leg.held) == (False, True)
+    assert (mc.sending, leg.sending, leg.muted) == (False, False, False)
     sent = leg.packets_sent
-    await asyncio.sleep(0.2)  # ten ticks
-    assert leg.packets_sent == sent
+    # The call is bridged to another party, which still hears what the holding peer sends (its hold music).
+    other = RawPeer()
+    try:
+        b, _ = node.media.create_leg()
+        node.media.set_remote(b, LOOPBACK, other.port)
+        node.media.bridge(mc.leg_id, b)
+        music = bytes([0x9A]) * 160
+        for seq in range(10):  # ten ticks
+            rtp_sock.send(rtp.build(0, seq, seq * 160, 77, music), mc.port)
+            await asyncio.sleep(0.02)
+        heard = [p.payload for p in await other.recv(25)]
+        assert music in heard
+        assert leg.packets_sent == sent  # and the peer got nothing from us
+    finally:
+        node.media.close_leg(b)
+        other.close()
 
     peer_ua.act(peer_ua.ua.resume, handle)
     await node.wait_for(MediaUpdated)
-    assert (mc.sending, leg.held) == (True, False)
+    assert (mc.sending, leg.sending, leg.muted) == (True, True, False)
     packets = await rtp_sock.recv(2)
     assert packets[-1].payload_type == 0
     assert leg.packets_sent > sent
@@ -263,7 +277,7 @@ async def test_our_hold_follows_the_peer_answer(
     assert (offered.media.direction, offered.media.port) == (direction, mc.port)
     update = await node.wait_for(MediaUpdated)
     assert update.media.direction == answered
-    assert (mc.sending, node.media.leg(mc.leg_id).held) == (sending, not sending)
+    assert (mc.sending, node.media.leg(mc.leg_id).sending) == (sending, sending)
     node.calls.resume(mc.call)
     update = await node.wait_for(MediaUpdated)
     assert update.media.direction == "sendrecv" and mc.sending
@@ -294,10 +308,10 @@ async def test_legacy_hold_address_keeps_the_latched_remote(
     # RFC 2543 hold (c=0.0.0.0), as old phones send it in a re-INVITE: stop sending, forget no address.
     held = MediaDescription("0.0.0.0", rtp_sock.port, 0, "PCMU", 8000, 101, "sendrecv", 20)
     node.calls.on_sip_event(MediaUpdated(handle, held, ""))
-    assert (mc.sending, leg.held, leg.remote) == (False, True, (LOOPBACK, rtp_sock.port))
+    assert (mc.sending, leg.sending, leg.remote) == (False, False, (LOOPBACK, rtp_sock.port))
     resumed = MediaDescription(LOOPBACK, rtp_sock.port, 8, "PCMA", 8000, None, "sendrecv", 20)
     node.calls.on_sip_event(MediaUpdated(handle, resumed, ""))
-    assert (mc.sending, leg.held, leg.remote, leg.payload_type) == (True, False, (LOOPBACK, rtp_sock.port), 8)
+    assert (mc.sending, leg.sending, leg.remote, leg.payload_type) == (True, True, (LOOPBACK, rtp_sock.port), 8)
     assert leg.dtmf_payload_type is None  # the peer dropped telephone-event: no RFC 4733 digits to it
     with pytest.raises(MediaError):
         node.calls.send_digits(handle, "1")
@@ -306,16 +320,25 @@ async def test_legacy_hold_address_keeps_the_latched_remote(
         (p,) = await rtp_sock.recv(1)
 
 
-async def test_g711_on_a_dynamic_payload_type_is_rejected_488(
-    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer
+@pytest.mark.parametrize(
+    ("connection", "media", "why"),
+    [
+        # G.711 on a dynamic payload type: the leg cannot carry it.
+        (LOOPBACK, "RTP/AVP 96\r\na=rtpmap:96 PCMU/8000", "dynamic payload type"),
+        # A host name in c=: never looked up (a lookup would block the loop every call's audio runs on).
+        ("media.invalid", "RTP/AVP 0", "not an IPv4 address"),
+    ],
+)
+async def test_an_offer_the_leg_cannot_use_is_rejected_488(
+    node: MediaNode, peer_ua: UaDriver, rtp_sock: RawPeer, connection: str, media: str, why: str
 ) -> None:
     offer = SessionDescription.parse(
-        f"v=0\r\no=x 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
-        f"m=audio {rtp_sock.port} RTP/AVP 96\r\na=rtpmap:96 PCMU/8000\r\n"
+        f"v=0\r\no=x 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {connection}\r\nt=0 0\r\n"
+        f"m=audio {rtp_sock.port} {media}\r\n"
     )
     peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", offer)
     incoming = await node.wait_for(IncomingCall)
-    with pytest.raises(NegotiationError):
+    with pytest.raises(NegotiationError, match=why):
         node.calls.answer(incoming)
     failed = await peer_ua.wait_for(CallFailed)
     assert failed.status == 488 and len(node.calls) == 0 and node.media.core.legs == {}

@@ -18,6 +18,7 @@ from callplane.media.aio import MediaEngine, PortAllocator
 from callplane.media.dtmf import TelephoneEvent
 from callplane.media.events import (
     DigitReceived,
+    LegFailed,
     LegIdle,
     MediaEvent,
     RecordingFinished,
@@ -75,17 +76,80 @@ async def test_pacing_sequence_timestamps_and_payload(engine: MediaEngine, peer:
     assert await next_event(engine, SourceFinished) == SourceFinished(leg_id)
 
 
-async def test_latches_to_the_address_rtp_comes_from(engine: MediaEngine, peer: RawPeer) -> None:
-    decoy = RawPeer()
+def whole_digit(event: int, ts: int, ssrc: int) -> list[bytes]:
+    start = build(101, 100, ts, ssrc, bytes(TelephoneEvent(event, False, 10, 160)), marker=True)
+    return [start] + [build(101, 101 + k, ts, ssrc, bytes(TelephoneEvent(event, True, 10, 800))) for k in range(3)]
+
+
+async def test_latches_to_the_peer_and_a_stranger_neither_moves_audio_nor_injects_digits(
+    engine: MediaEngine, peer: RawPeer
+) -> None:
+    decoy, stranger = RawPeer(), RawPeer()
     try:
         leg_id, port = engine.create_leg()
         engine.set_remote(leg_id, "127.0.0.1", decoy.port)  # what SDP said (a NAT would make it wrong)
         peer.send(build(0, 1, 0, 1234, b"\xff" * 160), port)
         assert await next_event(engine, RemoteLatched) == RemoteLatched(leg_id, "127.0.0.1", peer.port)
+        # A stranger who found the port: audio under its own SSRC, then a whole digit "1".
+        stranger.send(build(0, 7, 0, 0xBAD, b"\x00" * 160), port)
+        for raw in whole_digit(1, 8000, 0xBAD):
+            stranger.send(raw, port)
+        for raw in whole_digit(5, 9000, 1234):  # after the stranger's: had "1" been taken, it would come first
+            peer.send(raw, port)
+        ev = await next_event(engine, DigitReceived)
+        assert isinstance(ev, DigitReceived) and ev.digit == "5"
         pkts = await peer.recv(3)
         assert {p.ssrc for p in pkts} == {engine.leg(leg_id).ssrc}
+        with pytest.raises(BlockingIOError):
+            stranger.sock.recvfrom(2048)  # not one packet of our audio went to the stranger
+        assert engine.leg(leg_id).remote == peer.addr and engine.leg(leg_id).foreign_packets == 5
     finally:
         decoy.close()
+        stranger.close()
+
+
+async def test_strangers_random_packets_through_the_adapter_change_nothing(engine: MediaEngine, peer: RawPeer) -> None:
+    """Fuzz the source address through the real receive path: after the peer latched, random packets (RTP-shaped or
+    not, telephone-events included) from other sockets move nothing, report nothing and stop nothing."""
+    rng = random.Random(4733)
+    strangers = [RawPeer() for _ in range(4)]
+    try:
+        leg_id, port = engine.create_leg()
+        engine.set_remote(leg_id, "127.0.0.1", peer.port)
+        peer.send(build(0, 1, 0, 1234, b"\xff" * 160), port)
+        await peer.recv(2)
+        rtp_shaped = 0  # sure to reach the source check (a random body may too, if it looks like RTP v2)
+        for k in range(200):
+            pt = rng.choice([0, 8, 101, 13, 200, 127])
+            body = rng.randbytes(rng.randrange(0, 200))
+            pkt = build(pt, k, rng.getrandbits(32), rng.getrandbits(32), body) if k % 4 else body
+            to = rng.choice([port, port + 1])
+            rtp_shaped += bool(k % 4) and to == port
+            rng.choice(strangers).send(pkt, to)
+        for _ in range(100):
+            if engine.leg(leg_id).foreign_packets >= rtp_shaped:
+                break
+            await asyncio.sleep(0.02)
+        await peer.recv(10)  # the ticker ran on: the leg still sends to its peer, and only to it
+        queued = []
+        while not engine.events.empty():
+            queued.append(engine.events.get_nowait())
+        assert not [e for e in queued if isinstance(e, DigitReceived | RemoteLatched)]
+        assert engine.leg(leg_id).remote == peer.addr and engine.leg(leg_id).foreign_packets >= rtp_shaped
+        for s in strangers:
+            with pytest.raises(BlockingIOError):
+                s.sock.recvfrom(2048)
+    finally:
+        for s in strangers:
+            s.close()
+
+
+async def test_set_remote_takes_no_host_name(engine: MediaEngine) -> None:
+    leg_id, _ = engine.create_leg()
+    for host in ("localhost", "media.invalid", "::1"):
+        with pytest.raises(MediaError):
+            engine.set_remote(leg_id, host, 4000)
+    assert engine.leg(leg_id).remote is None
 
 
 async def test_send_digits_on_the_wire(engine: MediaEngine, peer: RawPeer) -> None:
@@ -126,6 +190,9 @@ async def test_record_with_reordered_input(engine: MediaEngine, peer: RawPeer, t
     frames = [g711.encode(tone.read() or b"", 0) for _ in range(30)]
     rec = Recorder(max_length_s=None, silence_timeout_s=1.0, trim_silence=True)  # generous: shared CPU
     engine.record(leg_id, tmp_path / "r.wav", rec)
+    # Like a caller after the beep, the peer is silent for a moment before it speaks: the recorder's silence timer
+    # must count from the start of the recording, not from 0.0 on the loop's clock.
+    await asyncio.sleep(0.2)
     order = list(range(30))
     order[4], order[5] = order[5], order[4]
     order[10], order[11] = order[11], order[10]
@@ -250,13 +317,13 @@ async def test_hold_and_mute_through_the_facade(engine: MediaEngine) -> None:
 async def test_legs_created_before_start_receive(peer: RawPeer) -> None:
     eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0, io_mode="poll")
     leg_id, port = eng.create_leg()
+    eng.set_remote(leg_id, "127.0.0.1", peer.port)
     await eng.start()
     try:
         for raw in udp_payloads(SIPP / "dtmf_2833_9.pcap"):
             peer.send(raw, port)
         ev = await next_event(eng, DigitReceived)
         assert isinstance(ev, DigitReceived) and ev.digit == "9"
-        eng.set_remote(leg_id, "127.0.0.1", peer.port)
         assert len(await peer.recv(3)) == 3
     finally:
         await eng.close()
@@ -290,3 +357,37 @@ async def test_rtcp_latches_and_close_sends_bye(engine: MediaEngine, peer: RawPe
     packets = parse_compound(data)
     assert isinstance(packets[0], SenderReport) and packets[0].ssrc == ssrc  # it has been sending: SR
     assert packets[-1] == Bye((ssrc,))
+
+
+class RaisingSource:
+    def __init__(self, frames: int) -> None:
+        self.left = frames
+
+    def read(self) -> bytes | None:
+        self.left -= 1
+        if self.left < 0:
+            raise RuntimeError("boom")
+        return SILENCE
+
+    def stop(self) -> None:
+        pass
+
+
+async def test_a_faulty_leg_is_closed_and_the_other_keeps_its_pacing(engine: MediaEngine, peer: RawPeer) -> None:
+    victim = RawPeer()
+    try:
+        bad, bad_port = engine.create_leg()  # first: it comes before the good leg in every phase of the tick
+        good, _ = engine.create_leg()
+        engine.set_remote(good, "127.0.0.1", peer.port)
+        engine.set_remote(bad, "127.0.0.1", victim.port)
+        engine.set_source(good, ToneSource([1000], None))
+        engine.set_source(bad, RaisingSource(3))
+        ev = await next_event(engine, LegFailed)
+        assert ev == LegFailed(bad, "RuntimeError: boom")
+        assert bad not in engine.core.legs and bad_port not in engine.ports.in_use
+        over = engine.ticker.overruns
+        pkts = await peer.recv(10)  # one packet per tick after the fault: it did not stop the tick
+        steps = [(b.timestamp - a.timestamp) // 160 for a, b in zip(pkts, pkts[1:], strict=False)]
+        assert sum(steps) - len(steps) <= engine.ticker.overruns - over
+    finally:
+        victim.close()

@@ -6,7 +6,7 @@ from callplane.core.errors import MediaError
 from callplane.core.ids import IdSource
 from callplane.media import g711
 from callplane.media.core import MediaCore
-from callplane.media.events import SourceFinished
+from callplane.media.events import LegFailed, SourceFinished
 from callplane.media.leg import RtpLeg
 from callplane.media.rtp import RtpPacket, build
 from callplane.media.sources import PcmSource
@@ -59,3 +59,67 @@ def test_remove_leg_leaves_its_conference_and_bridge() -> None:
     core.remove_leg("c")
     assert "room" not in core.conferences and not c.attached
     assert list(core.legs) == ["b"]
+
+
+class Exploding:
+    """A source (or sink) that breaks after ``after`` frames: raises, or returns a frame of the wrong length."""
+
+    def __init__(self, after: int, frame: bytes | None = None) -> None:
+        self.left = after
+        self.bad = frame
+
+    def read(self) -> bytes | None:
+        self.left -= 1
+        if self.left >= 0:
+            return bytes(320)
+        if self.bad is not None:
+            return self.bad
+        raise RuntimeError("decoder blew up")
+
+    def write(self, frame: bytes, now: float) -> None:
+        if self.read() is None:
+            return
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_faulty_leg_is_closed_and_reported_and_the_others_keep_their_frames() -> None:
+    core = MediaCore(IdSource(5))
+    legs = [core.add_leg(RtpLeg(f"L{i}", core.ids, remote=("127.0.0.1", 5000 + 2 * i))) for i in range(5)]
+    legs[0].source = Exploding(2)  # raises in produce
+    legs[2].source = Exploding(1, frame=bytes(100))  # a short frame: a fault of that leg, never sent
+    legs[3].add_sink(Exploding(3))  # its sink raises in pull
+    sent: dict[str, list[int]] = {}
+    for n in range(6):
+        for leg_id, pkt, _ in core.tick(n * 0.02, n):
+            sent.setdefault(leg_id, []).append(len(pkt))
+    assert sent == {"L0": [172] * 2, "L1": [172] * 6, "L2": [172], "L3": [172] * 3, "L4": [172] * 6}
+    events = core.drain_events()
+    assert [(type(e).__name__, e.leg_id) for e in events] == [("LegFailed", "L2"), ("LegFailed", "L0"),
+                                                              ("LegFailed", "L3")]  # fmt: skip
+    assert events[0] == LegFailed("L2", "FrameError: the source gave a 100-byte frame, not 320")
+    assert events[1] == LegFailed("L0", "RuntimeError: decoder blew up")
+    assert sorted(core.legs) == ["L1", "L4"] and sorted(core.failed) == ["L0", "L2", "L3"]
+
+
+def test_a_fault_in_a_bridge_ends_both_of_its_legs_only() -> None:
+    core, a, b = two_legs()
+    c = core.add_leg(RtpLeg("c", core.ids, remote=A))
+    core.bridge("a", "b")
+    core.bridges["a"].hold(a, music=Exploding(1))  # a's hold music raises inside the bridge's mix
+    assert sorted(lid for lid, _, _ in core.tick(0.0, 0)) == ["a", "b", "c"]
+    assert [lid for lid, _, _ in core.tick(0.02, 1)] == ["c"]
+    assert [e.leg_id for e in core.drain_events() if isinstance(e, LegFailed)] == ["a", "b"]
+    assert list(core.legs) == ["c"] and core.bridges == {} and c is core.legs["c"]
+
+
+def test_a_wrong_length_feed_ends_the_leg_it_was_for() -> None:
+    core, a, b = two_legs()
+    core.bridge("a", "b")
+    core.bridges["a"].hold(a, music=Exploding(0, frame=bytes(3)))  # a short frame of a's hold music
+    assert [lid for lid, _, _ in core.tick(0.0, 0)] == ["b"]
+    assert core.drain_events() == [
+        LegFailed("a", "FrameError: the bridge/conference feed gave a 3-byte frame, not 320")
+    ]
+    assert not b.attached and [lid for lid, _, _ in core.tick(0.02, 1)] == ["b"]  # b goes on, unbridged

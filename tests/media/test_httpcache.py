@@ -13,6 +13,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from callplane.core.clock import FakeClock
@@ -29,6 +30,7 @@ from callplane.media.httpcache import (
 )
 from callplane.media.player import UnsupportedFormatError
 from callplane.media.workers import MediaWorkers
+from tests.media.loopio import loop_io
 from tests.media.test_player import make_mp3, make_wav, peak_hz, tone
 
 WAV_1K = make_wav([tone(1000, 0.5, 8000)], 8000)
@@ -164,6 +166,18 @@ async def test_last_modified_without_lifetime_revalidates_every_time(
     assert server.hits("/a.wav") == 2 and cache.not_modified == 1 and workers.stats.jobs == 1
 
 
+async def test_the_cache_records_are_read_and_written_off_the_loop(
+    tmp_path: Path, server: AudioServer, cache: HttpAudioCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.resources["/a.wav"] = Resource(headers={"Content-Type": "audio/wav", "ETag": '"v1"'})
+    server.resources["/n.wav"] = Resource(headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"})
+    with loop_io(tmp_path, monkeypatch) as io:
+        for _ in range(2):  # write the record, then read it, revalidate and write it again
+            await cache.get(server.url("/a.wav"))
+        await cache.get(server.url("/n.wav"))  # no-store: the record is removed
+    assert cache.not_modified == 1 and io.calls == []
+
+
 async def test_no_cache_revalidates_even_with_max_age(server: AudioServer, cache: HttpAudioCache) -> None:
     cc = "no-cache, max-age=3600"
     server.resources["/a.wav"] = Resource(headers={"Content-Type": "audio/wav", "ETag": '"x"', "Cache-Control": cc})
@@ -244,10 +258,81 @@ async def test_concurrent_plays_of_one_url_make_one_request(server: AudioServer,
     assert len(set(results)) == 1 and server.hits("/a.wav") == 1
 
 
-async def test_a_redirect_is_followed(server: AudioServer, cache: HttpAudioCache) -> None:
+async def test_redirects_are_followed_up_to_the_limit(server: AudioServer, cache: HttpAudioCache) -> None:
     server.resources["/old.wav"] = Resource(b"", status=301, headers={"Location": "/a.wav"})
     server.resources["/a.wav"] = Resource()
     assert len(await cache.get(server.url("/old.wav"))) == 8000
+    for k in range(7):  # /r0 -> /r1 -> ... -> /r7 -> /a.wav: seven redirects
+        server.resources[f"/r{k}"] = Resource(b"", status=302, headers={"Location": f"/r{k + 1}"})
+    server.resources["/r7"] = Resource(b"", status=307, headers={"Location": "/a.wav"})
+    server.resources["/r3x"] = Resource(b"", status=308, headers={"Location": "/r4"})  # 4 redirects to /a.wav
+    assert len(await cache.get(server.url("/r3x"))) == 8000
+    before = cache.requests
+    with pytest.raises(HttpStatusError, match="more than 5 redirects"):
+        await cache.get(server.url("/r0"))
+    assert cache.requests - before == 6
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["file:///etc/passwd", "ftp://127.0.0.1/a.wav", "gopher://127.0.0.1:70/x", "data:audio/wav;base64,UklGRg=="],
+)
+async def test_a_redirect_to_anything_but_http_is_refused(
+    server: AudioServer, cache: HttpAudioCache, location: str
+) -> None:
+    server.resources["/x.wav"] = Resource(b"", status=302, headers={"Location": location})
+    with pytest.raises(InvalidUrlError) as info:
+        await cache.get(server.url("/x.wav"))
+    assert info.value.code == 11100 and cache.requests == 1
+
+
+def wav_or_redirect(routes: dict[str, str]) -> httpx.MockTransport:
+    """An outside world of https hosts: each URL in ``routes`` redirects (302) to its value; others serve a WAV."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        target = routes.get(str(request.url))
+        if target is not None:
+            return httpx.Response(302, headers={"Location": target})
+        return httpx.Response(200, headers={"Content-Type": "audio/wav"}, content=WAV_1K)
+
+    return httpx.MockTransport(handler)
+
+
+async def test_https_is_never_downgraded_and_another_host_is_allowed(workers: MediaWorkers, tmp_path: Path) -> None:
+    routes = {
+        "https://rcml.example/hold.wav": "https://cdn.example/signed/hold.wav?sig=1",
+        "https://rcml.example/down.wav": "http://rcml.example/down.wav",
+    }
+    async with httpx.AsyncClient(transport=wav_or_redirect(routes)) as client:
+        cache = HttpAudioCache(workers, tmp_path / "http", client=client)
+        assert len(await cache.get("https://rcml.example/hold.wav")) == 8000
+        with pytest.raises(InvalidUrlError, match="https down to http"):
+            await cache.get("https://rcml.example/down.wav")
+        assert cache.requests == 3
+
+
+async def test_records_are_bounded_least_recently_used_first(
+    tmp_path: Path, server: AudioServer, workers: MediaWorkers
+) -> None:
+    for name in "abcde":
+        server.resources[f"/{name}.wav"] = Resource(headers={"Content-Type": "audio/wav", "ETag": f'"{name}"'})
+    cache = HttpAudioCache(workers, tmp_path / "http", max_records=3)
+    for name in "abcad":  # a is used again before d arrives: b is the least recently used
+        await cache.get(server.url(f"/{name}.wav"))
+    assert len(cache.records) == 3 and cache.records.evicted == 1
+    assert len(list((tmp_path / "http").glob("*.json"))) == 3
+    await cache.get(server.url("/b.wav"))  # its record was evicted: a plain GET, no validator
+    assert "if-none-match" not in server.last_headers("/b.wav")
+    await cache.get(server.url("/a.wav"))  # still held: revalidated
+    assert server.last_headers("/a.wav")["if-none-match"] == '"a"'
+    await cache.aclose()
+    # Another node lifetime with a byte budget that holds one record: the directory is trimmed at first use.
+    small = HttpAudioCache(workers, tmp_path / "http", max_record_bytes=400)
+    await small.get(server.url("/e.wav"))
+    assert len(small.records) == 1 and len(list((tmp_path / "http").glob("*.json"))) == 1
+    await small.get(server.url("/e.wav"))
+    assert server.last_headers("/e.wav")["if-none-match"] == '"e"'
+    await small.aclose()
 
 
 @pytest.mark.parametrize("status", [404, 500, 403])

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import random
+
+import pytest
+
+from callplane.core.errors import MediaError
 from callplane.core.ids import IdSource
 from callplane.media import g711
 from callplane.media.dtmf import TelephoneEvent
@@ -11,9 +16,9 @@ from callplane.media.events import (
     RemoteLatched,
     SourceFinished,
 )
-from callplane.media.leg import RtpLeg
+from callplane.media.leg import RtpLeg, ip_literal
 from callplane.media.recorder import Recorder
-from callplane.media.rtcp import ReceiverReport, Sdes, SenderReport, parse_compound
+from callplane.media.rtcp import ReceiverReport, Sdes, SenderReport, build_compound, parse_compound
 from callplane.media.rtp import RtpPacket, build
 from callplane.media.sources import SILENCE, PcmSource, ToneSource
 
@@ -43,23 +48,111 @@ def test_skipped_ticks_advance_timestamp_and_hold_sets_marker() -> None:
     a = RtpPacket.parse(leg.produce(0.0, 0) or b"")
     b = RtpPacket.parse(leg.produce(0.1, 5) or b"")  # the ticker skipped ticks 1..4
     assert b.timestamp - a.timestamp == 5 * 160 and b.sequence - a.sequence == 1
-    leg.held = True
+    leg.sending = False
     assert leg.produce(0.12, 6) is None
-    leg.held = False
+    leg.sending = True
     c = RtpPacket.parse(leg.produce(0.14, 7) or b"")
     assert c.marker and c.timestamp - a.timestamp == 7 * 160 and c.sequence - a.sequence == 2
 
 
-def test_latching_to_the_real_source() -> None:
+NAT = ("192.0.2.7", 31000)  # where the peer's RTP really comes from (behind NAT)
+STRANGER = ("198.51.100.9", 5004)
+
+
+def audio(seq: int, ssrc: int = 99) -> bytes:
+    return build(0, seq, seq * 160, ssrc, b"\xff" * 160)
+
+
+def digit_packets(event: int, ts: int, ssrc: int) -> list[bytes]:
+    """One whole RFC 4733 digit: a start packet and three end packets."""
+    start = build(101, 500, ts, ssrc, bytes(TelephoneEvent(event, False, 10, 160)))
+    ends = [build(101, 501 + k, ts, ssrc, bytes(TelephoneEvent(event, True, 10, 800))) for k in range(3)]
+    return [start, *ends]
+
+
+def test_latches_to_the_first_source_inside_the_window_and_only_once() -> None:
+    leg = make(start=0.0, latch_window=2.0)
+    leg.receive_rtp(audio(1), NAT, 0.5)
+    assert leg.remote == NAT and leg.remote_rtcp == ("192.0.2.7", 31001)
+    assert leg.events == [RemoteLatched("L1", *NAT)]
+    leg.events.clear()
+    # A stranger inside the same window, with its own SSRC: neither audio, digits nor the outbound stream move.
+    leg.receive_rtp(audio(7, ssrc=0xBAD), STRANGER, 0.6)
+    for pkt in digit_packets(1, 8000, 0xBAD):
+        leg.receive_rtp(pkt, STRANGER, 0.7)
+    assert leg.remote == NAT and leg.events == [] and leg.foreign_packets == 5
+    assert leg.packets_received == 1 and len(leg.jitter) == 1
+    leg.receive_rtp(audio(900, ssrc=100), NAT, 0.8)  # the peer restarts its stream (new SSRC): still accepted
+    assert leg.packets_received == 2 and leg.remote == NAT and leg.remote_ssrc == 100
+
+
+def test_after_the_window_only_the_sdp_address_is_accepted() -> None:
+    leg = make(start=0.0, latch_window=2.0)
+    for pkt in digit_packets(1, 8000, 0xBAD):
+        leg.receive_rtp(pkt, STRANGER, 2.5)
+    leg.receive_rtp(audio(1, ssrc=0xBAD), STRANGER, 2.6)
+    assert (leg.remote, leg.events, leg.foreign_packets, leg.packets_received) == (PEER, [], 5, 0)
+    for pkt in digit_packets(5, 9000, 99):
+        leg.receive_rtp(pkt, PEER, 3.0)
+    assert leg.events == [DigitReceived("L1", "5", 100, "rfc4733")] and leg.remote == PEER
+
+
+def test_nothing_is_accepted_before_the_sdp_is_known() -> None:
+    leg = RtpLeg("L1", IdSource(3))
+    for pkt in digit_packets(1, 8000, 7):
+        leg.receive_rtp(pkt, PEER, 0.0)
+    leg.receive_rtcp(build_compound(ReceiverReport(7)), PEER, 0.0)
+    assert (leg.events, leg.foreign_packets, leg.remote, leg.remote_rtcp) == ([], 5, None, None)
+
+
+def test_a_new_address_in_sdp_reopens_the_window_and_the_same_one_does_not() -> None:
+    leg = make(start=0.0, latch_window=2.0)
+    leg.receive_rtp(audio(1), NAT, 0.1)
+    leg.set_remote(NAT, g711.PCMA, now=10.0)  # a re-INVITE naming the address we latched to: codec only
+    leg.receive_rtp(audio(2), STRANGER, 10.1)
+    assert (leg.remote, leg.payload_type, leg.foreign_packets) == (NAT, g711.PCMA, 1)
+    moved = ("203.0.113.5", 40000)
+    leg.set_remote(moved, now=20.0)
+    assert leg.remote == moved
+    leg.receive_rtp(audio(3), NAT, 21.9)  # inside the new window: latched again
+    assert leg.remote == NAT and leg.events[-1] == RemoteLatched("L1", *NAT)
+    leg.set_remote(PEER)  # no ``now``: no window at all
+    leg.receive_rtp(audio(4), NAT, 21.95)
+    assert leg.remote == PEER and leg.foreign_packets == 2
+
+
+def test_a_leg_takes_only_ip_literals() -> None:
+    assert ip_literal("192.0.2.1") == "192.0.2.1" and ip_literal("2001:DB8::1") == "2001:db8::1"
     leg = make()
-    real = ("127.0.0.1", 41234)
-    leg.receive_rtp(build(0, 1, 160, 99, b"\xff" * 160), real, 0.0)
-    assert leg.remote == real and leg.remote_rtcp == ("127.0.0.1", 41235)
-    assert leg.events == [RemoteLatched("L1", "127.0.0.1", 41234)]
-    leg.receive_rtp(build(0, 2, 320, 99, b"\xff" * 160), ("127.0.0.1", 5), 0.02)  # spoofed: ignored
-    assert leg.remote == real
-    leg.receive_rtp(build(0, 900, 0, 100, b"\xff" * 160), ("127.0.0.1", 6), 0.04)  # new SSRC: relatch
-    assert leg.remote == ("127.0.0.1", 6)
+    for bad in (("media.example.com", 4000), ("localhost", 4000), ("192.0.2.1", 0), ("192.0.2.1", 70000)):
+        with pytest.raises(MediaError):
+            leg.set_remote(bad, now=1.0)
+    assert leg.remote == PEER
+    with pytest.raises(MediaError, match="not an IP address literal"):
+        RtpLeg("L2", IdSource(3), remote=("localhost", 4000))
+
+
+def test_rtcp_from_a_stranger_is_dropped_and_the_peer_latches() -> None:
+    leg = make(start=0.0, latch_window=2.0)
+    leg.receive_rtcp(build_compound(ReceiverReport(7)), ("192.0.2.7", 31001), 0.5)  # NAT'd RTCP in the window
+    assert leg.remote_rtcp == ("192.0.2.7", 31001)
+    leg.receive_rtcp(build_compound(ReceiverReport(7)), STRANGER, 0.6)
+    assert leg.remote_rtcp == ("192.0.2.7", 31001) and leg.foreign_packets == 1
+
+
+def test_no_source_address_moves_the_stream_after_the_window() -> None:
+    """Fuzz: random sources, SSRCs and payload types after the window change nothing and raise nothing."""
+    rng = random.Random(7)
+    leg = make(start=0.0, latch_window=1.0)
+    leg.receive_rtp(audio(1), PEER, 0.5)
+    for k in range(2000):
+        host = rng.choice([PEER[0], "10.0.0.1", NAT[0]])
+        addr = (host, rng.choice([PEER[1] + 1, PEER[1] + 2, NAT[1], rng.randrange(41000, 65536)]))
+        pkt = build(rng.choice([0, 8, 101, 13]), k, k * 160, rng.getrandbits(32), rng.randbytes(rng.randrange(200)))
+        leg.receive_rtp(pkt, addr, 2.0 + k * 0.001)
+        leg.receive_rtcp(pkt, addr, 2.0 + k * 0.001)
+    assert (leg.remote, leg.remote_rtcp, leg.packets_received) == (PEER, (PEER[0], PEER[1] + 1), 1)
+    assert not [e for e in leg.events if not isinstance(e, RemoteLatched)]
 
 
 def test_inbound_audio_reaches_sinks_and_heard_in_order() -> None:

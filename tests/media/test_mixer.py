@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import pytest
 
 from callplane.core.ids import IdSource
 from callplane.media.bridge import Bridge
@@ -90,3 +93,44 @@ def test_bridge_each_hears_the_other_mute_and_hold() -> None:
     assert a.feed == SILENCE and b.feed == a.heard
     br.close()
     assert not a.attached and not b.attached
+
+
+class Broken:
+    """A source that plays ``frames`` good frames, then raises (or gives a short frame)."""
+
+    def __init__(self, frames: int, short: bool = False) -> None:
+        self.left = frames
+        self.short = short
+
+    def read(self) -> bytes | None:
+        self.left -= 1
+        if self.left >= 0:
+            return pcm(np.full(FRAME_SAMPLES, 100))
+        if self.short:
+            return b"\x01\x00" * 7
+        raise RuntimeError("bad file")
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_broken_music_or_beeps_are_dropped_and_the_conference_goes_on(short: bool) -> None:
+    solo = leg("solo")
+    conf = Conference(
+        "room", music=functools.partial(Broken, 2, short), beep_factory=functools.partial(Broken, 1, short)
+    )
+    conf.join(solo)  # alone: hears the music, plus the join beep
+    conf.mix(0.0)
+    assert arr(solo.feed).tolist() == [200] * FRAME_SAMPLES
+    conf.mix(0.02)  # the beep broke: dropped; the music plays on
+    assert arr(solo.feed).tolist() == [100] * FRAME_SAMPLES
+    for k in range(3):  # the music broke: silence from now on, never started again
+        conf.mix(0.04 + k * 0.02)
+        assert solo.feed == SILENCE
+    assert conf.source_faults == 2
+    other = leg("other")
+    conf.join(other, beep=False)
+    other.heard = pcm(np.full(FRAME_SAMPLES, 300))
+    conf.mix(0.2)
+    assert arr(solo.feed).tolist() == [300] * FRAME_SAMPLES

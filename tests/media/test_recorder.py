@@ -52,6 +52,20 @@ def test_silence_timeout_counts_from_last_voice_and_from_start() -> None:
     assert idle.finished == "silence" and idle.duration_s == pytest.approx(0.1)
 
 
+def test_silence_timeout_starts_with_the_first_frame_on_any_clock() -> None:
+    """As MediaEngine.record uses it: no ``start``, frames stamped with the event loop's clock (far from 0)."""
+    rec = Recorder(silence_timeout_s=1.0)
+    t = 81234.56
+    for _ in range(49):
+        t += 0.02
+        rec.write(SILENCE, t)
+    assert rec.finished is None  # 0.98 s of silence so far: a caller who pauses before speaking is still heard
+    rec.write(voice(), t + 0.02)
+    for k in range(2, 52):
+        rec.write(SILENCE, t + k * 0.02)
+    assert rec.finished == "silence" and rec.duration_s == pytest.approx(0.98 + 0.02 + 1.0)
+
+
 def test_finish_on_key_trim_and_wav(tmp_path: Path) -> None:
     rec = Recorder(finish_on_key="#*", trim_silence=True)
     frames = [SILENCE, SILENCE, voice(), SILENCE, voice(), SILENCE]

@@ -13,6 +13,7 @@ import pytest
 
 from callplane.media.player import DecodeError, UnsupportedFormatError
 from callplane.media.workers import CommandError, MediaWorkers, PcmCache, SingleFlight, content_key
+from tests.media.loopio import loop_io
 from tests.media.test_player import make_mp3, make_wav, peak_hz, tone
 
 KEY_A, KEY_B, KEY_C = (content_key(x) for x in ("a", "b", "c"))
@@ -127,6 +128,18 @@ async def test_decode_file_is_redone_when_the_file_changes(tmp_path: Path, worke
     assert workers.stats.jobs == 2 and len(second) == 16000 and abs(peak_hz(second) - 900) < 2
     with pytest.raises(DecodeError, match="cannot read"):
         await workers.decode_file(tmp_path / "missing.mp3")
+
+
+async def test_file_system_calls_stay_off_the_loop(
+    tmp_path: Path, workers: MediaWorkers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "hold.wav"
+    path.write_bytes(make_wav([tone(500, 0.2, 8000)], 8000))
+    with loop_io(tmp_path, monkeypatch) as io:
+        await workers.decode_file(path)
+        await workers.decode_file(path)
+        assert await workers.run_command([sys.executable, "-c", "print('x')"]) == b"x\n"
+    assert io.calls == []
 
 
 async def test_a_crashed_worker_is_replaced(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from callplane.core.clock import Clock
 from callplane.core.errors import EngineError
 from callplane.core.ids import IdSource
 from callplane.engine import media_session
+from callplane.media import events as media_events
 from callplane.engine.callstate import CallState, IllegalTransition, is_live, step
 from callplane.engine.control import CallEnded, CallRequest, CallUpdate, NoRoute, UnknownCall, UnknownClient
 from callplane.engine.media_session import MediaCalls
@@ -422,7 +423,7 @@ class CallEngine:
             return
         leg_id = getattr(event, "leg_id", None)
         if isinstance(leg_id, str):
-            if type(event).__name__ == "LegFailed":
+            if isinstance(event, media_events.LegFailed):
                 mc = self.media.by_leg(leg_id)
                 failed = self._by_handle.get(mc.call) if mc is not None else None
                 if failed is not None:

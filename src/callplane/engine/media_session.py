@@ -7,14 +7,17 @@ from one to the other. :class:`MediaCalls` keeps one :class:`MediaCall` per SIP 
 (the Call-ID) to a media leg, and reacts to the UA's events:
 
 * incoming call (:meth:`MediaCalls.answer`): a leg is created with the codec the offer's first supported format
-  names; the answer (RFC 3264 §6) carries our address and the leg's port, and the remote from the offer is set at
-  once (so our audio flows as soon as the 200 leaves; symmetric RTP latches when the peer's arrives). An INVITE
-  without an offer gets our offer in the 200 and the remote from the ACK (``CallConfirmed``).
+  names (an offer whose c= is a host name, not an IPv4 address, is refused with 488: names are never resolved);
+  the answer (RFC 3264 §6) carries our address and the leg's port, and the remote from the offer is set at once
+  (so our audio flows as soon as the 200 leaves; symmetric RTP latches when the peer's arrives). An INVITE without
+  an offer gets our offer in the 200 and the remote from the ACK (``CallConfirmed``).
 * outgoing call (:meth:`MediaCalls.invite`): the leg exists before the INVITE, whose offer carries its port; the
   remote is set from early media (``CallProgress`` with SDP) and from the answer (``CallAnswered``).
+* an answer or re-INVITE whose c= is a host name cannot be used: the call is hung up.
 * re-INVITE (``MediaUpdated``, either side's): new address/port/codec are applied, and the leg stops sending while
   the peer does not want to receive (RFC 3264 §8.4: its direction is ``sendonly``/``inactive``, or the legacy
-  ``c=0.0.0.0``). When *we* hold with ``sendonly`` the peer answers ``recvonly`` and we keep sending (hold music).
+  ``c=0.0.0.0``). Only our sending stops: what the peer sends (its hold music) is still passed to a bridge or
+  conference. When *we* hold with ``sendonly`` the peer answers ``recvonly`` and we keep sending (hold music).
 * ``CallEnded`` / ``CallFailed`` / ``CallCancelled``: the leg is closed (RTCP BYE, port released).
 * digits: RFC 4733 and in-band digits from the leg (``media.events.DigitReceived``) and SIP INFO digits
   (``sip.events.DtmfReceived``) are surfaced as one :class:`CallDigit`.
@@ -36,6 +39,7 @@ from callplane.core.errors import MediaError
 from callplane.engine.dispatch import MEDIA, SipEventDispatcher, Subscription
 from callplane.media import events as media_events
 from callplane.media.aio import MediaEngine
+from callplane.media.leg import ip_literal
 from callplane.sip import events as sip_events
 from callplane.sip.aio import SipEndpoint
 from callplane.sip.digest import Credentials
@@ -164,6 +168,10 @@ class MediaCalls:
                 media = describe(offer, self.codecs)
                 if media.payload_type not in _G711.values():
                     raise NegotiationError(f"{media.codec} on dynamic payload type {media.payload_type}")
+                if not _is_ipv4(media.address):
+                    # Never looked up: a name would cost a blocking resolution on the event loop (RFC 4566 allows
+                    # one in c=; peers send literals in practice).
+                    raise NegotiationError(f"c= {media.address!r} is not an IPv4 address")
             except NegotiationError:
                 self.ua.reject(handle, 488, self._now())
                 self.endpoint.flush()
@@ -350,9 +358,16 @@ class MediaCalls:
         sending = can_send(media)
         if sending != mc.sending:
             log.info("[%s] %s", mc.call, "resumed: sending" if sending else f"held ({media.direction}): not sending")
-        leg.held = not sending
+        leg.sending = sending  # only our direction: what the peer sends (its hold music) is still passed on
         mc.sending = sending
         mc.remote = media if real or previous is None else _keep_address(media, previous)
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        return ":" not in ip_literal(host)
+    except MediaError:
+        return False
 
 
 def _keep_address(media: MediaDescription, previous: MediaDescription) -> MediaDescription:

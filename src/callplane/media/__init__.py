@@ -23,9 +23,11 @@ Engine-facing API (``callplane.media.aio.MediaEngine``; everything else is sans-
     await media.close()
 
 Events (``events.py``, frozen values): ``DigitReceived(leg_id, digit, duration_ms, method)``,
-``DigitsSent``, ``LegIdle``, ``SourceFinished`` (the leg's source returned None; silence follows),
+``DigitsSent``, ``LegIdle``, ``LegFailed(leg_id, reason)`` (a fault in that leg's work closed it; the others go
+on), ``SourceFinished`` (the leg's source returned None; silence follows),
 ``RecordingFinished(leg_id, reason, duration_s, digit, path)`` (after the WAV is written off the loop),
-``RemoteLatched`` (symmetric RTP moved the remote address).
+``RemoteLatched`` (symmetric RTP moved the remote address: only inside the latch window after ``set_remote``;
+packets from any other source are dropped and counted in ``RtpLeg.foreign_packets``).
 
 Modules: ``sources`` (Source/Sink protocol, silence, tone, PCM), ``rtp``/``rtcp`` (RFC 3550 packets),
 ``g711``, ``jitter`` (reorder buffer), ``dtmf`` (RFC 4733 send/receive, Goertzel), ``energy``, ``recorder``,

@@ -32,7 +32,7 @@ from callplane.core.errors import MediaError
 from callplane.core.ids import IdSource
 from callplane.media import g711
 from callplane.media.core import MediaCore
-from callplane.media.events import MediaEvent, RecordingFinished
+from callplane.media.events import LegFailed, MediaEvent, RecordingFinished
 from callplane.media.leg import RtpLeg
 from callplane.media.mixer import Conference
 from callplane.media.recorder import Recorder
@@ -96,12 +96,16 @@ class _Socks:
 class _RtpProtocol(asyncio.DatagramProtocol):
     """io_mode "protocol": the loop's own UDP transport reads (in C with uvloop) and hands us each datagram."""
 
-    def __init__(self, leg: RtpLeg, now: Callable[[], float]) -> None:
+    def __init__(self, leg: RtpLeg, now: Callable[[], float], on_fault: Callable[[RtpLeg, Exception], None]) -> None:
         self.leg = leg
         self.now = now
+        self.on_fault = on_fault
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.leg.receive_rtp(data, addr, self.now())
+        try:
+            self.leg.receive_rtp(data, addr, self.now())
+        except Exception as exc:
+            self.on_fault(self.leg, exc)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP port unreachable from a peer that went away: the idle timer will tell
@@ -210,7 +214,9 @@ class MediaEngine:
     async def _open_transport(self, leg: RtpLeg, socks: _Socks) -> None:
         assert self._loop is not None
         loop = self._loop
-        transport, _ = await loop.create_datagram_endpoint(lambda: _RtpProtocol(leg, loop.time), sock=socks.rtp)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _RtpProtocol(leg, loop.time, self._fail), sock=socks.rtp
+        )
         socks.transport = transport
         socks.opening = None
 
@@ -220,8 +226,14 @@ class MediaEngine:
     def set_remote(
         self, leg_id: str, host: str, port: int, payload_type: int | None = None, dtmf_payload_type: int | None = None
     ) -> None:
-        """Values from the peer's SDP; RTP latches to the real source address once packets arrive."""
-        self.core.leg(leg_id).set_remote((host, port), payload_type, dtmf_payload_type)
+        """Values from the peer's SDP. Packets from anywhere else are dropped, except that during the leg's latch
+        window (from now) the first RTP source seen is latched to (a peer behind NAT).
+
+        ``host`` must be an IPv4 address literal (the sockets are IPv4): a host name raises :class:`MediaError`
+        instead of being looked up on the event loop. Resolve it first, off the loop, if you must."""
+        if ":" in host:
+            raise MediaError(f"{host!r}: the media sockets are IPv4 only")
+        self.core.leg(leg_id).set_remote((host, port), payload_type, dtmf_payload_type, now=self._now())
 
     def set_source(self, leg_id: str, source: Source | None) -> None:
         """Play ``source`` on the leg (the previous one is stopped); ``None`` = silence."""
@@ -242,26 +254,28 @@ class MediaEngine:
         self._recordings[leg_id] = (recorder, str(path))
 
     def stop_recording(self, leg_id: str) -> None:
-        entry = self._recordings.get(leg_id)
+        self._stop_recording(self.core.leg(leg_id))
+
+    def _stop_recording(self, leg: RtpLeg) -> None:
+        entry = self._recordings.get(leg.leg_id)
         if entry is not None and entry[0].finished is None:
             rec = entry[0]
             rec.stop()
-            leg = self.core.leg(leg_id)
             leg.remove_sink(rec)
-            leg.events.append(RecordingFinished(leg_id, "stopped", rec.duration_s))
+            leg.events.append(RecordingFinished(leg.leg_id, "stopped", rec.duration_s))
 
     def send_digits(self, leg_id: str, digits: str) -> None:
         self.core.leg(leg_id).send_digits(digits)
 
     def close_leg(self, leg_id: str) -> None:
-        """Send RTCP BYE, release the sockets and the port."""
-        leg = self.core.legs.get(leg_id)
+        """Send RTCP BYE, release the sockets and the port (also of a leg the core took out after a fault)."""
+        leg = self.core.legs.get(leg_id) or self.core.failed.pop(leg_id, None)
         if leg is not None:
-            self.stop_recording(leg_id)  # a recording in progress is kept, not lost
+            self._stop_recording(leg)  # a recording in progress is kept, not lost
             for ev in leg.events:
                 self._dispatch(ev)
             leg.events.clear()
-        leg = self.core.remove_leg(leg_id)
+        self.core.remove_leg(leg_id)
         socks = self._socks.pop(leg_id, None)
         if socks is None:
             return
@@ -329,10 +343,13 @@ class MediaEngine:
             return
         except OSError:  # ICMP port unreachable surfaces here on Linux; nothing to do
             return
-        if rtcp:
-            leg.receive_rtcp(data, addr, self._now())
-        else:
-            leg.receive_rtp(data, addr, self._now())
+        try:
+            if rtcp:
+                leg.receive_rtcp(data, addr, self._now())
+            else:
+                leg.receive_rtp(data, addr, self._now())
+        except Exception as exc:  # nothing raises out of a receive path: the fault ends this leg only
+            self._fail(leg, exc)
 
     def _poll(self, now: float) -> None:
         # One epoll_wait(0) for all RTP sockets, then one recvfrom per ready socket; a socket holding more than
@@ -350,7 +367,15 @@ class MediaEngine:
                     data, addr = sock.recvfrom(_RECV)
                 except OSError:  # EAGAIN after a spurious wake-up, or ICMP port unreachable
                     continue
-                leg.receive_rtp(data, addr, now)
+                try:
+                    leg.receive_rtp(data, addr, now)
+                except Exception as exc:
+                    self._fail(leg, exc)
+
+    def _fail(self, leg: RtpLeg, exc: Exception) -> None:
+        self.core.fail(leg, exc)
+        for ev in self.core.drain_events():
+            self._dispatch(ev)
 
     def _tick(self, now: float, n: int) -> None:
         # Pipelined: the frames for this tick were computed during the previous one, so the sends happen first,
@@ -379,6 +404,8 @@ class MediaEngine:
                 self._dispatch(ev)
 
     def _dispatch(self, ev: MediaEvent) -> None:
+        if isinstance(ev, LegFailed):
+            self.close_leg(ev.leg_id)  # its sockets and port; a recording in progress is kept
         if isinstance(ev, RecordingFinished) and ev.leg_id in self._recordings:
             rec, path = self._recordings.pop(ev.leg_id)
             if self._loop is None or self._loop.is_closed():

@@ -9,6 +9,8 @@ with warnings.catch_warnings():  # see g711.py: audioop warns on import
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
+from callplane.media.sources import FRAME_SECONDS
+
 __all__ = ["EnergyDetector", "frame_dbfs"]
 
 
@@ -24,10 +26,12 @@ class EnergyDetector:
     """Tracks voice vs silence (a :class:`~callplane.media.sources.Sink`).
 
     A frame is voice when its level is at or above ``threshold_dbfs``. ``silent_for(now)`` is the time since the
-    last voice frame (or since the detector started, if none yet) - what Record's ``timeout`` needs.
+    last voice frame (or since the detector started, if none yet) - what Record's ``timeout`` needs. ``start=None``
+    starts the clock with the first frame written (it covers the 20 ms before its ``now``): the caller need not
+    know the clock the frames are stamped with.
     """
 
-    def __init__(self, threshold_dbfs: float = -45.0, start: float = 0.0) -> None:
+    def __init__(self, threshold_dbfs: float = -45.0, start: float | None = None) -> None:
         self.threshold_dbfs = threshold_dbfs
         self._threshold_rms = 32768.0 * 10 ** (threshold_dbfs / 20)
         self.last_voice: float | None = None
@@ -39,10 +43,17 @@ class EnergyDetector:
         return audioop.rms(frame, 2) >= self._threshold_rms
 
     def write(self, frame: bytes, now: float) -> None:
+        self.begin(now)
         self.frames += 1
         if self.is_voice(frame):
             self.voice_frames += 1
             self.last_voice = now
 
+    def begin(self, now: float) -> None:
+        """Start the clock at the frame written at ``now``, unless it has started."""
+        if self.started is None:
+            self.started = now - FRAME_SECONDS
+
     def silent_for(self, now: float) -> float:
-        return now - (self.last_voice if self.last_voice is not None else self.started)
+        since = self.last_voice if self.last_voice is not None else self.started
+        return 0.0 if since is None else now - since

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 __all__ = [
     "DigitReceived",
     "DigitsSent",
+    "LegFailed",
     "LegIdle",
     "MediaEvent",
     "RecordingFinished",
@@ -42,6 +43,15 @@ class LegIdle:
 
 
 @dataclass(frozen=True, slots=True)
+class LegFailed:
+    """The leg's own work raised or broke the frame contract (its source, sinks, or the bridge or conference it
+    was in): it was taken out of the tick and closed; the other legs went on. ``reason`` names the error."""
+
+    leg_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SourceFinished:
     """The leg's source returned ``None``; the leg now sends silence."""
 
@@ -68,4 +78,4 @@ class RemoteLatched:
     port: int
 
 
-MediaEvent = DigitReceived | DigitsSent | LegIdle | SourceFinished | RecordingFinished | RemoteLatched
+MediaEvent = DigitReceived | DigitsSent | LegFailed | LegIdle | SourceFinished | RecordingFinished | RemoteLatched

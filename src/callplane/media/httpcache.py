@@ -9,6 +9,14 @@ the freshness lifetime and the key of the decoded PCM in :class:`~callplane.medi
 * ``no-store``: nothing is written, and any earlier record for the URL is dropped.
 * No validator and no lifetime: fetched every time (the decode is still shared by content hash).
 
+Records are bounded (``max_records`` files, ``max_record_bytes`` bytes; the least recently used go first), as is
+the decoded PCM they point to (``MediaWorkers``' own LRU). Record files are read and written in threads.
+
+Redirects (301, 302, 303, 307, 308) are followed by hand, at most ``max_redirects`` (5) of them. Each target must
+be http or https, and an https URL is never redirected to plain http. Another host is allowed, since audio is often
+served from a CDN or a signed storage URL: the request carries no credentials, and the RCML author could name that
+host directly anyway. The record is kept under the URL the RCML named.
+
 Concurrent requests for one URL make one HTTP request. Errors are :class:`PlayFetchError` subclasses carrying
 a Restcomm notification code hint (11100 bad URI, 11205 I/O, 11206 protocol, 12300 content type)::
 
@@ -26,6 +34,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -34,7 +44,7 @@ import httpx
 
 from callplane.core.clock import Clock, SystemClock
 from callplane.media.player import PlaybackError
-from callplane.media.workers import MediaWorkers, SingleFlight, content_key
+from callplane.media.workers import MediaWorkers, SingleFlight, cache_files, content_key
 
 __all__ = [
     "AUDIO_CONTENT_TYPES",
@@ -70,6 +80,10 @@ AUDIO_CONTENT_TYPES = frozenset(
     }
 )
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_RECORDS = 10_000
+DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class PlayFetchError(PlaybackError):
@@ -146,6 +160,90 @@ class _Record:
         return now - self.stored_at < self.lifetime
 
 
+class _Records:
+    """The per-URL records, ``<sha256(url)>.json``, bounded to ``max_count`` files and ``max_bytes`` bytes; the
+    least recently used (read or written) go first. Blocking file I/O: called from threads, hence the lock."""
+
+    def __init__(self, directory: Path, max_count: int, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self.evicted = 0
+        self._lock = threading.Lock()
+        self._index: OrderedDict[str, int] | None = None  # file name -> size, least recently used first
+        self._bytes = 0
+        self._seq = 0
+
+    def path(self, url: str) -> Path:
+        return self.directory / f"{content_key('url', url)}.json"
+
+    def load(self, url: str) -> _Record | None:
+        path = self.path(url)
+        try:
+            raw = json.loads(path.read_text("utf-8"))
+            record = _Record(**raw)
+        except (OSError, ValueError, TypeError):
+            return None
+        if record.url != url:
+            return None
+        with self._lock:
+            index = self._scan()
+            if path.name in index:
+                index.move_to_end(path.name)
+                try:
+                    os.utime(path)  # the order survives a restart
+                except OSError:
+                    pass
+        return record
+
+    def save(self, record: _Record) -> None:
+        data = json.dumps(asdict(record)).encode("utf-8")
+        path = self.path(record.url)
+        with self._lock:
+            self._seq += 1
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{self._seq}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            index = self._scan()
+            self._bytes += len(data) - index.pop(path.name, 0)
+            index[path.name] = len(data)
+            self._evict()
+
+    def forget(self, url: str) -> None:
+        path = self.path(url)
+        with self._lock:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            self._bytes -= self._scan().pop(path.name, 0)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._scan())
+
+    def _scan(self) -> OrderedDict[str, int]:
+        """The index, read from the directory once (oldest modification first); the lock is held."""
+        if self._index is None:
+            entries = sorted(cache_files(self.directory, ".json"))
+            self._index = OrderedDict((path.name, size) for _, size, path in entries)
+            self._bytes = sum(size for _, size, _ in entries)
+            self._evict()  # the limits may be lower than in the last run
+        return self._index
+
+    def _evict(self) -> None:
+        index = self._index
+        assert index is not None
+        while index and (len(index) > self.max_count or self._bytes > self.max_bytes):
+            name, size = index.popitem(last=False)
+            self._bytes -= size
+            self.evicted += 1
+            try:
+                (self.directory / name).unlink()
+            except FileNotFoundError:
+                pass
+
+
 def _first(headers: httpx.Headers, name: str) -> str | None:
     values = headers.get_list(name)
     return values[0] if values else None
@@ -183,11 +281,16 @@ class HttpAudioCache:
         clock: Clock | None = None,
         timeout: float = 10.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self._workers = workers
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._client = client or httpx.AsyncClient(follow_redirects=True, max_redirects=5)
+        self.records = _Records(self.directory, max_records, max_record_bytes)
+        self.max_redirects = max_redirects
+        self._client = client or httpx.AsyncClient()
         self._owns_client = client is None
         self._clock = clock or SystemClock()
         self._timeout = httpx.Timeout(timeout)
@@ -214,7 +317,7 @@ class HttpAudioCache:
     # -- internals -------------------------------------------------------------------------------------
     async def _get(self, url: str) -> bytes:
         now = self._now()
-        record = self._load(url)
+        record = await self._workers.blocking(self.records.load, url)  # record files: read and written in threads
         cached: bytes | None = None
         if record is not None:
             cached = await self._workers.lookup(record.pcm_key)
@@ -235,13 +338,13 @@ class HttpAudioCache:
         if status == 304 and record is not None and cached is not None:
             self.not_modified += 1
             if cc.no_store:
-                self._forget(url)
+                await self._workers.blocking(self.records.forget, url)
             else:
                 record.stored_at = now
                 record.lifetime = _lifetime(resp_headers, cc, now)
                 record.etag = resp_headers.get("etag", record.etag)
                 record.last_modified = resp_headers.get("last-modified", record.last_modified)
-                self._save(record)
+                await self._workers.blocking(self.records.save, record)
             return cached
         if status != 200:
             raise HttpStatusError(f"GET {url} returned HTTP {status}", status=status)
@@ -249,21 +352,45 @@ class HttpAudioCache:
         pcm_key = await self._workers.decode_key_async(body)
         pcm = await self._workers.decode(body, store=not cc.no_store, key=pcm_key)
         if cc.no_store:
-            self._forget(url)
+            await self._workers.blocking(self.records.forget, url)
             return pcm
         etag = resp_headers.get("etag")
         last_modified = resp_headers.get("last-modified")
         lifetime = _lifetime(resp_headers, cc, now)
         if etag or last_modified or lifetime > 0:
-            self._save(_Record(url, pcm_key, now, lifetime, etag, last_modified))
+            await self._workers.blocking(self.records.save, _Record(url, pcm_key, now, lifetime, etag, last_modified))
         else:
-            self._forget(url)
+            await self._workers.blocking(self.records.forget, url)
         return pcm
 
     async def _fetch(self, url: str, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
+        target = httpx.URL(url)
+        for _ in range(self.max_redirects + 1):
+            status, resp_headers, body = await self._fetch_one(target, headers)
+            location = resp_headers.get("location") if status in _REDIRECTS else None
+            if location is None:
+                return status, resp_headers, body
+            target = self._redirect_target(url, target, location)
+        raise HttpStatusError(f"GET {url}: more than {self.max_redirects} redirects")
+
+    @staticmethod
+    def _redirect_target(url: str, current: httpx.URL, location: str) -> httpx.URL:
+        try:
+            nxt = current.join(location)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise HttpStatusError(f"GET {url}: bad redirect Location {location!r}: {exc}") from None
+        if nxt.scheme not in ("http", "https") or not nxt.host:
+            raise InvalidUrlError(f"GET {url}: redirect to a non-http(s) URL {location!r}")
+        if current.scheme == "https" and nxt.scheme == "http":
+            raise InvalidUrlError(f"GET {url}: redirect from https down to http ({location!r})")
+        return nxt
+
+    async def _fetch_one(self, url: httpx.URL, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
         self.requests += 1
         try:
-            async with self._client.stream("GET", url, headers=headers, timeout=self._timeout) as resp:
+            async with self._client.stream(
+                "GET", url, headers=headers, timeout=self._timeout, follow_redirects=False
+            ) as resp:
                 if resp.status_code != 200:
                     return resp.status_code, resp.headers, b""
                 length = resp.headers.get("content-length", "")
@@ -281,8 +408,6 @@ class HttpAudioCache:
             raise FetchTimeoutError(f"GET {url} timed out ({type(exc).__name__})") from None
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise InvalidUrlError(f"GET {url}: {exc}") from None
-        except httpx.TooManyRedirects:
-            raise HttpStatusError(f"GET {url}: too many redirects") from None
         except httpx.HTTPError as exc:
             raise PlayFetchError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
 
@@ -296,26 +421,3 @@ class HttpAudioCache:
 
     def _now(self) -> float:
         return self._clock.wall().timestamp()
-
-    def _record_path(self, url: str) -> Path:
-        return self.directory / f"{content_key('url', url)}.json"
-
-    def _load(self, url: str) -> _Record | None:
-        try:
-            raw = json.loads(self._record_path(url).read_text("utf-8"))
-            record = _Record(**raw)
-        except (OSError, ValueError, TypeError):
-            return None
-        return record if record.url == url else None
-
-    def _save(self, record: _Record) -> None:
-        path = self._record_path(record.url)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(record)), "utf-8")
-        os.replace(tmp, path)
-
-    def _forget(self, url: str) -> None:
-        try:
-            self._record_path(url).unlink()
-        except FileNotFoundError:
-            pass

@@ -11,13 +11,25 @@ Theory of operation. The engine calls, on every 20 ms tick, in this order for al
 
 The RTP timestamp is derived from the tick number (``ts0 + 160 * ticks``), so a tick the ticker had to skip also
 advances the timestamp and the stream stays locked to the wall clock. The marker bit is set on the first packet
-and on the first packet after a pause in sending (hold, no remote yet).
+and on the first packet after a pause in sending (``sending`` off, no remote yet).
 
-Symmetric RTP (RFC 4961) / latching: the remote address starts as the one from SDP; the first packet from a
-different address (or a new SSRC) moves it there, and RTCP follows to port + 1 until RTCP itself is seen.
+``sending`` (do we send to the peer) and ``muted`` (is what we hear from it passed on) are independent. A peer that
+holds us (``sendonly``/``inactive``) stops our sending only: the music it plays is still heard by the bridge.
+
+Accepted sources and latching (symmetric RTP, RFC 4961). Packets are taken only from the address they are
+expected from; every other packet is dropped and counted in ``foreign_packets``, so a stranger who learns the port
+can neither inject audio or digits nor steal the outbound stream. Until the peer's SDP is known (``set_remote``)
+nothing is accepted. The SDP address is always accepted. Any other address is learned only during the latch
+window (``latch_window`` seconds after ``set_remote`` names a new address), and only if nothing has been learned
+yet in that window: the first valid RTP packet from it (a peer behind NAT) makes it the accepted source and, when
+``symmetric``, moves the remote address there (a :class:`RemoteLatched` event); RTCP follows to port + 1 until
+RTCP itself is seen. A new SSRC from the accepted source restarts the reception statistics and moves nothing.
+RTCP is learned the same way (its SDP address is the RTP address, port + 1).
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from callplane.core.errors import MediaError
 from callplane.core.ids import IdSource
@@ -49,9 +61,29 @@ from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SILENCE, Sink, S
 
 Addr = tuple[str, int]
 
-__all__ = ["Addr", "RtpLeg"]
+__all__ = ["Addr", "FrameError", "RtpLeg", "ip_literal"]
 
 _HDR = rtp.HEADER
+
+
+def ip_literal(host: str) -> str:
+    """``host`` as a normalised IP address literal. A host name raises :class:`MediaError`: legs never resolve
+    names (``sendto((name, port))`` would run a blocking lookup for every packet on the event loop)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise MediaError(f"{host!r} is not an IP address literal") from None
+
+
+def _checked(addr: Addr) -> Addr:
+    host, port = addr
+    if not 0 < port < 65536:
+        raise MediaError(f"RTP port {port} is out of range")
+    return ip_literal(host), port
+
+
+class FrameError(MediaError):
+    """A source or feed broke the frame contract (20 ms = 320 bytes of s16le PCM): a fault of that leg."""
 
 
 class RtpLeg:
@@ -66,6 +98,7 @@ class RtpLeg:
         dtmf_payload_type: int | None = 101,
         remote: Addr | None = None,
         symmetric: bool = True,
+        latch_window: float = 5.0,
         idle_timeout: float | None = None,
         jitter_depth: int = 3,
         rtcp_interval: float = 5.0,
@@ -80,14 +113,18 @@ class RtpLeg:
         self._tick0: int | None = None
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
+        if remote is not None:
+            remote = _checked(remote)
         self.remote: Addr | None = remote
         self.remote_rtcp: Addr | None = None if remote is None else (remote[0], remote[1] + 1)
         self.symmetric = symmetric
+        self.latch_window = latch_window
         self.idle_timeout = idle_timeout
         self.source: Source | None = None
         self.sinks: list[Sink] = []
-        self.muted = False  # the peer's audio is not passed to bridges/mixers (sinks still get it)
-        self.held = False  # we send nothing and the peer's audio is not passed on
+        # Two independent switches (a peer's hold is the first alone: what it sends, its music, is still heard):
+        self.sending = True  # False: nothing goes to the peer (RTP audio and digits), e.g. it does not want to receive
+        self.muted = False  # True: what the peer says is not passed to bridges/mixers (sinks still get it)
         self.attached = False  # a bridge or mixer supplies ``feed``
         self.heard: bytes | None = None
         self.feed: bytes | None = None
@@ -104,8 +141,11 @@ class RtpLeg:
         self.packets_received = 0
         self.remote_ssrc: int | None = None
         self.stats: ReceptionStats | None = None
-        self._latched = False
-        self._rtcp_latched = False
+        self.foreign_packets = 0  # RTP and RTCP dropped because they came from an address we do not accept
+        self._sdp: Addr | None = remote  # where the peer's SDP says its RTP comes from
+        self._rtp_from: Addr | None = None  # the accepted RTP source, once learned
+        self._rtcp_from: Addr | None = None
+        self._latch_until = start + latch_window if remote is not None else -1.0
         self._last_rx = start
         self._idle_reported = False
         self._marker = True
@@ -117,11 +157,25 @@ class RtpLeg:
         self._reframe_seq = 0
 
     # -- configuration ----------------------------------------------------------------------
-    def set_remote(self, addr: Addr, payload_type: int | None = None, dtmf_payload_type: int | None = None) -> None:
-        """Values from the peer's SDP (c=, m= port, chosen codec, telephone-event PT)."""
-        self.remote = addr
-        self.remote_rtcp = (addr[0], addr[1] + 1)
-        self._latched = self._rtcp_latched = False
+    def set_remote(
+        self,
+        addr: Addr,
+        payload_type: int | None = None,
+        dtmf_payload_type: int | None = None,
+        *,
+        now: float | None = None,
+    ) -> None:
+        """Values from the peer's SDP (c= as an IP address literal, m= port, chosen codec, telephone-event PT).
+
+        A new address opens the latch window at ``now`` (without ``now``, no window: only ``addr`` is accepted).
+        The address we already send to (the latched one included) changes nothing but the codec. A host name or a
+        port out of range raises :class:`MediaError`."""
+        addr = _checked(addr)
+        if addr != self.remote:
+            self.remote = self._sdp = addr
+            self.remote_rtcp = (addr[0], addr[1] + 1)
+            self._rtp_from = self._rtcp_from = None
+            self._latch_until = -1.0 if now is None else now + self.latch_window
         if payload_type is not None:
             if payload_type not in g711.ENCODING_NAMES:
                 raise g711.UnsupportedCodec(f"payload type {payload_type} is not G.711")
@@ -163,18 +217,13 @@ class RtpLeg:
             payload = p.payload
         else:
             payload = data[12:]
+        if addr != self._rtp_from and not self._learn_rtp(addr, now):
+            self.foreign_packets += 1
+            return
         pt = b1 & 0x7F
         if ssrc != self.remote_ssrc:
             self.remote_ssrc = ssrc
             self.stats = ReceptionStats(ssrc, seq)
-            self._latched = False
-        if self.symmetric and not self._latched:
-            self._latched = True
-            if addr != self.remote:
-                self.remote = addr
-                if not self._rtcp_latched:
-                    self.remote_rtcp = (addr[0], addr[1] + 1)
-                self.events.append(RemoteLatched(self.leg_id, addr[0], addr[1]))
         self.packets_received += 1
         self._last_rx = now
         self._idle_reported = False
@@ -193,6 +242,34 @@ class RtpLeg:
             elif payload:
                 self._reframe(g711.decode(payload, pt))
 
+    def _learn_rtp(self, addr: Addr, now: float) -> bool:
+        """Whether RTP from ``addr`` (not the accepted source) is accepted from now on; latches if so."""
+        sdp = self._sdp
+        if sdp is None or not (addr == sdp or (self._rtp_from is None and now <= self._latch_until)):
+            return False
+        self._rtp_from = addr
+        if self.symmetric and addr != self.remote:
+            self.remote = addr
+            if self._rtcp_from is None:
+                self.remote_rtcp = (addr[0], addr[1] + 1)
+            self.events.append(RemoteLatched(self.leg_id, addr[0], addr[1]))
+        return True
+
+    def _learn_rtcp(self, addr: Addr, now: float) -> bool:
+        sdp, rtp_from = self._sdp, self._rtp_from
+        if sdp is None:
+            return False
+        if not (
+            addr == (sdp[0], sdp[1] + 1)
+            or (rtp_from is not None and addr == (rtp_from[0], rtp_from[1] + 1))
+            or (self._rtcp_from is None and now <= self._latch_until)
+        ):
+            return False
+        self._rtcp_from = addr
+        if self.symmetric:
+            self.remote_rtcp = addr
+        return True
+
     def _reframe(self, pcm: bytes) -> None:
         """A peer with ptime other than 20 ms: cut its audio into 20 ms frames. Such packets are taken in
         arrival order (no reordering) under a local frame counter."""
@@ -208,9 +285,9 @@ class RtpLeg:
             packets = parse_compound(data)
         except RtcpParseError:
             return
-        if self.symmetric and not self._rtcp_latched:
-            self._rtcp_latched = True
-            self.remote_rtcp = addr
+        if addr != self._rtcp_from and not self._learn_rtcp(addr, now):
+            self.foreign_packets += 1
+            return
         for p in packets:
             if isinstance(p, SenderReport) and self.stats is not None and p.ssrc == self.stats.ssrc:
                 self.stats.last_sr = (p.ntp >> 16) & 0xFFFFFFFF
@@ -230,7 +307,7 @@ class RtpLeg:
     def pull(self, now: float) -> None:
         """Phase 1: this tick's inbound frame into ``heard`` and the sinks."""
         frame = self.jitter.pop()
-        self.heard = None if (self.held or self.muted) else frame
+        self.heard = None if self.muted else frame
         if self.sinks:
             f = SILENCE if frame is None else frame
             done = None
@@ -260,7 +337,7 @@ class RtpLeg:
             if pkt is not None:
                 return pkt
         frame = self._read_frame()
-        if self.held or self.remote is None:
+        if not self.sending or self.remote is None:
             self._marker = True
             return None
         payload = self._encode(frame, 2)
@@ -276,7 +353,7 @@ class RtpLeg:
 
     def _produce_dtmf(self, ts: int) -> bytes | None:
         out = self.dtmf_out
-        if self.held or self.dtmf_payload_type is None:
+        if not self.sending or self.dtmf_payload_type is None:
             return None
         ev = out.next_packet(ts)
         done = out.take_finished()
@@ -291,15 +368,21 @@ class RtpLeg:
 
     def _read_frame(self) -> bytes:
         if self.attached:
-            return self.feed if self.feed is not None else SILENCE
-        src = self.source
-        if src is None:
-            return SILENCE
-        frame = src.read()
-        if frame is None:
-            self.source = None
-            self.events.append(SourceFinished(self.leg_id))
-            return SILENCE
+            frame = self.feed
+            if frame is None:
+                return SILENCE
+        else:
+            src = self.source
+            if src is None:
+                return SILENCE
+            frame = src.read()
+            if frame is None:
+                self.source = None
+                self.events.append(SourceFinished(self.leg_id))
+                return SILENCE
+        if len(frame) != FRAME_BYTES:
+            what = "bridge/conference feed" if self.attached else "source"
+            raise FrameError(f"the {what} gave a {len(frame)}-byte frame, not {FRAME_BYTES}")
         return frame
 
     def _emit(self, pt: int, ts: int, payload: bytes, marker: bool) -> bytes:

@@ -5,19 +5,27 @@ stacked into a k x 160 int32 matrix; the total is summed once and each participa
 clipped to 16 bits, so everyone hears everyone but themselves. Beeps (join/leave) are added to everyone's mix.
 A participant who is alone hears ``music`` (hold music) instead; a held participant hears the music and is
 neither heard nor hears the others.
+
+The conference's own sources (music, beeps) are nobody's leg: one that raises or returns a frame that is not
+320 bytes is logged and dropped (broken music is not played again), and every participant goes on hearing the
+others. Only a fault in the mixing itself ends the participants' legs (see :mod:`callplane.media.core`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from callplane.media.leg import RtpLeg
-from callplane.media.sources import FRAME_SAMPLES, SILENCE, Source, ToneSource
+from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SILENCE, Source, ToneSource
 
 __all__ = ["Conference", "Participant", "beep"]
+
+log = logging.getLogger(__name__)
+_BROKEN = b""  # what _frame_of returns for a source that failed
 
 
 def beep() -> ToneSource:
@@ -48,6 +56,7 @@ class Conference:
         self._music: Source | None = None
         self._beep_factory = beep_factory
         self._overlays: list[Source] = []
+        self.source_faults = 0
 
     def __len__(self) -> int:
         return len(self.participants)
@@ -76,16 +85,42 @@ class Conference:
         if self._beep_factory is not None:
             self._overlays.append(self._beep_factory())
 
+    def _frame_of(self, src: Source, what: str) -> bytes | None:
+        """The next frame of ``src``, ``None`` when it finished, or ``_BROKEN`` (empty) when it raised or gave a
+        frame of the wrong length (logged)."""
+        try:
+            frame = src.read()
+        except Exception:
+            log.exception("conference %s: the %s failed and is dropped", self.name, what)
+            self.source_faults += 1
+            return _BROKEN
+        if frame is not None and len(frame) != FRAME_BYTES:
+            log.error("conference %s: the %s gave a %d-byte frame and is dropped", self.name, what, len(frame))
+            self.source_faults += 1
+            return _BROKEN
+        return frame
+
     def _music_frame(self) -> bytes:
-        if self._music_factory is None:
+        factory = self._music_factory
+        if factory is None:
             return SILENCE
-        if self._music is None:
-            self._music = self._music_factory()
-        frame = self._music.read()
-        if frame is None:  # loop the music
-            self._music = self._music_factory()
-            frame = self._music.read()
-        return frame or SILENCE
+        for _ in range(2):  # the current music, then (once it finishes) a fresh one from the top: a loop
+            if self._music is None:
+                try:
+                    self._music = factory()
+                except Exception:
+                    log.exception("conference %s: the music could not be started and is dropped", self.name)
+                    self.source_faults += 1
+                    self._music_factory = None
+                    return SILENCE
+            frame = self._frame_of(self._music, "music")
+            if frame == _BROKEN:
+                self._music_factory = self._music = None
+                return SILENCE
+            if frame is not None:
+                return frame
+            self._music = None
+        return SILENCE
 
     def mix(self, now: float) -> None:
         """Phase 2 of the tick: set every participant's ``feed``."""
@@ -96,8 +131,8 @@ class Conference:
             overlay = np.zeros(FRAME_SAMPLES, dtype=np.int32)
             alive: list[Source] = []
             for src in self._overlays:
-                f = src.read()
-                if f is not None:
+                f = self._frame_of(src, "beep")
+                if f:
                     overlay += np.frombuffer(f, dtype="<i2")
                     alive.append(src)
             self._overlays = alive

@@ -34,7 +34,8 @@ class Recorder:
 
     - ``max_length_s``: stop after this much audio (RCML ``maxLength``; ``None`` = no limit).
     - ``silence_timeout_s``: stop after this much silence since the last voice (RCML ``timeout``; counted from
-      the start too, so a caller who never speaks ends the recording).
+      the start too, so a caller who never speaks ends the recording). The start is the first frame written,
+      unless ``start`` gives it on the clock of the ``now`` values the frames come with.
     - ``finish_on_key``: digits that stop the recording (RCML ``finishOnKey``), fed through :meth:`on_digit`.
     - ``trim_silence``: drop leading and trailing silent frames from the result (RCML ``trim``).
     """
@@ -47,7 +48,7 @@ class Recorder:
         finish_on_key: str = "",
         trim_silence: bool = False,
         threshold_dbfs: float = -45.0,
-        start: float = 0.0,
+        start: float | None = None,
     ) -> None:
         self.max_frames = None if max_length_s is None else max(1, round(max_length_s / FRAME_SECONDS))
         self.silence_timeout_s = silence_timeout_s
@@ -62,6 +63,7 @@ class Recorder:
     def write(self, frame: bytes, now: float) -> None:
         if self.finished is not None:
             return
+        self.detector.begin(now)
         self._frames.append(frame)
         voiced = self.detector.is_voice(frame)
         self._voiced.append(voiced)
@@ -71,7 +73,7 @@ class Recorder:
             self.detector.voice_frames += 1
         if self.max_frames is not None and len(self._frames) >= self.max_frames:
             self.finished = "max-length"
-        elif self.silence_timeout_s is not None and self.detector.silent_for(now) >= self.silence_timeout_s:
+        elif self.silence_timeout_s is not None and self.detector.silent_for(now) >= self.silence_timeout_s - 1e-9:
             self.finished = "silence"
 
     def on_digit(self, digit: str) -> bool:

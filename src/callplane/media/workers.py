@@ -48,6 +48,7 @@ __all__ = [
     "PcmCache",
     "SingleFlight",
     "WorkerStats",
+    "cache_files",
     "content_key",
     "make_decode_pool",
 ]
@@ -185,16 +186,27 @@ class PcmCache:
         return removed
 
     def _entries(self) -> list[tuple[float, int, Path]]:
-        out: list[tuple[float, int, Path]] = []
-        with os.scandir(self.directory) as it:
-            for entry in it:
-                if entry.name.endswith(".pcm") and not entry.name.startswith("."):
-                    try:
-                        st = entry.stat()
-                    except FileNotFoundError:
-                        continue
-                    out.append((st.st_mtime, st.st_size, Path(entry.path)))
-        return out
+        return cache_files(self.directory, ".pcm")
+
+
+def cache_files(directory: Path, suffix: str) -> list[tuple[float, int, Path]]:
+    """``(mtime, size, path)`` of the finished cache files (not the ``.``-prefixed temporaries) in ``directory``.
+    Blocking: call it from a thread."""
+    out: list[tuple[float, int, Path]] = []
+    with os.scandir(directory) as it:
+        for entry in it:
+            if entry.name.endswith(suffix) and not entry.name.startswith("."):
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue  # removed by a concurrent eviction
+                out.append((st.st_mtime, st.st_size, Path(entry.path)))
+    return out
+
+
+def _resolve_and_stat(path: Path) -> tuple[Path, os.stat_result]:
+    resolved = path.resolve()
+    return resolved, resolved.stat()
 
 
 @dataclass(slots=True)
@@ -257,7 +269,7 @@ class MediaWorkers:
         self.job_timeout = job_timeout
         self.cache = PcmCache(cache_dir, max_disk_bytes)
         self.niceness = niceness
-        self._nice = shutil.which("nice") if niceness > 0 else None
+        self._programs: dict[str, str] = {}  # name -> path found on PATH (looked up in a thread, once)
         self.stats = WorkerStats()
         self.max_seconds = max_seconds
         self._executor = executor
@@ -314,6 +326,10 @@ class MediaWorkers:
         if self._owns_executor and self._executor is not None:
             executor, self._executor = self._executor, None
             await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking file-system work (``fn(*args)``) in a thread, off the event loop the ticker runs on."""
+        return await asyncio.to_thread(fn, *args)
 
     # -- the cache --------------------------------------------------------------------------------------
     async def lookup(self, key: str) -> bytes | None:
@@ -376,15 +392,23 @@ class MediaWorkers:
 
     async def decode_file(self, path: str | os.PathLike[str]) -> bytes:
         """A local WAV/MP3 file -> PCM; cached under (path, size, mtime), so an edited file is decoded again."""
-        p = Path(path).resolve()
         try:
-            st = p.stat()
+            p, st = await asyncio.to_thread(_resolve_and_stat, Path(path))  # file system calls: not on the loop
         except OSError as exc:
-            raise player.DecodeError(f"cannot read {p}: {exc.strerror or exc}") from None
+            raise player.DecodeError(f"cannot read {path}: {exc.strerror or exc}") from None
         key = content_key("file", player.DECODER_VERSION, str(p), str(st.st_size), str(st.st_mtime_ns))
         return await self.cached(key, lambda: self.run(player.decode_file, p, max_seconds=self.max_seconds))
 
     # -- subprocesses -----------------------------------------------------------------------------------
+    async def _which(self, name: str) -> str | None:
+        """``shutil.which`` (it stats every PATH entry) in a thread; a program once found is remembered."""
+        found = self._programs.get(name)
+        if found is None:
+            found = await asyncio.to_thread(shutil.which, name)
+            if found is not None:
+                self._programs[name] = found
+        return found
+
     async def run_command(
         self,
         argv: list[str],
@@ -398,12 +422,13 @@ class MediaWorkers:
         The child is killed if it times out or if the caller is cancelled.
         """
         self.stats.commands += 1
-        program = shutil.which(argv[0])
+        program = await self._which(argv[0])
         if program is None:
             raise CommandError(f"cannot start {argv[0]}: not found or not executable")
         cmd = [program, *argv[1:]]
-        if self._nice is not None:
-            cmd = [self._nice, "-n", str(self.niceness), *cmd]
+        nice = await self._which("nice") if self.niceness > 0 else None
+        if nice is not None:
+            cmd = [nice, "-n", str(self.niceness), *cmd]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
