@@ -34,12 +34,12 @@ from callplane.core.clock import Clock
 from callplane.core.errors import EngineError
 from callplane.core.ids import IdSource
 from callplane.engine import media_session
-from callplane.media import events as media_events
 from callplane.engine.callstate import CallState, IllegalTransition, is_live, step
 from callplane.engine.control import CallEnded, CallRequest, CallUpdate, NoRoute, UnknownCall, UnknownClient
 from callplane.engine.media_session import MediaCalls
 from callplane.engine.params import CallFacts, status_params
 from callplane.engine.writer import Callback, RecordWriter, Write
+from callplane.media import events as media_events
 from callplane.sip import events as sip
 from callplane.sip.digest import Credentials
 from callplane.sip.headers import URI
