@@ -265,3 +265,62 @@ async def test_status_callback_retried_after_a_500(db: Database, tmp_path: Path,
     await finished(uas)
     assert [s.param("CallStatus") for s in seen] == ["completed", "completed"]
     assert seen[0].form == seen[1].form
+
+
+async def test_a_refused_call_is_failed(db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp) -> None:
+    uas = callee(peers, "uas_reject")
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(
+            To=f"sip:bob@{LOOPBACK}:{uas.port}",
+            Url=app.url("/rcml"),
+            StatusCallback=app.url("/status"),
+            StatusCallbackEvent="initiated,answered,completed",
+        )
+        sid = r.json()["sid"]
+        record = await node.wait_status(sid, "failed")
+        await app.wait_for("/status", count=2)
+    await finished(uas)
+    assert (record.duration, record.start_time) == (0, None)
+    assert statuses(app) == [("initiated", "0"), ("completed", "3")]
+    assert [m.method for m in uas.messages(received=True)] == ["INVITE", "ACK"]
+    assert not app.requests("/rcml")
+
+
+async def test_a_number_goes_through_the_outbound_proxy(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    """A SIPp UAS plays the carrier: the number arrives as the Request-URI user at the configured proxy."""
+    carrier = callee(peers, "uas_answer_bye")
+    async with EngineNode(db, tmp_path, outbound_proxy=f"sip:{LOOPBACK}:{carrier.port}") as node:
+        r = await node.post_call(To="+15551234567", Url=app.url("/rcml"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["to"] == "+15551234567"
+        await node.wait_status(body["sid"], "completed")
+    await finished(carrier)
+    invite = carrier.messages(received=True)[0]
+    assert invite.request_uri == f"sip:+15551234567@{LOOPBACK}:{carrier.port}"
+    assert invite.header("X-RestComm-CallSid") == body["sid"]
+
+
+async def test_every_failed_callback_delivery_is_a_notification(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    app.route("/refuses", Answer(403, b"forbidden"))
+    uas = callee(peers, "uas_busy")
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(
+            To=f"sip:bob@{LOOPBACK}:{uas.port}", Url=app.url("/rcml"), StatusCallback=app.url("/refuses")
+        )
+        sid = r.json()["sid"]
+        await node.wait_status(sid, "busy")
+        await app.wait_for("/refuses")
+        assert await node.deliverer.drain(5)
+        await node.writer.flush()
+        listed = await node.get(f"Calls/{sid}/Notifications.json")
+    await finished(uas)
+    assert len(app.requests("/refuses")) == 1  # a 403 is not retried
+    (note,) = listed["notifications"]
+    assert note["error_code"] == 11200 and note["log"] == 0
+    assert note["request_url"] == app.url("/refuses") and "HTTP 403" in note["message_text"]
+    assert "CallStatus=completed" in note["request_variables"]

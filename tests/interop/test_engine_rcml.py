@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from callplane.media.sources import tone_pcm
 from callplane.store import notifications
 from callplane.store.db import Database
 from callplane.store.listing import ListQuery
 from tests.engine.enginenode import ACCOUNT, INSTANCE, PUBLIC_URL, EngineNode
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, PeerGroup, SippRun
+from tests.interop.test_media_calls import baresip as recording_baresip
 from tests.webapp import Answer, WebApp
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db", ["sqlite"], indirect=True)]
@@ -200,3 +202,32 @@ async def test_lcm_url_during_a_pause_and_mute(db: Database, tmp_path: Path, pee
     await finished(uas)
     (redirect,) = app.requests("/hangup")
     assert redirect.method == "GET" and redirect.param("CallSid") == sid
+
+
+async def test_play_and_say_reach_the_callee(db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp) -> None:
+    """baresip records what it hears: a WAV served by the web app played twice, then a spoken sentence."""
+    need("baresip", "espeak-ng")
+    tone = io.BytesIO()
+    with wave.open(tone, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(tone_pcm([600.0], 1.0, 0.3))
+    app.route("/tone.wav", Answer(200, tone.getvalue(), "audio/wav"))
+    app.route(
+        "/rcml", Answer.xml("<Response><Play loop='2'>tone.wav</Play><Say>Goodbye and thank you.</Say></Response>")
+    )
+    phone = recording_baresip(peers, tmp_path)
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(To=f"sip:bob@{LOOPBACK}:{phone.sip_port}", Url=app.url("/rcml"))
+        sid = r.json()["sid"]
+        record = await node.wait_status(sid, "completed", timeout=20)
+    await asyncio.to_thread(phone.peer.wait_output, r"terminated \(duration", 5.0)
+    rate, heard = phone.dumps()["dec"]
+    assert len(app.requests("/tone.wav")) == 1  # fetched once, played twice
+    first_two = heard[: 2 * rate]
+    loud = np.flatnonzero(np.abs(heard) > 1000)
+    assert len(loud) and abs(dominant_hz(heard[loud[0] : loud[0] + 2 * rate], rate) - 600.0) < 15.0
+    speech = heard[loud[0] + int(2.2 * rate) :]
+    assert np.sqrt(np.mean(speech.astype(np.float64) ** 2)) > 300.0  # the sentence, not silence
+    assert len(first_two) == 2 * rate and record.duration is not None and record.duration >= 3

@@ -23,31 +23,23 @@ class StoreOutbox:
     def __init__(self, table: TableOutbox, writer: RecordWriter) -> None:
         self.table = table
         self.writer = writer
-        self._accounts: dict[int, str] = {}
-
-    def account_of(self, item: Callback) -> str:
-        return self._accounts.get(item.id, "")
 
     async def due(self, now: float, limit: int, exclude: frozenset[str]) -> list[Callback]:
         rows = await self.table.due(now, limit, exclude)
-        for r in rows:
-            self._accounts[r.id] = r.account_sid
-        return [Callback(r.id, r.call_sid, r.url, r.method, r.params, r.attempts) for r in rows]
+        return [Callback(r.id, r.call_sid, r.url, r.method, r.params, r.attempts, r.account_sid) for r in rows]
 
     async def next_due(self) -> float | None:
         return await self.table.next_due()
 
     async def delivered(self, item: Callback) -> None:
-        account = self._accounts.pop(item.id, "")
-        await self.writer.apply(Write(item.call_sid, account, outbox_done=(item.id,)))
+        await self.writer.apply(Write(item.call_sid, item.account_sid, outbox_done=(item.id,)))
 
     async def retry(self, item: Callback, next_at: float, error: str) -> None:
-        account = self._accounts.get(item.id, "")
-        await self.writer.apply(Write(item.call_sid, account, outbox_retry=((item.id, item.attempts + 1, next_at),)))
+        retry = ((item.id, item.attempts + 1, next_at),)
+        await self.writer.apply(Write(item.call_sid, item.account_sid, outbox_retry=retry))
 
     async def give_up(self, item: Callback, error: str) -> None:
-        account = self._accounts.pop(item.id, "")
-        await self.writer.apply(Write(item.call_sid, account, outbox_done=(item.id,)))
+        await self.writer.apply(Write(item.call_sid, item.account_sid, outbox_done=(item.id,)))
 
 
 def failure_notification(

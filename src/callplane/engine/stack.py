@@ -123,7 +123,7 @@ class EngineStack:
             await self.media.close()
 
     async def _delivery_failed(self, item: Callback, error: FetchError, final: bool) -> None:
-        account = self.outbox.account_of(item)
+        account = item.account_sid
         if not account:
             return
         note = failure_notification(

@@ -49,6 +49,7 @@ class Callback:
     method: str
     params: tuple[tuple[str, str], ...]
     attempts: int = 0
+    account_sid: str = ""  # whose callback it is (for the Notification of a failure)
 
 
 @dataclass(frozen=True, slots=True)
