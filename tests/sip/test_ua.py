@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +18,6 @@ from callplane.sip.events import (
     CallFailed,
     CallProgress,
     DtmfReceived,
-    Event,
     IncomingCall,
     MediaUpdated,
     Registered,
@@ -32,101 +30,21 @@ from callplane.sip.registrar import InMemoryBindingStore, Registrar, Secret
 from callplane.sip.sdp import MediaDescription, SessionDescription, answer_offer, build_offer
 from callplane.sip.transaction_events import Peer
 from callplane.sip.ua import CallStateError, UserAgent
-
-A = Peer("UDP", "127.0.0.1", 5061)
-B = Peer("UDP", "127.0.0.1", 5062)
-BOB = "sip:bob@127.0.0.1:5062"
-ALICE = "sip:alice@127.0.0.1"
-
-
-def parse(data: bytes) -> Request | Response:
-    return parse_message(data)
-
-
-class Link:
-    """Two endpoints and the wire between them."""
-
-    def __init__(self, **kw_b: object) -> None:
-        self.a = UserAgent(IdSource(1), {"UDP": (A.host, A.port)})
-        self.b = UserAgent(IdSource(2), {"UDP": (B.host, B.port)}, **kw_b)  # type: ignore[arg-type]
-        self.now = 0.0
-        self.log: list[tuple[str, bytes]] = []
-
-    def ua(self, name: str) -> UserAgent:
-        return self.a if name == "a" else self.b
-
-    def pass_(self, src: str, keep: Callable[[bytes], bool] = lambda _: True) -> list[bytes]:
-        """Deliver what ``src`` has queued to the other side; datagrams failing ``keep`` are lost."""
-        sender = self.ua(src)
-        receiver = self.b if src == "a" else self.a
-        delivered = []
-        for data, peer in sender.datagrams_to_send():
-            assert (peer.host, peer.port) == ((B if src == "a" else A).host, (B if src == "a" else A).port)
-            self.log.append((src, data))
-            if keep(data):
-                receiver.receive_datagram(data, A if src == "a" else B, self.now)
-                delivered.append(data)
-        return delivered
-
-    def pump(self) -> None:
-        """Pass datagrams both ways until the wire is quiet."""
-        while True:
-            moved = self.pass_("a") + self.pass_("b")
-            if not moved:
-                return
-
-    def advance(self, to: float) -> None:
-        """Move virtual time, firing every timer of both sides on the way (without delivering anything)."""
-        while True:
-            deadlines = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None and t <= to]
-            if not deadlines:
-                break
-            self.now = min(deadlines)
-            self.a.handle_timer(self.now)
-            self.b.handle_timer(self.now)
-        self.now = to
-
-    @staticmethod
-    def events(ua: UserAgent) -> list[Event]:
-        out = []
-        while (ev := ua.next_event()) is not None:
-            out.append(ev)
-        return out
-
-
-def offer(port: int = 20000) -> SessionDescription:
-    return build_offer("127.0.0.1", port, session_id="111")
-
-
-def answer_for(incoming: IncomingCall, port: int = 30000) -> SessionDescription:
-    assert incoming.sdp is not None
-    return answer_offer(SessionDescription.parse(incoming.sdp), "127.0.0.1", port, session_id="222")
-
-
-def first_line(data: bytes) -> str:
-    return data.split(b"\r\n", 1)[0].decode()
-
-
-def lines(log: list[tuple[str, bytes]]) -> list[str]:
-    return [f"{src}: {first_line(data)}" for src, data in log]
-
-
-def start_call(link: Link) -> tuple[str, IncomingCall]:
-    handle = link.a.invite(BOB, ALICE, offer(), link.now)
-    link.pump()
-    (incoming,) = [e for e in link.events(link.b) if isinstance(e, IncomingCall)]
-    return handle, incoming
-
-
-def connected(link: Link) -> tuple[str, IncomingCall]:
-    handle, incoming = start_call(link)
-    link.b.answer(incoming.call, answer_for(incoming), link.now)
-    link.pump()
-    link.events(link.a)
-    link.events(link.b)
-    link.log.clear()
-    return handle, incoming
-
+from tests.sip.uapair import (
+    ALICE,
+    BOB,
+    A,
+    B,
+    Link,
+    answer_for,
+    connected,
+    first_line,
+    lines,
+    offer,
+    ok_for,
+    parse,
+    start_call,
+)
 
 # ------------------------------------------------------------------------------------------------- basic call
 
@@ -425,8 +343,7 @@ def test_2xx_ack_carries_invite_credentials() -> None:
     ch.challenge(invite)
     _, retry = ch.take()
     assert isinstance(retry, Request)
-    ok = retry.create_response(200, to_tag="uas1")
-    ok.headers.add("Contact", "<sip:bob@127.0.0.1:5062>")
+    ok = ok_for(retry, "uas1")
     link.a.receive(ok, B, link.now)
     (ack,) = ch.take()
     assert isinstance(ack, Request) and ack.method == "ACK"
@@ -548,7 +465,7 @@ def raw_request(method: str, extra: str = "", to_tag: str = "", max_forwards: in
 
 
 def reply_to(raw: bytes, **kw: object) -> Response:
-    link = Link(**kw)
+    link = Link(A, B, **kw)
     link.b.receive_datagram(raw, A, 0.0)
     out = [parse(d) for d, _ in link.b.datagrams_to_send()]
     final = out[-1]
@@ -652,9 +569,8 @@ def test_uac_uses_reversed_record_route_for_ack_and_bye() -> None:
     ((data, _),) = link.a.datagrams_to_send()
     invite = parse(data)
     assert isinstance(invite, Request)
-    ok = invite.create_response(200, to_tag="t2")
+    ok = ok_for(invite, "t2", "<sip:bob@10.0.0.9:5070>")
     ok.headers.add("Record-Route", "<sip:10.0.0.2;lr>, <sip:10.0.0.1;lr>")
-    ok.headers.add("Contact", "<sip:bob@10.0.0.9:5070>")
     link.a.receive(ok, Peer("UDP", "10.0.0.1", 5060), 0.1)
     ((ack_data, ack_peer),) = link.a.datagrams_to_send()
     ack = parse(ack_data)
@@ -881,8 +797,7 @@ def test_forked_second_2xx_is_acked_and_byed() -> None:
     invite = parse(data)
     assert isinstance(invite, Request)
     for tag in ("fork1", "fork2"):
-        ok = invite.create_response(200, to_tag=tag)
-        ok.headers.add("Contact", f"<sip:{tag}@127.0.0.1:5062>")
+        ok = ok_for(invite, tag, f"<sip:{tag}@127.0.0.1:5062>")
         link.a.receive(ok, B, 0.1)
     sent = [first_line(d) for d, _ in link.a.datagrams_to_send()]
     assert sent == [
@@ -900,8 +815,7 @@ def test_late_2xx_after_transaction_end_is_reacked() -> None:
     ((data, _),) = link.a.datagrams_to_send()
     invite = parse(data)
     assert isinstance(invite, Request)
-    ok = invite.create_response(200, to_tag="t1")
-    ok.headers.add("Contact", "<sip:bob@127.0.0.1:5062>")
+    ok = ok_for(invite, "t1")
     link.a.receive(ok, B, 0.1)
     first_ack = link.a.datagrams_to_send()[0][0]
     link.advance(40.0)  # Timer M ended the client transaction

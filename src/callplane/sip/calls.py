@@ -56,6 +56,7 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("proceeding", "success"): "confirmed",
     ("proceeding", "failure"): "ended",
     ("proceeding", "cancel"): "cancelling",
+    ("proceeding", "bye_sent"): "ending",  # a 2xx whose answer we cannot use: ACK, then BYE
     ("cancelling", "provisional"): "cancelling",
     ("cancelling", "cancel"): "cancelling",
     ("cancelling", "failure"): "ended",

@@ -35,7 +35,7 @@ import logging
 from callplane.sip.calls import Call, CallStateError, PendingReinvite
 from callplane.sip.dialog import DialogEvent
 from callplane.sip.digest import Credentials
-from callplane.sip.events import Event
+from callplane.sip.events import CallEnded, CallFailed, Event
 from callplane.sip.headers import URI, Address, SipParseError
 from callplane.sip.message import Headers, Request, Response, can_answer, parse_message, response_destination
 from callplane.sip.sdp import Direction, SessionDescription, change_direction
@@ -84,8 +84,11 @@ class UserAgent(UasCore, UacCore):
         self.receive(msg, source, now)
 
     def receive(self, msg: Request | Response, source: Peer, now: float) -> None:
-        """Handle one parsed message from the transport."""
-        self.tl.receive(msg, source, now)
+        """Handle one parsed message from the transport. Never raises (see :meth:`on_tx_event`)."""
+        try:
+            self.tl.receive(msg, source, now)
+        except Exception as exc:  # a bug in the transaction layer: count and log it, never raise to the transport
+            self._fault(None, msg, exc, now)
         self._drain(now)
 
     def transport_failed(self, peer: Peer, now: float) -> None:
@@ -106,18 +109,27 @@ class UserAgent(UasCore, UacCore):
         return deadline
 
     def handle_timer(self, now: float) -> None:
-        self.tl.handle_timer(now)
+        try:
+            self.tl.handle_timer(now)
+        except Exception as exc:  # same boundary as receive
+            self._fault(None, None, exc, now)
         self._drain(now)
         while self._timers and self._timers[0][0] <= now:
             _, token, kind, handle = heapq.heappop(self._timers)
             if self._tokens.get((kind, handle)) != token:
                 continue
             del self._tokens[(kind, handle)]
-            if kind == "cancel":
-                self._on_cancel_timeout(handle, now)
-            elif kind == "register":
-                self.registrations.on_refresh(handle, now)
+            try:
+                self._on_ua_timer(kind, handle, now)
+            except Exception as exc:  # same boundary as on_tx_event
+                self._fault(None, None, exc, now, handle)
         self._drain(now)
+
+    def _on_ua_timer(self, kind: str, handle: str, now: float) -> None:
+        if kind == "cancel":
+            self._on_cancel_timeout(handle, now)
+        elif kind == "register":
+            self.registrations.on_refresh(handle, now)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -272,6 +284,12 @@ class UserAgent(UasCore, UacCore):
             except SipParseError as exc:
                 self._malformed(ev, exc, now)
                 return
+        try:
+            self._dispatch(ev, now)
+        except Exception as exc:  # a bug: end the call it hit (the unit of work), never the receive path
+            self._fault(ev, message, exc, now)
+
+    def _dispatch(self, ev: TxEvent, now: float) -> None:
         if isinstance(ev, ResponseReceived):
             self._on_response(ev.response, ev.key, now)
         elif isinstance(ev, RequestReceived):
@@ -288,6 +306,38 @@ class UserAgent(UasCore, UacCore):
             self._on_ack_timeout(ev.call_id, ev.cseq, now)
         elif isinstance(ev, TransportError):
             self._on_timeout(ev.key, now, 503, "Service Unavailable")
+
+    def _fault(
+        self,
+        ev: TxEvent | None,
+        message: Request | Response | None,
+        exc: Exception,
+        now: float,
+        handle: str | None = None,
+    ) -> None:
+        """An internal error while handling ``ev``: counted in :attr:`faults`, logged on one line, and the call it
+        belongs to is hung up (best effort) and reported ended with 500, so neither side is left waiting."""
+        self.faults += 1
+        logger.error("internal error on %s: %r", type(ev or message).__name__ if ev or message else "timer", exc)
+        logger.debug("traceback", exc_info=True)
+        ctx = self._client.get(ev.key) if isinstance(ev, TransactionTimeout | TransportError) else None
+        if ctx is not None:
+            handle = ctx.handle
+        elif message is not None:
+            handle = message.call_id
+        call = self._calls.get(handle) if handle is not None else None
+        if call is None:
+            return
+        try:
+            self.hangup(call.handle, now, 500)
+        except Exception:  # the call's state is what broke: just drop it
+            logger.debug("hang-up after internal error failed", exc_info=True)
+        if call.role == "uac" and call.dialog is None:
+            event: Event = CallFailed(call.handle, 500, "Internal Error")
+        else:
+            event = CallEnded(call.handle, "local", 500, "Internal Error")
+        call.state = "ended"
+        self._end(call, event)
 
     def _malformed(self, ev: TxEvent, exc: SipParseError, now: float) -> None:
         if isinstance(ev, RequestReceived | CancelReceived):

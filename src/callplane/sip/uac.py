@@ -14,7 +14,10 @@ from callplane.sip.message import Headers, Request, Response
 from callplane.sip.transaction_events import TransactionKey
 from callplane.sip.uacore import ClientTx, UaCore
 
-__all__ = ["UacCore"]
+__all__ = ["UNUSABLE_ANSWER", "UacCore"]
+
+#: Reason of the CallFailed (488) / CallEnded (488) reported when the peer's SDP answer cannot be used.
+UNUSABLE_ANSWER = "Unusable SDP answer"
 
 
 class UacCore(UaCore):
@@ -49,7 +52,11 @@ class UacCore(UaCore):
             if status > 100 and response.to.tag is not None and call.dialog is None:
                 call.dialog = Dialog.from_response(call.invite, response)
             if status > 100 and call.state != "cancelling":
-                self._emit(CallProgress(call.handle, status, response.reason, self._describe(self._sdp_of(response))))
+                early = self._sdp_of(response)
+                media = self._describe(early)
+                if media is not None:
+                    call.remote_sdp = early
+                self._emit(CallProgress(call.handle, status, response.reason, media))
             if call.cancel_pending:
                 call.cancel_pending = False
                 call.apply("cancel")
@@ -105,11 +112,20 @@ class UacCore(UaCore):
             self._send_in_dialog(call, "BYE", now)
             self._end(call, CallFailed(call.handle, 487, "Request Terminated"))
             return
+        # The answer is in the 2xx; a 2xx without a body keeps the early media of a 183 (unreliable provisionals
+        # cannot carry the answer, but gateways rely on it).
+        remote = self._sdp_of(response) if response.body else call.remote_sdp
+        media = self._describe(remote)
+        if media is None and call.local_sdp is not None:
+            # Our offer got no answer we can use: the dialog exists (ACK sent), so it is ended with a BYE.
+            call.apply("bye_sent")
+            self._send_in_dialog(call, "BYE", now)
+            self._end(call, CallFailed(call.handle, 488, UNUSABLE_ANSWER))
+            return
         call.apply("success")
-        call.remote_sdp = self._sdp_of(response)
+        call.remote_sdp = remote
         headers = tuple((n, v) for n, v in response.headers if n.lower().startswith("x-"))
-        remote = call.remote_sdp
-        self._emit(CallAnswered(call.handle, self._describe(remote), str(remote) if remote else None, headers))
+        self._emit(CallAnswered(call.handle, media, str(remote) if remote else None, headers))
 
     def _ack_and_bye(self, dialog: Dialog, call: Call, now: float) -> None:
         ack = dialog.create_request("ACK", cseq=call.invite.cseq.seq, extra=call.auth_headers)
@@ -157,11 +173,18 @@ class UacCore(UaCore):
             dialog.refresh_target(response)
             if pending is not None and pending.outgoing:
                 call.reinvite = None
+                remote = self._sdp_of(response)
+                if pending.offer is not None and self._describe(remote) is None and call.can("bye_sent"):
+                    # The peer took our offer but its answer is unusable: no media state to fall back on.
+                    call.apply("bye_sent")
+                    self._send_in_dialog(call, "BYE", now)
+                    self._end(call, CallEnded(call.handle, "local", 488, UNUSABLE_ANSWER))
+                    return
                 if pending.offer is not None:
                     call.local_sdp = pending.offer
                     section = pending.offer.audio()
                     call.direction = (section.direction if section is not None else None) or "sendrecv"
-                self._update_media(call, self._sdp_of(response))
+                self._update_media(call, remote)
             return
         if status in (401, 407):
             request = self.authorize(ctx, response, call)

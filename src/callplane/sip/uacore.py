@@ -94,6 +94,7 @@ class UaCore:
         self._timers: list[tuple[float, int, str, str]] = []  # (deadline, token, kind, handle)
         self._tokens: dict[tuple[str, str], int] = {}
         self._seq = 0
+        self.faults = 0  # internal errors caught at the UA's error boundary (see UserAgent.on_tx_event)
         self.registrations = RegistrationClient(self)
 
     def call(self, handle: str) -> Call:
@@ -167,11 +168,12 @@ class UaCore:
         return sdp
 
     def _describe(self, sdp: SessionDescription | None) -> MediaDescription | None:
+        """The peer's audio stream, or None when ``sdp`` is absent or unusable (no common codec, no ``c=``...)."""
         if sdp is None:
             return None
         try:
             return describe(sdp, self.supported)
-        except NegotiationError:
+        except (NegotiationError, SdpParseError):
             return None
 
     @staticmethod

@@ -191,7 +191,7 @@ class UasCore(UaCore):
             self._reply(request, 491, now, to_tag=tag)
             return
         offer = self._sdp_of(request)
-        if request.body and offer is None:
+        if request.body and self._describe(offer) is None:  # unparsable, or no usable stream (no c=...)
             self._reply(request, 488, now, to_tag=tag)
             return
         local = call.local_sdp

@@ -1,0 +1,121 @@
+"""What the UAC does with SDP it cannot use (issue 7, SIP item 1): the call ends cleanly and nothing raises."""
+
+from __future__ import annotations
+
+import pytest
+
+from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated
+from callplane.sip.message import Request, Response
+from callplane.sip.sdp import SessionDescription, answer_offer
+from callplane.sip.uac import UNUSABLE_ANSWER
+from tests.sip.uapair import ALICE, BOB, B, Link, connected, first_line, ok_for, parse
+
+ANSWER = bytes(
+    answer_offer(
+        SessionDescription.parse(
+            b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\n"
+        ),
+        "127.0.0.1",
+        30000,
+        session_id="222",
+    )
+)
+NO_C = ANSWER.replace(b"c=IN IP4 127.0.0.1\r\n", b"")
+BAD_BODIES = {
+    "no c= line": NO_C,
+    "not SDP": b"v=1\r\nhello\r\n",
+    "no common codec": ANSWER.replace(b"RTP/AVP 0", b"RTP/AVP 18").replace(b"PCMU/8000", b"G729/8000"),
+    "stream refused": ANSWER.replace(b"m=audio 30000", b"m=audio 0"),
+    "no body": b"",
+}
+
+
+def invite_out(link: Link) -> tuple[str, Request]:
+    handle = link.a.invite(BOB, ALICE, SessionDescription.parse(ANSWER.replace(b"30000", b"20000")), 0.0)
+    ((data, _),) = link.a.datagrams_to_send()
+    invite = parse(data)
+    assert isinstance(invite, Request)
+    return handle, invite
+
+
+def with_body(response: Response, body: bytes) -> Response:
+    response.headers.remove("content-type")
+    response.body = body
+    if body:
+        response.headers.add("Content-Type", "application/sdp")
+    return response
+
+
+@pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_2xx_with_unusable_answer_is_acked_then_byed_and_reported(body: bytes) -> None:
+    link = Link()
+    handle, invite = invite_out(link)
+    link.a.receive(with_body(ok_for(invite, "t1"), body), B, 0.1)
+    assert [first_line(d) for d, _ in link.a.datagrams_to_send()] == [
+        "ACK sip:bob@127.0.0.1:5062 SIP/2.0",
+        "BYE sip:bob@127.0.0.1:5062 SIP/2.0",
+    ]
+    assert link.events(link.a) == [CallFailed(handle, 488, UNUSABLE_ANSWER)]
+    assert link.a.faults == 0
+    assert link.a.call(handle).state == "ending"  # until the BYE is answered (or times out)
+    link.advance(40.0)  # the BYE times out: the call is forgotten without a second event
+    assert link.events(link.a) == []
+    assert link.a._calls == {}
+
+
+def test_early_media_without_address_is_progress_without_media() -> None:
+    link = Link()
+    handle, invite = invite_out(link)
+    ringing = with_body(invite.create_response(183, to_tag="t1"), NO_C)
+    ringing.headers.add("Contact", "<sip:bob@127.0.0.1:5062>")
+    link.a.receive(ringing, B, 0.1)
+    assert link.events(link.a) == [CallProgress(handle, 183, "Session Progress", None)]
+    link.a.receive(ok_for(invite, "t1"), B, 0.2)
+    (answered,) = link.events(link.a)
+    assert isinstance(answered, CallAnswered) and answered.media is not None and answered.media.port == 30000
+    assert link.a.faults == 0
+
+
+def test_2xx_without_body_keeps_the_early_media_of_a_183() -> None:
+    link = Link()
+    handle, invite = invite_out(link)
+    link.a.receive(with_body(invite.create_response(183, to_tag="t1"), ANSWER), B, 0.1)
+    link.a.receive(with_body(ok_for(invite, "t1"), b""), B, 0.2)
+    progress, answered = link.events(link.a)
+    assert isinstance(progress, CallProgress) and progress.media is not None
+    assert isinstance(answered, CallAnswered) and answered.media == progress.media
+    assert [first_line(d) for d, _ in link.a.datagrams_to_send()] == ["ACK sip:bob@127.0.0.1:5062 SIP/2.0"]
+
+
+def test_reinvite_2xx_with_unusable_answer_ends_the_call() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    ((data, _),) = link.a.datagrams_to_send()
+    reinvite = parse(data)
+    assert isinstance(reinvite, Request)
+    ok = with_body(reinvite.create_response(200), NO_C)
+    ok.headers.add("Contact", "<sip:bob@127.0.0.1:5062>")
+    link.a.receive(ok, B, link.now)
+    assert [first_line(d) for d, _ in link.a.datagrams_to_send()] == [
+        "ACK sip:bob@127.0.0.1:5062 SIP/2.0",
+        "BYE sip:bob@127.0.0.1:5062 SIP/2.0",
+    ]
+    assert link.events(link.a) == [CallEnded(handle, "local", 488, UNUSABLE_ANSWER)]
+    assert link.a.faults == 0
+
+
+def test_peer_reinvite_offer_without_address_is_488() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    dialog = link.a.call(handle).dialog
+    assert dialog is not None
+    reinvite = dialog.create_request(
+        "INVITE", contact=link.a.contact("alice"), body=NO_C, content_type="application/sdp"
+    )
+    link.a.tl.send_request(reinvite, B, link.now)
+    link.pass_("a")
+    statuses = [r.status for r in map(parse, (d for d, _ in link.b.datagrams_to_send())) if isinstance(r, Response)]
+    assert statuses == [100, 488]
+    assert [e for e in link.events(link.b) if isinstance(e, MediaUpdated)] == []
+    assert link.b.faults == 0 and link.b.call(handle).state == "confirmed"
