@@ -15,6 +15,7 @@ import pytest
 from callplane.sip.digest import Credentials
 from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated
 from callplane.sip.transaction import TimerConfig
+from callplane.sip.ua import RING_TIMEOUT
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, PeerGroup, SippRun, TraceMessage, digest_response, parse_digest
 from tests.interop.uadriver import UaDriver, offer_sdp
@@ -132,6 +133,27 @@ async def test_cancel_while_ringing(peers: PeerGroup) -> None:
     assert cancel.branch == invite.branch and cancel.cseq == (invite.cseq[0], "CANCEL")
     assert cancel.request_uri == invite.request_uri and cancel.header("To") == invite.header("To")
     assert ack.branch == invite.branch and ack.cseq == (invite.cseq[0], "ACK")
+
+
+async def test_ring_timeout_cancels_a_call_that_rings_for_ever(peers: PeerGroup) -> None:
+    """uas_cancel rings and never answers; a 1 s ring timeout must CANCEL it and report no-answer (issue 7, item 9)."""
+    uas = server(peers, "uas_cancel")
+    async with UaDriver() as drv:
+        started = drv.now()
+        handle = drv.act(
+            drv.ua.invite, f"sip:svc@{LOOPBACK}:{uas.port}", f"sip:alice@{LOOPBACK}", offer_sdp(drv), ring_timeout=1.0
+        )
+        await drv.expect(CallProgress)
+        failed = await drv.wait_for(CallFailed)
+        assert 1.0 <= drv.now() - started < 1.5
+        assert failed == CallFailed(handle, 487, RING_TIMEOUT, no_answer=True)
+        async with asyncio.timeout(5):  # the engine is told at the deadline; the UA still ACKs the 487 after it
+            while handle in drv.ua._calls:
+                await asyncio.sleep(0.02)
+    await finished(uas)
+    invite, cancel, ack = got(uas)
+    assert [invite.method, cancel.method, ack.method] == ["INVITE", "CANCEL", "ACK"]
+    assert cancel.branch == invite.branch and 0.95 <= _when(cancel) - _when(invite) < 1.5
 
 
 async def test_hold_and_resume(peers: PeerGroup) -> None:

@@ -81,12 +81,14 @@ class CallConfirmed:
 @dataclass(frozen=True, slots=True)
 class CallFailed:
     """UAC: the INVITE ended without a dialog. ``status`` is the final response (408 for Timer B, 503 for a transport
-    error, 487 after our CANCEL)."""
+    error, 487 after our CANCEL, 488 for an answer we could not use). ``no_answer`` is True when the ring timeout of
+    ``UserAgent.invite`` expired (status 487, reason ``Ring Timeout``): Restcomm's ``no-answer``."""
 
     call: str
     status: int
     reason: str
     headers: tuple[tuple[str, str], ...] = ()
+    no_answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

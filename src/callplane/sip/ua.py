@@ -55,7 +55,10 @@ from callplane.sip.uac import UacCore
 from callplane.sip.uacore import ALLOWED, KNOWN_METHODS, ClientTx, CredentialSource
 from callplane.sip.uas import UasCore
 
-__all__ = ["ALLOWED", "KNOWN_METHODS", "CallStateError", "CredentialSource", "UserAgent"]
+__all__ = ["ALLOWED", "KNOWN_METHODS", "RING_TIMEOUT", "CallStateError", "CredentialSource", "UserAgent"]
+
+#: Reason of the CallFailed (``no_answer=True``) reported when an outgoing call's ring timeout expires.
+RING_TIMEOUT = "Ring Timeout"
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +131,8 @@ class UserAgent(UasCore, UacCore):
     def _on_ua_timer(self, kind: str, handle: str, now: float) -> None:
         if kind == "cancel":
             self._on_cancel_timeout(handle, now)
+        elif kind == "ring":
+            self._on_ring_timeout(handle, now)
         elif kind == "register":
             self.registrations.on_refresh(handle, now)
 
@@ -145,8 +150,13 @@ class UserAgent(UasCore, UacCore):
         from_display: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
         credentials: Credentials | None = None,
+        ring_timeout: float | None = None,
     ) -> str:
-        """Send an INVITE (§13.2.1) to ``target`` and return the call handle (its Call-ID)."""
+        """Send an INVITE (§13.2.1) to ``target`` and return the call handle (its Call-ID).
+
+        ``ring_timeout``: seconds from now until an unanswered call is given up. At that deadline the engine gets
+        ``CallFailed(status=487, reason="Ring Timeout", no_answer=True)`` and the INVITE is cancelled (the CANCEL
+        waits for a provisional if none has arrived yet, §9.1)."""
         uri = URI.parse(target)
         call_id = self.ids.call_id(self.local.get(self.transport, ("callplane", 0))[0])
         h = Headers()
@@ -172,6 +182,8 @@ class UserAgent(UasCore, UacCore):
         call = Call(call_id, "uac", "calling", request, key, peer, local_sdp=sdp, credentials=credentials)
         self._calls[call_id] = call
         self._track(key, ClientTx("invite", call_id, request, peer), call)
+        if ring_timeout is not None:
+            self._schedule("ring", call_id, now + ring_timeout)
         return call_id
 
     def cancel(self, handle: str, now: float) -> None:
@@ -183,6 +195,13 @@ class UserAgent(UasCore, UacCore):
             call.cancel_pending = True
         elif was == "proceeding":
             self._send_cancel(call, now)
+
+    def _on_ring_timeout(self, handle: str, now: float) -> None:
+        call = self._calls.get(handle)
+        if call is None or call.role != "uac" or call.state not in ("calling", "proceeding") or call.cancel_pending:
+            return  # answered, failed or already being cancelled
+        self.cancel(handle, now)
+        self._end(call, CallFailed(handle, 487, RING_TIMEOUT, no_answer=True))
 
     def ring(self, handle: str, now: float, early_sdp: SessionDescription | None = None) -> None:
         """180 Ringing, or 183 Session Progress with early media when ``early_sdp`` is given (§13.3.1.1)."""

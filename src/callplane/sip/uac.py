@@ -104,6 +104,7 @@ class UacCore(UaCore):
         peer = self._destination(ack)
         self.tl.send_stateless(ack, peer)
         ctx.ack, ctx.peer = ack, peer
+        self._unschedule("ring", call.handle)
         was = call.state
         if was == "calling" and call.cancel_pending or was == "cancelling":
             # The engine cancelled: the 2xx crossed it. Accept the dialog only to end it (§9.1).

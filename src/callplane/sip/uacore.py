@@ -151,6 +151,7 @@ class UaCore:
         for key in call.keys:
             self._client.pop(key, None)
         self._unschedule("cancel", call.handle)
+        self._unschedule("ring", call.handle)
 
     def _end(self, call: Call, event: Event | None) -> None:
         """Report the call's last event once and drop it when it is over."""
