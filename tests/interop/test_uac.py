@@ -14,6 +14,7 @@ import pytest
 
 from callplane.sip.digest import Credentials
 from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated
+from callplane.sip.sdp import SessionDescription, answer_offer
 from callplane.sip.transaction import TimerConfig
 from callplane.sip.ua import RING_TIMEOUT
 from tests.interop.conftest import need
@@ -154,6 +155,26 @@ async def test_ring_timeout_cancels_a_call_that_rings_for_ever(peers: PeerGroup)
     invite, cancel, ack = got(uas)
     assert [invite.method, cancel.method, ack.method] == ["INVITE", "CANCEL", "ACK"]
     assert cancel.branch == invite.branch and 0.95 <= _when(cancel) - _when(invite) < 1.5
+
+
+async def test_late_offer_answer_goes_in_the_ack(peers: PeerGroup) -> None:
+    """INVITE without SDP; SIPp offers in the 200 and requires our answer in the ACK (RFC 3261 §13.2.2.4)."""
+    uas = server(peers, "uas_late_offer")
+    async with UaDriver() as drv:
+        handle = drv.act(drv.ua.invite, f"sip:svc@{LOOPBACK}:{uas.port}", f"sip:alice@{LOOPBACK}", None)
+        answered = await drv.wait_for(CallAnswered)
+        assert answered.needs_answer and answered.media is not None and answered.media.port == uas.media_port
+        assert answered.sdp is not None
+        rtp_port = drv.rtp_port
+        answer = answer_offer(SessionDescription.parse(answered.sdp), LOOPBACK, rtp_port, session_id="9")
+        drv.act(drv.ua.ack, handle, answer)
+        drv.act(drv.ua.bye, handle)
+        await drv.wait_for(CallEnded)
+    await finished(uas)
+    invite, ack, bye = got(uas)
+    assert [invite.method, ack.method, bye.method] == ["INVITE", "ACK", "BYE"]
+    assert invite.body.strip() == "" and ack.header("Content-Type") == "application/sdp"
+    assert f"m=audio {rtp_port} RTP/AVP 0 101" in ack.body
 
 
 async def test_hold_and_resume(peers: PeerGroup) -> None:

@@ -693,17 +693,25 @@ def test_late_offer_answer_arrives_in_ack() -> None:
     (incoming,) = link.events(link.b)
     assert isinstance(incoming, IncomingCall) and incoming.sdp is None
     link.b.answer(handle, build_offer("127.0.0.1", 30000, session_id="7"), link.now)
-    link.pass_("b")  # 200 with our offer reaches a, which ACKs without a body (the engine would answer later)
+    link.pass_("b")  # the 200 with b's offer reaches a, which waits for the engine's answer before it ACKs
     (answered,) = link.events(link.a)
-    assert isinstance(answered, CallAnswered) and answered.media is not None and answered.media.port == 30000
-    ack = link.a.datagrams_to_send()[0][0]
-    assert ack.startswith(b"ACK ")
+    assert isinstance(answered, CallAnswered) and answered.needs_answer
+    assert answered.media is not None and answered.media.port == 30000
+    assert link.a.datagrams_to_send() == []
+    link.advance(0.5)  # b retransmits its 200: still no ACK, and no second CallAnswered
+    link.pump()
+    assert link.events(link.a) == [] and [e for e in link.events(link.b) if not isinstance(e, IncomingCall)] == []
     sdp = answer_offer(SessionDescription.parse(answered.sdp or ""), "127.0.0.1", 20000, session_id="8")
-    ack_with_answer = ack.replace(b"Content-Length: 0\r\n\r\n", b"")
-    ack_with_answer += f"Content-Type: application/sdp\r\nContent-Length: {len(bytes(sdp))}\r\n\r\n".encode()
-    link.b.receive_datagram(ack_with_answer + bytes(sdp), A, link.now)
+    link.a.ack(handle, sdp, link.now)
+    ((data, _),) = link.a.datagrams_to_send()
+    ack = parse(data)
+    assert isinstance(ack, Request) and ack.method == "ACK" and str(ack.cseq) == "1 ACK"
+    assert ack.content_type == "application/sdp" and ack.body == bytes(sdp)
+    link.b.receive(ack, A, link.now)
     (confirmed,) = link.events(link.b)
     assert isinstance(confirmed, CallConfirmed) and confirmed.media is not None and confirmed.media.port == 20000
+    with pytest.raises(CallStateError):
+        link.a.ack(handle, sdp, link.now)  # one answer per offer
 
 
 def test_peer_offerless_reinvite_gets_our_sdp_and_answer_in_ack() -> None:

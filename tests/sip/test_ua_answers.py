@@ -7,7 +7,7 @@ import pytest
 from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated
 from callplane.sip.message import Request, Response
 from callplane.sip.sdp import SessionDescription, answer_offer
-from callplane.sip.uac import UNUSABLE_ANSWER
+from callplane.sip.uac import UNUSABLE_ANSWER, UNUSABLE_OFFER
 from tests.sip.uapair import ALICE, BOB, B, Link, connected, first_line, ok_for, parse
 
 ANSWER = bytes(
@@ -119,3 +119,69 @@ def test_peer_reinvite_offer_without_address_is_488() -> None:
     assert statuses == [100, 488]
     assert [e for e in link.events(link.b) if isinstance(e, MediaUpdated)] == []
     assert link.b.faults == 0 and link.b.call(handle).state == "confirmed"
+
+
+# ------------------------------------------------------------------------ late offer: the answer goes in the ACK
+
+
+def late_invite(link: Link) -> tuple[str, Request]:
+    handle = link.a.invite(BOB, ALICE, None, 0.0)
+    ((data, _),) = link.a.datagrams_to_send()
+    invite = parse(data)
+    assert isinstance(invite, Request) and invite.body == b""
+    return handle, invite
+
+
+def offering_200(invite: Request, body: bytes) -> Response:
+    ok = with_body(invite.create_response(200, to_tag="t1"), body)
+    ok.headers.add("Contact", "<sip:bob@127.0.0.1:5062>")
+    return ok
+
+
+def sent(link: Link) -> list[Request]:
+    out = [parse(d) for d, _ in link.a.datagrams_to_send()]
+    assert all(isinstance(m, Request) for m in out)
+    return out  # type: ignore[return-value]
+
+
+def test_late_offer_hangup_before_answering_acks_with_a_refusal_then_byes() -> None:
+    link = Link()
+    handle, invite = late_invite(link)
+    link.a.receive(offering_200(invite, ANSWER), B, 0.1)
+    (answered,) = link.events(link.a)
+    assert isinstance(answered, CallAnswered) and answered.needs_answer
+    link.a.hangup(handle, 0.2)
+    ack, bye = sent(link)
+    assert (ack.method, bye.method) == ("ACK", "BYE")
+    refusal = SessionDescription.parse(ack.body)
+    assert [(m.media, m.port) for m in refusal.media] == [("audio", 0)]  # RFC 3264 §6: stream refused
+    assert ack.content_type == "application/sdp"
+
+
+@pytest.mark.parametrize("body", [NO_C, b""], ids=["no c= line", "no body"])
+def test_late_offer_with_unusable_offer_is_refused_in_the_ack_then_byed(body: bytes) -> None:
+    link = Link()
+    handle, invite = late_invite(link)
+    link.a.receive(offering_200(invite, body), B, 0.1)
+    assert link.events(link.a) == [CallFailed(handle, 488, UNUSABLE_OFFER)]
+    ack, bye = sent(link)
+    assert (ack.method, bye.method) == ("ACK", "BYE")
+    if body:
+        assert [m.port for m in SessionDescription.parse(ack.body).media] == [0]
+    else:
+        assert ack.body == b""  # no offer to answer
+    assert link.a.faults == 0
+
+
+def test_late_offer_second_fork_is_acked_with_a_refusal_and_byed() -> None:
+    link = Link()
+    handle, invite = late_invite(link)
+    link.a.receive(offering_200(invite, ANSWER), B, 0.1)
+    other = offering_200(invite, ANSWER)
+    other.headers.set("To", str(other.to.with_tag("t2")))
+    link.a.receive(other, B, 0.2)
+    ack, bye = sent(link)
+    assert (ack.method, bye.method, ack.to.tag, bye.to.tag) == ("ACK", "BYE", "t2", "t2")
+    assert [m.port for m in SessionDescription.parse(ack.body).media] == [0]
+    assert [type(e) for e in link.events(link.a)] == [CallAnswered]
+    assert link.a.call(handle).answer_due

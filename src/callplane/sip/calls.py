@@ -119,6 +119,7 @@ class Call:
     ack_peer: Peer | None = None
     cancel_pending: bool = False
     bye_pending: bool = False  # UAS: hang up as soon as the 2xx is ACKed (§15)
+    answer_due: bool = False  # UAC, late offer: the 2xx offered; its ACK waits for the engine's answer (§13.2.2.4)
     reinvite: PendingReinvite | None = None
     answered_realms: set[str] = field(default_factory=set)
     auth_headers: tuple[tuple[str, str], ...] = ()  # credentials of the INVITE, repeated in its ACK (§13.2.2.4)

@@ -62,12 +62,16 @@ class CallProgress:
 
 @dataclass(frozen=True, slots=True)
 class CallAnswered:
-    """UAC: the 2xx arrived and was ACKed; ``media`` is the peer's answer."""
+    """UAC: the 2xx arrived and was ACKed; ``media`` is the peer's answer.
+
+    ``needs_answer``: the INVITE had no offer (late offer), so ``media``/``sdp`` are the peer's *offer* and the ACK
+    is not sent yet: the engine answers with ``UserAgent.ack(call, answer)`` (RFC 3261 §13.2.2.4, RFC 3264)."""
 
     call: str
     media: MediaDescription | None
     sdp: str | None
     headers: tuple[tuple[str, str], ...]
+    needs_answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,7 +152,8 @@ class UserAgent(UasCore, UacCore):
         credentials: Credentials | None = None,
         ring_timeout: float | None = None,
     ) -> str:
-        """Send an INVITE (§13.2.1) to ``target`` and return the call handle (its Call-ID).
+        """Send an INVITE (§13.2.1) to ``target`` and return the call handle (its Call-ID). With ``sdp`` None the
+        INVITE has no offer: the 2xx brings one and the engine answers it with :meth:`ack`.
 
         ``ring_timeout``: seconds from now until an unanswered call is given up. At that deadline the engine gets
         ``CallFailed(status=487, reason="Ring Timeout", no_answer=True)`` and the INVITE is cancelled (the CANCEL
@@ -237,9 +238,20 @@ class UserAgent(UasCore, UacCore):
         """Send a response built by the engine for a request it was handed (REGISTER)."""
         self.tl.send_response(response, now)
 
-    def bye(self, handle: str, now: float) -> None:
-        """End a confirmed call (§15.1). A UAS whose 2xx is not yet ACKed sends it once the ACK arrives."""
+    def ack(self, handle: str, sdp: SessionDescription, now: float) -> None:
+        """Late offer: ACK the 2xx with ``sdp``, our answer to the offer it carried (``CallAnswered.needs_answer``;
+        RFC 3261 §13.2.2.4). The 2xx is retransmitted by the peer until this ACK arrives, for at most 64*T1."""
         call = self.call(handle)
+        if not call.answer_due:
+            raise CallStateError(f"call {handle}: no 2xx waiting for an answer")
+        self._answer_late_offer(call, self._next_version(call, sdp))
+
+    def bye(self, handle: str, now: float) -> None:
+        """End a confirmed call (§15.1). A UAS whose 2xx is not yet ACKed sends it once the ACK arrives; a UAC that
+        still owes the ACK of a late offer sends it first, refusing the offer."""
+        call = self.call(handle)
+        if call.answer_due:
+            self._answer_late_offer(call, None)
         if call.state == "answered":
             call.bye_pending = True
             return

@@ -11,13 +11,16 @@ from callplane.sip.calls import Call, PendingReinvite
 from callplane.sip.dialog import Dialog
 from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, ReinviteFailed
 from callplane.sip.message import Headers, Request, Response
+from callplane.sip.sdp import SessionDescription, refuse_offer
 from callplane.sip.transaction_events import TransactionKey
 from callplane.sip.uacore import ClientTx, UaCore
 
-__all__ = ["UNUSABLE_ANSWER", "UacCore"]
+__all__ = ["UNUSABLE_ANSWER", "UNUSABLE_OFFER", "UacCore"]
 
 #: Reason of the CallFailed (488) / CallEnded (488) reported when the peer's SDP answer cannot be used.
 UNUSABLE_ANSWER = "Unusable SDP answer"
+#: Reason of the CallFailed (488) reported when the offer in the 2xx to our offerless INVITE cannot be used.
+UNUSABLE_OFFER = "Unusable SDP offer"
 
 
 class UacCore(UaCore):
@@ -87,49 +90,95 @@ class UacCore(UaCore):
     def _on_invite_2xx(self, call: Call, ctx: ClientTx, response: Response, now: float) -> None:
         tag = response.to.tag
         dialog = call.dialog
+        late = call.local_sdp is None  # we sent no offer: the 2xx carries one and our answer goes in the ACK
+        if call.answer_due and dialog is not None and tag == dialog.id.remote_tag:
+            return  # a retransmitted 2xx while the engine prepares its answer: the ACK goes out with it
         if ctx.ack is not None and dialog is not None and tag == dialog.id.remote_tag:
             self.tl.send_stateless(ctx.ack, ctx.peer)  # a retransmitted 2xx (§13.2.2.4)
             return
-        if ctx.ack is not None or tag is None:
+        if ctx.ack is not None or call.answer_due or tag is None:
             # A 2xx from another fork after we settled on one: ACK it and hang that dialog up (§13.2.2.4).
             if tag is not None:
                 other = Dialog.from_response(call.invite, response)
-                self._ack_and_bye(other, call, now)
+                self._ack_and_bye(other, call, now, self._refusal(self._sdp_of(response)) if late else None)
             return
         if dialog is None or dialog.id.remote_tag != tag:
             dialog = call.dialog = Dialog.from_response(call.invite, response)
         else:
             dialog.confirm(response)
-        ack = dialog.create_request("ACK", cseq=call.invite.cseq.seq, extra=call.auth_headers)
-        peer = self._destination(ack)
-        self.tl.send_stateless(ack, peer)
-        ctx.ack, ctx.peer = ack, peer
         self._unschedule("ring", call.handle)
         was = call.state
-        if was == "calling" and call.cancel_pending or was == "cancelling":
-            # The engine cancelled: the 2xx crossed it. Accept the dialog only to end it (§9.1).
+        # The answer (or, late, the offer) is in the 2xx; a 2xx without a body keeps the early media of a 183
+        # (unreliable provisionals cannot carry the answer, but gateways rely on it).
+        if late:
+            remote = self._sdp_of(response)
+        else:
+            remote = self._sdp_of(response) if response.body else call.remote_sdp
+        media = self._describe(remote)
+        cancelled = was == "calling" and call.cancel_pending or was == "cancelling"
+        if cancelled or media is None:
+            # The engine cancelled and the 2xx crossed it (§9.1), or the SDP cannot be used: the dialog exists, so
+            # it is ACKed (with a refusing answer for an offer, §13.2.2.4) and ended at once with a BYE.
+            self._send_2xx_ack(call, ctx, self._refusal(remote) if late else None)
             call.apply("success" if was == "cancelling" else "bye_sent")
             self._unschedule("cancel", call.handle)
             self._send_in_dialog(call, "BYE", now)
-            self._end(call, CallFailed(call.handle, 487, "Request Terminated"))
-            return
-        # The answer is in the 2xx; a 2xx without a body keeps the early media of a 183 (unreliable provisionals
-        # cannot carry the answer, but gateways rely on it).
-        remote = self._sdp_of(response) if response.body else call.remote_sdp
-        media = self._describe(remote)
-        if media is None and call.local_sdp is not None:
-            # Our offer got no answer we can use: the dialog exists (ACK sent), so it is ended with a BYE.
-            call.apply("bye_sent")
-            self._send_in_dialog(call, "BYE", now)
-            self._end(call, CallFailed(call.handle, 488, UNUSABLE_ANSWER))
+            if cancelled:
+                self._end(call, CallFailed(call.handle, 487, "Request Terminated"))
+            else:
+                self._end(call, CallFailed(call.handle, 488, UNUSABLE_OFFER if late else UNUSABLE_ANSWER))
             return
         call.apply("success")
         call.remote_sdp = remote
+        if late:
+            call.answer_due = True  # UserAgent.ack() sends the ACK with the engine's answer
+        else:
+            self._send_2xx_ack(call, ctx, None)
         headers = tuple((n, v) for n, v in response.headers if n.lower().startswith("x-"))
-        self._emit(CallAnswered(call.handle, media, str(remote) if remote else None, headers))
+        self._emit(CallAnswered(call.handle, media, str(remote) if remote else None, headers, needs_answer=late))
 
-    def _ack_and_bye(self, dialog: Dialog, call: Call, now: float) -> None:
-        ack = dialog.create_request("ACK", cseq=call.invite.cseq.seq, extra=call.auth_headers)
+    def _send_2xx_ack(self, call: Call, ctx: ClientTx, sdp: SessionDescription | None) -> None:
+        """The ACK for the INVITE's 2xx (§13.2.2.4): the INVITE's CSeq and credentials, our answer if late offer.
+        Kept in ``ctx`` and re-sent for every retransmission of the 2xx."""
+        assert call.dialog is not None
+        ack = call.dialog.create_request(
+            "ACK",
+            cseq=call.invite.cseq.seq,
+            extra=call.auth_headers,
+            body=bytes(sdp) if sdp is not None else b"",
+            content_type="application/sdp" if sdp is not None else None,
+        )
+        peer = self._destination(ack)
+        self.tl.send_stateless(ack, peer)
+        ctx.ack, ctx.peer = ack, peer
+
+    def _refusal(self, offer: SessionDescription | None) -> SessionDescription | None:
+        """The answer refusing every stream of ``offer`` (None when there is no parsable offer to answer)."""
+        if offer is None:
+            return None
+        host = self.local.get(self.transport, ("127.0.0.1", 0))[0].strip("[]")
+        return refuse_offer(offer, host, session_id=str(self.ids.u32()))
+
+    def _answer_late_offer(self, call: Call, sdp: SessionDescription | None) -> None:
+        """Send the ACK owed to a late-offer 2xx with ``sdp`` (None: refuse every offered stream)."""
+        ctx = self._client.get(call.invite_key)
+        call.answer_due = False
+        if ctx is None:
+            return
+        if sdp is None:
+            sdp = self._refusal(call.remote_sdp)
+        else:
+            call.local_sdp = sdp
+        self._send_2xx_ack(call, ctx, sdp)
+
+    def _ack_and_bye(self, dialog: Dialog, call: Call, now: float, sdp: SessionDescription | None = None) -> None:
+        ack = dialog.create_request(
+            "ACK",
+            cseq=call.invite.cseq.seq,
+            extra=call.auth_headers,
+            body=bytes(sdp) if sdp is not None else b"",
+            content_type="application/sdp" if sdp is not None else None,
+        )
         self.tl.send_stateless(ack, self._destination(ack))
         bye = dialog.create_request("BYE", extra=self._ua_headers())
         self.tl.send_request(bye, self._destination(bye), now)
