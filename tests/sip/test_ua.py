@@ -30,6 +30,7 @@ from callplane.sip.registrar import InMemoryBindingStore, Registrar, Secret
 from callplane.sip.sdp import MediaDescription, SessionDescription, answer_offer, build_offer
 from callplane.sip.transaction_events import Peer
 from callplane.sip.ua import CallStateError, UserAgent
+from callplane.sip.uac import GLARE_RETRIES
 from tests.sip.uapair import (
     ALICE,
     BOB,
@@ -415,17 +416,57 @@ def test_callee_holds_with_inactive_and_answer_mirrors() -> None:
     assert answer.to.tag is not None
 
 
-def test_reinvite_glare_is_491_for_both() -> None:
+def test_reinvite_glare_is_491_for_both_then_each_retries_after_its_random_delay() -> None:
     link = Link()
     handle, _ = connected(link)
     link.a.hold(handle, link.now)
     link.b.hold(handle, link.now)
     link.pump()
+    statuses = [m.status for m in map(parse, (d for _, d in link.log)) if isinstance(m, Response)]
+    assert statuses.count(491) == 2
+    assert link.events(link.a) == [] and link.events(link.b) == []  # glare is retried, not reported
+    link.log.clear()
+    first_reinvite: dict[str, float] = {}
+    t0 = link.now
+    for step in range(1, 501):  # 5 s in 10 ms steps
+        link.advance(t0 + step / 100)
+        link.pump()
+        for src, data in link.log:
+            if first_line(data).startswith("INVITE ") and src not in first_reinvite:
+                first_reinvite[src] = round(link.now - t0, 2)
+    # §14.1: a generated the Call-ID (2.1-4 s); b did not (0-2 s). The two retries do not collide.
+    assert 0.0 <= first_reinvite["b"] <= 2.0 and 2.1 <= first_reinvite["a"] <= 4.0
+    assert [type(e) for e in link.events(link.a)] == [MediaUpdated, MediaUpdated]
+    assert [type(e) for e in link.events(link.b)] == [MediaUpdated, MediaUpdated]
+    assert link.a.call(handle).reinvite is None and link.b.call(handle).reinvite is None
+
+
+def test_glare_delays_follow_14_1_in_10_ms_steps() -> None:
+    ua = Link().a
+    owner = [ua.glare_delay(True) for _ in range(3000)]
+    other = [ua.glare_delay(False) for _ in range(3000)]
+    assert (min(owner), max(owner), min(other), max(other)) == (2.1, 4.0, 0.0, 2.0)
+    assert all(round(d * 100) == d * 100 or abs(round(d * 100) - d * 100) < 1e-9 for d in owner + other)
+
+
+def test_glare_gives_up_after_three_retries() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    sent = 0
+    while True:
+        out = [parse(d) for d, _ in link.a.datagrams_to_send()]
+        invites = [m for m in out if isinstance(m, Request) and m.method == "INVITE"]
+        if not invites:
+            break
+        reinvite = invites[0]
+        assert {m.via.branch for m in invites} == {reinvite.via.branch}  # one transaction (and its Timer A copies)
+        sent += 1
+        link.a.receive(reinvite.create_response(491), B, link.now)
+        link.advance(link.now + 4.0)
+    assert sent == 1 + GLARE_RETRIES
     assert link.events(link.a) == [ReinviteFailed(handle, 491, "Request Pending")]
-    assert link.events(link.b) == [ReinviteFailed(handle, 491, "Request Pending")]
-    with pytest.raises(CallStateError):
-        link.a.reinvite(handle, offer(), link.now)  # after the ACK the dialog is free again
-        link.a.reinvite(handle, offer(), link.now)
+    assert link.a.call(handle).state == "confirmed"
 
 
 def test_in_dialog_options_and_info_dtmf() -> None:

@@ -122,6 +122,8 @@ class Call:
     answer_due: bool = False  # UAC, late offer: the 2xx offered; its ACK waits for the engine's answer (§13.2.2.4)
     reinvite: PendingReinvite | None = None
     answered_realms: set[str] = field(default_factory=set)
+    glare_offer: SessionDescription | None = None  # our re-INVITE offer that got 491, sent again by a timer (§14.1)
+    glare_retries: int = 0
     auth_headers: tuple[tuple[str, str], ...] = ()  # credentials of the INVITE, repeated in its ACK (§13.2.2.4)
     credentials: Credentials | None = None  # per-call credentials for outbound authentication
     keys: list[TransactionKey] = field(default_factory=list)  # our client transactions, forgotten with the call

@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 import logging
 
-from callplane.sip.calls import Call, CallStateError, PendingReinvite
+from callplane.sip.calls import Call, CallStateError
 from callplane.sip.dialog import DialogEvent
 from callplane.sip.digest import Credentials
 from callplane.sip.events import CallEnded, CallFailed, Event
@@ -133,6 +133,8 @@ class UserAgent(UasCore, UacCore):
             self._on_cancel_timeout(handle, now)
         elif kind == "ring":
             self._on_ring_timeout(handle, now)
+        elif kind == "reinvite":
+            self._on_glare_timer(handle, now)
         elif kind == "register":
             self.registrations.on_refresh(handle, now)
 
@@ -275,13 +277,19 @@ class UserAgent(UasCore, UacCore):
         call = self.call(handle)
         if call.state != "confirmed" or call.reinvite is not None or call.dialog is None:
             raise CallStateError(f"call {handle}: cannot re-INVITE in state {call.state}")
-        sdp = self._next_version(call, sdp)
-        contact = self.contact(call.dialog.local.uri.user)
-        request = call.dialog.create_request(
-            "INVITE", contact=contact, body=bytes(sdp), content_type="application/sdp", extra=self._ua_headers()
-        )
-        key = self._send(call, "reinvite", request, now)
-        call.reinvite = PendingReinvite(True, key, request, sdp)
+        call.glare_retries = 0
+        self._unschedule("reinvite", handle)  # a new offer replaces one waiting to be retried after a 491
+        call.glare_offer = None
+        self._send_reinvite(call, sdp, now)
+
+    def info(self, handle: str, body: bytes, content_type: str, now: float) -> None:
+        """An in-dialog INFO (RFC 6086), e.g. ``application/dtmf-relay``. A 481 or 408 to it (or no answer) ends the
+        call (§12.2.1.2)."""
+        call = self.call(handle)
+        if call.state != "confirmed" or call.dialog is None:
+            raise CallStateError(f"call {handle}: cannot send INFO in state {call.state}")
+        request = call.dialog.create_request("INFO", body=body, content_type=content_type, extra=self._ua_headers())
+        self._send(call, "info", request, now)
 
     def hold(self, handle: str, now: float, direction: Direction = "sendonly") -> None:
         """Put the peer on hold: re-offer our last SDP as ``sendonly`` (or ``inactive``), RFC 3264 §8.4."""

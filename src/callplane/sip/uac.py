@@ -15,7 +15,11 @@ from callplane.sip.sdp import SessionDescription, refuse_offer
 from callplane.sip.transaction_events import TransactionKey
 from callplane.sip.uacore import ClientTx, UaCore
 
-__all__ = ["UNUSABLE_ANSWER", "UNUSABLE_OFFER", "UacCore"]
+__all__ = ["GLARE_RETRIES", "UNUSABLE_ANSWER", "UNUSABLE_OFFER", "UacCore"]
+
+AUTH_HEADERS = ("authorization", "proxy-authorization")
+#: How many times a re-INVITE answered 491 is tried again before ReinviteFailed(491) reaches the engine.
+GLARE_RETRIES = 3
 
 #: Reason of the CallFailed (488) / CallEnded (488) reported when the peer's SDP answer cannot be used.
 UNUSABLE_ANSWER = "Unusable SDP answer"
@@ -74,8 +78,7 @@ class UacCore(UaCore):
                 request.headers.set("CSeq", f"{call.invite.cseq.seq + 1} INVITE")
                 call.apply("challenged")
                 call.invite = request
-                auth = ("authorization", "proxy-authorization")
-                call.auth_headers = tuple((n, v) for n, v in request.headers if n.lower() in auth)
+                call.auth_headers = tuple((n, v) for n, v in request.headers if n.lower() in AUTH_HEADERS)
                 new_key = self.tl.send_request(request, call.peer, now)
                 call.invite_key = new_key
                 self._track(new_key, ClientTx("invite", call.handle, request, call.peer, ctx.realms), call)
@@ -217,7 +220,9 @@ class UacCore(UaCore):
             if ctx.ack is not None:
                 self.tl.send_stateless(ctx.ack, ctx.peer)
                 return
-            ack = dialog.create_request("ACK", cseq=ctx.request.cseq.seq)
+            # The ACK repeats the credentials of the re-INVITE it acknowledges (§13.2.2.4, §22.1).
+            auth = tuple((n, v) for n, v in ctx.request.headers if n.lower() in AUTH_HEADERS)
+            ack = dialog.create_request("ACK", cseq=ctx.request.cseq.seq, extra=auth)
             ctx.ack, ctx.peer = ack, self._destination(ack)
             self.tl.send_stateless(ack, ctx.peer)
             dialog.refresh_target(response)
@@ -245,9 +250,36 @@ class UacCore(UaCore):
                 call.reinvite = PendingReinvite(True, key, request, pending.offer if pending else None)
                 return
         call.reinvite = None
+        if status == 491 and pending is not None and pending.offer is not None and call.glare_retries < GLARE_RETRIES:
+            # Glare (§14.1): try again after a random delay, longer for the side that owns the Call-ID (it
+            # generated it: our UAC calls), so the two sides do not collide again.
+            call.glare_retries += 1
+            call.glare_offer = pending.offer
+            self._schedule("reinvite", call.handle, now + self.glare_delay(call.role == "uac"))
+            return
+        call.glare_retries = 0
         self._emit(ReinviteFailed(call.handle, status, response.reason))
         if status in (408, 481):  # §12.2.1.2: the dialog is gone
             self._terminate(call, now, send_bye=status == 408, status=status, reason=response.reason)
+
+    def glare_delay(self, owner: bool) -> float:
+        """§14.1: 2.1-4 s (in 10 ms steps) when we own the dialog's Call-ID, else 0-2 s; randomness from ``ids``."""
+        steps = self.ids.u32()
+        return (210 + steps % 191) / 100 if owner else (steps % 201) / 100
+
+    def _on_glare_timer(self, handle: str, now: float) -> None:
+        call = self._calls.get(handle)
+        offer = call.glare_offer if call is not None else None
+        if call is None or offer is None:
+            return
+        if call.state != "confirmed" or call.dialog is None:
+            call.glare_offer = None
+            return
+        if call.reinvite is not None:  # the peer's re-INVITE (the glare winner) is still in progress: wait again
+            self._schedule("reinvite", handle, now + self.glare_delay(call.role == "uac"))
+            return
+        call.glare_offer = None
+        self._send_reinvite(call, offer, now)
 
     def _terminate(self, call: Call, now: float, *, send_bye: bool, status: int, reason: str) -> None:
         if send_bye and call.can("bye_sent"):
@@ -270,6 +302,8 @@ class UacCore(UaCore):
         if ctx.kind == "bye" and call.can("bye_done"):
             call.apply("bye_done")
             self._end(call, CallEnded(call.handle, "local", status, response.reason))
+        elif ctx.kind != "bye" and status in (408, 481) and call.state == "confirmed":
+            self._terminate(call, now, send_bye=status == 408, status=status, reason=response.reason)  # §12.2.1.2
 
     def _on_stray(self, response: Response) -> None:
         """A 2xx retransmission after the INVITE transaction ended (§13.2.2.4): ACK it again."""
@@ -305,3 +339,5 @@ class UacCore(UaCore):
         elif ctx.kind == "bye" and call.can("bye_done"):
             call.apply("bye_done")
             self._end(call, CallEnded(call.handle, "local", status, reason))
+        elif ctx.kind not in ("bye", "cancel") and call.state == "confirmed":  # INFO, OPTIONS...: §12.2.1.2
+            self._terminate(call, now, send_bye=True, status=status, reason=reason)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from callplane.core.ids import IdSource
-from callplane.sip.calls import Call, CallStateError
+from callplane.sip.calls import Call, CallStateError, PendingReinvite
 from callplane.sip.dialog import next_hop, uri_destination
 from callplane.sip.digest import Credentials, DigestClient, best_challenge
 from callplane.sip.events import Event, MediaUpdated
@@ -134,6 +134,17 @@ class UaCore:
         request = call.dialog.create_request(method, extra=self._ua_headers())
         return self._send(call, method.lower(), request, now)
 
+    def _send_reinvite(self, call: Call, sdp: SessionDescription, now: float) -> None:
+        """A re-INVITE offering ``sdp`` (its ``o=`` version raised above our last one if needed), §14.1."""
+        assert call.dialog is not None
+        sdp = self._next_version(call, sdp)
+        contact = self.contact(call.dialog.local.uri.user)
+        request = call.dialog.create_request(
+            "INVITE", contact=contact, body=bytes(sdp), content_type="application/sdp", extra=self._ua_headers()
+        )
+        key = self._send(call, "reinvite", request, now)
+        call.reinvite = PendingReinvite(True, key, request, sdp)
+
     def _emit(self, event: Event) -> None:
         self._events.append(event)
 
@@ -152,6 +163,7 @@ class UaCore:
             self._client.pop(key, None)
         self._unschedule("cancel", call.handle)
         self._unschedule("ring", call.handle)
+        self._unschedule("reinvite", call.handle)
 
     def _end(self, call: Call, event: Event | None) -> None:
         """Report the call's last event once and drop it when it is over."""
