@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-A :class:`Call` is the UA's record of one INVITE session, keyed by the engine-facing handle (the Call-ID). Its
+A :class:`Call` is the UA's record of one INVITE session, keyed by the engine-facing handle (a string unique among
+live calls: the Call-ID, see :meth:`~callplane.sip.uacore.UaCore.new_handle`); messages find it by dialog ID. Its
 ``state`` moves only through :meth:`Call.apply`, which looks the ``(state, event)`` pair up in :data:`TRANSITIONS`
 and raises :class:`CallStateError` if the table has no entry: an API call that makes no sense in the current state
 (``answer`` after ``reject``, ``bye`` on a ringing UAC call...) is a caller bug, never a silent no-op.
@@ -111,6 +112,7 @@ class Call:
     invite_key: TransactionKey
     peer: Peer  # where requests outside the dialog go (UAC) / where the INVITE came from (UAS)
     dialog: Dialog | None = None
+    early_tags: set[str] = field(default_factory=set)  # UAC: the To tag of every early dialog of the INVITE (forks)
     local_tag: str | None = None
     local_sdp: SessionDescription | None = None
     remote_sdp: SessionDescription | None = None

@@ -1,6 +1,9 @@
 """Events the SIP endpoint hands to the engine: frozen, slotted values, never live objects (style habit 7).
 
-Every call event carries ``call``, the endpoint's handle for the call (the SIP Call-ID of its INVITE). Remote media is
+Every call event carries ``call``, the endpoint's handle for the call: an opaque string unique among the endpoint's
+live calls. It is the Call-ID of the call's INVITE, except for a call received while another live call already uses
+that Call-ID (our own INVITE spiralling back through a proxy), whose handle is ``<Call-ID>;tag=<our To tag>``.
+Messages are matched to calls by dialog ID (Call-ID and both tags), never by Call-ID alone. Remote media is
 a :class:`~callplane.sip.sdp.MediaDescription`; the raw SDP text rides along for logging and re-offers.
 """
 

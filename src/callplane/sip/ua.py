@@ -183,7 +183,7 @@ class UserAgent(UasCore, UacCore):
         peer = self._destination(request)
         key = self.tl.send_request(request, peer, now)
         call = Call(call_id, "uac", "calling", request, key, peer, local_sdp=sdp, credentials=credentials)
-        self._calls[call_id] = call
+        self._add_call(call)
         self._track(key, ClientTx("invite", call_id, request, peer), call)
         if ring_timeout is not None:
             self._schedule("ring", call_id, now + ring_timeout)
@@ -338,7 +338,7 @@ class UserAgent(UasCore, UacCore):
         elif isinstance(ev, CancelReceived):
             self._on_cancel(ev, now)
         elif isinstance(ev, StrayResponse):
-            self._on_stray(ev.response)
+            self._on_stray(ev.response, now)
         elif isinstance(ev, TransactionTimeout):
             self._on_timeout(ev.key, now)
         elif isinstance(ev, AckTimeout):
@@ -362,9 +362,12 @@ class UserAgent(UasCore, UacCore):
         ctx = self._client.get(ev.key) if isinstance(ev, TransactionTimeout | TransportError) else None
         if ctx is not None:
             handle = ctx.handle
-        elif message is not None:
-            handle = message.call_id
         call = self._calls.get(handle) if handle is not None else None
+        if call is None and message is not None:
+            try:
+                call = self._call_of(message)
+            except Exception:  # the message itself may be what broke
+                call = None
         if call is None:
             return
         try:

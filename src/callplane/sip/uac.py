@@ -56,8 +56,11 @@ class UacCore(UaCore):
         if status < 200:
             if call.state in ("calling", "proceeding", "cancelling"):
                 call.apply("provisional")
-            if status > 100 and response.to.tag is not None and call.dialog is None:
-                call.dialog = Dialog.from_response(call.invite, response)
+            tag = response.to.tag
+            if status > 100 and tag is not None and tag not in call.early_tags:
+                call.early_tags.add(tag)  # a new early dialog (a fork, §12.1.2)
+                if call.dialog is None:
+                    call.dialog = Dialog.from_response(call.invite, response)
             if status > 100 and call.state != "cancelling":
                 early = self._sdp_of(response)
                 media = self._describe(early)
@@ -305,12 +308,19 @@ class UacCore(UaCore):
         elif ctx.kind != "bye" and status in (408, 481) and call.state == "confirmed":
             self._terminate(call, now, send_bye=status == 408, status=status, reason=response.reason)  # §12.2.1.2
 
-    def _on_stray(self, response: Response) -> None:
+    def _on_stray(self, response: Response, now: float) -> None:
         """A 2xx retransmission after the INVITE transaction ended (§13.2.2.4): ACK it again."""
         if response.status < 200 or response.status >= 300 or response.cseq.method != "INVITE":
             return
-        call = self._calls.get(response.call_id)
-        if call is None or call.dialog is None or response.to.tag != call.dialog.id.remote_tag:
+        tag = response.to.tag
+        call = next((c for c in self.calls_with(response.call_id) if c.invite.from_.tag == response.from_.tag), None)
+        if call is None or call.role != "uac" or call.dialog is None or tag is None:
+            return
+        if tag != call.dialog.id.remote_tag:
+            # A late 2xx from another fork: ACK it and end that dialog (§13.2.2.4).
+            other = Dialog.from_response(call.invite, response)
+            late = self._refusal(self._sdp_of(response)) if call.local_sdp is None else None
+            self._ack_and_bye(other, call, now, late)
             return
         for key in reversed(call.keys):
             ctx = self._client.get(key)

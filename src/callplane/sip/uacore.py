@@ -88,7 +88,8 @@ class UaCore:
         self.allow = ", ".join(ALLOWED + (("REGISTER",) if accept_register else ()))
         self._digest = DigestClient(ids)
         self._events: deque[Event] = deque()
-        self._calls: dict[str, Call] = {}
+        self._calls: dict[str, Call] = {}  # by handle
+        self._by_call_id: dict[str, list[Call]] = {}  # a Call-ID can carry several calls (a spiral through a proxy)
         self._by_server_key: dict[TransactionKey, str] = {}
         self._client: dict[TransactionKey, ClientTx] = {}
         self._timers: list[tuple[float, int, str, str]] = []  # (deadline, token, kind, handle)
@@ -103,6 +104,64 @@ class UaCore:
         if call is None:
             raise CallStateError(f"no call {handle}")
         return call
+
+    # -- finding calls (§12: a dialog is Call-ID plus both tags) -----------------------------------------------
+    def _add_call(self, call: Call) -> None:
+        self._calls[call.handle] = call
+        self._by_call_id.setdefault(call.invite.call_id, []).append(call)
+
+    def new_handle(self, call_id: str, local_tag: str) -> str:
+        """A handle for a new call: its Call-ID, or ``Call-ID;tag=<our tag>`` when another live call already uses
+        that Call-ID (our own INVITE spiralling back to us through a proxy)."""
+        return call_id if call_id not in self._calls else f"{call_id};tag={local_tag}"
+
+    def calls_with(self, call_id: str) -> list[Call]:
+        """The live calls whose INVITE carries ``call_id`` (usually one)."""
+        return self._by_call_id.get(call_id, [])
+
+    def find_dialog(self, call_id: str, local_tag: str | None, remote_tag: str | None) -> Call | None:
+        """The call owning dialog (Call-ID, local tag, remote tag): its confirmed dialog, or for a call we placed,
+        any early dialog of a forked INVITE (§12, §13.2.2.4)."""
+        if local_tag is None or remote_tag is None:
+            return None
+        for call in self.calls_with(call_id):
+            dialog = call.dialog
+            if dialog is not None and dialog.id.local_tag == local_tag and dialog.id.remote_tag == remote_tag:
+                return call
+            if call.role == "uac" and call.invite.from_.tag == local_tag and remote_tag in call.early_tags:
+                return call
+        return None
+
+    def merged(self, request: Request) -> bool:
+        """§8.2.2.2: a new INVITE (no To tag) whose From tag, Call-ID and CSeq are those of an INVITE we already
+        received in another transaction (it forked and reached us twice): answer 482."""
+        tag, seq = request.from_.tag, request.cseq.seq
+        return any(
+            call.role == "uas" and call.invite.from_.tag == tag and call.invite.cseq.seq == seq
+            for call in self.calls_with(request.call_id)
+        )
+
+    def _call_for_2xx(self, call_id: str, cseq: int) -> Call | None:
+        """The call whose 2xx (to its INVITE or to the peer's re-INVITE) with this CSeq went unacknowledged."""
+        for call in self.calls_with(call_id):
+            pending = call.reinvite
+            if pending is not None and not pending.outgoing and pending.request.cseq.seq == cseq:
+                return call
+            if call.role == "uas" and call.invite.cseq.seq == cseq:
+                return call
+        return None
+
+    def _call_of(self, message: Request | Response) -> Call | None:
+        """The call a message belongs to, by dialog where it has one (for the error boundary)."""
+        calls = self.calls_with(message.call_id)
+        if isinstance(message, Response):
+            local, remote = message.from_.tag, message.to.tag
+        else:
+            local, remote = message.to.tag, message.from_.tag
+        found = self.find_dialog(message.call_id, local, remote)
+        if found is None:
+            found = next((c for c in calls if c.invite.from_.tag in (local, remote)), None)
+        return found if found is not None else (calls[0] if calls else None)
 
     def contact(self, user: str | None = None, transport: str | None = None) -> Address:
         """Our Contact for ``transport`` (§8.1.1.8)."""
@@ -157,7 +216,12 @@ class UaCore:
         self._tokens.pop((kind, handle), None)
 
     def _forget(self, call: Call) -> None:
-        self._calls.pop(call.handle, None)
+        if self._calls.pop(call.handle, None) is not None:
+            same = self._by_call_id.get(call.invite.call_id, [])
+            if call in same:
+                same.remove(call)
+            if not same:
+                self._by_call_id.pop(call.invite.call_id, None)
         self._by_server_key.pop(call.invite_key, None)
         for key in call.keys:
             self._client.pop(key, None)
