@@ -7,6 +7,7 @@ import pytest
 from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated
 from callplane.sip.message import Request, Response
 from callplane.sip.sdp import SessionDescription, answer_offer
+from callplane.sip.ua import CallStateError
 from callplane.sip.uac import UNUSABLE_ANSWER, UNUSABLE_OFFER
 from tests.sip.uapair import ALICE, BOB, B, Link, connected, first_line, ok_for, parse
 
@@ -150,6 +151,8 @@ def test_late_offer_hangup_before_answering_acks_with_a_refusal_then_byes() -> N
     link.a.receive(offering_200(invite, ANSWER), B, 0.1)
     (answered,) = link.events(link.a)
     assert isinstance(answered, CallAnswered) and answered.needs_answer
+    with pytest.raises(CallStateError):  # no new offer before the ACK that answers the last one
+        link.a.hold(handle, 0.2)
     link.a.hangup(handle, 0.2)
     ack, bye = sent(link)
     assert (ack.method, bye.method) == ("ACK", "BYE")

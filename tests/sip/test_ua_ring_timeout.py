@@ -12,12 +12,18 @@ def no_answer(handle: str) -> CallFailed:
     return CallFailed(handle, 487, RING_TIMEOUT, no_answer=True)
 
 
-def test_ringing_call_is_cancelled_at_the_deadline() -> None:
-    link = Link()
-    handle = link.a.invite(link.bob, ALICE, offer(), 0.0, ring_timeout=30.0)
+def calling(link: Link, ring_timeout: float) -> tuple[str, IncomingCall]:
+    """a calls b with ``ring_timeout``; b has the call."""
+    handle = link.a.invite(link.bob, ALICE, offer(), 0.0, ring_timeout=ring_timeout)
     link.pump()
     (incoming,) = link.events(link.b)
     assert isinstance(incoming, IncomingCall)
+    return handle, incoming
+
+
+def test_ringing_call_is_cancelled_at_the_deadline() -> None:
+    link = Link()
+    handle, _ = calling(link, 30.0)
     link.b.ring(handle, 0.0)
     link.pump()
     assert [type(e) for e in link.events(link.a)] == [CallProgress]
@@ -63,10 +69,7 @@ def test_deadline_before_any_provisional_holds_the_cancel_until_one_arrives() ->
 
 def test_answer_before_the_deadline_stops_the_timer() -> None:
     link = Link()
-    handle = link.a.invite(link.bob, ALICE, offer(), 0.0, ring_timeout=5.0)
-    link.pump()
-    (incoming,) = link.events(link.b)
-    assert isinstance(incoming, IncomingCall)
+    handle, incoming = calling(link, 5.0)
     link.b.answer(handle, answer_for(incoming), link.now)
     link.pump()
     assert [type(e) for e in link.events(link.a)] == [CallAnswered]
@@ -80,8 +83,7 @@ def test_answer_before_the_deadline_stops_the_timer() -> None:
 
 def test_engine_cancel_before_the_deadline_wins() -> None:
     link = Link()
-    handle = link.a.invite(link.bob, ALICE, offer(), 0.0, ring_timeout=5.0)
-    link.pump()
+    handle, _ = calling(link, 5.0)
     link.b.ring(handle, link.now)
     link.pump()
     link.events(link.a)

@@ -275,7 +275,7 @@ class UserAgent(UasCore, UacCore):
     def reinvite(self, handle: str, sdp: SessionDescription, now: float) -> None:
         """Send a re-INVITE with a new offer (§14.1). Its ``o=`` version is raised above our last one if needed."""
         call = self.call(handle)
-        if call.state != "confirmed" or call.reinvite is not None or call.dialog is None:
+        if call.state != "confirmed" or call.reinvite is not None or call.dialog is None or call.answer_due:
             raise CallStateError(f"call {handle}: cannot re-INVITE in state {call.state}")
         call.glare_retries = 0
         self._unschedule("reinvite", handle)  # a new offer replaces one waiting to be retried after a 491
@@ -286,7 +286,7 @@ class UserAgent(UasCore, UacCore):
         """An in-dialog INFO (RFC 6086), e.g. ``application/dtmf-relay``. A 481 or 408 to it (or no answer) ends the
         call (§12.2.1.2)."""
         call = self.call(handle)
-        if call.state != "confirmed" or call.dialog is None:
+        if call.state != "confirmed" or call.dialog is None or call.answer_due:
             raise CallStateError(f"call {handle}: cannot send INFO in state {call.state}")
         request = call.dialog.create_request("INFO", body=body, content_type=content_type, extra=self._ua_headers())
         self._send(call, "info", request, now)
