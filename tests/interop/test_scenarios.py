@@ -64,6 +64,12 @@ def test_late_offer_scenario_fails_an_early_offer_and_a_bodyless_ack(peers: Peer
     assert server.stats().failed == 1, server.report()
 
 
+def test_glare_491_then_the_reinvite_again(peers: PeerGroup) -> None:
+    server, client = pair(peers, "uas_glare", "uac_glare")
+    assert received(server) == ["INVITE", "ACK", "INVITE", "ACK", "INVITE", "ACK", "BYE"]
+    assert received(client) == ["INVITE 200", "INVITE 491", "INVITE 200", "BYE 200"]
+
+
 def test_cancel_while_ringing(peers: PeerGroup) -> None:
     server, client = pair(peers, "uas_cancel", "uac_cancel")
     assert received(server) == ["INVITE", "CANCEL", "ACK"]

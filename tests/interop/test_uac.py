@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 
 from callplane.sip.digest import Credentials
-from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated
+from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated, ReinviteFailed
 from callplane.sip.sdp import SessionDescription, answer_offer
 from callplane.sip.transaction import TimerConfig
 from callplane.sip.ua import RING_TIMEOUT
@@ -196,6 +196,29 @@ async def test_hold_and_resume(peers: PeerGroup) -> None:
     versions = [int(next(line for line in m.body.splitlines() if line.startswith("o=")).split()[2]) for m in invites]
     assert versions[0] < versions[1] < versions[2]  # RFC 3264 §8: a changed offer raises the o= version
     assert invites[1].request_uri == f"sip:{LOOPBACK}:{uas.port};transport=UDP"  # in-dialog: the callee's Contact
+
+
+async def test_reinvite_answered_491_is_sent_again_after_the_14_1_delay(peers: PeerGroup) -> None:
+    """uas_glare answers our first re-INVITE 491. We placed the call (own the Call-ID), so the re-INVITE goes again
+    2.1-4 s later (RFC 3261 §14.1), in a new transaction, and the engine only sees the outcome."""
+    uas = server(peers, "uas_glare")
+    async with UaDriver() as drv:
+        handle = await call(drv, uas)
+        await drv.wait_for(CallAnswered)
+        drv.act(drv.ua.hold, handle)
+        held = await drv.wait_for(MediaUpdated, timeout=8)
+        assert held.media.direction == "recvonly"
+        drv.act(drv.ua.bye, handle)
+        await drv.wait_for(CallEnded)
+        assert not [e for e in drv.events if isinstance(e, ReinviteFailed)]
+    await finished(uas)
+    log = uas.messages()
+    refused = next(m for m in log if m.direction == "sent" and m.status == 491)
+    first, second = [m for m in got(uas) if m.method == "INVITE"][1:]
+    ack_491 = next(m for m in got(uas) if m.method == "ACK" and m.cseq == (first.cseq[0], "ACK"))
+    assert ack_491.branch == first.branch  # the ACK of a non-2xx is part of its INVITE transaction
+    assert second.branch != first.branch and second.cseq[0] > first.cseq[0]
+    assert 2.1 - 0.05 <= _when(second) - _when(refused) <= 4.0 + 0.5
 
 
 async def test_cancel_waits_for_a_provisional(peers: PeerGroup) -> None:
