@@ -46,6 +46,7 @@ class Link:
         self.b = UserAgent(IdSource(2), {"UDP": (pb.host, pb.port)}, **kw_b)  # type: ignore[arg-type]
         self.now = 0.0
         self.bob = f"sip:bob@{pb.host}:{pb.port}"
+        self.strict = True  # every datagram must go to the other side
         self.log: list[tuple[str, bytes]] = []
 
     def ua(self, name: str) -> UserAgent:
@@ -58,7 +59,9 @@ class Link:
         delivered = []
         to, source = (self.pb, self.pa) if src == "a" else (self.pa, self.pb)
         for data, peer in sender.datagrams_to_send():
-            assert (peer.host, peer.port) == (to.host, to.port)
+            if (peer.host, peer.port) != (to.host, to.port):
+                assert not self.strict, f"{src} sent to {peer}"
+                continue  # fuzzing: a mangled Via or Contact sends it elsewhere, which is no wire of ours
             self.log.append((src, data))
             if keep(data):
                 receiver.receive_datagram(data, source, self.now)
