@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from callplane.core.ids import IdSource
 from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated
 from callplane.sip.message import Request, Response
 from callplane.sip.sdp import SessionDescription, answer_offer
-from callplane.sip.ua import CallStateError
+from callplane.sip.ua import CallStateError, UserAgent
 from callplane.sip.uac import UNUSABLE_ANSWER, UNUSABLE_OFFER
-from tests.sip.uapair import ALICE, BOB, B, Link, connected, first_line, ok_for, parse
+from tests.sip.uapair import ALICE, BOB, B, Link, answer_for, connected, first_line, ok_for, parse, start_call
 
 ANSWER = bytes(
     answer_offer(
@@ -188,3 +189,28 @@ def test_late_offer_second_fork_is_acked_with_a_refusal_and_byed() -> None:
     assert [m.port for m in SessionDescription.parse(ack.body).media] == [0]
     assert [type(e) for e in link.events(link.a)] == [CallAnswered]
     assert link.a.call(handle).answer_due
+
+
+# ----------------------------------------------------------------------------------- the UA's error boundary
+
+
+class AckBug(UserAgent):
+    """A UA with a bug planted where a peer's ACK is handled (how else to test the boundary that contains bugs)."""
+
+    def _on_ack(self, request: Request, now: float) -> None:
+        raise RuntimeError("planted bug")
+
+
+def test_an_internal_error_ends_only_its_call_and_tells_both_sides() -> None:
+    link = Link()
+    link.b = AckBug(IdSource(2), {"UDP": (B.host, B.port)})
+    handle, incoming = start_call(link)
+    link.b.answer(handle, answer_for(incoming), link.now)
+    link.pump()  # the ACK hits the bug: b sends BYE, reports the call ended, and nothing raises
+    assert link.b.faults == 1
+    assert link.events(link.b) == [CallEnded(handle, "local", 500, "Internal Error")]
+    assert link.b._calls == {}
+    assert [type(e) for e in link.events(link.a)] == [CallAnswered, CallEnded]
+    assert link.a._calls == {}
+    other, _ = start_call(link)  # the next call on the same UA works
+    assert link.b.call(other).state == "received"

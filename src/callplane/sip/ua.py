@@ -371,7 +371,10 @@ class UserAgent(UasCore, UacCore):
         if call is None:
             return
         try:
-            self.hangup(call.handle, now, 500)
+            if call.state in ("answered", "confirmed") and call.dialog is not None:
+                self._send_in_dialog(call, "BYE", now)  # not bye(): an unACKed 2xx would only defer it
+            else:
+                self.hangup(call.handle, now, 500)
         except Exception:  # the call's state is what broke: just drop it
             logger.debug("hang-up after internal error failed", exc_info=True)
         if call.role == "uac" and call.dialog is None:
