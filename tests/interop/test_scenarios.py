@@ -70,6 +70,12 @@ def test_glare_491_then_the_reinvite_again(peers: PeerGroup) -> None:
     assert received(client) == ["INVITE 200", "INVITE 491", "INVITE 200", "BYE 200"]
 
 
+def test_challenged_reinvite_and_its_ack_carry_credentials(peers: PeerGroup) -> None:
+    server, client = pair(peers, "uas_reinvite_auth", "uac_reinvite_auth")
+    assert received(server) == ["INVITE", "ACK", "INVITE", "ACK", "INVITE", "ACK", "BYE"]
+    assert received(client) == ["INVITE 200", "INVITE 407", "INVITE 200", "BYE 200"]
+
+
 def test_cancel_while_ringing(peers: PeerGroup) -> None:
     server, client = pair(peers, "uas_cancel", "uac_cancel")
     assert received(server) == ["INVITE", "CANCEL", "ACK"]
