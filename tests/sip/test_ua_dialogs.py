@@ -6,8 +6,10 @@ from __future__ import annotations
 from callplane.core.ids import IdSource
 from callplane.sip.events import (
     CallAnswered,
+    CallCancelled,
     CallConfirmed,
     CallEnded,
+    CallFailed,
     CallProgress,
     Event,
     IncomingCall,
@@ -71,6 +73,21 @@ def test_a_call_spiralling_back_to_us_is_two_calls_with_one_call_id() -> None:
     node.pump()
     assert node.events() == [CallEnded(inbound, "remote"), CallEnded(out, "local", 200, "OK")]
     assert node.ua._calls == {} and node.ua._by_call_id == {}
+
+
+def test_cancelling_a_spiralled_call_cancels_our_own_incoming_leg() -> None:
+    node = Spiral()
+    out = node.ua.invite(f"sip:bob@{A.host}:{A.port}", ALICE, offer(), 0.0)
+    node.pump()
+    (incoming,) = node.events()
+    assert isinstance(incoming, IncomingCall)
+    node.ua.ring(incoming.call, 0.0)
+    node.pump()
+    node.events()
+    node.ua.cancel(out, 0.0)
+    node.pump()
+    assert node.events() == [CallCancelled(incoming.call), CallFailed(out, 487, "Request Terminated")]
+    assert node.ua._calls == {}
 
 
 def test_a_merged_invite_is_482_but_the_first_call_goes_on() -> None:
