@@ -198,18 +198,23 @@ async def test_hold_and_resume(peers: PeerGroup) -> None:
     assert invites[1].request_uri == f"sip:{LOOPBACK}:{uas.port};transport=UDP"  # in-dialog: the callee's Contact
 
 
+async def hold_then_hang_up(drv: UaDriver, uas: SippRun) -> None:
+    """Call ``uas``, put it on hold (its answer must be recvonly, however many rounds the re-INVITE takes), BYE."""
+    handle = await call(drv, uas)
+    await drv.wait_for(CallAnswered)
+    drv.act(drv.ua.hold, handle)
+    held = await drv.wait_for(MediaUpdated, timeout=8)
+    assert held.media.direction == "recvonly"
+    drv.act(drv.ua.bye, handle)
+    await drv.wait_for(CallEnded)
+
+
 async def test_challenged_reinvite_ack_carries_the_credentials(peers: PeerGroup) -> None:
     """uas_reinvite_auth challenges our re-INVITE with 407 and requires the ACK of the 200 that follows to carry
     Proxy-Authorization (RFC 3261 §22.1: the ACK repeats the credentials of the INVITE it acknowledges)."""
     uas = server(peers, "uas_reinvite_auth")
     async with UaDriver(credentials=Credentials("alice", "secret")) as drv:
-        handle = await call(drv, uas)
-        await drv.wait_for(CallAnswered)
-        drv.act(drv.ua.hold, handle)
-        held = await drv.wait_for(MediaUpdated)
-        assert held.media.direction == "recvonly"
-        drv.act(drv.ua.bye, handle)
-        await drv.wait_for(CallEnded)
+        await hold_then_hang_up(drv, uas)
     await finished(uas)
     challenged, retry = [m for m in got(uas) if m.method == "INVITE"][1:]
     check_credentials([challenged, retry], "Proxy-Authorization", "MD5")
@@ -222,13 +227,7 @@ async def test_reinvite_answered_491_is_sent_again_after_the_14_1_delay(peers: P
     2.1-4 s later (RFC 3261 §14.1), in a new transaction, and the engine only sees the outcome."""
     uas = server(peers, "uas_glare")
     async with UaDriver() as drv:
-        handle = await call(drv, uas)
-        await drv.wait_for(CallAnswered)
-        drv.act(drv.ua.hold, handle)
-        held = await drv.wait_for(MediaUpdated, timeout=8)
-        assert held.media.direction == "recvonly"
-        drv.act(drv.ua.bye, handle)
-        await drv.wait_for(CallEnded)
+        await hold_then_hang_up(drv, uas)
         assert not [e for e in drv.events if isinstance(e, ReinviteFailed)]
     await finished(uas)
     log = uas.messages()

@@ -49,19 +49,24 @@ class Spiral:
     def events(self) -> list[Event]:
         return Link.events(self.ua)
 
+    def call_ourselves(self) -> tuple[str, IncomingCall]:
+        """Place a call that the proxy routes back to us: (our outgoing handle, the incoming call), both ringing."""
+        out = self.ua.invite(f"sip:bob@{A.host}:{A.port}", ALICE, offer(), 0.0)
+        self.pump()
+        (incoming,) = self.events()
+        assert isinstance(incoming, IncomingCall)
+        self.ua.ring(incoming.call, 0.0)
+        self.pump()
+        assert [type(e) for e in self.events()] == [CallProgress]
+        return out, incoming
+
 
 def test_a_call_spiralling_back_to_us_is_two_calls_with_one_call_id() -> None:
     node = Spiral()
-    out = node.ua.invite(f"sip:bob@{A.host}:{A.port}", ALICE, offer(), 0.0)
-    node.pump()
-    (incoming,) = node.events()
-    assert isinstance(incoming, IncomingCall)
+    out, incoming = node.call_ourselves()
     inbound = incoming.call
     assert inbound != out and inbound.startswith(out + ";tag=")  # unique handles, one Call-ID
     assert node.ua.call(inbound).invite.call_id == node.ua.call(out).invite.call_id
-    node.ua.ring(inbound, 0.0)
-    node.pump()
-    assert [type(e) for e in node.events()] == [CallProgress]
     assert incoming.sdp is not None
     node.ua.answer(inbound, answer_offer(SessionDescription.parse(incoming.sdp), A.host, 30000, session_id="2"), 0.0)
     node.pump()
@@ -77,13 +82,7 @@ def test_a_call_spiralling_back_to_us_is_two_calls_with_one_call_id() -> None:
 
 def test_cancelling_a_spiralled_call_cancels_our_own_incoming_leg() -> None:
     node = Spiral()
-    out = node.ua.invite(f"sip:bob@{A.host}:{A.port}", ALICE, offer(), 0.0)
-    node.pump()
-    (incoming,) = node.events()
-    assert isinstance(incoming, IncomingCall)
-    node.ua.ring(incoming.call, 0.0)
-    node.pump()
-    node.events()
+    out, incoming = node.call_ourselves()
     node.ua.cancel(out, 0.0)
     node.pump()
     assert node.events() == [CallCancelled(incoming.call), CallFailed(out, 487, "Request Terminated")]
