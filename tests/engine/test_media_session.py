@@ -34,6 +34,7 @@ from callplane.sip.sdp import (
     SessionDescription,
     answer_offer,
     build_offer,
+    refuse_offer,
 )
 from callplane.sip.transaction_events import Peer
 from tests.engine.medianode import MediaNode
@@ -124,13 +125,15 @@ async def test_offer_without_a_codec_we_carry_is_rejected_488(peer_ua: UaDriver,
 async def test_late_offer_gets_our_offer_and_an_ack_without_answer_ends_the_call(
     node: MediaNode, peer_ua: UaDriver
 ) -> None:
-    peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", None)
+    handle = peer_ua.act(peer_ua.ua.invite, f"sip:app@{LOOPBACK}:{node.port}", f"sip:alice@{LOOPBACK}", None)
     incoming = await node.wait_for(IncomingCall)
     assert isinstance(incoming, IncomingCall) and incoming.media is None
     mc = node.calls.answer(incoming)
     answered = await peer_ua.wait_for(CallAnswered)
     assert audio(answered.sdp) == (LOOPBACK, mc.port, ("0", "8", "101"))
-    # This peer's ACK carries no answer (RFC 3261 §13.2.1 requires one): no media can flow, so we hang up.
+    assert answered.sdp is not None and answered.needs_answer
+    # This peer's ACK refuses every stream (port 0): no media can flow, so we hang up.
+    peer_ua.act(peer_ua.ua.ack, handle, refuse_offer(SessionDescription.parse(answered.sdp), LOOPBACK, session_id="1"))
     confirmed = await node.wait_for(CallConfirmed)
     assert isinstance(confirmed, CallConfirmed) and confirmed.media is None
     ended = await peer_ua.wait_for(CallEnded)

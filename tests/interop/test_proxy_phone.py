@@ -89,6 +89,28 @@ async def test_uac_through_record_route_proxy(peers: PeerGroup, hangup: str) -> 
         assert bye.method == "BYE" and len(bye.headers("Via")) == 2
 
 
+async def test_call_spiralling_through_kamailio_back_to_the_same_node(peers: PeerGroup) -> None:
+    """Our INVITE to sip:app@proxy is routed by kamailio back to us (issue 7, SIP item 4): one Call-ID, two calls
+    told apart by their tags; ACK and BYE cross the proxy and reach the right one."""
+    need("kamailio")
+    async with UaDriver() as drv:
+        proxy = peers.kamailio(app=(LOOPBACK, drv.port))
+        out = drv.act(drv.ua.invite, f"sip:app@{LOOPBACK}:{proxy.port}", f"sip:alice@{LOOPBACK}", offer_sdp(drv))
+        incoming = await drv.wait_for(IncomingCall)
+        assert incoming.call != out and incoming.call.startswith(out + ";tag=")
+        drv.act(drv.ua.answer, incoming.call, answer_sdp(drv, incoming))
+        answered = await drv.wait_for(CallAnswered)
+        confirmed = await drv.wait_for(CallConfirmed)
+        assert (answered.call, confirmed.call) == (out, incoming.call)
+        drv.act(drv.ua.bye, out)
+        async with asyncio.timeout(5):
+            while len([e for e in drv.events if isinstance(e, CallEnded)]) < 2:
+                await asyncio.sleep(0.02)
+        ended = {e.call: e.by for e in drv.events if isinstance(e, CallEnded)}
+        assert ended == {out: "local", incoming.call: "remote"}
+    assert crossed(proxy) == CROSSED
+
+
 async def test_uac_calls_a_phone_registered_at_kamailio(peers: PeerGroup) -> None:
     """callplane -> kamailio (location lookup) -> baresip: the proxy retargets the Request-URI to the binding."""
     need("kamailio", "baresip")

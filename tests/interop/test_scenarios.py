@@ -48,6 +48,34 @@ def test_busy_needs_ack(peers: PeerGroup) -> None:
     assert ack.branch == server.messages(received=True)[0].branch
 
 
+def test_late_offer_needs_the_answer_in_the_ack(peers: PeerGroup) -> None:
+    server, _ = pair(peers, "uas_late_offer", "media_uac_late_offer")
+    invite, ack, _bye = server.messages(received=True)
+    assert invite.body.strip() == "" and "m=audio" in ack.body
+
+
+def test_late_offer_scenario_fails_an_early_offer_and_a_bodyless_ack(peers: PeerGroup) -> None:
+    """uac_basic offers in the INVITE and ACKs without a body: uas_late_offer must refuse that call."""
+    need("sipp")
+    server = peers.sipp("uas_late_offer")
+    client = peers.sipp("uac_basic", (LOOPBACK, server.port), service="svc")
+    client.wait()
+    server.wait()
+    assert server.stats().failed == 1, server.report()
+
+
+def test_glare_491_then_the_reinvite_again(peers: PeerGroup) -> None:
+    server, client = pair(peers, "uas_glare", "uac_glare")
+    assert received(server) == ["INVITE", "ACK", "INVITE", "ACK", "INVITE", "ACK", "BYE"]
+    assert received(client) == ["INVITE 200", "INVITE 491", "INVITE 200", "BYE 200"]
+
+
+def test_challenged_reinvite_and_its_ack_carry_credentials(peers: PeerGroup) -> None:
+    server, client = pair(peers, "uas_reinvite_auth", "uac_reinvite_auth")
+    assert received(server) == ["INVITE", "ACK", "INVITE", "ACK", "INVITE", "ACK", "BYE"]
+    assert received(client) == ["INVITE 200", "INVITE 407", "INVITE 200", "BYE 200"]
+
+
 def test_cancel_while_ringing(peers: PeerGroup) -> None:
     server, client = pair(peers, "uas_cancel", "uac_cancel")
     assert received(server) == ["INVITE", "CANCEL", "ACK"]

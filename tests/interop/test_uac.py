@@ -13,8 +13,10 @@ from datetime import datetime
 import pytest
 
 from callplane.sip.digest import Credentials
-from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated
+from callplane.sip.events import CallAnswered, CallEnded, CallFailed, CallProgress, MediaUpdated, ReinviteFailed
+from callplane.sip.sdp import SessionDescription, answer_offer
 from callplane.sip.transaction import TimerConfig
+from callplane.sip.ua import RING_TIMEOUT
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, PeerGroup, SippRun, TraceMessage, digest_response, parse_digest
 from tests.interop.uadriver import UaDriver, offer_sdp
@@ -134,6 +136,47 @@ async def test_cancel_while_ringing(peers: PeerGroup) -> None:
     assert ack.branch == invite.branch and ack.cseq == (invite.cseq[0], "ACK")
 
 
+async def test_ring_timeout_cancels_a_call_that_rings_for_ever(peers: PeerGroup) -> None:
+    """uas_cancel rings and never answers; a 1 s ring timeout must CANCEL it and report no-answer (issue 7, item 9)."""
+    uas = server(peers, "uas_cancel")
+    async with UaDriver() as drv:
+        started = drv.now()
+        handle = drv.act(
+            drv.ua.invite, f"sip:svc@{LOOPBACK}:{uas.port}", f"sip:alice@{LOOPBACK}", offer_sdp(drv), ring_timeout=1.0
+        )
+        await drv.expect(CallProgress)
+        failed = await drv.wait_for(CallFailed)
+        assert 1.0 <= drv.now() - started < 1.5
+        assert failed == CallFailed(handle, 487, RING_TIMEOUT, no_answer=True)
+        async with asyncio.timeout(5):  # the engine is told at the deadline; the UA still ACKs the 487 after it
+            while handle in drv.ua._calls:
+                await asyncio.sleep(0.02)
+    await finished(uas)
+    invite, cancel, ack = got(uas)
+    assert [invite.method, cancel.method, ack.method] == ["INVITE", "CANCEL", "ACK"]
+    assert cancel.branch == invite.branch and 0.95 <= _when(cancel) - _when(invite) < 1.5
+
+
+async def test_late_offer_answer_goes_in_the_ack(peers: PeerGroup) -> None:
+    """INVITE without SDP; SIPp offers in the 200 and requires our answer in the ACK (RFC 3261 §13.2.2.4)."""
+    uas = server(peers, "uas_late_offer")
+    async with UaDriver() as drv:
+        handle = drv.act(drv.ua.invite, f"sip:svc@{LOOPBACK}:{uas.port}", f"sip:alice@{LOOPBACK}", None)
+        answered = await drv.wait_for(CallAnswered)
+        assert answered.needs_answer and answered.media is not None and answered.media.port == uas.media_port
+        assert answered.sdp is not None
+        rtp_port = drv.rtp_port
+        answer = answer_offer(SessionDescription.parse(answered.sdp), LOOPBACK, rtp_port, session_id="9")
+        drv.act(drv.ua.ack, handle, answer)
+        drv.act(drv.ua.bye, handle)
+        await drv.wait_for(CallEnded)
+    await finished(uas)
+    invite, ack, bye = got(uas)
+    assert [invite.method, ack.method, bye.method] == ["INVITE", "ACK", "BYE"]
+    assert invite.body.strip() == "" and ack.header("Content-Type") == "application/sdp"
+    assert f"m=audio {rtp_port} RTP/AVP 0 101" in ack.body
+
+
 async def test_hold_and_resume(peers: PeerGroup) -> None:
     uas = server(peers, "uas_held")  # it requires a=sendonly, then a=sendrecv, in our re-INVITEs
     async with UaDriver() as drv:
@@ -153,6 +196,47 @@ async def test_hold_and_resume(peers: PeerGroup) -> None:
     versions = [int(next(line for line in m.body.splitlines() if line.startswith("o=")).split()[2]) for m in invites]
     assert versions[0] < versions[1] < versions[2]  # RFC 3264 §8: a changed offer raises the o= version
     assert invites[1].request_uri == f"sip:{LOOPBACK}:{uas.port};transport=UDP"  # in-dialog: the callee's Contact
+
+
+async def hold_then_hang_up(drv: UaDriver, uas: SippRun) -> None:
+    """Call ``uas``, put it on hold (its answer must be recvonly, however many rounds the re-INVITE takes), BYE."""
+    handle = await call(drv, uas)
+    await drv.wait_for(CallAnswered)
+    drv.act(drv.ua.hold, handle)
+    held = await drv.wait_for(MediaUpdated, timeout=8)
+    assert held.media.direction == "recvonly"
+    drv.act(drv.ua.bye, handle)
+    await drv.wait_for(CallEnded)
+
+
+async def test_challenged_reinvite_ack_carries_the_credentials(peers: PeerGroup) -> None:
+    """uas_reinvite_auth challenges our re-INVITE with 407 and requires the ACK of the 200 that follows to carry
+    Proxy-Authorization (RFC 3261 §22.1: the ACK repeats the credentials of the INVITE it acknowledges)."""
+    uas = server(peers, "uas_reinvite_auth")
+    async with UaDriver(credentials=Credentials("alice", "secret")) as drv:
+        await hold_then_hang_up(drv, uas)
+    await finished(uas)
+    challenged, retry = [m for m in got(uas) if m.method == "INVITE"][1:]
+    check_credentials([challenged, retry], "Proxy-Authorization", "MD5")
+    ack = next(m for m in got(uas) if m.method == "ACK" and m.cseq == (retry.cseq[0], "ACK"))
+    assert ack.header("Proxy-Authorization") == retry.header("Proxy-Authorization")
+
+
+async def test_reinvite_answered_491_is_sent_again_after_the_14_1_delay(peers: PeerGroup) -> None:
+    """uas_glare answers our first re-INVITE 491. We placed the call (own the Call-ID), so the re-INVITE goes again
+    2.1-4 s later (RFC 3261 §14.1), in a new transaction, and the engine only sees the outcome."""
+    uas = server(peers, "uas_glare")
+    async with UaDriver() as drv:
+        await hold_then_hang_up(drv, uas)
+        assert not [e for e in drv.events if isinstance(e, ReinviteFailed)]
+    await finished(uas)
+    log = uas.messages()
+    refused = next(m for m in log if m.direction == "sent" and m.status == 491)
+    first, second = [m for m in got(uas) if m.method == "INVITE"][1:]
+    ack_491 = next(m for m in got(uas) if m.method == "ACK" and m.cseq == (first.cseq[0], "ACK"))
+    assert ack_491.branch == first.branch  # the ACK of a non-2xx is part of its INVITE transaction
+    assert second.branch != first.branch and second.cseq[0] > first.cseq[0]
+    assert 2.1 - 0.05 <= _when(second) - _when(refused) <= 4.0 + 0.5
 
 
 async def test_cancel_waits_for_a_provisional(peers: PeerGroup) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +18,6 @@ from callplane.sip.events import (
     CallFailed,
     CallProgress,
     DtmfReceived,
-    Event,
     IncomingCall,
     MediaUpdated,
     Registered,
@@ -32,101 +30,22 @@ from callplane.sip.registrar import InMemoryBindingStore, Registrar, Secret
 from callplane.sip.sdp import MediaDescription, SessionDescription, answer_offer, build_offer
 from callplane.sip.transaction_events import Peer
 from callplane.sip.ua import CallStateError, UserAgent
-
-A = Peer("UDP", "127.0.0.1", 5061)
-B = Peer("UDP", "127.0.0.1", 5062)
-BOB = "sip:bob@127.0.0.1:5062"
-ALICE = "sip:alice@127.0.0.1"
-
-
-def parse(data: bytes) -> Request | Response:
-    return parse_message(data)
-
-
-class Link:
-    """Two endpoints and the wire between them."""
-
-    def __init__(self, **kw_b: object) -> None:
-        self.a = UserAgent(IdSource(1), {"UDP": (A.host, A.port)})
-        self.b = UserAgent(IdSource(2), {"UDP": (B.host, B.port)}, **kw_b)  # type: ignore[arg-type]
-        self.now = 0.0
-        self.log: list[tuple[str, bytes]] = []
-
-    def ua(self, name: str) -> UserAgent:
-        return self.a if name == "a" else self.b
-
-    def pass_(self, src: str, keep: Callable[[bytes], bool] = lambda _: True) -> list[bytes]:
-        """Deliver what ``src`` has queued to the other side; datagrams failing ``keep`` are lost."""
-        sender = self.ua(src)
-        receiver = self.b if src == "a" else self.a
-        delivered = []
-        for data, peer in sender.datagrams_to_send():
-            assert (peer.host, peer.port) == ((B if src == "a" else A).host, (B if src == "a" else A).port)
-            self.log.append((src, data))
-            if keep(data):
-                receiver.receive_datagram(data, A if src == "a" else B, self.now)
-                delivered.append(data)
-        return delivered
-
-    def pump(self) -> None:
-        """Pass datagrams both ways until the wire is quiet."""
-        while True:
-            moved = self.pass_("a") + self.pass_("b")
-            if not moved:
-                return
-
-    def advance(self, to: float) -> None:
-        """Move virtual time, firing every timer of both sides on the way (without delivering anything)."""
-        while True:
-            deadlines = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None and t <= to]
-            if not deadlines:
-                break
-            self.now = min(deadlines)
-            self.a.handle_timer(self.now)
-            self.b.handle_timer(self.now)
-        self.now = to
-
-    @staticmethod
-    def events(ua: UserAgent) -> list[Event]:
-        out = []
-        while (ev := ua.next_event()) is not None:
-            out.append(ev)
-        return out
-
-
-def offer(port: int = 20000) -> SessionDescription:
-    return build_offer("127.0.0.1", port, session_id="111")
-
-
-def answer_for(incoming: IncomingCall, port: int = 30000) -> SessionDescription:
-    assert incoming.sdp is not None
-    return answer_offer(SessionDescription.parse(incoming.sdp), "127.0.0.1", port, session_id="222")
-
-
-def first_line(data: bytes) -> str:
-    return data.split(b"\r\n", 1)[0].decode()
-
-
-def lines(log: list[tuple[str, bytes]]) -> list[str]:
-    return [f"{src}: {first_line(data)}" for src, data in log]
-
-
-def start_call(link: Link) -> tuple[str, IncomingCall]:
-    handle = link.a.invite(BOB, ALICE, offer(), link.now)
-    link.pump()
-    (incoming,) = [e for e in link.events(link.b) if isinstance(e, IncomingCall)]
-    return handle, incoming
-
-
-def connected(link: Link) -> tuple[str, IncomingCall]:
-    handle, incoming = start_call(link)
-    link.b.answer(incoming.call, answer_for(incoming), link.now)
-    link.pump()
-    link.events(link.a)
-    link.events(link.b)
-    link.log.clear()
-    return handle, incoming
-
+from callplane.sip.uac import GLARE_RETRIES
+from tests.sip.uapair import (
+    ALICE,
+    BOB,
+    A,
+    B,
+    Link,
+    answer_for,
+    connected,
+    first_line,
+    lines,
+    offer,
+    ok_for,
+    parse,
+    start_call,
+)
 
 # ------------------------------------------------------------------------------------------------- basic call
 
@@ -425,8 +344,7 @@ def test_2xx_ack_carries_invite_credentials() -> None:
     ch.challenge(invite)
     _, retry = ch.take()
     assert isinstance(retry, Request)
-    ok = retry.create_response(200, to_tag="uas1")
-    ok.headers.add("Contact", "<sip:bob@127.0.0.1:5062>")
+    ok = ok_for(retry, "uas1")
     link.a.receive(ok, B, link.now)
     (ack,) = ch.take()
     assert isinstance(ack, Request) and ack.method == "ACK"
@@ -498,17 +416,57 @@ def test_callee_holds_with_inactive_and_answer_mirrors() -> None:
     assert answer.to.tag is not None
 
 
-def test_reinvite_glare_is_491_for_both() -> None:
+def test_reinvite_glare_is_491_for_both_then_each_retries_after_its_random_delay() -> None:
     link = Link()
     handle, _ = connected(link)
     link.a.hold(handle, link.now)
     link.b.hold(handle, link.now)
     link.pump()
+    statuses = [m.status for m in map(parse, (d for _, d in link.log)) if isinstance(m, Response)]
+    assert statuses.count(491) == 2
+    assert link.events(link.a) == [] and link.events(link.b) == []  # glare is retried, not reported
+    link.log.clear()
+    first_reinvite: dict[str, float] = {}
+    t0 = link.now
+    for step in range(1, 501):  # 5 s in 10 ms steps
+        link.advance(t0 + step / 100)
+        link.pump()
+        for src, data in link.log:
+            if first_line(data).startswith("INVITE ") and src not in first_reinvite:
+                first_reinvite[src] = round(link.now - t0, 2)
+    # §14.1: a generated the Call-ID (2.1-4 s); b did not (0-2 s). The two retries do not collide.
+    assert 0.0 <= first_reinvite["b"] <= 2.0 and 2.1 <= first_reinvite["a"] <= 4.0
+    assert [type(e) for e in link.events(link.a)] == [MediaUpdated, MediaUpdated]
+    assert [type(e) for e in link.events(link.b)] == [MediaUpdated, MediaUpdated]
+    assert link.a.call(handle).reinvite is None and link.b.call(handle).reinvite is None
+
+
+def test_glare_delays_follow_14_1_in_10_ms_steps() -> None:
+    ua = Link().a
+    owner = [ua.glare_delay(True) for _ in range(3000)]
+    other = [ua.glare_delay(False) for _ in range(3000)]
+    assert (min(owner), max(owner), min(other), max(other)) == (2.1, 4.0, 0.0, 2.0)
+    assert all(abs(round(d * 100) - d * 100) < 1e-9 for d in owner + other)  # 10 ms steps
+
+
+def test_glare_gives_up_after_three_retries() -> None:
+    link = Link()
+    handle, _ = connected(link)
+    link.a.hold(handle, link.now)
+    sent = 0
+    while True:
+        out = [parse(d) for d, _ in link.a.datagrams_to_send()]
+        invites = [m for m in out if isinstance(m, Request) and m.method == "INVITE"]
+        if not invites:
+            break
+        reinvite = invites[0]
+        assert {m.via.branch for m in invites} == {reinvite.via.branch}  # one transaction (and its Timer A copies)
+        sent += 1
+        link.a.receive(reinvite.create_response(491), B, link.now)
+        link.advance(link.now + 4.0)
+    assert sent == 1 + GLARE_RETRIES
     assert link.events(link.a) == [ReinviteFailed(handle, 491, "Request Pending")]
-    assert link.events(link.b) == [ReinviteFailed(handle, 491, "Request Pending")]
-    with pytest.raises(CallStateError):
-        link.a.reinvite(handle, offer(), link.now)  # after the ACK the dialog is free again
-        link.a.reinvite(handle, offer(), link.now)
+    assert link.a.call(handle).state == "confirmed"
 
 
 def test_in_dialog_options_and_info_dtmf() -> None:
@@ -548,7 +506,7 @@ def raw_request(method: str, extra: str = "", to_tag: str = "", max_forwards: in
 
 
 def reply_to(raw: bytes, **kw: object) -> Response:
-    link = Link(**kw)
+    link = Link(A, B, **kw)
     link.b.receive_datagram(raw, A, 0.0)
     out = [parse(d) for d, _ in link.b.datagrams_to_send()]
     final = out[-1]
@@ -652,9 +610,8 @@ def test_uac_uses_reversed_record_route_for_ack_and_bye() -> None:
     ((data, _),) = link.a.datagrams_to_send()
     invite = parse(data)
     assert isinstance(invite, Request)
-    ok = invite.create_response(200, to_tag="t2")
+    ok = ok_for(invite, "t2", "<sip:bob@10.0.0.9:5070>")
     ok.headers.add("Record-Route", "<sip:10.0.0.2;lr>, <sip:10.0.0.1;lr>")
-    ok.headers.add("Contact", "<sip:bob@10.0.0.9:5070>")
     link.a.receive(ok, Peer("UDP", "10.0.0.1", 5060), 0.1)
     ((ack_data, ack_peer),) = link.a.datagrams_to_send()
     ack = parse(ack_data)
@@ -777,17 +734,25 @@ def test_late_offer_answer_arrives_in_ack() -> None:
     (incoming,) = link.events(link.b)
     assert isinstance(incoming, IncomingCall) and incoming.sdp is None
     link.b.answer(handle, build_offer("127.0.0.1", 30000, session_id="7"), link.now)
-    link.pass_("b")  # 200 with our offer reaches a, which ACKs without a body (the engine would answer later)
+    link.pass_("b")  # the 200 with b's offer reaches a, which waits for the engine's answer before it ACKs
     (answered,) = link.events(link.a)
-    assert isinstance(answered, CallAnswered) and answered.media is not None and answered.media.port == 30000
-    ack = link.a.datagrams_to_send()[0][0]
-    assert ack.startswith(b"ACK ")
+    assert isinstance(answered, CallAnswered) and answered.needs_answer
+    assert answered.media is not None and answered.media.port == 30000
+    assert link.a.datagrams_to_send() == []
+    link.advance(0.5)  # b retransmits its 200: still no ACK, and no second CallAnswered
+    link.pump()
+    assert link.events(link.a) == [] and [e for e in link.events(link.b) if not isinstance(e, IncomingCall)] == []
     sdp = answer_offer(SessionDescription.parse(answered.sdp or ""), "127.0.0.1", 20000, session_id="8")
-    ack_with_answer = ack.replace(b"Content-Length: 0\r\n\r\n", b"")
-    ack_with_answer += f"Content-Type: application/sdp\r\nContent-Length: {len(bytes(sdp))}\r\n\r\n".encode()
-    link.b.receive_datagram(ack_with_answer + bytes(sdp), A, link.now)
+    link.a.ack(handle, sdp, link.now)
+    ((data, _),) = link.a.datagrams_to_send()
+    ack = parse(data)
+    assert isinstance(ack, Request) and ack.method == "ACK" and str(ack.cseq) == "1 ACK"
+    assert ack.content_type == "application/sdp" and ack.body == bytes(sdp)
+    link.b.receive(ack, A, link.now)
     (confirmed,) = link.events(link.b)
     assert isinstance(confirmed, CallConfirmed) and confirmed.media is not None and confirmed.media.port == 20000
+    with pytest.raises(CallStateError):
+        link.a.ack(handle, sdp, link.now)  # one answer per offer
 
 
 def test_peer_offerless_reinvite_gets_our_sdp_and_answer_in_ack() -> None:
@@ -881,8 +846,7 @@ def test_forked_second_2xx_is_acked_and_byed() -> None:
     invite = parse(data)
     assert isinstance(invite, Request)
     for tag in ("fork1", "fork2"):
-        ok = invite.create_response(200, to_tag=tag)
-        ok.headers.add("Contact", f"<sip:{tag}@127.0.0.1:5062>")
+        ok = ok_for(invite, tag, f"<sip:{tag}@127.0.0.1:5062>")
         link.a.receive(ok, B, 0.1)
     sent = [first_line(d) for d, _ in link.a.datagrams_to_send()]
     assert sent == [
@@ -900,8 +864,7 @@ def test_late_2xx_after_transaction_end_is_reacked() -> None:
     ((data, _),) = link.a.datagrams_to_send()
     invite = parse(data)
     assert isinstance(invite, Request)
-    ok = invite.create_response(200, to_tag="t1")
-    ok.headers.add("Contact", "<sip:bob@127.0.0.1:5062>")
+    ok = ok_for(invite, "t1")
     link.a.receive(ok, B, 0.1)
     first_ack = link.a.datagrams_to_send()[0][0]
     link.advance(40.0)  # Timer M ended the client transaction
@@ -938,6 +901,7 @@ FLOW = _flow()
 @settings(max_examples=400, deadline=None)
 def test_mutated_messages_never_raise_out_of_the_ua(index: int, edits: list[tuple[int, bytes]]) -> None:
     link = Link()
+    link.strict = False
     handle, incoming = start_call(link)
     link.b.ring(handle, link.now)
     link.b.answer(handle, answer_for(incoming), link.now)
@@ -961,6 +925,7 @@ def test_mutated_messages_never_raise_out_of_the_ua(index: int, edits: list[tupl
 @settings(max_examples=400, deadline=None)
 def test_one_header_value_replaced_never_raises(index: int, line_no: int, value: str) -> None:
     link = Link()
+    link.strict = False
     handle, incoming = start_call(link)
     link.b.ring(handle, link.now)
     link.b.answer(handle, answer_for(incoming), link.now)

@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-A :class:`Call` is the UA's record of one INVITE session, keyed by the engine-facing handle (the Call-ID). Its
+A :class:`Call` is the UA's record of one INVITE session, keyed by the engine-facing handle (a string unique among
+live calls: the Call-ID, see :meth:`~callplane.sip.uacore.UaCore.new_handle`); messages find it by dialog ID. Its
 ``state`` moves only through :meth:`Call.apply`, which looks the ``(state, event)`` pair up in :data:`TRANSITIONS`
 and raises :class:`CallStateError` if the table has no entry: an API call that makes no sense in the current state
 (``answer`` after ``reject``, ``bye`` on a ringing UAC call...) is a caller bug, never a silent no-op.
@@ -56,6 +57,7 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("proceeding", "success"): "confirmed",
     ("proceeding", "failure"): "ended",
     ("proceeding", "cancel"): "cancelling",
+    ("proceeding", "bye_sent"): "ending",  # a 2xx whose answer we cannot use: ACK, then BYE
     ("cancelling", "provisional"): "cancelling",
     ("cancelling", "cancel"): "cancelling",
     ("cancelling", "failure"): "ended",
@@ -110,6 +112,7 @@ class Call:
     invite_key: TransactionKey
     peer: Peer  # where requests outside the dialog go (UAC) / where the INVITE came from (UAS)
     dialog: Dialog | None = None
+    early_tags: set[str] = field(default_factory=set)  # UAC: the To tag of every early dialog of the INVITE (forks)
     local_tag: str | None = None
     local_sdp: SessionDescription | None = None
     remote_sdp: SessionDescription | None = None
@@ -118,9 +121,12 @@ class Call:
     ack_peer: Peer | None = None
     cancel_pending: bool = False
     bye_pending: bool = False  # UAS: hang up as soon as the 2xx is ACKed (§15)
+    answer_due: bool = False  # UAC, late offer: the 2xx offered; its ACK waits for the engine's answer (§13.2.2.4)
     reinvite: PendingReinvite | None = None
     relay_reinvites: bool | None = None  # the peer's re-INVITEs go to the engine (None: the UA-wide setting)
     answered_realms: set[str] = field(default_factory=set)
+    glare_offer: SessionDescription | None = None  # our re-INVITE offer that got 491, sent again by a timer (§14.1)
+    glare_retries: int = 0
     auth_headers: tuple[tuple[str, str], ...] = ()  # credentials of the INVITE, repeated in its ACK (§13.2.2.4)
     credentials: Credentials | None = None  # per-call credentials for outbound authentication
     keys: list[TransactionKey] = field(default_factory=list)  # our client transactions, forgotten with the call

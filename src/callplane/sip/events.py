@@ -1,6 +1,9 @@
 """Events the SIP endpoint hands to the engine: frozen, slotted values, never live objects (style habit 7).
 
-Every call event carries ``call``, the endpoint's handle for the call (the SIP Call-ID of its INVITE). Remote media is
+Every call event carries ``call``, the endpoint's handle for the call: an opaque string unique among the endpoint's
+live calls. It is the Call-ID of the call's INVITE, except for a call received while another live call already uses
+that Call-ID (our own INVITE spiralling back through a proxy), whose handle is ``<Call-ID>;tag=<our To tag>``.
+Messages are matched to calls by dialog ID (Call-ID and both tags), never by Call-ID alone. Remote media is
 a :class:`~callplane.sip.sdp.MediaDescription`; the raw SDP text rides along for logging and re-offers.
 """
 
@@ -64,12 +67,16 @@ class CallProgress:
 
 @dataclass(frozen=True, slots=True)
 class CallAnswered:
-    """UAC: the 2xx arrived and was ACKed; ``media`` is the peer's answer."""
+    """UAC: the 2xx arrived and was ACKed; ``media`` is the peer's answer.
+
+    ``needs_answer``: the INVITE had no offer (late offer), so ``media``/``sdp`` are the peer's *offer* and the ACK
+    is not sent yet: the engine answers with ``UserAgent.ack(call, answer)`` (RFC 3261 §13.2.2.4, RFC 3264)."""
 
     call: str
     media: MediaDescription | None
     sdp: str | None
     headers: tuple[tuple[str, str], ...]
+    needs_answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +90,14 @@ class CallConfirmed:
 @dataclass(frozen=True, slots=True)
 class CallFailed:
     """UAC: the INVITE ended without a dialog. ``status`` is the final response (408 for Timer B, 503 for a transport
-    error, 487 after our CANCEL)."""
+    error, 487 after our CANCEL, 488 for an answer we could not use). ``no_answer`` is True when the ring timeout of
+    ``UserAgent.invite`` expired (status 487, reason ``Ring Timeout``): Restcomm's ``no-answer``."""
 
     call: str
     status: int
     reason: str
     headers: tuple[tuple[str, str], ...] = ()
+    no_answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ __all__ = [
     "answer_offer",
     "build_offer",
     "change_direction",
+    "refuse_offer",
     "describe",
     "is_hold",
     "mirror_direction",
@@ -467,6 +468,18 @@ def answer_offer(
         session_name="callplane",
         connection=conn,
         media=tuple(sections),
+    )
+
+
+def refuse_offer(offer: SessionDescription, address: str, *, session_id: str) -> SessionDescription:
+    """An answer that rejects every stream of ``offer`` (port 0, RFC 3264 §6): the valid answer a UAC must put in the
+    ACK of a 2xx whose offer it cannot accept, before it sends BYE (RFC 3261 §13.2.2.4)."""
+    conn = Connection.for_address(address)
+    return SessionDescription(
+        origin=Origin("callplane", session_id, 1, address, "IN", conn.addrtype),
+        session_name="callplane",
+        connection=conn,
+        media=tuple(MediaSection(s.media, 0, s.proto, s.formats[:1] or ("0",)) for s in offer.media),
     )
 
 

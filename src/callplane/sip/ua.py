@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from callplane.sip.calls import Call, CallStateError, PendingReinvite
 from callplane.sip.dialog import DialogEvent
 from callplane.sip.digest import Credentials
-from callplane.sip.events import Event
+from callplane.sip.events import CallEnded, CallFailed, Event
 from callplane.sip.headers import URI, Address, SipParseError
 from callplane.sip.message import Headers, Request, Response, can_answer, parse_message, response_destination
 from callplane.sip.sdp import Direction, SessionDescription, change_direction
@@ -58,7 +58,10 @@ from callplane.sip.uac import UacCore
 from callplane.sip.uacore import ALLOWED, KNOWN_METHODS, ClientTx, CredentialSource
 from callplane.sip.uas import UasCore, checked_headers
 
-__all__ = ["ALLOWED", "KNOWN_METHODS", "CallStateError", "CredentialSource", "UserAgent"]
+__all__ = ["ALLOWED", "KNOWN_METHODS", "RING_TIMEOUT", "CallStateError", "CredentialSource", "UserAgent"]
+
+#: Reason of the CallFailed (``no_answer=True``) reported when an outgoing call's ring timeout expires.
+RING_TIMEOUT = "Ring Timeout"
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +90,11 @@ class UserAgent(UasCore, UacCore):
         self.receive(msg, source, now)
 
     def receive(self, msg: Request | Response, source: Peer, now: float) -> None:
-        """Handle one parsed message from the transport."""
-        self.tl.receive(msg, source, now)
+        """Handle one parsed message from the transport. Never raises (see :meth:`on_tx_event`)."""
+        try:
+            self.tl.receive(msg, source, now)
+        except Exception as exc:  # a bug in the transaction layer: count and log it, never raise to the transport
+            self._fault(None, msg, exc, now)
         self._drain(now)
 
     def transport_failed(self, peer: Peer, now: float) -> None:
@@ -109,18 +115,31 @@ class UserAgent(UasCore, UacCore):
         return deadline
 
     def handle_timer(self, now: float) -> None:
-        self.tl.handle_timer(now)
+        try:
+            self.tl.handle_timer(now)
+        except Exception as exc:  # same boundary as receive
+            self._fault(None, None, exc, now)
         self._drain(now)
         while self._timers and self._timers[0][0] <= now:
             _, token, kind, handle = heapq.heappop(self._timers)
             if self._tokens.get((kind, handle)) != token:
                 continue
             del self._tokens[(kind, handle)]
-            if kind == "cancel":
-                self._on_cancel_timeout(handle, now)
-            elif kind == "register":
-                self.registrations.on_refresh(handle, now)
+            try:
+                self._on_ua_timer(kind, handle, now)
+            except Exception as exc:  # same boundary as on_tx_event
+                self._fault(None, None, exc, now, handle)
         self._drain(now)
+
+    def _on_ua_timer(self, kind: str, handle: str, now: float) -> None:
+        if kind == "cancel":
+            self._on_cancel_timeout(handle, now)
+        elif kind == "ring":
+            self._on_ring_timeout(handle, now)
+        elif kind == "reinvite":
+            self._on_glare_timer(handle, now)
+        elif kind == "register":
+            self.registrations.on_refresh(handle, now)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -136,8 +155,14 @@ class UserAgent(UasCore, UacCore):
         from_display: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
         credentials: Credentials | None = None,
+        ring_timeout: float | None = None,
     ) -> str:
-        """Send an INVITE (§13.2.1) to ``target`` and return the call handle (its Call-ID)."""
+        """Send an INVITE (§13.2.1) to ``target`` and return the call handle (its Call-ID). With ``sdp`` None the
+        INVITE has no offer: the 2xx brings one and the engine answers it with :meth:`ack`.
+
+        ``ring_timeout``: seconds from now until an unanswered call is given up. At that deadline the engine gets
+        ``CallFailed(status=487, reason="Ring Timeout", no_answer=True)`` and the INVITE is cancelled (the CANCEL
+        waits for a provisional if none has arrived yet, §9.1)."""
         uri = URI.parse(target)
         call_id = self.ids.call_id(self.local.get(self.transport, ("callplane", 0))[0])
         h = Headers()
@@ -161,8 +186,10 @@ class UserAgent(UasCore, UacCore):
         peer = self._destination(request)
         key = self.tl.send_request(request, peer, now)
         call = Call(call_id, "uac", "calling", request, key, peer, local_sdp=sdp, credentials=credentials)
-        self._calls[call_id] = call
+        self._add_call(call)
         self._track(key, ClientTx("invite", call_id, request, peer), call)
+        if ring_timeout is not None:
+            self._schedule("ring", call_id, now + ring_timeout)
         return call_id
 
     def cancel(self, handle: str, now: float) -> None:
@@ -174,6 +201,13 @@ class UserAgent(UasCore, UacCore):
             call.cancel_pending = True
         elif was == "proceeding":
             self._send_cancel(call, now)
+
+    def _on_ring_timeout(self, handle: str, now: float) -> None:
+        call = self._calls.get(handle)
+        if call is None or call.role != "uac" or call.state not in ("calling", "proceeding") or call.cancel_pending:
+            return  # answered, failed or already being cancelled
+        self.cancel(handle, now)
+        self._end(call, CallFailed(handle, 487, RING_TIMEOUT, no_answer=True))
 
     def ring(
         self,
@@ -230,9 +264,20 @@ class UserAgent(UasCore, UacCore):
         """Send a response built by the engine for a request it was handed (REGISTER)."""
         self.tl.send_response(response, now)
 
-    def bye(self, handle: str, now: float) -> None:
-        """End a confirmed call (§15.1). A UAS whose 2xx is not yet ACKed sends it once the ACK arrives."""
+    def ack(self, handle: str, sdp: SessionDescription, now: float) -> None:
+        """Late offer: ACK the 2xx with ``sdp``, our answer to the offer it carried (``CallAnswered.needs_answer``;
+        RFC 3261 §13.2.2.4). The 2xx is retransmitted by the peer until this ACK arrives, for at most 64*T1."""
         call = self.call(handle)
+        if not call.answer_due:
+            raise CallStateError(f"call {handle}: no 2xx waiting for an answer")
+        self._answer_late_offer(call, self._next_version(call, sdp))
+
+    def bye(self, handle: str, now: float) -> None:
+        """End a confirmed call (§15.1). A UAS whose 2xx is not yet ACKed sends it once the ACK arrives; a UAC that
+        still owes the ACK of a late offer sends it first, refusing the offer."""
+        call = self.call(handle)
+        if call.answer_due:
+            self._answer_late_offer(call, None)
         if call.state == "answered":
             call.bye_pending = True
             return
@@ -255,15 +300,21 @@ class UserAgent(UasCore, UacCore):
     def reinvite(self, handle: str, sdp: SessionDescription, now: float) -> None:
         """Send a re-INVITE with a new offer (§14.1). Its ``o=`` version is raised above our last one if needed."""
         call = self.call(handle)
-        if call.state != "confirmed" or call.reinvite is not None or call.dialog is None:
+        if call.state != "confirmed" or call.reinvite is not None or call.dialog is None or call.answer_due:
             raise CallStateError(f"call {handle}: cannot re-INVITE in state {call.state}")
-        sdp = self._next_version(call, sdp)
-        contact = self.contact(call.dialog.local.uri.user)
-        request = call.dialog.create_request(
-            "INVITE", contact=contact, body=bytes(sdp), content_type="application/sdp", extra=self._ua_headers()
-        )
-        key = self._send(call, "reinvite", request, now)
-        call.reinvite = PendingReinvite(True, key, request, sdp)
+        call.glare_retries = 0
+        self._unschedule("reinvite", handle)  # a new offer replaces one waiting to be retried after a 491
+        call.glare_offer = None
+        self._send_reinvite(call, sdp, now)
+
+    def info(self, handle: str, body: bytes, content_type: str, now: float) -> None:
+        """An in-dialog INFO (RFC 6086), e.g. ``application/dtmf-relay``. A 481 or 408 to it (or no answer) ends the
+        call (§12.2.1.2)."""
+        call = self.call(handle)
+        if call.state != "confirmed" or call.dialog is None or call.answer_due:
+            raise CallStateError(f"call {handle}: cannot send INFO in state {call.state}")
+        request = call.dialog.create_request("INFO", body=body, content_type=content_type, extra=self._ua_headers())
+        self._send(call, "info", request, now)
 
     def relay_reinvites_of(self, handle: str, relay: bool = True) -> None:
         """Hand this call's incoming re-INVITEs to the engine as :class:`~callplane.sip.events.ReinviteReceived`
@@ -356,6 +407,12 @@ class UserAgent(UasCore, UacCore):
             except SipParseError as exc:
                 self._malformed(ev, exc, now)
                 return
+        try:
+            self._dispatch(ev, now)
+        except Exception as exc:  # a bug: end the call it hit (the unit of work), never the receive path
+            self._fault(ev, message, exc, now)
+
+    def _dispatch(self, ev: TxEvent, now: float) -> None:
         if isinstance(ev, ResponseReceived):
             self._on_response(ev.response, ev.key, now)
         elif isinstance(ev, RequestReceived):
@@ -365,13 +422,51 @@ class UserAgent(UasCore, UacCore):
         elif isinstance(ev, CancelReceived):
             self._on_cancel(ev, now)
         elif isinstance(ev, StrayResponse):
-            self._on_stray(ev.response)
+            self._on_stray(ev.response, now)
         elif isinstance(ev, TransactionTimeout):
             self._on_timeout(ev.key, now)
         elif isinstance(ev, AckTimeout):
             self._on_ack_timeout(ev.call_id, ev.cseq, now)
         elif isinstance(ev, TransportError):
             self._on_timeout(ev.key, now, 503, "Service Unavailable")
+
+    def _fault(
+        self,
+        ev: TxEvent | None,
+        message: Request | Response | None,
+        exc: Exception,
+        now: float,
+        handle: str | None = None,
+    ) -> None:
+        """An internal error while handling ``ev``: counted in :attr:`faults`, logged on one line, and the call it
+        belongs to is hung up (best effort) and reported ended with 500, so neither side is left waiting."""
+        self.faults += 1
+        logger.error("internal error on %s: %r", type(ev or message).__name__ if ev or message else "timer", exc)
+        logger.debug("traceback", exc_info=True)
+        ctx = self._client.get(ev.key) if isinstance(ev, TransactionTimeout | TransportError) else None
+        if ctx is not None:
+            handle = ctx.handle
+        call = self._calls.get(handle) if handle is not None else None
+        if call is None and message is not None:
+            try:
+                call = self._call_of(message)
+            except Exception:  # the message itself may be what broke
+                call = None
+        if call is None:
+            return
+        try:
+            if call.state in ("answered", "confirmed") and call.dialog is not None:
+                self._send_in_dialog(call, "BYE", now)  # not bye(): an unACKed 2xx would only defer it
+            else:
+                self.hangup(call.handle, now, 500)
+        except Exception:  # the call's state is what broke: just drop it
+            logger.debug("hang-up after internal error failed", exc_info=True)
+        if call.role == "uac" and call.dialog is None:
+            event: Event = CallFailed(call.handle, 500, "Internal Error")
+        else:
+            event = CallEnded(call.handle, "local", 500, "Internal Error")
+        call.state = "ended"
+        self._end(call, event)
 
     def _malformed(self, ev: TxEvent, exc: SipParseError, now: float) -> None:
         if isinstance(ev, RequestReceived | CancelReceived):

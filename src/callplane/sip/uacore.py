@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from callplane.core.ids import IdSource
-from callplane.sip.calls import Call, CallStateError
+from callplane.sip.calls import Call, CallStateError, PendingReinvite
 from callplane.sip.dialog import next_hop, uri_destination
 from callplane.sip.digest import Credentials, DigestClient, best_challenge
 from callplane.sip.events import Event, MediaUpdated
@@ -90,13 +90,15 @@ class UaCore:
         self.allow = ", ".join(ALLOWED + (("REGISTER",) if accept_register else ()))
         self._digest = DigestClient(ids)
         self._events: deque[Event] = deque()
-        self._calls: dict[str, Call] = {}
+        self._calls: dict[str, Call] = {}  # by handle
+        self._by_call_id: dict[str, list[Call]] = {}  # a Call-ID can carry several calls (a spiral through a proxy)
         self._by_server_key: dict[TransactionKey, str] = {}
         self._final_tags: dict[TransactionKey, str | None] = {}  # To tag of INVITEs we ended (see UasCore)
         self._client: dict[TransactionKey, ClientTx] = {}
         self._timers: list[tuple[float, int, str, str]] = []  # (deadline, token, kind, handle)
         self._tokens: dict[tuple[str, str], int] = {}
         self._seq = 0
+        self.faults = 0  # internal errors caught at the UA's error boundary (see UserAgent.on_tx_event)
         self.registrations = RegistrationClient(self)
 
     def call(self, handle: str) -> Call:
@@ -105,6 +107,64 @@ class UaCore:
         if call is None:
             raise CallStateError(f"no call {handle}")
         return call
+
+    # -- finding calls (§12: a dialog is Call-ID plus both tags) -----------------------------------------------
+    def _add_call(self, call: Call) -> None:
+        self._calls[call.handle] = call
+        self._by_call_id.setdefault(call.invite.call_id, []).append(call)
+
+    def new_handle(self, call_id: str, local_tag: str) -> str:
+        """A handle for a new call: its Call-ID, or ``Call-ID;tag=<our tag>`` when another live call already uses
+        that Call-ID (our own INVITE spiralling back to us through a proxy)."""
+        return call_id if call_id not in self._calls else f"{call_id};tag={local_tag}"
+
+    def calls_with(self, call_id: str) -> list[Call]:
+        """The live calls whose INVITE carries ``call_id`` (usually one)."""
+        return self._by_call_id.get(call_id, [])
+
+    def find_dialog(self, call_id: str, local_tag: str | None, remote_tag: str | None) -> Call | None:
+        """The call owning dialog (Call-ID, local tag, remote tag): its confirmed dialog, or for a call we placed,
+        any early dialog of a forked INVITE (§12, §13.2.2.4)."""
+        if local_tag is None or remote_tag is None:
+            return None
+        for call in self.calls_with(call_id):
+            dialog = call.dialog
+            if dialog is not None and dialog.id.local_tag == local_tag and dialog.id.remote_tag == remote_tag:
+                return call
+            if call.role == "uac" and call.invite.from_.tag == local_tag and remote_tag in call.early_tags:
+                return call
+        return None
+
+    def merged(self, request: Request) -> bool:
+        """§8.2.2.2: a new INVITE (no To tag) whose From tag, Call-ID and CSeq are those of an INVITE we already
+        received in another transaction (it forked and reached us twice): answer 482."""
+        tag, seq = request.from_.tag, request.cseq.seq
+        return any(
+            call.role == "uas" and call.invite.from_.tag == tag and call.invite.cseq.seq == seq
+            for call in self.calls_with(request.call_id)
+        )
+
+    def _call_for_2xx(self, call_id: str, cseq: int) -> Call | None:
+        """The call whose 2xx (to its INVITE or to the peer's re-INVITE) with this CSeq went unacknowledged."""
+        for call in self.calls_with(call_id):
+            pending = call.reinvite
+            if pending is not None and not pending.outgoing and pending.request.cseq.seq == cseq:
+                return call
+            if call.role == "uas" and call.invite.cseq.seq == cseq:
+                return call
+        return None
+
+    def _call_of(self, message: Request | Response) -> Call | None:
+        """The call a message belongs to, by dialog where it has one (for the error boundary)."""
+        calls = self.calls_with(message.call_id)
+        if isinstance(message, Response):
+            local, remote = message.from_.tag, message.to.tag
+        else:
+            local, remote = message.to.tag, message.from_.tag
+        found = self.find_dialog(message.call_id, local, remote)
+        if found is None:
+            found = next((c for c in calls if c.invite.from_.tag in (local, remote)), None)
+        return found if found is not None else (calls[0] if calls else None)
 
     def contact(self, user: str | None = None, transport: str | None = None) -> Address:
         """Our Contact for ``transport`` (§8.1.1.8)."""
@@ -136,6 +196,17 @@ class UaCore:
         request = call.dialog.create_request(method, extra=self._ua_headers())
         return self._send(call, method.lower(), request, now)
 
+    def _send_reinvite(self, call: Call, sdp: SessionDescription, now: float) -> None:
+        """A re-INVITE offering ``sdp`` (its ``o=`` version raised above our last one if needed), §14.1."""
+        assert call.dialog is not None
+        sdp = self._next_version(call, sdp)
+        contact = self.contact(call.dialog.local.uri.user)
+        request = call.dialog.create_request(
+            "INVITE", contact=contact, body=bytes(sdp), content_type="application/sdp", extra=self._ua_headers()
+        )
+        key = self._send(call, "reinvite", request, now)
+        call.reinvite = PendingReinvite(True, key, request, sdp)
+
     def _emit(self, event: Event) -> None:
         self._events.append(event)
 
@@ -148,11 +219,18 @@ class UaCore:
         self._tokens.pop((kind, handle), None)
 
     def _forget(self, call: Call) -> None:
-        self._calls.pop(call.handle, None)
+        if self._calls.pop(call.handle, None) is not None:
+            same = self._by_call_id.get(call.invite.call_id, [])
+            if call in same:
+                same.remove(call)
+            if not same:
+                self._by_call_id.pop(call.invite.call_id, None)
         self._by_server_key.pop(call.invite_key, None)
         for key in call.keys:
             self._client.pop(key, None)
         self._unschedule("cancel", call.handle)
+        self._unschedule("ring", call.handle)
+        self._unschedule("reinvite", call.handle)
 
     def _end(self, call: Call, event: Event | None) -> None:
         """Report the call's last event once and drop it when it is over."""
@@ -170,11 +248,12 @@ class UaCore:
         return sdp
 
     def _describe(self, sdp: SessionDescription | None) -> MediaDescription | None:
+        """The peer's audio stream, or None when ``sdp`` is absent or unusable (no common codec, no ``c=``...)."""
         if sdp is None:
             return None
         try:
             return describe(sdp, self.supported)
-        except NegotiationError:
+        except (NegotiationError, SdpParseError):
             return None
 
     @staticmethod

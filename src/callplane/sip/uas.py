@@ -86,9 +86,8 @@ class UasCore(UaCore):
             self._reply(request, 481, now)
 
     def _on_invite(self, request: Request, source: Peer, key: TransactionKey, now: float) -> None:
-        handle = request.call_id
-        if handle in self._calls:
-            self._reply(request, 482, now)  # same Call-ID, new transaction: a merged or looped request (§8.2.2.2)
+        if self.merged(request):
+            self._reply(request, 482, now)  # §8.2.2.2 (a spiral of our own INVITE has our From tag: not merged)
             return
         if not request.contacts:
             self._reply(request, 400, now, "Missing Contact")
@@ -105,8 +104,10 @@ class UasCore(UaCore):
             except (SdpParseError, NegotiationError):
                 self._reply(request, 488, now)
                 return
-        call = Call(handle, "uas", "received", request, key, source, local_tag=self.ids.tag(), remote_sdp=offer)
-        self._calls[handle] = call
+        tag = self.ids.tag()
+        handle = self.new_handle(request.call_id, tag)
+        call = Call(handle, "uas", "received", request, key, source, local_tag=tag, remote_sdp=offer)
+        self._add_call(call)
         self._by_server_key[key] = handle
         self._emit(
             IncomingCall(
@@ -170,7 +171,7 @@ class UasCore(UaCore):
             del tags[next(iter(tags))]
 
     def _on_ack(self, request: Request, now: float) -> None:
-        call = self._calls.get(request.call_id)
+        call = self.find_dialog(request.call_id, request.to.tag, request.from_.tag)
         if call is None or call.dialog is None or request.from_.tag != call.dialog.id.remote_tag:
             return
         seq = request.cseq.seq
@@ -194,7 +195,7 @@ class UasCore(UaCore):
 
     def _on_ack_timeout(self, call_id: str, cseq: int, now: float) -> None:
         """Our 2xx was never ACKed (§13.3.1.4): confirm and immediately end the dialog with a BYE."""
-        call = self._calls.get(call_id)
+        call = self._call_for_2xx(call_id, cseq)
         if call is None or not call.can("ack_timeout"):
             return
         call.apply("ack_timeout")
@@ -203,7 +204,7 @@ class UasCore(UaCore):
         self._end(call, CallEnded(call.handle, "timeout", 408, "No ACK"))
 
     def _on_in_dialog(self, request: Request, key: TransactionKey, now: float) -> None:
-        call = self._calls.get(request.call_id)
+        call = self.find_dialog(request.call_id, request.to.tag, request.from_.tag)
         dialog = call.dialog if call is not None else None
         if (
             call is None
@@ -265,7 +266,7 @@ class UasCore(UaCore):
             self._reply(request, 491, now, to_tag=tag)
             return
         offer = self._sdp_of(request)
-        if request.body and offer is None:
+        if request.body and self._describe(offer) is None:  # unparsable, or no usable stream (no c=...)
             self._reply(request, 488, now, to_tag=tag)
             return
         relay = call.relay_reinvites if call.relay_reinvites is not None else self.relay_reinvites
