@@ -20,7 +20,7 @@ from callplane.sip.events import (
 from callplane.sip.message import Response
 from callplane.sip.sdp import Direction, SessionDescription, answer_offer
 from callplane.sip.ua import CallStateError
-from tests.sip.test_ua import A, B, Link, answer_for, connected, lines, offer, parse, start_call
+from tests.sip.uapair import A, B, Link, answer_for, connected, lines, offer, parse, start_call
 
 
 def _responses(link: Link, status: int) -> list[Response]:
