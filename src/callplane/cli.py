@@ -7,12 +7,17 @@ variable ``CALLPLANE_<NAME>`` (flag > environment > embedded default).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
+import os
+import socket
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import fields
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import uvloop
 
 from callplane import __version__
 from callplane.core.clock import SystemClock
@@ -23,6 +28,9 @@ from callplane.store import calls as store_calls
 from callplane.store.bootstrap import ensure_admin, ensure_instance_id
 from callplane.store.db import Database
 from callplane.store.synthetic import generate_rows
+
+if TYPE_CHECKING:
+    from callplane.engine.sip_service import SipService
 
 log = logging.getLogger("callplane")
 
@@ -77,27 +85,82 @@ async def _open_store(settings: Settings) -> Database:
     return db
 
 
+def _port_taken(what: str, host: str, port: int, flag: str, exc: OSError) -> ConfigError:
+    errno = exc.errno or getattr(exc.__cause__, "errno", None)  # uvloop's UDP bind error wraps the real one
+    reason = os.strerror(errno) if errno else str(exc)
+    return ConfigError(
+        f"cannot listen for {what} on {host}:{port}: {reason} (another callplane node?); "
+        f"choose another address with --{flag} or CALLPLANE_{flag.upper()}"
+    )
+
+
+def _bind_http(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket, bound here so a busy port is one clear error instead of uvicorn's exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart does not wait for TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise _port_taken("HTTP", host, port, "http", exc) from None
+    return sock
+
+
+def _report_tts() -> None:
+    from callplane.media.tts import espeak_missing
+
+    missing = espeak_missing()
+    if missing is not None:
+        log.warning("%s; <Say> fails with notification 12400 until then", missing)
+
+
 async def _serve(settings: Settings) -> None:
     import uvicorn
 
     from callplane.api.app import create_app
-    from callplane.engine.sip_service import SipService, StaticClientSecrets
 
     ids, clock = IdSource(), SystemClock()
-    db = await _open_store(settings)
-    instance_id = ensure_instance_id(settings.data, ids, settings.instance_id)
-    closed = await store_calls.complete_stale(db, instance_id, clock.wall())
-    if closed:
-        log.info("closed %d call records left unfinished by this node's previous run", closed)
-    admin = await ensure_admin(db, ids, clock, settings.admin_account_sid, settings.admin_auth_token)
-    if admin.new_token is not None:
-        print(
-            "callplane: created the administrator account. These credentials are shown only once:\n"
-            f"  AccountSid: {admin.account.sid}\n  AuthToken:  {admin.new_token}",
-            flush=True,
-        )
-    else:
-        print(f"callplane: administrator AccountSid {admin.account.sid}", flush=True)
+    host, port = settings.http_address
+    http_sock = _bind_http(host, port)  # both ports before anything is written: a second node changes nothing
+    db: Database | None = None
+    sip: SipService | None = None
+    try:
+        db = await _open_store(settings)
+        instance_id = ensure_instance_id(settings.data, ids, settings.instance_id)
+        sip = await _start_sip(settings, db, ids, clock, instance_id)
+        closed = await store_calls.complete_stale(db, instance_id, clock.wall())
+        if closed:
+            log.info("closed %d call records left unfinished by this node's previous run", closed)
+        admin = await ensure_admin(db, ids, clock, settings.admin_account_sid, settings.admin_auth_token)
+        if admin.new_token is not None:
+            print(
+                "callplane: created the administrator account. These credentials are shown only once:\n"
+                f"  AccountSid: {admin.account.sid}\n  AuthToken:  {admin.new_token}",
+                flush=True,
+            )
+        else:
+            print(f"callplane: administrator AccountSid {admin.account.sid}", flush=True)
+        print(f"callplane: SIP on {settings.sip_address[0]}:{sip.local['UDP'][1]} (UDP and TCP)", flush=True)
+        _report_tts()
+        app = create_app(db, ids=ids, clock=clock)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        server = uvicorn.Server(config)
+        print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)
+        await server.serve(sockets=[http_sock])
+    finally:
+        http_sock.close()
+        if sip is not None:
+            await sip.close()
+        if db is not None:
+            await db.close()
+
+
+async def _start_sip(
+    settings: Settings, db: Database, ids: IdSource, clock: SystemClock, instance_id: str
+) -> SipService:
+    from callplane.engine.sip_service import SipService, StaticClientSecrets
+
     sip_host, sip_port = settings.sip_address
     sip = SipService(
         db,
@@ -110,18 +173,11 @@ async def _serve(settings: Settings) -> None:
         clients=StaticClientSecrets(settings.sip_client_passwords),
         digest_algorithms=settings.sip_digest_algorithms,
     )
-    await sip.start()
-    print(f"callplane: SIP on {sip_host}:{sip.local['UDP'][1]} (UDP and TCP)", flush=True)
-    host, port = settings.http_address
-    app = create_app(db, ids=ids, clock=clock)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)
     try:
-        await server.serve()
-    finally:
-        await sip.close()
-        await db.close()
+        await sip.start()
+    except OSError as exc:
+        raise _port_taken("SIP (UDP and TCP)", sip_host, sip_port, "sip", exc) from None
+    return sip
 
 
 async def _migrate(settings: Settings) -> None:
@@ -150,13 +206,8 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> None:
         await db.close()
 
 
-def _run(coro: object) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        asyncio.run(coro)  # type: ignore[arg-type]
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    uvloop.run(coro)
 
 
 def main(argv: list[str] | None = None) -> int:
