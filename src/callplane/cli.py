@@ -15,7 +15,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvloop
 
@@ -28,9 +28,6 @@ from callplane.store import calls as store_calls
 from callplane.store.bootstrap import ensure_admin, ensure_instance_id
 from callplane.store.db import Database
 from callplane.store.synthetic import generate_rows
-
-if TYPE_CHECKING:
-    from callplane.engine.sip_service import SipService
 
 log = logging.getLogger("callplane")
 
@@ -119,48 +116,22 @@ async def _serve(settings: Settings) -> None:
     import uvicorn
 
     from callplane.api.app import create_app
+    from callplane.engine.sip_service import SipService, StaticClientSecrets
 
     ids, clock = IdSource(), SystemClock()
     host, port = settings.http_address
-    http_sock = _bind_http(host, port)  # both ports before anything is written: a second node changes nothing
-    db: Database | None = None
-    sip: SipService | None = None
-    try:
-        db = await _open_store(settings)
-        instance_id = ensure_instance_id(settings.data, ids, settings.instance_id)
-        sip = await _start_sip(settings, db, ids, clock, instance_id)
-        closed = await store_calls.complete_stale(db, instance_id, clock.wall())
-        if closed:
-            log.info("closed %d call records left unfinished by this node's previous run", closed)
-        admin = await ensure_admin(db, ids, clock, settings.admin_account_sid, settings.admin_auth_token)
-        if admin.new_token is not None:
-            print(
-                "callplane: created the administrator account. These credentials are shown only once:\n"
-                f"  AccountSid: {admin.account.sid}\n  AuthToken:  {admin.new_token}",
-                flush=True,
-            )
-        else:
-            print(f"callplane: administrator AccountSid {admin.account.sid}", flush=True)
-        print(f"callplane: SIP on {settings.sip_address[0]}:{sip.local['UDP'][1]} (UDP and TCP)", flush=True)
-        _report_tts()
-        app = create_app(db, ids=ids, clock=clock)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        server = uvicorn.Server(config)
-        print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)
-        await server.serve(sockets=[http_sock])
-    finally:
-        http_sock.close()
-        if sip is not None:
-            await sip.close()
-        if db is not None:
-            await db.close()
-
-
-async def _start_sip(
-    settings: Settings, db: Database, ids: IdSource, clock: SystemClock, instance_id: str
-) -> SipService:
-    from callplane.engine.sip_service import SipService, StaticClientSecrets
-
+    http_sock = _bind_http(host, port)  # first: a second node on the same address stops before touching anything
+    db = await _open_store(settings)
+    instance_id = ensure_instance_id(settings.data, ids, settings.instance_id)
+    admin = await ensure_admin(db, ids, clock, settings.admin_account_sid, settings.admin_auth_token)
+    if admin.new_token is not None:
+        print(
+            "callplane: created the administrator account. These credentials are shown only once:\n"
+            f"  AccountSid: {admin.account.sid}\n  AuthToken:  {admin.new_token}",
+            flush=True,
+        )
+    else:
+        print(f"callplane: administrator AccountSid {admin.account.sid}", flush=True)
     sip_host, sip_port = settings.sip_address
     sip = SipService(
         db,
@@ -176,8 +147,26 @@ async def _start_sip(
     try:
         await sip.start()
     except OSError as exc:
+        http_sock.close()
+        await db.close()
         raise _port_taken("SIP (UDP and TCP)", sip_host, sip_port, "sip", exc) from None
-    return sip
+    # Only a node that holds its ports may close "its" unfinished calls: a second node with the same InstanceId
+    # (same DATA) stops above, before it can end the running node's live calls.
+    closed = await store_calls.complete_stale(db, instance_id, clock.wall())
+    if closed:
+        log.info("closed %d call records left unfinished by this node's previous run", closed)
+    print(f"callplane: SIP on {sip_host}:{sip.local['UDP'][1]} (UDP and TCP)", flush=True)
+    _report_tts()
+    app = create_app(db, ids=ids, clock=clock)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)
+    try:
+        await server.serve(sockets=[http_sock])
+    finally:
+        http_sock.close()
+        await sip.close()
+        await db.close()
 
 
 async def _migrate(settings: Settings) -> None:

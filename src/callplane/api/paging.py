@@ -19,6 +19,7 @@ from .errors import bad_request
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 DEFAULT_LIMIT = 10_000
+MAX_LIMIT = 100_000  # the count behind `total` stops at Limit: this bounds the work of one list request
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ def _int_param(request: Request, name: str, default: int, *, minimum: int, maxim
 def parse_paging(request: Request) -> Paging:
     page = _int_param(request, "Page", 0, minimum=0)
     page_size = _int_param(request, "PageSize", DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
-    limit = _int_param(request, "Limit", DEFAULT_LIMIT, minimum=1)
+    limit = _int_param(request, "Limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     after = request.query_params.get("AfterSid") or None
     return Paging(page=page, page_size=page_size, limit=limit, after_sid=after)
 
