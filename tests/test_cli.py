@@ -148,7 +148,13 @@ def test_a_second_node_on_a_busy_port_says_which_port_in_one_line(tmp_path: Path
 
 def test_data_help_names_what_the_directory_holds(tmp_path: Path) -> None:
     help_text = " ".join(_cli("serve", "--help").stdout.split())
-    assert "directory for this node's files: callplane.db (the SQLite database" in help_text
+    assert "directory for this node's files: callplane.db* (the SQLite database" in help_text
+    assert "and instance_id (this node's InstanceId)" in help_text
     done = _cli("migrate", "--data", str(tmp_path), env=_clean_env())
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["callplane.db"]
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "callplane.db" in names and all(n.startswith("callplane.db") for n in names), names
+    with serving(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'callplane.db'}"):
+        pass
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "instance_id" in names and all(n.startswith("callplane.db") for n in names - {"instance_id"}), names

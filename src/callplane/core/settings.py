@@ -45,8 +45,8 @@ class Settings:
     data: Path = _opt(
         Path("var"),
         "DATA",
-        "directory for this node's files: callplane.db (the SQLite database, unless --database-url is set) "
-        "and instance_id (this node's InstanceId)",
+        "directory for this node's files: callplane.db* (the SQLite database and its lock and journal files, "
+        "unless --database-url is set) and instance_id (this node's InstanceId)",
     )
     database_url: str = _opt(
         "",
