@@ -136,6 +136,11 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "AccountList": {"type": "array", "items": {"$ref": "#/components/schemas/Account"}},
+    "FormFields": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "Form fields with Restcomm's names (see the operation's description)",
+    },
     "AccountCreate": {
         "type": "object",
         "required": ["FriendlyName"],
@@ -249,11 +254,17 @@ _PATH_PARAMS = {
 }
 
 
-def _document_operation(operation: dict[str, Any], name: str) -> None:
-    representation, form, errors = OPERATIONS[name]
-    operation["responses"] = {"200": _json_and_xml(representation, "Success"), **_errors(*errors)}
-    if form is not None:
-        operation["requestBody"] = _form(form)
+def _document_operation(operation: dict[str, Any], name: str, method: str) -> None:
+    if name in OPERATIONS:
+        representation, form, errors = OPERATIONS[name]
+        operation["responses"] = {"200": _json_and_xml(representation, "Success"), **_errors(*errors)}
+        if form is not None:
+            operation["requestBody"] = _form(form)
+    else:  # a route without an entry yet: what every route shares, and no 422 (nothing is validated by FastAPI)
+        responses = {k: v for k, v in operation.get("responses", {}).items() if k != "422"}
+        operation["responses"] = responses | _errors(400, 401, 403, 404)
+        if method == "post":
+            operation["requestBody"] = _form("FormFields")
     for param in operation.get("parameters", []):
         if param["in"] == "path" and param["name"] in _PATH_PARAMS:
             param["description"] = _PATH_PARAMS[param["name"]]
@@ -265,9 +276,9 @@ def _document_operation(operation: dict[str, Any], name: str) -> None:
 def build_document(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
+        for method, operation in path_item.items():
             name = operation["operationId"].removeprefix("restcomm_")
-            _document_operation(operation, name)
+            _document_operation(operation, name, method)
     components = schema.setdefault("components", {})
     components["schemas"] = dict(SCHEMAS)  # drops FastAPI's HTTPValidationError/ValidationError (never answered)
     components["securitySchemes"] = {
