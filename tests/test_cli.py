@@ -23,10 +23,21 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _udp_port(avoid: int = 0) -> int:
+    """A port free for UDP and TCP both, as `--sip` needs (a port free for UDP alone may carry a TCP connection),
+    and not ``avoid`` (the HTTP port just chosen, released but about to be bound)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            if port == avoid:
+                continue
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no port free for both UDP and TCP")
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,7 +56,7 @@ def serving(
 ) -> Iterator[tuple[str, list[str]]]:
     port = port or _port()
     cmd = [sys.executable, "-m", "callplane", "serve", "--data", str(data), "--database-url", url]
-    cmd += ["--http", f"127.0.0.1:{port}", "--sip", f"127.0.0.1:{sip_port or _udp_port()}"]
+    cmd += ["--http", f"127.0.0.1:{port}", "--sip", f"127.0.0.1:{sip_port or _udp_port(avoid=port)}"]
     full_env = _clean_env(env)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     lines: list[str] = []
@@ -115,7 +126,8 @@ async def test_configured_admin_credentials(tmp_path: Path, db: Database) -> Non
 
 def test_bad_settings_fail_clearly(tmp_path: Path) -> None:
     env = _clean_env({"CALLPLANE_ADMIN_ACCOUNT_SID": "nope"})
-    addrs = ["--http", f"127.0.0.1:{_port()}", "--sip", f"127.0.0.1:{_udp_port()}"]
+    http_port = _port()
+    addrs = ["--http", f"127.0.0.1:{http_port}", "--sip", f"127.0.0.1:{_udp_port(avoid=http_port)}"]
     done = _cli("serve", "--data", str(tmp_path), *addrs, env=env)
     assert done.returncode == 2
     assert "CALLPLANE_ADMIN_ACCOUNT_SID must be AC followed by 32" in done.stderr
@@ -124,7 +136,8 @@ def test_bad_settings_fail_clearly(tmp_path: Path) -> None:
 
 
 def test_a_second_node_on_a_busy_port_says_which_port_in_one_line(tmp_path: Path) -> None:
-    http_port, sip_port = _port(), _udp_port()
+    http_port = _port()
+    sip_port = _udp_port(avoid=http_port)
     url = f"sqlite+aiosqlite:///{tmp_path / 'callplane.db'}"
     # the first node also runs without espeak-ng on its PATH: one start-up line says what <Say> will do
     with serving(tmp_path, url, {"PATH": "/nonexistent"}, port=http_port, sip_port=sip_port) as (base, lines):
