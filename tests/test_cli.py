@@ -23,10 +23,21 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _udp_port(avoid: int = 0) -> int:
+    """A port free for UDP and TCP both, as `--sip` needs (a port free for UDP alone may carry a TCP connection),
+    and not ``avoid`` (the HTTP port just chosen, released but about to be bound)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            if port == avoid:
+                continue
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no port free for both UDP and TCP")
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -35,12 +46,18 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CALLPLANE_")} | (extra or {})
+
+
 @contextlib.contextmanager
-def serving(data: Path, url: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, list[str]]]:
-    port = _port()
+def serving(
+    data: Path, url: str, env: dict[str, str] | None = None, *, port: int = 0, sip_port: int = 0
+) -> Iterator[tuple[str, list[str]]]:
+    port = port or _port()
     cmd = [sys.executable, "-m", "callplane", "serve", "--data", str(data), "--database-url", url]
-    cmd += ["--http", f"127.0.0.1:{port}", "--sip", f"127.0.0.1:{_udp_port()}"]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPLANE_")} | (env or {})
+    cmd += ["--http", f"127.0.0.1:{port}", "--sip", f"127.0.0.1:{sip_port or _udp_port(avoid=port)}"]
+    full_env = _clean_env(env)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     lines: list[str] = []
     base = f"http://127.0.0.1:{port}"
@@ -113,10 +130,49 @@ async def test_configured_admin_credentials(tmp_path: Path, db: Database) -> Non
 
 
 def test_bad_settings_fail_clearly(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPLANE_")}
-    env["CALLPLANE_ADMIN_ACCOUNT_SID"] = "nope"
-    done = _cli("serve", "--data", str(tmp_path), "--http", f"127.0.0.1:{_port()}", env=env)
+    env = _clean_env({"CALLPLANE_ADMIN_ACCOUNT_SID": "nope"})
+    http_port = _port()
+    addrs = ["--http", f"127.0.0.1:{http_port}", "--sip", f"127.0.0.1:{_udp_port(avoid=http_port)}"]
+    done = _cli("serve", "--data", str(tmp_path), *addrs, env=env)
     assert done.returncode == 2
     assert "CALLPLANE_ADMIN_ACCOUNT_SID must be AC followed by 32" in done.stderr
     done = _cli("calls", "generate", "--account", "AC" + "0" * 32, "--count", "1", "--data", str(tmp_path), env=env)
     assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+def test_a_second_node_on_a_busy_port_says_which_port_in_one_line(tmp_path: Path) -> None:
+    http_port = _port()
+    sip_port = _udp_port(avoid=http_port)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'callplane.db'}"
+    # the first node also runs without espeak-ng on its PATH: one start-up line says what <Say> will do
+    with serving(tmp_path, url, {"PATH": "/nonexistent"}, port=http_port, sip_port=sip_port) as (base, lines):
+        tts_lines = [line for line in lines if "text-to-speech" in line]
+        assert len(tts_lines) == 1 and "espeak-ng is not installed" in tts_lines[0], lines
+        assert "<Say> fails with notification 12400" in tts_lines[0]
+        for busy, flag, what in [
+            (["--http", f"127.0.0.1:{http_port}", "--sip", f"127.0.0.1:{_udp_port()}"], "--http", "HTTP"),
+            (["--http", f"127.0.0.1:{_port()}", "--sip", f"127.0.0.1:{sip_port}"], "--sip", "SIP (UDP and TCP)"),
+        ]:
+            done = _cli("serve", "--data", str(tmp_path / "second"), "--database-url", url, *busy, env=_clean_env())
+            port = http_port if flag == "--http" else sip_port
+            assert done.returncode == 2
+            assert "SIP on" not in done.stdout and "HTTP API on" not in done.stdout
+            assert done.stderr.splitlines() == [
+                f"callplane: error: cannot listen for {what} on 127.0.0.1:{port}: Address already in use "
+                f"(another callplane node?); choose another address with {flag} or CALLPLANE_{flag[2:].upper()}"
+            ]
+        assert httpx.get(base + "/openapi.json").status_code == 200  # the first node is unharmed
+
+
+def test_data_help_names_what_the_directory_holds(tmp_path: Path) -> None:
+    help_text = " ".join(_cli("serve", "--help").stdout.split())
+    assert "directory for this node's files: callplane.db* (the SQLite database" in help_text
+    assert "and instance_id (this node's InstanceId)" in help_text
+    done = _cli("migrate", "--data", str(tmp_path), env=_clean_env())
+    assert done.returncode == 0, done.stderr
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "callplane.db" in names and all(n.startswith("callplane.db") for n in names), names
+    with serving(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'callplane.db'}"):
+        pass
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "instance_id" in names and all(n.startswith("callplane.db") for n in names - {"instance_id"}), names

@@ -7,12 +7,17 @@ variable ``CALLPLANE_<NAME>`` (flag > environment > embedded default).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
+import os
+import socket
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import fields
 from datetime import UTC, datetime
+from typing import Any
+
+import uvloop
 
 from callplane import __version__
 from callplane.core.clock import SystemClock
@@ -83,6 +88,36 @@ async def _open_store(settings: Settings) -> Database:
     return db
 
 
+def _port_taken(what: str, host: str, port: int, flag: str, exc: OSError) -> ConfigError:
+    errno = exc.errno or getattr(exc.__cause__, "errno", None)  # uvloop's UDP bind error wraps the real one
+    reason = os.strerror(errno) if errno else str(exc)
+    return ConfigError(
+        f"cannot listen for {what} on {host}:{port}: {reason} (another callplane node?); "
+        f"choose another address with --{flag} or CALLPLANE_{flag.upper()}"
+    )
+
+
+def _bind_http(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket, bound here so a busy port is one clear error instead of uvicorn's exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart does not wait for TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise _port_taken("HTTP", host, port, "http", exc) from None
+    return sock
+
+
+def _report_tts() -> None:
+    from callplane.media.tts import espeak_missing
+
+    missing = espeak_missing()
+    if missing is not None:
+        log.warning("%s; <Say> fails with notification 12400 until then", missing)
+
+
 async def _serve(settings: Settings) -> None:
     import uvicorn
 
@@ -93,11 +128,10 @@ async def _serve(settings: Settings) -> None:
     from callplane.engine.stack import EngineStack, StackOptions
 
     ids, clock = IdSource(), SystemClock()
+    host, port = settings.http_address
+    http_sock = _bind_http(host, port)  # first: a second node on the same address stops before touching anything
     db = await _open_store(settings)
     instance_id = ensure_instance_id(settings.data, ids, settings.instance_id)
-    closed = await store_calls.complete_stale(db, instance_id, clock.wall())
-    if closed:
-        log.info("closed %d call records left unfinished by this node's previous run", closed)
     admin = await ensure_admin(db, ids, clock, settings.admin_account_sid, settings.admin_auth_token)
     if admin.new_token is not None:
         print(
@@ -121,10 +155,20 @@ async def _serve(settings: Settings) -> None:
         digest_algorithms=settings.sip_digest_algorithms,
         dispatcher=dispatcher,
     )
-    await sip.start()
+    try:
+        await sip.start()
+    except OSError as exc:
+        http_sock.close()
+        await db.close()
+        raise _port_taken("SIP (UDP and TCP)", sip_host, sip_port, "sip", exc) from None
+    # Only a node that holds its ports may close "its" unfinished calls: a second node with the same InstanceId
+    # (same DATA) stops above, before it can end the running node's live calls.
+    closed = await store_calls.complete_stale(db, instance_id, clock.wall())
+    if closed:
+        log.info("closed %d call records left unfinished by this node's previous run", closed)
     sip_port = sip.local["UDP"][1]
     print(f"callplane: SIP on {sip_host}:{sip_port} (UDP and TCP)", flush=True)
-    host, port = settings.http_address
+    _report_tts()
     engine_config = EngineConfig(
         instance_id=instance_id,
         domain=f"{sip_host}:{sip_port}",
@@ -136,15 +180,16 @@ async def _serve(settings: Settings) -> None:
     )
     options = StackOptions(media_host=sip_host, rtp_ports=settings.rtp_port_range, data=settings.data)
     stack = EngineStack(db, ids, clock, sip.endpoint, sip.ua, dispatcher, engine_config, options)
-    await stack.start()
+    await stack.start()  # also queues the completed callbacks of the calls the previous run was cut off from
     app = create_app(db, ids=ids, clock=clock, control=stack.engine, recordings_dir=engine_config.recordings_dir)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)
     try:
-        await server.serve()
+        await server.serve(sockets=[http_sock])
     finally:
         await stack.close()
+        http_sock.close()
         await sip.close()
         await db.close()
 
@@ -178,13 +223,8 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> None:
         await db.close()
 
 
-def _run(coro: object) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        asyncio.run(coro)  # type: ignore[arg-type]
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    uvloop.run(coro)
 
 
 def main(argv: list[str] | None = None) -> int:

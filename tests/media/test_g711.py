@@ -1,18 +1,63 @@
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
 from callplane.media import g711
 from callplane.media.g711 import PCMA, PCMU, UnsupportedCodec, decode, encode
 
+EVERY_SAMPLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).tobytes()  # 0, 1, ... 32767, -32768, ... -1
+EVERY_CODE = bytes(range(256))
+
+
+def pcm(*samples: int) -> bytes:
+    return np.array(samples, dtype="<i2").tobytes()
+
 
 def test_known_code_points() -> None:
-    # G.711 tables: silence is 0xFF in mu-law and 0xD5 in A-law; full-scale negative is 0x00 / 0x2A.
-    assert encode(b"\x00\x00", PCMU) == b"\xff"
-    assert encode(b"\x00\x00", PCMA) == b"\xd5"
-    assert decode(b"\x00", PCMU) == (-32124).to_bytes(2, "little", signed=True)
-    assert decode(b"\x2a", PCMA) == (-32256).to_bytes(2, "little", signed=True)
+    # ITU-T G.711 tables: silence is 0xFF in mu-law and 0xD5 in A-law; full scale is 0x80/0x00 and 0xAA/0x2A.
+    assert encode(pcm(0, 32767, -32768), PCMU) == b"\xff\x80\x00"
+    assert encode(pcm(0, 32767, -32768), PCMA) == b"\xd5\xaa\x2a"
+    assert decode(b"\x00\x80\xff\x7f", PCMU) == pcm(-32124, 32124, 0, 0)
+    assert decode(b"\x2a\xaa\xd5\x55", PCMA) == pcm(-32256, 32256, 8, -8)
+    # segment edges: mu-law's first step is 8 (at 16 bits), A-law's first segment steps by 16
+    assert decode(b"\xfe\xef\xdf", PCMU) == pcm(8, 132, 396)
+    assert decode(b"\xd4\xc5\xf5", PCMA) == pcm(24, 264, 528)
+
+
+def test_tables_match_the_reference_encoder_bit_for_bit() -> None:
+    # Digests of the full tables as produced by the classic reference implementation (stdlib audioop on 3.11:
+    # lin2ulaw/lin2alaw over every 16-bit sample, ulaw2lin/alaw2lin over every code).
+    digests = {
+        (PCMU, "enc"): "617fa4850d68d3906597e949f7625fb2fc46db479e29707f33159b3d131721cb",
+        (PCMU, "dec"): "3dab54339e520bb2c924826e3b72a917a2b612e9fd12fc867500f1d983a75827",
+        (PCMA, "enc"): "f77c76aa923ee25617453f87514828a12896227f82ff383bf3bb53d6ac7c2a0f",
+        (PCMA, "dec"): "e04788d110e58ff8c70c93b8480190d973e3b67876b6119abbaec766cc75c174",
+    }
+    for pt in (PCMU, PCMA):
+        assert hashlib.sha256(encode(EVERY_SAMPLE, pt)).hexdigest() == digests[(pt, "enc")]
+        assert hashlib.sha256(decode(EVERY_CODE, pt)).hexdigest() == digests[(pt, "dec")]
+
+
+@pytest.mark.parametrize("pt", [PCMU, PCMA])
+def test_every_code_survives_a_round_trip(pt: int) -> None:
+    levels = decode(EVERY_CODE, pt)
+    back = encode(levels, pt)
+    if pt == PCMU:  # mu-law has two zeros (0x7F is "negative zero"); it encodes back as 0xFF
+        assert [c for c, b in zip(EVERY_CODE, back, strict=True) if c != b] == [0x7F]
+        assert back[0x7F] == 0xFF
+    else:
+        assert back == EVERY_CODE
+    assert decode(back, pt) == levels
+
+
+@pytest.mark.parametrize("pt", [PCMU, PCMA])
+def test_encoding_is_monotonic(pt: int) -> None:
+    ordered = np.arange(-32768, 32768, dtype="<i2").tobytes()
+    level = np.frombuffer(decode(encode(ordered, pt), pt), dtype="<i2").astype(int)
+    assert (np.diff(level) >= 0).all()
 
 
 @pytest.mark.parametrize("pt", [PCMU, PCMA])
@@ -23,7 +68,19 @@ def test_round_trip_error_is_small(pt: int) -> None:
     assert np.max(np.abs(y.astype(int) - x.astype(int))) <= 12000 // 16 + 16
 
 
+def test_encoder_is_the_same_function_as_encode() -> None:
+    frame = np.arange(-80, 80, dtype="<i2").tobytes() * 2
+    assert g711.encoder(PCMA)(frame) == encode(frame, PCMA)
+    assert g711.encoder(PCMU)(b"") == b""
+    with pytest.raises(ValueError):
+        g711.encoder(PCMU)(b"\x00")  # half a sample
+
+
 def test_other_payload_types_refused() -> None:
     with pytest.raises(UnsupportedCodec):
         encode(b"\x00\x00", 18)
+    with pytest.raises(UnsupportedCodec):
+        decode(b"\x00", 18)
+    with pytest.raises(UnsupportedCodec):
+        g711.encoder(9)
     assert g711.ENCODING_NAMES == {0: "PCMU", 8: "PCMA"}

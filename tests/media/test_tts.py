@@ -13,7 +13,14 @@ import pytest
 from callplane.media import tts
 from callplane.media.player import pcm_seconds
 from callplane.media.sources import SAMPLE_RATE
-from callplane.media.tts import CachingTts, EspeakProvider, TtsError, TtsTextTooLongError, espeak_voice
+from callplane.media.tts import (
+    CachingTts,
+    EspeakProvider,
+    TtsError,
+    TtsTextTooLongError,
+    TtsUnavailableError,
+    espeak_voice,
+)
 from callplane.media.workers import MediaWorkers
 from tests.media.test_player import rms, samples
 
@@ -113,9 +120,16 @@ async def test_length_limit(workers: MediaWorkers) -> None:
     assert info.value.code == 12400 and provider.spawns == 0
 
 
-async def test_missing_espeak_is_a_tts_error(workers: MediaWorkers) -> None:
-    with pytest.raises(TtsError, match="cannot start"):
+async def test_missing_espeak_says_tts_is_unavailable_and_how_to_fix_it(workers: MediaWorkers) -> None:
+    with pytest.raises(TtsUnavailableError) as info:
         await EspeakProvider(workers, binary="/nonexistent/espeak-ng").synthesize("hi", "man", "en")
+    assert str(info.value) == (
+        "text-to-speech is unavailable: /nonexistent/espeak-ng is not installed or not on PATH "
+        "(Debian/Ubuntu: apt-get install espeak-ng; macOS: brew install espeak-ng)"
+    )
+    assert isinstance(info.value, TtsError) and info.value.code == 12400  # the <Say> notification
+    assert tts.espeak_missing("/nonexistent/espeak-ng") == str(info.value)
+    assert tts.espeak_missing() is None  # the real one is installed here
 
 
 async def test_cache_hits_spawn_nothing(tmp_path: Path, pool: ProcessPoolExecutor) -> None:

@@ -5,16 +5,23 @@ Restcomm conventions handled here, before routing:
 - any path segment ending in ``.json`` selects JSON and is routed without the suffix
   (``Calls.json``, ``Calls/{sid}.json`` and ``Calls.json/{sid}`` all work);
 - otherwise an ``Accept`` header containing ``json`` selects JSON, and everything else gets XML.
+
+Outside the API: ``/`` is a small index (HTML for browsers, JSON otherwise) linking ``/docs`` (Swagger UI, served
+from the ``fastapi-offline`` package's files, so it works with no network), ``/openapi.json`` and the API root.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from html import escape
 from pathlib import Path
-from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callplane import __version__
@@ -28,6 +35,7 @@ from . import accounts, call_control, calls, notifications, recordings
 from .auth import Authenticator
 from .errors import api_error_handler, http_error_handler, unexpected_error_handler
 from .formats import API_VERSION
+from .openapi import DESCRIPTION, install_openapi
 
 PREFIXES = (f"/{API_VERSION}", f"/restcomm/{API_VERSION}")
 
@@ -74,14 +82,16 @@ def create_app(
     served from ``recordings_dir``."""
     ids = ids or IdSource()
     clock = clock or SystemClock()
-    app = FastAPI(
+    app = FastAPIOffline(
         title="callplane",
         version=__version__,
-        description=__doc__,
+        description=DESCRIPTION,
         generate_unique_id_function=_operation_id,
         docs_url="/docs",
         redoc_url=None,
+        static_url="/docs/static",
     )
+    app.add_api_route("/", _index, methods=["GET"], include_in_schema=False)
     auth = Authenticator(db)
     for prefix in PREFIXES:
         app.include_router(accounts.build_router(db, auth, ids, clock), prefix=prefix)
@@ -90,25 +100,53 @@ def create_app(
         app.include_router(recordings.build_router(db, auth, recordings_dir), prefix=prefix)
         app.include_router(notifications.build_router(db, auth), prefix=prefix)
     app.add_exception_handler(ApiError, api_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _with_allow(app))
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(RestcommFormat)
-    _document_security(app)
+    install_openapi(app)
     return app
 
 
-def _document_security(app: FastAPI) -> None:
-    """Every route but the OpenAPI document itself takes HTTP Basic (AccountSid or email : AuthToken)."""
-    from fastapi.openapi.utils import get_openapi
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "basic": {"type": "http", "scheme": "basic", "description": "AccountSid (or email) and AuthToken"}
-            }
-            schema["security"] = [{"basic": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def _with_allow(app: FastAPI) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """The HTTP error handler, with a 405's ``Allow`` naming every method of the path.
+
+    Starlette reports only the first route whose path matched (GET and POST of one path are two routes), so its
+    own ``Allow`` would leave POST out. Each method is tried against the routes instead.
+    """
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+            allowed = [
+                method
+                for method in _METHODS
+                if any(r.matches(dict(request.scope, method=method))[0] is Match.FULL for r in app.router.routes)
+            ]
+            exc.headers = {"Allow": ", ".join(allowed)}
+        return await http_error_handler(request, exc)
+
+    return handler
+
+
+_LINKS = {
+    "docs": ("/docs", "the API browsable in Swagger UI"),
+    "openapi": ("/openapi.json", "the OpenAPI document"),
+    "api": (f"/{API_VERSION}/Accounts.json", "the API root: your account (HTTP Basic, AccountSid:AuthToken)"),
+}
+
+
+async def _index(request: Request) -> Response:
+    """Where a person who opens the node's address lands."""
+    if "text/html" in request.headers.get("accept", ""):
+        items = "".join(
+            f'<li><a href="{href}">{escape(href)}</a>: {escape(text)}</li>' for href, text in _LINKS.values()
+        )
+        return HTMLResponse(
+            f"<!doctype html><title>callplane {__version__}</title><h1>callplane {__version__}</h1><ul>{items}</ul>"
+        )
+    return JSONResponse(
+        {"name": "callplane", "version": __version__, "api_version": API_VERSION}
+        | {key: href for key, (href, _) in _LINKS.items()}
+    )

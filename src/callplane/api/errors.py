@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -39,13 +40,17 @@ def wants_json(request: Request) -> bool:
     return bool(request.scope.get("callplane.json", False))
 
 
-def error_response(request: Request, status: int, message: str, code: int | None = None) -> Response:
+def error_response(
+    request: Request, status: int, message: str, code: int | None = None, headers: Mapping[str, str] | None = None
+) -> Response:
     code = code if code is not None and code != status else _DEFAULT_CODES.get(status, INTERNAL)
     more_info = f"https://www.twilio.com/docs/errors/{code}"
-    headers = {"WWW-Authenticate": 'Basic realm="callplane"'} if status == 401 else None
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers["WWW-Authenticate"] = 'Basic realm="callplane"'
     if wants_json(request):
         body = dumps({"code": code, "message": message, "more_info": more_info, "status": status})
-        return Response(body, status, headers=headers, media_type="application/json")
+        return Response(body, status, headers=all_headers, media_type="application/json")
     fields: list[tuple[str, object]] = [
         ("Code", code),
         ("Message", message),
@@ -53,7 +58,7 @@ def error_response(request: Request, status: int, message: str, code: int | None
         ("Status", status),
     ]
     return Response(
-        xml_document(xml_element("RestException", fields)), status, headers=headers, media_type="application/xml"
+        xml_document(xml_element("RestException", fields)), status, headers=all_headers, media_type="application/xml"
     )
 
 
@@ -68,7 +73,8 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     message = (
         detail if isinstance(detail, str) else {404: "No such resource", 405: "Method not allowed"}.get(status, "Error")
     )
-    return error_response(request, status, message)
+    headers: Mapping[str, str] | None = getattr(exc, "headers", None)  # Starlette's 405 names the methods in Allow
+    return error_response(request, status, message, headers=headers)
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:

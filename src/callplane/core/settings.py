@@ -42,7 +42,12 @@ def _opt(default: Any, env: str, help: str) -> Any:
 class Settings:
     """Node configuration. ``env`` names the variable, ``help`` documents the flag."""
 
-    data: Path = _opt(Path("var"), "DATA", "directory for the SQLite database, admin credentials, caches, recordings")
+    data: Path = _opt(
+        Path("var"),
+        "DATA",
+        "directory for this node's files: callplane.db* (the SQLite database and its lock and journal files, "
+        "unless --database-url is set) and instance_id (this node's InstanceId)",
+    )
     database_url: str = _opt(
         "",
         "DATABASE_URL",

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import math
-import warnings
 
-with warnings.catch_warnings():  # see g711.py: audioop warns on import
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+import numpy as np
 
 from callplane.media.sources import FRAME_SECONDS
 
-__all__ = ["EnergyDetector", "frame_dbfs"]
+__all__ = ["EnergyDetector", "frame_dbfs", "frame_rms"]
+
+
+def frame_rms(frame: bytes) -> float:
+    """Root mean square of an s16le frame (0.0 for an empty one)."""
+    if not frame:
+        return 0.0
+    x = np.frombuffer(frame, dtype="<i2").astype(np.int64)
+    return math.sqrt(int(np.dot(x, x)) / len(x))
 
 
 def frame_dbfs(frame: bytes) -> float:
     """RMS level of an s16le frame in dB relative to full scale (32768); silence is -inf."""
-    rms = audioop.rms(frame, 2) if frame else 0  # ~0.3 us per frame, 10x cheaper than numpy here
+    rms = frame_rms(frame)
     if rms <= 0:
         return -math.inf
     return 20 * math.log10(rms / 32768.0)
@@ -40,7 +45,7 @@ class EnergyDetector:
         self.frames = 0
 
     def is_voice(self, frame: bytes) -> bool:
-        return audioop.rms(frame, 2) >= self._threshold_rms
+        return frame_rms(frame) >= self._threshold_rms
 
     def write(self, frame: bytes, now: float) -> None:
         self.begin(now)

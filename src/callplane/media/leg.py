@@ -340,7 +340,7 @@ class RtpLeg:
         if not self.sending or self.remote is None:
             self._marker = True
             return None
-        payload = self._encode(frame, 2)
+        payload = self._encode(frame)
         marker = self._marker
         if marker:
             self._marker = False

@@ -12,6 +12,7 @@ starts with ``-`` is never read as an option) and resamples its 22.05 kHz WAV in
 
 from __future__ import annotations
 
+import shutil
 from typing import Protocol
 
 from callplane.media import player
@@ -25,6 +26,8 @@ __all__ = [
     "TtsError",
     "TtsProvider",
     "TtsTextTooLongError",
+    "TtsUnavailableError",
+    "espeak_missing",
     "espeak_voice",
     "make_default_tts",
 ]
@@ -39,6 +42,23 @@ class TtsError(PlaybackError):
 
 class TtsTextTooLongError(TtsError):
     """The text is longer than the provider accepts."""
+
+
+class TtsUnavailableError(TtsError):
+    """The TTS engine is not installed on this node: every ``<Say>`` fails until it is."""
+
+
+def espeak_missing(binary: str = "espeak-ng") -> str | None:
+    """Why espeak-ng cannot run here (a sentence that says how to fix it), or None when it can.
+
+    A file-system look-up: call it at start-up or on a failure path, not per prompt on the event loop.
+    """
+    if shutil.which(binary) is not None:
+        return None
+    return (
+        f"text-to-speech is unavailable: {binary} is not installed or not on PATH "
+        "(Debian/Ubuntu: apt-get install espeak-ng; macOS: brew install espeak-ng)"
+    )
 
 
 class TtsProvider(Protocol):
@@ -169,6 +189,9 @@ class EspeakProvider:
                 self.argv(voice, language), stdin=cleaned.encode("utf-8") + b"\n", timeout=self._timeout
             )
         except PlaybackError as exc:
+            missing = espeak_missing(self._binary)
+            if missing is not None:
+                raise TtsUnavailableError(missing) from None
             raise TtsError(f"espeak-ng failed: {exc}") from None
         try:
             return await self._workers.run(player.decode_audio, wav)
