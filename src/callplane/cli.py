@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if settings.log_level.upper() != "DEBUG":
             logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step on every start
+            logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per webhook; failures are logged by us
         if args.command == "serve":
             _run(_serve(settings))
         elif args.command == "migrate":

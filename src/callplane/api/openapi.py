@@ -22,7 +22,8 @@ from .paging import MAX_LIMIT, MAX_PAGE_SIZE
 __all__ = ["DESCRIPTION", "OPERATIONS", "install_openapi"]
 
 DESCRIPTION = """\
-The callplane REST API: the Restcomm Connect `2012-04-24` API (Accounts and Calls so far), served under both
+The callplane REST API: the Restcomm Connect `2012-04-24` API (Accounts, Calls with live call modification,
+Recordings and Notifications), served under both
 `/2012-04-24` and `/restcomm/2012-04-24`.
 
 **Authentication.** HTTP Basic on every operation: the AccountSid (or the account's email address) as the user
@@ -61,9 +62,10 @@ _ERROR_TEXT = {
     401: "No credentials, or an unknown AccountSid or wrong AuthToken",
     403: "The caller's account is not active, or the account is not the caller's nor one of its sub-accounts",
     404: "No such account or resource",
-    409: "The value conflicts with another account (EmailAddress already used)",
+    409: "A conflict: the EmailAddress is taken, or the call has already ended (or lives on another node)",
     413: "The body is larger than the API accepts",
     415: "The body is not application/x-www-form-urlencoded",
+    503: "The call engine is not running on this node",
 }
 _WWW_AUTHENTICATE = {
     "WWW-Authenticate": {"description": 'Always `Basic realm="callplane"`', "schema": {"type": "string"}}
@@ -232,6 +234,102 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+
+def _paged(key: str, item: str) -> dict[str, Any]:
+    """A list envelope like CallList's, holding ``item`` values under ``key``."""
+    envelope = dict(SCHEMAS["CallList"])
+    props = {k: v for k, v in envelope["properties"].items() if k != "calls"}
+    props[key] = {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}}
+    return {"type": "object", "required": [*envelope["required"][:-1], key], "properties": props}
+
+
+_URL = {"type": "string", "format": "uri", "description": "Absolute http(s) URL"}
+_METHOD = {"type": "string", "enum": ["GET", "POST"], "description": "Default POST"}
+SCHEMAS.update(
+    {
+        "CallCreate": {
+            "type": "object",
+            "required": ["From", "To", "Url"],
+            "properties": {
+                "From": {"type": "string", "description": "Caller id: a number or login, or a SIP URI"},
+                "To": {
+                    "type": "string",
+                    "description": "sip:user@host[:port][;transport=tcp], client:login (every registration rings) "
+                    "or a number (through CALLPLANE_OUTBOUND_PROXY); ?X-h=v adds custom SIP headers",
+                },
+                "Url": _URL,
+                "Method": _METHOD,
+                "FallbackUrl": _URL,
+                "FallbackMethod": _METHOD,
+                "StatusCallback": _URL,
+                "StatusCallbackMethod": _METHOD,
+                "StatusCallbackEvent": {
+                    "type": "string",
+                    "description": "initiated, ringing, answered, completed; comma or space separated (default "
+                    "completed)",
+                },
+                "Timeout": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Ring seconds, default 60"},
+                "Username": {"type": "string", "description": "Digest user for a 401/407 to the INVITE"},
+                "Password": {"type": "string", "description": "Digest password"},
+            },
+            "additionalProperties": {"type": "string", "description": "X-… fields become SIP headers"},
+        },
+        "CallUpdate": {
+            "type": "object",
+            "properties": {
+                "Url": _URL,
+                "Method": _METHOD,
+                "FallbackUrl": _URL,
+                "FallbackMethod": _METHOD,
+                "StatusCallback": _URL,
+                "StatusCallbackMethod": _METHOD,
+                "Status": {"type": "string", "enum": ["canceled", "completed"]},
+                "Mute": {"type": "string", "enum": ["true", "false"]},
+            },
+        },
+        "Recording": {
+            "type": "object",
+            "required": ["sid", "account_sid", "call_sid", "duration", "uri", "file_uri"],
+            "properties": {
+                "sid": {"type": "string", "pattern": "^RE[0-9a-f]{32}$"},
+                "date_created": {"type": "string", "description": "RFC 2822 date"},
+                "date_updated": {"type": "string", "description": "RFC 2822 date"},
+                "account_sid": _STRING,
+                "call_sid": _STRING,
+                "duration": {"type": "string", "description": "Seconds, e.g. 3.0"},
+                "api_version": _STRING,
+                "file_uri": {"type": "string", "description": "Absolute URL of the audio (audio/wav)"},
+                "uri": _STRING,
+            },
+        },
+        "Notification": {
+            "type": "object",
+            "required": ["sid", "account_sid", "error_code", "message_text", "uri"],
+            "properties": {
+                "sid": {"type": "string", "pattern": "^NO[0-9a-f]{32}$"},
+                "date_created": _STRING,
+                "date_updated": _STRING,
+                "account_sid": _STRING,
+                "call_sid": _STRING,
+                "api_version": _STRING,
+                "log": {"type": "integer", "enum": [0, 1], "description": "0 error, 1 warning"},
+                "error_code": {"type": "integer"},
+                "more_info": _STRING,
+                "message_text": _STRING,
+                "message_date": _STRING,
+                "request_url": _STRING,
+                "request_method": _STRING,
+                "request_variables": _STRING,
+                "response_headers": _STRING,
+                "response_body": _STRING,
+                "uri": _STRING,
+            },
+        },
+    }
+)
+SCHEMAS["RecordingList"] = _paged("recordings", "Recording")
+SCHEMAS["NotificationList"] = _paged("notifications", "Notification")
+
 #: Per route name: the 200 representation, the form body (if any) and the error statuses it can answer.
 OPERATIONS: dict[str, tuple[str, str | None, tuple[int, ...]]] = {
     "list_accounts": ("AccountList", None, (401, 403)),
@@ -240,6 +338,15 @@ OPERATIONS: dict[str, tuple[str, str | None, tuple[int, ...]]] = {
     "update_account": ("Account", "AccountUpdate", (400, 401, 403, 404, 413, 415)),
     "list_calls": ("CallList", None, (400, 401, 403, 404)),
     "get_call": ("Call", None, (401, 403, 404)),
+    "place_call": ("Call", "CallCreate", (400, 401, 403, 404, 413, 415, 503)),
+    "modify_call": ("Call", "CallUpdate", (400, 401, 403, 404, 409, 413, 415, 503)),
+    "list_recordings": ("RecordingList", None, (400, 401, 403, 404)),
+    "list_call_recordings": ("RecordingList", None, (400, 401, 403, 404)),
+    "get_recording": ("Recording", None, (401, 403, 404)),
+    "delete_recording": ("", None, (401, 403, 404)),
+    "list_notifications": ("NotificationList", None, (400, 401, 403, 404)),
+    "list_call_notifications": ("NotificationList", None, (400, 401, 403, 404)),
+    "get_notification": ("Notification", None, (401, 403, 404)),
 }
 
 _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -257,7 +364,10 @@ _PATH_PARAMS = {
 def _document_operation(operation: dict[str, Any], name: str, method: str) -> None:
     if name in OPERATIONS:
         representation, form, errors = OPERATIONS[name]
-        operation["responses"] = {"200": _json_and_xml(representation, "Success"), **_errors(*errors)}
+        success = (
+            {"200": _json_and_xml(representation, "Success")} if representation else {"204": {"description": "Deleted"}}
+        )
+        operation["responses"] = {**success, **_errors(*errors)}
         if form is not None:
             operation["requestBody"] = _form(form)
     else:  # a route without an entry yet: what every route shares, and no 422 (nothing is validated by FastAPI)
