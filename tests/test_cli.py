@@ -167,7 +167,7 @@ def test_a_second_node_on_a_busy_port_says_which_port_in_one_line(tmp_path: Path
 def test_data_help_names_what_the_directory_holds(tmp_path: Path) -> None:
     help_text = " ".join(_cli("serve", "--help").stdout.split())
     assert "directory for this node's files: callplane.db* (the SQLite database" in help_text
-    assert "and instance_id (this node's InstanceId)" in help_text
+    assert "instance_id (this node's InstanceId), recordings/ (the WAV files of <Record>) and cache/" in help_text
     done = _cli("migrate", "--data", str(tmp_path), env=_clean_env())
     assert done.returncode == 0, done.stderr
     names = {p.name for p in tmp_path.iterdir()}
@@ -175,4 +175,5 @@ def test_data_help_names_what_the_directory_holds(tmp_path: Path) -> None:
     with serving(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'callplane.db'}"):
         pass
     names = {p.name for p in tmp_path.iterdir()}
-    assert "instance_id" in names and all(n.startswith("callplane.db") for n in names - {"instance_id"}), names
+    node_files = {"instance_id", "recordings", "cache"}
+    assert node_files <= names and all(n.startswith("callplane.db") for n in names - node_files), names

@@ -46,7 +46,8 @@ class Settings:
         Path("var"),
         "DATA",
         "directory for this node's files: callplane.db* (the SQLite database and its lock and journal files, "
-        "unless --database-url is set) and instance_id (this node's InstanceId)",
+        "unless --database-url is set), instance_id (this node's InstanceId), recordings/ (the WAV files of "
+        "<Record>) and cache/ (synthesised and fetched audio)",
     )
     database_url: str = _opt(
         "",
