@@ -133,3 +133,13 @@ def test_property_small_reorder_and_loss(displace: list[int], lost: set[int], st
     assert played == sorted(played) and len(set(played)) == len(played)
     assert set(played) <= {i % 256 for i in range(n)} - {i % 256 for i in lost}
     assert len(played) >= n - len(lost) - 3 * len(lost) - 3
+
+
+def test_sequence_numbers_of_non_audio_packets_are_stepped_over() -> None:
+    jb = JitterBuffer(depth=3, prefill=1)
+    jb.push(0, f(0))
+    jb.push(1, b"")  # an RFC 4733 event packet took this number
+    jb.push(2, b"")
+    jb.push(3, f(3))
+    assert [jb.pop(), jb.pop(), jb.pop()] == [f(0), f(3), None]  # no concealment frame, no tick spent
+    assert jb.stats.lost == 0

@@ -2,6 +2,10 @@
 
 Muting a leg (``leg.muted``) stops its audio reaching the other side. Holding a side through :meth:`Bridge.hold`
 stops audio in both directions for it and plays it ``music`` (if given) instead.
+
+RFC 4733 digits are relayed as the receiving leg's own events (its timestamps, sequence numbers and SSRC), live:
+the relayed event starts on the tick the first packet is heard and ends once the source event has ended. They
+follow the audio: nothing is relayed from a muted or held side, nor to a held side.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Bridge:
     def mix(self, now: float) -> None:
         """Phase 2 of the tick: set each leg's ``feed`` from the other's ``heard``."""
         for me, other in ((self.a, self.b), (self.b, self.a)):
+            relay = False
             if me.leg_id in self._held:
                 music = self._held[me.leg_id]
                 me.feed = (music.read() if music is not None else None) or SILENCE
@@ -39,11 +44,18 @@ class Bridge:
                 me.feed = SILENCE
             else:
                 me.feed = other.heard if other.heard is not None else SILENCE
+                relay = not (other.muted or other.held)
+            if relay:
+                if other.heard_dtmf:
+                    me.relay_dtmf(other.heard_dtmf)
+            elif me.dtmf_out.relaying:
+                me.dtmf_out.end_all()  # muted or held mid-digit: the relayed event must still end
 
     def close(self) -> None:
         for leg in (self.a, self.b):
             leg.attached = False
             leg.feed = None
+            leg.dtmf_out.end_all()
         for src in self._held.values():
             if src is not None:
                 src.stop()

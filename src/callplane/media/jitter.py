@@ -13,6 +13,8 @@ Theory of operation: packets are pushed as they arrive; the ticker pops one fram
 - A packet older than the next expected one (late) or already queued (duplicate) is dropped and counted.
 - A jump of more than ``RESYNC_GAP`` sequence numbers (sender restarted) resynchronises.
 - If the queue grows beyond ``capacity`` (the sender's clock runs fast, or a burst), the oldest is dropped.
+- A sequence number taken by a packet that carries no audio (an RFC 4733 event in the same stream) is pushed
+  with an empty frame: playout steps over it without spending a tick or playing a concealment frame.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class JitterBuffer:
         return len(self._frames)
 
     def push(self, seq: int, frame: bytes) -> None:
-        """Queue a decoded frame under its RTP sequence number."""
+        """Queue a decoded frame under its RTP sequence number (``b""``: the packet carried no audio)."""
         st = self.stats
         if self._next is None:
             self._next = seq
@@ -86,6 +88,10 @@ class JitterBuffer:
         """The frame for this tick: audio, a concealment frame for a lost packet, or ``None`` if nothing came."""
         frames = self._frames
         self._started = True
+        nxt = self._next
+        while nxt is not None and frames.get(nxt) == b"":  # not audio: step over it
+            del frames[nxt]
+            nxt = self._next = (nxt + 1) & 0xFFFF
         if not frames or self._next is None:
             self.stats.underruns += 1
             self._filling = True

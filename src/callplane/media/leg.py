@@ -4,8 +4,10 @@ Theory of operation. The engine calls, on every 20 ms tick, in this order for al
 
 1. :meth:`RtpLeg.pull` pops this tick's inbound frame from the jitter buffer into ``heard`` and feeds the sinks
    (recorder, in-band DTMF detector, energy detector); silence is fed when nothing arrived, so recordings keep
-   wall-clock length.
-2. Bridges and mixers read ``heard`` of their legs and set ``feed`` (what each leg should send).
+   wall-clock length. RFC 4733 events that arrived since the last tick (and an event ended by the receiver's end
+   timeout) go into ``heard_dtmf``.
+2. Bridges and mixers read ``heard`` of their legs and set ``feed`` (what each leg should send); a bridge hands
+   ``heard_dtmf`` to the other leg's :meth:`RtpLeg.relay_dtmf`.
 3. :meth:`RtpLeg.produce` returns the RTP datagram for this tick: a telephone-event packet while digits are being
    sent, else ``feed`` (if attached to a bridge/mixer), else the next frame of ``source``, else silence.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 from callplane.core.errors import MediaError
 from callplane.core.ids import IdSource
 from callplane.media import g711, rtp
-from callplane.media.dtmf import DtmfReceiver, DtmfSender, InbandDtmfDetector
+from callplane.media.dtmf import DtmfReceiver, DtmfSender, InbandDtmfDetector, ReceivedDigit, ReceiverEvent, ToneStarted
 from callplane.media.events import (
     DigitReceived,
     DigitsSent,
@@ -52,6 +54,9 @@ Addr = tuple[str, int]
 __all__ = ["Addr", "RtpLeg"]
 
 _HDR = rtp.HEADER
+# An in-band digit is dropped as a copy when an RFC 4733 event of the same digit arrived while its tone did. The
+# audio reaches the detector later than the events (jitter buffer, up to its capacity), hence the slack.
+_INBAND_SLACK = 0.3
 
 
 class RtpLeg:
@@ -95,6 +100,8 @@ class RtpLeg:
         self.jitter = JitterBuffer(jitter_depth)
         self.dtmf_in = DtmfReceiver()
         self.dtmf_out = DtmfSender()
+        self.heard_dtmf: list[ReceiverEvent] = []  # RFC 4733 events heard this tick (a bridge relays them)
+        self._dtmf_pending: list[ReceiverEvent] = []
         self.inband: InbandDtmfDetector | None = None
         self.rtcp_interval = rtcp_interval
         self.cname = cname
@@ -181,12 +188,11 @@ class RtpLeg:
         assert self.stats is not None
         self.stats.update(seq, ts, now)
         if pt == self.dtmf_payload_type:
+            self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
             try:
-                digits = self.dtmf_in.feed(ts, payload)
+                self._rfc4733(self.dtmf_in.feed(ts, payload, now))
             except ValueError:
                 return
-            for d in digits:
-                self._digit(d.digit, d.duration_ms, "rfc4733")
         elif pt == 0 or pt == 8:
             if len(payload) == FRAME_SAMPLES:
                 self.jitter.push(seq, g711.decode(payload, pt))
@@ -216,6 +222,23 @@ class RtpLeg:
                 self.stats.last_sr = (p.ntp >> 16) & 0xFFFFFFFF
                 self.stats.last_sr_at = now
 
+    def _rfc4733(self, events: list[ReceiverEvent]) -> None:
+        for ev in events:
+            self._dtmf_pending.append(ev)
+            if isinstance(ev, ReceivedDigit):
+                self._digit(ev.digit, ev.duration_ms, "rfc4733")
+
+    def relay_dtmf(self, events: list[ReceiverEvent]) -> None:
+        """Send another leg's RFC 4733 events as our own (own timestamps, sequence numbers and SSRC)."""
+        if self.dtmf_payload_type is None:
+            return
+        for ev in events:
+            if isinstance(ev, ToneStarted):
+                self.dtmf_out.begin(ev.digit)
+            else:
+                self.dtmf_out.end(ev.digit, ev.duration_ms)
+        self._dtmf_active = True
+
     def _digit(self, digit: str, duration_ms: int, method: str) -> None:
         self.events.append(DigitReceived(self.leg_id, digit, duration_ms, method))
         for s in list(self.sinks):
@@ -231,6 +254,10 @@ class RtpLeg:
         """Phase 1: this tick's inbound frame into ``heard`` and the sinks."""
         frame = self.jitter.pop()
         self.heard = None if (self.held or self.muted) else frame
+        if self.dtmf_in.active:
+            self._rfc4733(self.dtmf_in.poll(now))
+        if self._dtmf_pending or self.heard_dtmf:
+            self.heard_dtmf, self._dtmf_pending = self._dtmf_pending, []
         if self.sinks:
             f = SILENCE if frame is None else frame
             done = None
@@ -243,7 +270,8 @@ class RtpLeg:
                 self.sinks = [s for s in self.sinks if not (isinstance(s, Recorder) and s.finished is not None)]
             if self.inband is not None and self.inband.detected:
                 for digit, ms in self.inband.detected:
-                    self._digit(digit, ms, "inband")
+                    if not self.dtmf_in.covers(digit, now - ms / 1000 - _INBAND_SLACK, now):
+                        self._digit(digit, ms, "inband")
                 self.inband.detected.clear()
 
     def produce(self, now: float, tick: int) -> bytes | None:
