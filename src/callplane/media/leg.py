@@ -174,6 +174,7 @@ class RtpLeg:
         if ssrc != self.remote_ssrc:
             self.remote_ssrc = ssrc
             self.stats = ReceptionStats(ssrc, seq)
+            self.jitter.reset()
             self._latched = False
         if self.symmetric and not self._latched:
             self._latched = True
