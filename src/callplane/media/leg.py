@@ -47,7 +47,7 @@ from callplane.media.rtcp import (
     ntp_timestamp,
     parse_compound,
 )
-from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SILENCE, Sink, Source
+from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE, Sink, Source
 
 Addr = tuple[str, int]
 
@@ -74,7 +74,7 @@ class RtpLeg:
         idle_timeout: float | None = None,
         jitter_depth: int = 3,
         rtcp_interval: float = 5.0,
-        cname: str = "callplane",
+        cname: str | None = None,
         start: float = 0.0,
         wall_offset: float = 0.0,
     ) -> None:
@@ -104,7 +104,9 @@ class RtpLeg:
         self._dtmf_pending: list[ReceiverEvent] = []
         self.inband: InbandDtmfDetector | None = None
         self.rtcp_interval = rtcp_interval
-        self.cname = cname
+        self._ids = ids
+        # RFC 7022 §4.2: a random CNAME of at least 96 bits, so no two legs (nor two nodes) share one.
+        self.cname = cname if cname is not None else ids.hex(12)
         self.wall_offset = wall_offset
         self.packets_sent = 0
         self.octets_sent = 0
@@ -116,8 +118,8 @@ class RtpLeg:
         self._last_rx = start
         self._idle_reported = False
         self._marker = True
-        self.next_rtcp = start + rtcp_interval / 2
-        self._last_ts = self._ts0
+        self.next_rtcp = start + self._rtcp_delay() / 2  # RFC 3550 §6.2: the first report after half an interval
+        self._t0 = start  # when the first tick's RTP timestamp (``_ts0``) was sampled
         self._partial = b""
         self._dtmf_active = False
         self._encode = g711.encoder(payload_type)
@@ -187,7 +189,7 @@ class RtpLeg:
         self._last_rx = now
         self._idle_reported = False
         assert self.stats is not None
-        self.stats.update(seq, ts, now)
+        self.stats.update(seq, ts, now, timing=pt != self.dtmf_payload_type)  # events all carry their start ts
         if pt == self.dtmf_payload_type:
             self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
             try:
@@ -279,7 +281,7 @@ class RtpLeg:
         """Phase 3: the RTP datagram to send to ``remote`` for this tick, or ``None``."""
         # This runs for every leg every 20 ms: attribute reads are kept few and the header is packed inline.
         if self._tick0 is None:
-            self._tick0 = tick
+            self._tick0, self._t0 = tick, now
         ts = (self._ts0 + FRAME_SAMPLES * (tick - self._tick0)) & 0xFFFFFFFF
         if self.idle_timeout is not None and not self._idle_reported and now - self._last_rx >= self.idle_timeout:
             self._idle_reported = True
@@ -298,7 +300,6 @@ class RtpLeg:
             self._marker = False
         seq = self._seq
         self._seq = (seq + 1) & 0xFFFF
-        self._last_ts = ts
         self.packets_sent += 1
         self.octets_sent += FRAME_SAMPLES
         return _HDR.pack(0x80, (0x80 if marker else 0) | self.payload_type, seq, ts, self.ssrc) + payload
@@ -336,25 +337,36 @@ class RtpLeg:
             marker, self._marker = True, False
         pkt = rtp.build(pt, self._seq, ts, self.ssrc, payload, marker)
         self._seq = (self._seq + 1) & 0xFFFF
-        self._last_ts = ts
         self.packets_sent += 1
         self.octets_sent += len(payload)
         return pkt
 
     # -- RTCP -------------------------------------------------------------------------------
     def rtcp_due(self, now: float) -> bytes | None:
-        """A compound SR/RR + SDES every ``rtcp_interval`` seconds (RFC 3550 §6.1), else ``None``."""
+        """A compound SR/RR + SDES about every ``rtcp_interval`` seconds (RFC 3550 §6.1), else ``None``."""
         if now < self.next_rtcp or self.remote_rtcp is None:
             return None
-        self.next_rtcp = now + self.rtcp_interval
+        self.next_rtcp = now + self._rtcp_delay()
         return self.rtcp_report(now)
+
+    def _rtcp_delay(self) -> float:
+        """RFC 3550 §6.3.1: the interval times a random factor in [0.5, 1.5), so that reports of sessions that
+        started together (a bridge, a conference, a node restart) do not stay in step."""
+        return self.rtcp_interval * (0.5 + self._ids.u32() / 4294967296)
+
+    def rtp_timestamp_at(self, now: float) -> int:
+        """The RTP timestamp of our stream for the instant ``now`` (the RTP clock runs at 8 kHz from the first tick)."""
+        return (self._ts0 + round((now - self._t0) * SAMPLE_RATE)) & 0xFFFFFFFF
 
     def rtcp_report(self, now: float, bye: bool = False) -> bytes:
         blocks = () if self.stats is None else (self.stats.report_block(now),)
         first: SenderReport | ReceiverReport
         if self.packets_sent:
             ntp = ntp_timestamp(now + self.wall_offset)
-            first = SenderReport(self.ssrc, ntp, self._last_ts, self.packets_sent, self.octets_sent, blocks)
+            # RFC 3550 §6.4.1: the RTP timestamp for the same instant as the NTP timestamp, not the last packet's
+            # (which may be old after a pause, or a telephone event's start).
+            rtp_ts = self.rtp_timestamp_at(now)
+            first = SenderReport(self.ssrc, ntp, rtp_ts, self.packets_sent, self.octets_sent, blocks)
         else:
             first = ReceiverReport(self.ssrc, blocks)
         if bye:
