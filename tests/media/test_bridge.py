@@ -147,3 +147,11 @@ async def test_bridge_relays_rfc4733_on_the_wire(engine: MediaEngine) -> None:
     finally:
         caller.close()
         callee.close()
+
+
+def test_no_stale_digit_after_the_receiving_leg_was_on_hold() -> None:
+    core, a, b = two_legs()
+    b.held = True  # b's peer put the call on hold (re-INVITE): b sends nothing
+    assert run(core, a, {1: [build(101, 1, 0, 99, te(6, True, 800))]}, 4) == []
+    b.held = False
+    assert {p.payload_type for p in run(core, a, {}, 10)} == {8}  # the digit is not played late

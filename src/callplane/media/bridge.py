@@ -5,7 +5,8 @@ stops audio in both directions for it and plays it ``music`` (if given) instead.
 
 RFC 4733 digits are relayed as the receiving leg's own events (its timestamps, sequence numbers and SSRC), live:
 the relayed event starts on the tick the first packet is heard and ends once the source event has ended. They
-follow the audio: nothing is relayed from a muted or held side, nor to a held side.
+follow the audio: nothing is relayed from a muted or held side, nor to a held side (a relayed event under way
+is ended at once).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Bridge:
                 me.feed = SILENCE
             else:
                 me.feed = other.heard if other.heard is not None else SILENCE
-                relay = not (other.muted or other.held)
+                relay = not (other.muted or other.held or me.held)
             if relay:
                 if other.heard_dtmf:
                     me.relay_dtmf(other.heard_dtmf)

@@ -133,7 +133,12 @@ class JitterBuffer:
                 base = nxt
                 self._step_to(min(frames, key=lambda s: seq_diff(s, base)), lost=self._started)
         self._started = True
-        self._shrink()
+        n = len(frames)
+        if self._window == 0 or n < self._low:
+            self._low = n
+        self._window += 1
+        if self._window >= self.shrink_window:
+            self._shrink()
         nxt = self._next
         assert nxt is not None
         frame = frames.pop(nxt, None)
@@ -151,13 +156,7 @@ class JitterBuffer:
         return None
 
     def _shrink(self) -> None:
-        """Once per window: drop the frame about to play if the queue stayed above the target all window long."""
-        n = len(self._frames)
-        if self._window == 0 or n < self._low:
-            self._low = n
-        self._window += 1
-        if self._window < self.shrink_window:
-            return
+        """At the end of a window: drop the frame about to play if the queue stayed above the target all along."""
         self._window = 0
         nxt = self._next
         if self._low > self.prefill and nxt is not None and nxt in self._frames:
