@@ -93,12 +93,12 @@ def test_receiver_covers_the_arrival_window_of_each_event() -> None:
 
 def test_sender_relays_an_event_live_with_its_own_timestamps() -> None:
     tx = DtmfSender()
-    assert not tx.relaying
+    assert tx.open_relays == 0
     tx.begin("9")
-    assert tx.relaying
+    assert tx.open_relays == 1
     pkts = [tx.next_packet(7000 + 160 * k) for k in range(3)]
     tx.end("9", 100)  # ended at the source after 100 ms: five ticks in all
-    assert not tx.relaying
+    assert tx.open_relays == 0
     pkts += [tx.next_packet(7000 + 160 * k) for k in range(3, 10)]
     got = [(TelephoneEvent.parse(p.payload), p.marker, p.timestamp) if p else None for p in pkts]
     assert got == [(TelephoneEvent(9, False, 10, 160 * k), k == 1, 7000) for k in range(1, 6)] + [
@@ -131,7 +131,7 @@ def test_sender_relay_without_a_start_and_end_all() -> None:
     tx.next_packet(0)
     tx.next_packet(160)
     tx.end_all()  # the bridge went away mid-digit: end with what was sent
-    assert not tx.relaying
+    assert tx.open_relays == 0
     got = [TelephoneEvent.parse(p.payload) for k in range(5) if (p := tx.next_packet(k))]
     assert got == [TelephoneEvent(2, True, 10, 320)] * 3
 

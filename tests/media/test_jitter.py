@@ -182,12 +182,12 @@ def test_latency_added_by_a_ticker_stall_drains_back_to_the_target() -> None:
         s.tick(pop=False)
     for _ in range(160):
         s.tick()
-    # Frames queued at each pop: 2 (the target), 7 after the stall, then one frame fewer after every window of
-    # 25 ticks spent entirely above the target, until it is back at 2 and stays there.
-    assert s.runs() == [(1, 1), (2, 9), (7, 41), (6, 25), (5, 25), (4, 25), (3, 25), (2, 19)]
+    # Frames queued at each pop: 2 (the target), 7 after the stall, then one frame fewer after every 25 pops
+    # spent above the target, until it is back at 2 and stays there.
+    assert s.runs() == [(1, 1), (2, 9), (7, 25), (6, 25), (5, 25), (4, 25), (3, 25), (2, 35)]
     assert s.jb.stats.shrunk == 5 and s.jb.stats.lost == 0
     played = [fr for fr in s.played if fr is not None]
-    assert played == [f(n) for n in range(1, 175) if n not in (50, 76, 102, 128, 154)]  # one frame per window
+    assert played == [f(n) for n in range(1, 175) if n not in (34, 60, 86, 112, 138)]  # one frame per window
 
 
 def test_latency_added_by_a_loss_drains_back_to_the_target() -> None:
@@ -198,8 +198,8 @@ def test_latency_added_by_a_loss_drains_back_to_the_target() -> None:
     for _ in range(100):
         s.tick()
     # It waited two ticks for the missing packet (reordering tolerance), which left four frames queued; the
-    # two extra frames are dropped one window apart, and the queue is back at the target.
-    assert s.runs() == [(1, 1), (2, 9), (1, 2), (2, 1), (3, 1), (4, 37), (3, 25), (2, 35)]
+    # two extra frames are dropped 25 pops apart, and the queue is back at the target.
+    assert s.runs() == [(1, 1), (2, 9), (1, 2), (2, 1), (3, 1), (4, 24), (3, 25), (2, 48)]
     assert s.jb.stats.lost == 1 and s.jb.stats.shrunk == 2
     assert s.played.count(SILENCE) == 1
 

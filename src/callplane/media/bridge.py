@@ -37,7 +37,6 @@ class Bridge:
     def mix(self, now: float) -> None:
         """Phase 2 of the tick: set each leg's ``feed`` from the other's ``heard``."""
         for me, other in ((self.a, self.b), (self.b, self.a)):
-            relay = False
             if me.leg_id in self._held:
                 music = self._held[me.leg_id]
                 me.feed = (music.read() if music is not None else None) or SILENCE
@@ -45,12 +44,17 @@ class Bridge:
                 me.feed = SILENCE
             else:
                 me.feed = other.heard if other.heard is not None else SILENCE
-                relay = not (other.muted or other.held or me.held)
-            if relay:
-                if other.heard_dtmf:
-                    me.relay_dtmf(other.heard_dtmf)
-            elif me.dtmf_out.relaying:
-                me.dtmf_out.end_all()  # muted or held mid-digit: the relayed event must still end
+            if other.heard_dtmf or me.dtmf_out.open_relays:
+                self._relay(me, other)
+
+    def _relay(self, me: RtpLeg, other: RtpLeg) -> None:
+        """Hand ``other``'s RFC 4733 events of this tick to ``me``, or end ``me``'s relayed event if the audio
+        does not flow between them now (muted or held mid-digit: the event must still end)."""
+        flowing = not (me.leg_id in self._held or other.leg_id in self._held or other.muted or other.held or me.held)
+        if not flowing:
+            me.dtmf_out.end_all()
+        elif other.heard_dtmf:
+            me.relay_dtmf(other.heard_dtmf)
 
     def close(self) -> None:
         for leg in (self.a, self.b):

@@ -197,7 +197,7 @@ class DtmfSender:
         self._tick = 0  # ticks into the current event (0 = first packet)
         self._pause = 0
         self._sending = ""
-        self._open = 0  # relayed events begun and not ended
+        self.open_relays = 0  # relayed events begun whose end is not known yet
 
     @property
     def busy(self) -> bool:
@@ -208,15 +208,10 @@ class DtmfSender:
         self._queue.extend(tones)  # all validated before any is queued
         self._sending += digits
 
-    @property
-    def relaying(self) -> bool:
-        """A relayed event has begun and its end is not known yet."""
-        return self._open > 0
-
     def begin(self, digit: str) -> None:
         """Start relaying an event whose end is not known yet."""
         self._queue.append(_Tone(event_for_digit(digit), None))
-        self._open += 1
+        self.open_relays += 1
 
     def end(self, digit: str, duration_ms: int) -> None:
         """The relayed event ended at its source after ``duration_ms``; one that never began is sent whole."""
@@ -224,7 +219,7 @@ class DtmfSender:
         for tone in (self._tone, *self._queue):
             if tone is not None and tone.ticks is None and tone.event == event:
                 tone.ticks = max(ticks, self._tick) if tone is self._tone else ticks
-                self._open -= 1
+                self.open_relays -= 1
                 return
         self._queue.append(_Tone(event, ticks))
 
@@ -233,7 +228,7 @@ class DtmfSender:
         for tone in (self._tone, *self._queue):
             if tone is not None and tone.ticks is None:
                 tone.ticks = max(1, self._tick) if tone is self._tone else 1
-        self._open = 0
+        self.open_relays = 0
 
     def next_packet(self, timestamp: int) -> EventPacket | None:
         """Called once per tick with the leg's RTP timestamp for this tick; ``None`` means send audio."""

@@ -13,8 +13,8 @@ Theory of operation: packets are pushed as they arrive; the ticker pops one fram
   oldest frame queued: packets reordered before playout began are kept, and the packets of a loss run that
   emptied the queue are not played as concealment (those ticks already went by without them).
 - Latency only grows through waiting (a loss, a reorder, a refill) or missed pops (a stalled ticker); it is
-  brought back down: when the queue held more than ``prefill`` frames at every tick of a ``shrink_window``, one
-  frame is dropped, and so on every window until it is back at the target.
+  brought back down: when the queue has held more than ``prefill`` frames at each of ``shrink_window`` pops in a
+  row, one frame is dropped, and so on every ``shrink_window`` pops until it is back at the target.
 - A packet older than the next expected one (late) or already queued (duplicate) is dropped and counted.
 - A jump of more than ``RESYNC_GAP`` sequence numbers (sender restarted) resynchronises; so does :meth:`reset`,
   which the leg calls when the sender's SSRC changes.
@@ -66,8 +66,7 @@ class JitterBuffer:
         self._started = False  # playout has begun (a frame or a concealment frame went out)
         self._filling = True
         self._fill_waited = 0
-        self._low = 0  # the fewest frames queued at any pop of the current shrink window
-        self._window = 0
+        self._above = 0  # pops in a row that found more than ``prefill`` frames queued
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -81,7 +80,7 @@ class JitterBuffer:
         self._started = False
         self._filling = True
         self._fill_waited = 0
-        self._window = 0
+        self._above = 0
 
     def push(self, seq: int, frame: bytes) -> None:
         """Queue a decoded frame under its RTP sequence number (``b""``: the packet carried no audio)."""
@@ -122,7 +121,7 @@ class JitterBuffer:
             self.stats.underruns += 1
             self._filling = True
             self._fill_waited = 0
-            self._window = 0  # the queue ran dry: latency is at its lowest, start a new window
+            self._above = 0
             return None
         if self._filling:
             if len(frames) < self.prefill and self._fill_waited < self.prefill:
@@ -133,12 +132,12 @@ class JitterBuffer:
                 base = nxt
                 self._step_to(min(frames, key=lambda s: seq_diff(s, base)), lost=self._started)
         self._started = True
-        n = len(frames)
-        if self._window == 0 or n < self._low:
-            self._low = n
-        self._window += 1
-        if self._window >= self.shrink_window:
-            self._shrink()
+        if len(frames) > self.prefill:
+            self._above += 1
+            if self._above >= self.shrink_window:
+                self._shrink()
+        else:
+            self._above = 0
         nxt = self._next
         assert nxt is not None
         frame = frames.pop(nxt, None)
@@ -156,10 +155,10 @@ class JitterBuffer:
         return None
 
     def _shrink(self) -> None:
-        """At the end of a window: drop the frame about to play if the queue stayed above the target all along."""
-        self._window = 0
+        """The queue stayed above the target for a whole window: drop the frame about to play."""
+        self._above = 0
         nxt = self._next
-        if self._low > self.prefill and nxt is not None and nxt in self._frames:
+        if nxt is not None and nxt in self._frames:
             del self._frames[nxt]
             self._next = (nxt + 1) & 0xFFFF
             self.stats.shrunk += 1

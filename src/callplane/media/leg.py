@@ -189,7 +189,7 @@ class RtpLeg:
         self._last_rx = now
         self._idle_reported = False
         assert self.stats is not None
-        self.stats.update(seq, ts, now, timing=pt != self.dtmf_payload_type)  # events all carry their start ts
+        self.stats.update(seq, ts, now, pt != self.dtmf_payload_type)  # events all carry their start timestamp
         if pt == self.dtmf_payload_type:
             self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
             try:
@@ -257,7 +257,7 @@ class RtpLeg:
         """Phase 1: this tick's inbound frame into ``heard`` and the sinks."""
         frame = self.jitter.pop()
         self.heard = None if (self.held or self.muted) else frame
-        if self.dtmf_in.active:
+        if self.dtmf_in.deadline is not None:
             self._rfc4733(self.dtmf_in.poll(now))
         if self._dtmf_pending or self.heard_dtmf:
             self.heard_dtmf, self._dtmf_pending = self._dtmf_pending, []
