@@ -219,6 +219,19 @@ def test_a_loss_run_that_emptied_the_queue_adds_no_latency() -> None:
     assert s.jb.stats.lost == 12 and SILENCE not in s.played
 
 
+def test_a_packet_reordered_just_after_the_queue_ran_dry_is_still_played() -> None:
+    jb = JitterBuffer(depth=3, prefill=2)
+    jb.push(1, f(1))
+    jb.push(2, f(2))
+    assert [jb.pop(), jb.pop(), jb.pop()] == [f(1), f(2), None]  # ran dry
+    jb.push(4, f(4))  # 3 comes three ticks late: later than the refill waits, within the reorder depth
+    assert [jb.pop(), jb.pop(), jb.pop()] == [None, None, None]
+    jb.push(3, f(3))
+    jb.push(5, f(5))
+    assert [jb.pop(), jb.pop(), jb.pop()] == [f(3), f(4), f(5)]
+    assert jb.stats.lost == 0 and jb.stats.late == 0
+
+
 def test_overflow_skips_the_missing_packet_instead_of_dropping_a_frame() -> None:
     jb = JitterBuffer(depth=4, capacity=4, prefill=1)
     jb.push(0, f(0))

@@ -9,9 +9,9 @@ Theory of operation: packets are pushed as they arrive; the ticker pops one fram
 - If nothing is queued at all, ``pop`` returns ``None`` (the peer sent nothing: hold, silence suppression, a loss
   run, or our tick ran ahead of its packet) and the buffer refills.
 - Playout starts (and restarts after the queue ran dry) once ``prefill`` frames are queued, or after ``prefill``
-  ticks: the frames held back absorb arrival jitter of up to ``prefill`` x 20 ms without gaps. It starts from the
-  oldest frame queued: packets reordered before playout began are kept, and the packets of a loss run that
-  emptied the queue are not played as concealment (those ticks already went by without them).
+  ticks: the frames held back absorb arrival jitter of up to ``prefill`` x 20 ms without gaps. Packets reordered
+  before playout began are kept. When a loss run longer than ``depth`` emptied the queue, playout restarts from
+  the oldest frame queued: the lost packets are not played as concealment (those ticks already went by).
 - Latency only grows through waiting (a loss, a reorder, a refill) or missed pops (a stalled ticker); it is
   brought back down: when the queue has held more than ``prefill`` frames at each of ``shrink_window`` pops in a
   row, one frame is dropped, and so on every ``shrink_window`` pops until it is back at the target.
@@ -128,9 +128,11 @@ class JitterBuffer:
                 self._fill_waited += 1
                 return None
             self._filling = False
-            if nxt not in frames:  # start from the oldest frame queued
+            if nxt not in frames:
                 base = nxt
-                self._step_to(min(frames, key=lambda s: seq_diff(s, base)), lost=self._started)
+                oldest = min(frames, key=lambda s: seq_diff(s, base))
+                if not self._started or seq_diff(oldest, base) > self.depth:
+                    self._step_to(oldest, lost=self._started)  # a loss run, not a reorder: start past it
         self._started = True
         if len(frames) > self.prefill:
             self._above += 1
