@@ -102,6 +102,7 @@ class RtpLeg:
         self.dtmf_out = DtmfSender()
         self.heard_dtmf: list[ReceiverEvent] = []  # RFC 4733 events heard this tick (a bridge relays them)
         self._dtmf_pending: list[ReceiverEvent] = []
+        self._dtmf_rx = False  # pull() has RFC 4733 work: events to hand on or clear, or an end timeout to watch
         self.inband: InbandDtmfDetector | None = None
         self.rtcp_interval = rtcp_interval
         self._ids = ids
@@ -189,9 +190,11 @@ class RtpLeg:
         self._last_rx = now
         self._idle_reported = False
         assert self.stats is not None
-        self.stats.update(seq, ts, now, pt != self.dtmf_payload_type)  # events all carry their start timestamp
-        if pt == self.dtmf_payload_type:
+        event = pt == self.dtmf_payload_type
+        self.stats.update(seq, ts, now, not event)  # the packets of an event all carry its start timestamp
+        if event:
             self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
+            self._dtmf_rx = True
             try:
                 self._rfc4733(self.dtmf_in.feed(ts, payload, now))
             except ValueError:
@@ -242,6 +245,14 @@ class RtpLeg:
                 self.dtmf_out.end(ev.digit, ev.duration_ms)
         self._dtmf_active = True
 
+    def _dtmf_tick(self, now: float) -> None:
+        """End an event whose end packets were all lost; move this tick's RFC 4733 events into ``heard_dtmf``."""
+        rx = self.dtmf_in
+        if rx.deadline is not None:
+            self._rfc4733(rx.poll(now))
+        self.heard_dtmf, self._dtmf_pending = self._dtmf_pending, []
+        self._dtmf_rx = bool(self.heard_dtmf) or rx.deadline is not None
+
     def _digit(self, digit: str, duration_ms: int, method: str) -> None:
         self.events.append(DigitReceived(self.leg_id, digit, duration_ms, method))
         for s in list(self.sinks):
@@ -257,10 +268,8 @@ class RtpLeg:
         """Phase 1: this tick's inbound frame into ``heard`` and the sinks."""
         frame = self.jitter.pop()
         self.heard = None if (self.held or self.muted) else frame
-        if self.dtmf_in.deadline is not None:
-            self._rfc4733(self.dtmf_in.poll(now))
-        if self._dtmf_pending or self.heard_dtmf:
-            self.heard_dtmf, self._dtmf_pending = self._dtmf_pending, []
+        if self._dtmf_rx:
+            self._dtmf_tick(now)
         if self.sinks:
             f = SILENCE if frame is None else frame
             done = None
