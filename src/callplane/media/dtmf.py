@@ -3,10 +3,12 @@
 Receive (RFC 4733 §2.5.2): all packets of one event share the RTP timestamp of the event start; the event is
 reported once, on its first end packet (the two retransmitted end packets and any retransmitted progress packets
 are ignored). If a new event starts before the previous one ended (its end packets were lost), the previous one
-is reported with the last duration seen.
+is reported with the last duration seen; so is one that gets no packet for 200 ms (all three end packets lost).
+Recent events' arrival windows are kept so that the leg can drop an in-band detection of the same key.
 
 Send (RFC 4733 §2.5.1): one packet per 20 ms tick, all with the timestamp of the event start, the marker bit on
 the first packet only, the duration growing by 160 per packet, then three end packets with the final duration.
+An event relayed from another leg is sent the same way, live: it runs until the source event has ended.
 
 In-band detection (ITU-T Q.23 frequencies, Q.24-style level and twist checks): the tone power at each of the
 8 DTMF frequencies, measured on each 20 ms frame. A Goertzel filter's output power equals the squared DFT
@@ -101,8 +103,9 @@ class DtmfReceiver:
     """De-duplicates RFC 4733 packets into digits. Feed each telephone-event packet; returns what happened.
 
     An event whose end packets are all lost is reported (with the last duration seen) when the next event starts,
-    or by :meth:`poll` once ``end_timeout`` seconds pass without a packet of it (RFC 4733 §2.5.2.2 lets a
-    receiver end an event on its own when updates stop). Late packets of an event already reported are ignored.
+    or by :meth:`poll` once ``end_timeout`` seconds pass without a packet of it (a sender updates a running
+    event at least every 50 ms or so, so 200 ms of silence means its end was lost). Late packets of an event
+    already reported are ignored.
     """
 
     def __init__(self, clock_rate: int = SAMPLE_RATE, end_timeout: float = 0.2) -> None:
