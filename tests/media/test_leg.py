@@ -213,16 +213,17 @@ def test_idle_is_reported_once_until_rtp_returns() -> None:
 
 def test_rtcp_rr_then_sr_with_reception_report() -> None:
     leg = make(rtcp_interval=5.0, start=0.0)
-    assert leg.rtcp_due(2.4) is None
-    rr, sdes = parse_compound(leg.rtcp_due(2.5) or b"")
-    assert rr == ReceiverReport(leg.ssrc, ()) and sdes == Sdes(leg.ssrc, "callplane")
+    first = leg.next_rtcp  # half an interval, randomised (tests/media/test_rtcp.py)
+    assert leg.rtcp_due(first - 0.001) is None
+    rr, sdes = parse_compound(leg.rtcp_due(first) or b"")
+    assert rr == ReceiverReport(leg.ssrc, ()) and sdes == Sdes(leg.ssrc, leg.cname)
     leg.source = PcmSource(bytes(320 * 3))
     for n in range(3):
         leg.produce(n * 0.02, n)
     for seq in (10, 11, 13):
         leg.receive_rtp(build(0, seq, seq * 160, 77, b"\xff" * 160), PEER, 3.0)
-    assert leg.rtcp_due(7.4) is None
-    sr, _ = parse_compound(leg.rtcp_due(7.5) or b"")
+    assert leg.rtcp_due(leg.next_rtcp - 0.001) is None
+    sr, _ = parse_compound(leg.rtcp_due(leg.next_rtcp) or b"")
     assert isinstance(sr, SenderReport)
     assert (sr.packet_count, sr.octet_count) == (3, 480)
     block = sr.reports[0]

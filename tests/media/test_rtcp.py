@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from callplane.core.ids import IdSource
+from callplane.media.dtmf import TelephoneEvent
+from callplane.media.leg import RtpLeg
 from callplane.media.rtcp import (
     Bye,
     ReceiverReport,
@@ -14,6 +17,8 @@ from callplane.media.rtcp import (
     ntp_timestamp,
     parse_compound,
 )
+from callplane.media.rtp import RtpPacket, build
+from callplane.media.sources import PcmSource
 
 # An SR + SDES compound packet as a real stack writes it (hand-checked against RFC 3550 §6.4.1 and §6.5).
 SR_SDES = bytes.fromhex(
@@ -71,3 +76,75 @@ def test_reception_stats_loss_and_wrap() -> None:
     assert block.fraction_lost == 256 // 5
     assert block.highest_seq == 65538
     assert st.report_block(now=2.0).fraction_lost == 0  # no new loss in the next interval
+
+
+# -- what a leg reports ------------------------------------------------------------------------------------------
+
+PEER = ("127.0.0.1", 40000)
+
+
+def _sr(leg: RtpLeg, now: float) -> SenderReport:
+    sr = parse_compound(leg.rtcp_report(now))[0]
+    assert isinstance(sr, SenderReport)
+    return sr
+
+
+def test_sender_report_carries_the_rtp_timestamp_of_its_own_instant() -> None:
+    leg = RtpLeg("L1", IdSource(3), remote=PEER, start=0.0, wall_offset=1000.0)
+    leg.source = PcmSource(bytes(320 * 100))
+    ts0 = RtpPacket.parse(leg.produce(0.0, 0) or b"").timestamp
+    for n in range(1, 3):
+        leg.produce(n * 0.02, n)
+    leg.sending = False  # nothing sent for a while: the last packet's timestamp is 7 s old
+    for n in range(3, 375):
+        leg.produce(n * 0.02, n)
+    sr = _sr(leg, 7.5)
+    assert sr.ntp == ntp_timestamp(1007.5)
+    assert sr.rtp_timestamp == (ts0 + 60000) & 0xFFFFFFFF  # 7.5 s at 8 kHz after the first tick
+    # During a telephone event every packet carries the event's start timestamp; the report does not.
+    leg.sending = True
+    leg.send_digits("1")
+    pkts = [RtpPacket.parse(leg.produce(n * 0.02, n) or b"") for n in range(375, 380)]
+    assert {p.timestamp for p in pkts} == {(ts0 + 375 * 160) & 0xFFFFFFFF}
+    assert _sr(leg, 380 * 0.02).rtp_timestamp == (ts0 + 380 * 160) & 0xFFFFFFFF
+
+
+def test_report_interval_is_randomised_between_half_and_one_and_a_half_intervals() -> None:
+    leg = RtpLeg("L1", IdSource(4), remote=PEER, start=100.0, rtcp_interval=5.0)
+    assert 100.0 + 1.25 <= leg.next_rtcp < 100.0 + 3.75  # the first one after half an interval
+    gaps = []
+    now = leg.next_rtcp
+    for _ in range(200):
+        assert leg.rtcp_due(now) is not None
+        gaps.append(leg.next_rtcp - now)
+        assert leg.rtcp_due(leg.next_rtcp - 1e-6) is None
+        now = leg.next_rtcp
+    assert all(2.5 <= g < 7.5 for g in gaps)
+    assert min(gaps) < 2.7 and max(gaps) > 7.3 and 4.7 < sum(gaps) / len(gaps) < 5.3
+    # Two legs started together drift apart at once.
+    ids = IdSource(4)
+    a, b = (RtpLeg(x, ids, remote=PEER, start=0.0) for x in "ab")
+    assert a.next_rtcp != b.next_rtcp
+
+
+def test_each_leg_has_its_own_cname() -> None:
+    ids = IdSource(5)
+    a, b = RtpLeg("a", ids, remote=PEER), RtpLeg("b", ids, remote=PEER)
+    assert a.cname != b.cname and len(a.cname) == len(b.cname) == 24  # 96 random bits (RFC 7022 §4.2)
+    assert parse_compound(a.rtcp_report(1.0))[1] == Sdes(a.ssrc, a.cname)
+    assert RtpLeg("c", ids, cname="user@example.com").cname == "user@example.com"
+
+
+def test_telephone_events_stay_out_of_the_jitter_estimate() -> None:
+    leg = RtpLeg("L1", IdSource(3), remote=PEER)
+    seq = 0
+    for k in range(40):  # audio on a perfect 20 ms schedule, an RFC 4733 event in the same stream from k = 10
+        now = k * 0.02
+        leg.receive_rtp(build(0, seq, 160 * k, 9, b"\xff" * 160), PEER, now)
+        seq += 1
+        if 10 <= k < 20:
+            leg.receive_rtp(build(101, seq, 1600, 9, bytes(TelephoneEvent(1, k >= 17, 10, 160 * (k - 9)))), PEER, now)
+            seq += 1
+    block = leg.stats.report_block(1.0) if leg.stats is not None else None
+    assert block is not None
+    assert (block.jitter, block.cumulative_lost, block.highest_seq) == (0, 0, 49)

@@ -14,7 +14,7 @@ Engine-facing API (``callplane.media.aio.MediaEngine``; everything else is sans-
     media.stop_recording(leg_id)
     media.leg(leg_id).enable_inband_dtmf()           # Goertzel detector for peers without RFC 4733
     media.send_digits(leg_id, "1234w#")              # RFC 4733, paced by the ticker; then DigitsSent
-    media.bridge(a, b); media.unbridge(a)
+    media.bridge(a, b); media.unbridge(a)           # each hears the other; RFC 4733 digits are relayed too
     media.conference("room", music=lambda: ToneSource(...))   # optional, before join: hold music
     media.join("room", leg_id, muted=False, beep=True); media.leave("room", leg_id)
     media.mute(leg_id, True)                         # not heard by the bridge/conference
@@ -30,7 +30,7 @@ on), ``SourceFinished`` (the leg's source returned None; silence follows),
 packets from any other source are dropped and counted in ``RtpLeg.foreign_packets``).
 
 Modules: ``sources`` (Source/Sink protocol, silence, tone, PCM), ``rtp``/``rtcp`` (RFC 3550 packets),
-``g711``, ``jitter`` (reorder buffer), ``dtmf`` (RFC 4733 send/receive, Goertzel), ``energy``, ``recorder``,
+``g711``, ``jitter`` (adaptive reorder buffer), ``dtmf`` (RFC 4733 send/receive, Goertzel), ``energy``, ``recorder``,
 ``leg`` (one RTP session), ``bridge``, ``mixer`` (conference mix-minus), ``core`` (all legs, one ``tick``),
 ``ticker`` (the 20 ms schedule and task), ``aio`` (sockets, ports, ``MediaEngine``). Playback, TTS, playlists
 and the off-loop workers live in ``player``, ``tts``, ``playlist``, ``httpcache`` and ``workers``.

@@ -2,6 +2,11 @@
 
 Muting a leg (``leg.muted``) stops its audio reaching the other side. Holding a side through :meth:`Bridge.hold`
 stops audio in both directions for it and plays it ``music`` (if given) instead.
+
+RFC 4733 digits are relayed as the receiving leg's own events (its timestamps, sequence numbers and SSRC), live:
+the relayed event starts on the tick the first packet is heard and ends once the source event has ended. They
+follow the audio: nothing is relayed from a muted or held side, nor to a held side (a relayed event under way
+is ended at once).
 """
 
 from __future__ import annotations
@@ -39,11 +44,25 @@ class Bridge:
                 me.feed = SILENCE
             else:
                 me.feed = other.heard if other.heard is not None else SILENCE
+            if other.heard_dtmf or me.dtmf_out.open_relays:
+                self._relay(me, other)
+
+    def _relay(self, me: RtpLeg, other: RtpLeg) -> None:
+        """Hand ``other``'s RFC 4733 events of this tick to ``me``, or end ``me``'s relayed event if the audio
+        does not flow between them now (muted or held mid-digit: the event must still end)."""
+        flowing = not (
+            me.leg_id in self._held or other.leg_id in self._held or other.muted or not other.sending or not me.sending
+        )
+        if not flowing:
+            me.dtmf_out.end_all()
+        elif other.heard_dtmf:
+            me.relay_dtmf(other.heard_dtmf)
 
     def close(self) -> None:
         for leg in (self.a, self.b):
             leg.attached = False
             leg.feed = None
+            leg.dtmf_out.end_all()
         for src in self._held.values():
             if src is not None:
                 src.stop()

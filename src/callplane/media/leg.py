@@ -4,8 +4,10 @@ Theory of operation. The engine calls, on every 20 ms tick, in this order for al
 
 1. :meth:`RtpLeg.pull` pops this tick's inbound frame from the jitter buffer into ``heard`` and feeds the sinks
    (recorder, in-band DTMF detector, energy detector); silence is fed when nothing arrived, so recordings keep
-   wall-clock length.
-2. Bridges and mixers read ``heard`` of their legs and set ``feed`` (what each leg should send).
+   wall-clock length. RFC 4733 events that arrived since the last tick (and an event ended by the receiver's end
+   timeout) go into ``heard_dtmf``.
+2. Bridges and mixers read ``heard`` of their legs and set ``feed`` (what each leg should send); a bridge hands
+   ``heard_dtmf`` to the other leg's :meth:`RtpLeg.relay_dtmf`.
 3. :meth:`RtpLeg.produce` returns the RTP datagram for this tick: a telephone-event packet while digits are being
    sent, else ``feed`` (if attached to a bridge/mixer), else the next frame of ``source``, else silence.
 
@@ -34,7 +36,7 @@ import ipaddress
 from callplane.core.errors import MediaError
 from callplane.core.ids import IdSource
 from callplane.media import g711, rtp
-from callplane.media.dtmf import DtmfReceiver, DtmfSender, InbandDtmfDetector
+from callplane.media.dtmf import DtmfReceiver, DtmfSender, InbandDtmfDetector, ReceivedDigit, ReceiverEvent, ToneStarted
 from callplane.media.events import (
     DigitReceived,
     DigitsSent,
@@ -57,13 +59,16 @@ from callplane.media.rtcp import (
     ntp_timestamp,
     parse_compound,
 )
-from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SILENCE, Sink, Source
+from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE, Sink, Source
 
 Addr = tuple[str, int]
 
 __all__ = ["Addr", "FrameError", "RtpLeg", "ip_literal"]
 
 _HDR = rtp.HEADER
+# An in-band digit is dropped as a copy when an RFC 4733 event of the same digit arrived while its tone did. The
+# audio reaches the detector later than the events (jitter buffer, up to its capacity), hence the slack.
+_INBAND_SLACK = 0.3
 
 
 def ip_literal(host: str) -> str:
@@ -102,7 +107,7 @@ class RtpLeg:
         idle_timeout: float | None = None,
         jitter_depth: int = 3,
         rtcp_interval: float = 5.0,
-        cname: str = "callplane",
+        cname: str | None = None,
         start: float = 0.0,
         wall_offset: float = 0.0,
     ) -> None:
@@ -132,9 +137,14 @@ class RtpLeg:
         self.jitter = JitterBuffer(jitter_depth)
         self.dtmf_in = DtmfReceiver()
         self.dtmf_out = DtmfSender()
+        self.heard_dtmf: list[ReceiverEvent] = []  # RFC 4733 events heard this tick (a bridge relays them)
+        self._dtmf_pending: list[ReceiverEvent] = []
+        self._dtmf_rx = False  # pull() has RFC 4733 work: events to hand on or clear, or an end timeout to watch
         self.inband: InbandDtmfDetector | None = None
         self.rtcp_interval = rtcp_interval
-        self.cname = cname
+        self._ids = ids
+        # RFC 7022 §4.2: a random CNAME of at least 96 bits, so no two legs (nor two nodes) share one.
+        self.cname = cname if cname is not None else ids.hex(12)
         self.wall_offset = wall_offset
         self.packets_sent = 0
         self.octets_sent = 0
@@ -149,8 +159,8 @@ class RtpLeg:
         self._last_rx = start
         self._idle_reported = False
         self._marker = True
-        self.next_rtcp = start + rtcp_interval / 2
-        self._last_ts = self._ts0
+        self.next_rtcp = start + self._rtcp_delay() / 2  # RFC 3550 §6.2: the first report after half an interval
+        self._t0 = start  # when the first tick's RTP timestamp (``_ts0``) was sampled
         self._partial = b""
         self._dtmf_active = False
         self._encode = g711.encoder(payload_type)
@@ -224,18 +234,20 @@ class RtpLeg:
         if ssrc != self.remote_ssrc:
             self.remote_ssrc = ssrc
             self.stats = ReceptionStats(ssrc, seq)
+            self.jitter.reset()
         self.packets_received += 1
         self._last_rx = now
         self._idle_reported = False
         assert self.stats is not None
-        self.stats.update(seq, ts, now)
-        if pt == self.dtmf_payload_type:
+        event = pt == self.dtmf_payload_type
+        self.stats.update(seq, ts, now, not event)  # the packets of an event all carry its start timestamp
+        if event:
+            self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
+            self._dtmf_rx = True
             try:
-                digits = self.dtmf_in.feed(ts, payload)
+                self._rfc4733(self.dtmf_in.feed(ts, payload, now))
             except ValueError:
                 return
-            for d in digits:
-                self._digit(d.digit, d.duration_ms, "rfc4733")
         elif pt == 0 or pt == 8:
             if len(payload) == FRAME_SAMPLES:
                 self.jitter.push(seq, g711.decode(payload, pt))
@@ -293,6 +305,31 @@ class RtpLeg:
                 self.stats.last_sr = (p.ntp >> 16) & 0xFFFFFFFF
                 self.stats.last_sr_at = now
 
+    def _rfc4733(self, events: list[ReceiverEvent]) -> None:
+        for ev in events:
+            self._dtmf_pending.append(ev)
+            if isinstance(ev, ReceivedDigit):
+                self._digit(ev.digit, ev.duration_ms, "rfc4733")
+
+    def relay_dtmf(self, events: list[ReceiverEvent]) -> None:
+        """Send another leg's RFC 4733 events as our own (own timestamps, sequence numbers and SSRC)."""
+        if self.dtmf_payload_type is None:
+            return
+        for ev in events:
+            if isinstance(ev, ToneStarted):
+                self.dtmf_out.begin(ev.digit)
+            else:
+                self.dtmf_out.end(ev.digit, ev.duration_ms)
+        self._dtmf_active = True
+
+    def _dtmf_tick(self, now: float) -> None:
+        """End an event whose end packets were all lost; move this tick's RFC 4733 events into ``heard_dtmf``."""
+        rx = self.dtmf_in
+        if rx.deadline is not None:
+            self._rfc4733(rx.poll(now))
+        self.heard_dtmf, self._dtmf_pending = self._dtmf_pending, []
+        self._dtmf_rx = bool(self.heard_dtmf) or rx.deadline is not None
+
     def _digit(self, digit: str, duration_ms: int, method: str) -> None:
         self.events.append(DigitReceived(self.leg_id, digit, duration_ms, method))
         for s in list(self.sinks):
@@ -308,6 +345,8 @@ class RtpLeg:
         """Phase 1: this tick's inbound frame into ``heard`` and the sinks."""
         frame = self.jitter.pop()
         self.heard = None if self.muted else frame
+        if self._dtmf_rx:
+            self._dtmf_tick(now)
         if self.sinks:
             f = SILENCE if frame is None else frame
             done = None
@@ -320,14 +359,15 @@ class RtpLeg:
                 self.sinks = [s for s in self.sinks if not (isinstance(s, Recorder) and s.finished is not None)]
             if self.inband is not None and self.inband.detected:
                 for digit, ms in self.inband.detected:
-                    self._digit(digit, ms, "inband")
+                    if not self.dtmf_in.covers(digit, now - ms / 1000 - _INBAND_SLACK, now):
+                        self._digit(digit, ms, "inband")
                 self.inband.detected.clear()
 
     def produce(self, now: float, tick: int) -> bytes | None:
         """Phase 3: the RTP datagram to send to ``remote`` for this tick, or ``None``."""
         # This runs for every leg every 20 ms: attribute reads are kept few and the header is packed inline.
         if self._tick0 is None:
-            self._tick0 = tick
+            self._tick0, self._t0 = tick, now
         ts = (self._ts0 + FRAME_SAMPLES * (tick - self._tick0)) & 0xFFFFFFFF
         if self.idle_timeout is not None and not self._idle_reported and now - self._last_rx >= self.idle_timeout:
             self._idle_reported = True
@@ -346,7 +386,6 @@ class RtpLeg:
             self._marker = False
         seq = self._seq
         self._seq = (seq + 1) & 0xFFFF
-        self._last_ts = ts
         self.packets_sent += 1
         self.octets_sent += FRAME_SAMPLES
         return _HDR.pack(0x80, (0x80 if marker else 0) | self.payload_type, seq, ts, self.ssrc) + payload
@@ -390,25 +429,36 @@ class RtpLeg:
             marker, self._marker = True, False
         pkt = rtp.build(pt, self._seq, ts, self.ssrc, payload, marker)
         self._seq = (self._seq + 1) & 0xFFFF
-        self._last_ts = ts
         self.packets_sent += 1
         self.octets_sent += len(payload)
         return pkt
 
     # -- RTCP -------------------------------------------------------------------------------
     def rtcp_due(self, now: float) -> bytes | None:
-        """A compound SR/RR + SDES every ``rtcp_interval`` seconds (RFC 3550 §6.1), else ``None``."""
+        """A compound SR/RR + SDES about every ``rtcp_interval`` seconds (RFC 3550 §6.1), else ``None``."""
         if now < self.next_rtcp or self.remote_rtcp is None:
             return None
-        self.next_rtcp = now + self.rtcp_interval
+        self.next_rtcp = now + self._rtcp_delay()
         return self.rtcp_report(now)
+
+    def _rtcp_delay(self) -> float:
+        """RFC 3550 §6.3.1: the interval times a random factor in [0.5, 1.5), so that reports of sessions that
+        started together (a bridge, a conference, a node restart) do not stay in step."""
+        return self.rtcp_interval * (0.5 + self._ids.u32() / 4294967296)
+
+    def rtp_timestamp_at(self, now: float) -> int:
+        """The RTP timestamp of our stream for the instant ``now`` (the RTP clock runs at 8 kHz from the first tick)."""
+        return (self._ts0 + round((now - self._t0) * SAMPLE_RATE)) & 0xFFFFFFFF
 
     def rtcp_report(self, now: float, bye: bool = False) -> bytes:
         blocks = () if self.stats is None else (self.stats.report_block(now),)
         first: SenderReport | ReceiverReport
         if self.packets_sent:
             ntp = ntp_timestamp(now + self.wall_offset)
-            first = SenderReport(self.ssrc, ntp, self._last_ts, self.packets_sent, self.octets_sent, blocks)
+            # RFC 3550 §6.4.1: the RTP timestamp for the same instant as the NTP timestamp, not the last packet's
+            # (which may be old after a pause, or a telephone event's start).
+            rtp_ts = self.rtp_timestamp_at(now)
+            first = SenderReport(self.ssrc, ntp, rtp_ts, self.packets_sent, self.octets_sent, blocks)
         else:
             first = ReceiverReport(self.ssrc, blocks)
         if bye:

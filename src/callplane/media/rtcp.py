@@ -1,7 +1,9 @@
 """RTCP (RFC 3550 §6): sender/receiver reports, SDES CNAME and BYE, compound packets, reception statistics.
 
-Legs send one compound packet (SR or RR, then SDES CNAME, RFC 3550 §6.1) every few seconds; the exact RFC
-interval algorithm (§6.3) is not needed at one or two participants per session, a fixed ~5 s is used instead.
+Legs send one compound packet (SR or RR, then SDES CNAME, RFC 3550 §6.1) every few seconds: the configured
+interval (5 s) times a random factor in [0.5, 1.5) (§6.3.1). The bandwidth-scaled interval and timer
+reconsideration of §6.3 are not needed at one or two participants per session. Telephone-event packets count as
+received but stay out of the interarrival jitter (all packets of an event carry the event's start timestamp).
 """
 
 from __future__ import annotations
@@ -226,13 +228,16 @@ class ReceptionStats:
         self.last_sr = 0  # middle 32 bits of the last SR's NTP timestamp
         self.last_sr_at: float | None = None
 
-    def update(self, seq: int, rtp_ts: int, now: float, clock_rate: int = 8000) -> None:
+    def update(self, seq: int, rtp_ts: int, now: float, timing: bool = True, clock_rate: int = 8000) -> None:
+        """Count a received packet; with ``timing`` its arrival also feeds the jitter estimate (A.8)."""
         d = seq_diff(seq, self.max_seq)
         if d > 0:
             if seq < self.max_seq:
                 self.cycles += 1 << 16
             self.max_seq = seq
         self.received += 1
+        if not timing:
+            return
         transit = now * clock_rate - rtp_ts
         if self._transit is not None:
             delta = abs(transit - self._transit)
