@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.pg import throwaway_cluster  # noqa: E402
 
+from bench.common import machine, pct  # noqa: E402
 from callplane.core.clock import SystemClock  # noqa: E402
 from callplane.core.ids import IdSource  # noqa: E402
 from callplane.store import calls  # noqa: E402
@@ -49,25 +49,10 @@ TOKEN = "bench-admin-token-0000"
 INSTANCE = "ID" + "c" * 32
 
 
-def machine() -> str:
-    model = "unknown cpu"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 async def load(url: str, count: int) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.peers import PeerGroup
+from tests.interop.peers import PeerGroup, SippRun
 
 
 @pytest.fixture
@@ -26,3 +26,17 @@ def need(*binaries: str) -> None:
     missing = [b for b in binaries if shutil.which(b) is None]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (run scripts/install-system-deps.sh)")
+
+
+def sipp_callee(peers: PeerGroup, scenario: str, **kwargs: object) -> SippRun:
+    """A SIPp server (``scenario`` from ``scenarios/`` or a built-in), skipped when SIPp is not installed."""
+    need("sipp")
+    return peers.sipp(scenario, **kwargs)  # type: ignore[arg-type]
+
+
+async def sipp_done(run: SippRun, timeout: float = 15.0) -> None:
+    """Wait (off the loop) for SIPp to end its scenario; it must have passed."""
+    import asyncio
+
+    code = await asyncio.to_thread(run.wait, timeout)
+    assert code == 0, run.report()

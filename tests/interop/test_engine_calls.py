@@ -17,8 +17,9 @@ from callplane.store import registrations
 from callplane.store.db import Database
 from callplane.store.registrations import BindingRow
 from tests.engine.enginenode import ACCOUNT, INSTANCE, EngineNode
-from tests.interop.conftest import need
-from tests.interop.peers import LOOPBACK, PeerGroup, SippRun
+from tests.interop.conftest import sipp_callee as callee
+from tests.interop.conftest import sipp_done as finished
+from tests.interop.peers import LOOPBACK, PeerGroup
 from tests.webapp import Answer, WebApp
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db", ["sqlite"], indirect=True)]
@@ -32,16 +33,6 @@ async def app() -> AsyncIterator[WebApp]:
         a.route("/status", Answer(200))
         a.route("/rcml", Answer.xml("<Response><Pause length='30'/></Response>"))
         yield a
-
-
-def callee(peers: PeerGroup, scenario: str, **kwargs: object) -> SippRun:
-    need("sipp")
-    return peers.sipp(scenario, **kwargs)  # type: ignore[arg-type]
-
-
-async def finished(run: SippRun, timeout: float = 10.0) -> None:
-    code = await asyncio.to_thread(run.wait, timeout)
-    assert code == 0, run.report()
 
 
 def statuses(app: WebApp) -> list[tuple[str | None, str | None]]:

@@ -21,8 +21,11 @@ from callplane.store.db import Database
 from callplane.store.listing import ListQuery
 from tests.engine.enginenode import ACCOUNT, INSTANCE, PUBLIC_URL, EngineNode
 from tests.interop.conftest import need
-from tests.interop.peers import LOOPBACK, PeerGroup, SippRun
+from tests.interop.conftest import sipp_callee as callee
+from tests.interop.conftest import sipp_done as finished
+from tests.interop.peers import LOOPBACK, PeerGroup
 from tests.interop.test_media_calls import baresip as recording_baresip
+from tests.interop.test_media_calls import dominant_hz
 from tests.webapp import Answer, WebApp
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db", ["sqlite"], indirect=True)]
@@ -35,23 +38,6 @@ async def app() -> AsyncIterator[WebApp]:
     async with WebApp() as a:
         a.route("/hangup", Answer.xml(HANGUP))
         yield a
-
-
-def callee(peers: PeerGroup, scenario: str, **kwargs: object) -> SippRun:
-    need("sipp")
-    return peers.sipp(scenario, **kwargs)  # type: ignore[arg-type]
-
-
-async def finished(run: SippRun, timeout: float = 15.0) -> None:
-    code = await asyncio.to_thread(run.wait, timeout)
-    assert code == 0, run.report()
-
-
-def dominant_hz(pcm: np.ndarray, rate: int = 8000) -> float:
-    x = pcm.astype(np.float64)
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    spectrum[0] = 0.0
-    return float(np.argmax(spectrum) * rate / len(x))
 
 
 async def test_say_then_hangup_and_the_rcml_request(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response
 
-from .errors import wants_json
-from .formats import dumps, xml_attrs, xml_document
-from .paging import Paging, envelope
+from callplane.store.listing import ListQuery, UnknownCursor
+
+from .auth import Authenticator
+from .errors import bad_request, wants_json
+from .formats import API_VERSION, dumps, xml_attrs, xml_document
+from .paging import Paging, check_page_exists, envelope, parse_paging
 
 T = TypeVar("T")
 
@@ -36,3 +39,42 @@ def render_list(
     attrs = [(k.replace("_", ""), v) for k, v in fields]
     inner = "".join(as_xml(i) for i in items)
     return Response(xml_document(f"<{xml_root}{xml_attrs(attrs)}>{inner}</{xml_root}>"), media_type="application/xml")
+
+
+Fetch = Callable[[str, ListQuery, str | None], Awaitable[tuple[int, list[T]]]]
+
+
+async def list_response(
+    request: Request,
+    auth: Authenticator,
+    account_sid: str,
+    call_sid: str | None,
+    *,
+    resource: str,
+    fetch: Fetch[T],
+    sid: Callable[[T], str],
+    as_json: Callable[[T], dict[str, object]],
+    as_xml: Callable[[T], str],
+) -> Response:
+    """``GET /Accounts/{AccountSid}[/Calls/{CallSid}]/{resource}``: authorize, page, fetch, render."""
+    _, account = await auth.authorize(request, account_sid)
+    paging = parse_paging(request)
+    query = ListQuery(paging.page, paging.page_size, paging.limit, paging.after_sid)
+    try:
+        total, items = await fetch(account.sid, query, call_sid)
+    except UnknownCursor:
+        raise bad_request(f"AfterSid {paging.after_sid!r} is not in this list") from None
+    check_page_exists(paging, total)
+    scope = f"/Calls/{call_sid}" if call_sid else ""
+    return render_list(
+        request,
+        base_uri=f"/{API_VERSION}/Accounts/{account.sid}{scope}/{resource}",
+        key=resource.lower(),
+        xml_root=resource,
+        paging=paging,
+        total=total,
+        items=items,
+        sid=sid,
+        as_json=as_json,
+        as_xml=as_xml,
+    )

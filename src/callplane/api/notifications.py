@@ -7,14 +7,13 @@ from fastapi.responses import Response
 
 from callplane.store import notifications as store_notifications
 from callplane.store.db import Database
-from callplane.store.listing import ListQuery, UnknownCursor
+from callplane.store.listing import ListQuery
 from callplane.store.notifications import NotificationRecord
 
 from .auth import Authenticator
-from .errors import bad_request, not_found, wants_json
+from .errors import not_found, wants_json
 from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element
-from .listing import render_list
-from .paging import check_page_exists, parse_paging
+from .listing import list_response
 
 
 def _uri(n: NotificationRecord) -> str:
@@ -58,23 +57,16 @@ def build_router(db: Database, auth: Authenticator) -> APIRouter:
     router = APIRouter(tags=["Notifications"])
 
     async def listing(request: Request, account_sid: str, call_sid: str | None) -> Response:
-        _, account = await auth.authorize(request, account_sid)
-        paging = parse_paging(request)
-        query = ListQuery(paging.page, paging.page_size, paging.limit, paging.after_sid)
-        try:
-            total, items = await store_notifications.list_page(db, account.sid, query, call_sid=call_sid)
-        except UnknownCursor:
-            raise bad_request(f"AfterSid {paging.after_sid!r} is not in this list") from None
-        check_page_exists(paging, total)
-        base = f"/{API_VERSION}/Accounts/{account.sid}" + (f"/Calls/{call_sid}" if call_sid else "") + "/Notifications"
-        return render_list(
+        async def fetch(account: str, query: ListQuery, call: str | None) -> tuple[int, list[NotificationRecord]]:
+            return await store_notifications.list_page(db, account, query, call_sid=call)
+
+        return await list_response(
             request,
-            base_uri=base,
-            key="notifications",
-            xml_root="Notifications",
-            paging=paging,
-            total=total,
-            items=items,
+            auth,
+            account_sid,
+            call_sid,
+            resource="Notifications",
+            fetch=fetch,
             sid=lambda n: n.sid,
             as_json=notification_json,
             as_xml=notification_xml,

@@ -15,14 +15,13 @@ from fastapi.responses import Response
 
 from callplane.store import recordings as store_recordings
 from callplane.store.db import Database
-from callplane.store.listing import ListQuery, UnknownCursor
+from callplane.store.listing import ListQuery
 from callplane.store.recordings import RecordingRecord
 
 from .auth import Authenticator
-from .errors import bad_request, not_found, wants_json
+from .errors import not_found, wants_json
 from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element
-from .listing import render_list
-from .paging import check_page_exists, parse_paging
+from .listing import list_response
 
 
 def _uri(r: RecordingRecord) -> str:
@@ -58,26 +57,20 @@ def build_router(db: Database, auth: Authenticator, directory: Path | None) -> A
     router = APIRouter(tags=["Recordings"])
 
     async def listing(request: Request, account_sid: str, call_sid: str | None) -> Response:
-        _, account = await auth.authorize(request, account_sid)
-        paging = parse_paging(request)
-        query = ListQuery(paging.page, paging.page_size, paging.limit, paging.after_sid)
-        try:
-            total, items = await store_recordings.list_page(db, account.sid, query, call_sid=call_sid)
-        except UnknownCursor:
-            raise bad_request(f"AfterSid {paging.after_sid!r} is not in this list") from None
-        check_page_exists(paging, total)
-        base = f"/{API_VERSION}/Accounts/{account.sid}" + (f"/Calls/{call_sid}" if call_sid else "") + "/Recordings"
-        return render_list(
+        async def fetch(account: str, query: ListQuery, call: str | None) -> tuple[int, list[RecordingRecord]]:
+            return await store_recordings.list_page(db, account, query, call_sid=call)
+
+        base_url = str(request.base_url)
+        return await list_response(
             request,
-            base_uri=base,
-            key="recordings",
-            xml_root="Recordings",
-            paging=paging,
-            total=total,
-            items=items,
+            auth,
+            account_sid,
+            call_sid,
+            resource="Recordings",
+            fetch=fetch,
             sid=lambda r: r.sid,
-            as_json=lambda r: recording_json(r, str(request.base_url)),
-            as_xml=lambda r: recording_xml(r, str(request.base_url)),
+            as_json=lambda r: recording_json(r, base_url),
+            as_xml=lambda r: recording_xml(r, base_url),
         )
 
     async def lookup(request: Request, account_sid: str, sid: str) -> RecordingRecord:
