@@ -6,15 +6,18 @@ visible to another node sharing the database. Unroutable INVITEs get 404; wrong 
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
 from callplane.core.clock import SystemClock
 from callplane.core.ids import IdSource
-from callplane.engine.sip_service import SipService, StaticClientSecrets
+from callplane.engine.sip_service import KeyedLocks, SipService, StaticClientSecrets
 from callplane.sip.digest import Credentials
 from callplane.sip.events import CallFailed, Registered, RegistrationFailed
+from callplane.sip.message import Response, parse_message
 from callplane.store import registrations
 from callplane.store.db import Database
 from tests.interop.uadriver import UaDriver, offer_sdp
@@ -83,3 +86,47 @@ async def test_unknown_client_and_unroutable_invite(db: Database, service: SipSe
         )
         failed = await phone.wait_for(CallFailed)
         assert failed.status == 404
+
+
+def _register_bytes(port: int, user: str, n: int) -> bytes:
+    return (
+        f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKflood{n};rport\r\n"
+        f"From: <sip:{user}@127.0.0.1>;tag=f{n}\r\nTo: <sip:{user}@127.0.0.1>\r\n"
+        f"Call-ID: flood-{n}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port}>\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def test_a_flood_of_distinct_aors_leaves_no_lock_behind(service: SipService) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    port = sock.getsockname()[1]
+    try:
+        for n in range(40):
+            sock.sendto(_register_bytes(port, f"u{n}", n), service.local["UDP"])
+        statuses: list[object] = []
+        async with asyncio.timeout(10):
+            while len(statuses) < 40:
+                statuses.append(parse_message(await loop.sock_recv(sock, 65535)))
+        assert {r.status for r in statuses if isinstance(r, Response)} == {401}
+        assert len(service.aor_locks) == 0
+    finally:
+        sock.close()
+
+
+async def test_keyed_locks_serialise_one_key_and_forget_it() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+
+    async def user(name: str, key: str) -> None:
+        async with locks.hold(key):
+            order.append(f"{name}+")
+            await asyncio.sleep(0)
+            order.append(f"{name}-")
+
+    await asyncio.gather(user("a", "k"), user("b", "k"), user("c", "other"))
+    assert order.index("a-") < order.index("b+")  # same key: one at a time
+    assert len(locks) == 0

@@ -342,3 +342,39 @@ async def test_tcp_connection_limit() -> None:
         w2.close()
     finally:
         await ep.close()
+
+
+def options(call_id: str) -> Request:
+    h = Headers([("From", "<sip:a@x>;tag=1"), ("To", "<sip:b@x>"), ("Call-ID", call_id), ("CSeq", "1 OPTIONS")])
+    return Request("OPTIONS", URI.parse("sip:b@x"), h)
+
+
+async def test_udp_to_a_hostname_resolves_once_and_caches() -> None:
+    ep = SipEndpoint(Recorder(answer=None), ids=IdSource(12), port=0, tcp=False)
+    await ep.start()
+    peer = UdpPeer()
+    try:
+        for n in range(3):  # three requests in the same tick share one lookup
+            ep.send_request(options(f"named-{n}"), Peer("UDP", "localhost", peer.port))
+        got = {parse_message(await peer.recv()).call_id for _ in range(3)}
+        ep.send_request(options("named-3"), Peer("UDP", "localhost", peer.port))  # answered from the cache
+        got.add(parse_message(await peer.recv()).call_id)
+        assert got == {"named-0", "named-1", "named-2", "named-3"}
+        assert ep.stats["lookups"] == 1
+    finally:
+        peer.close()
+        await ep.close()
+
+
+async def test_udp_to_an_unresolvable_name_fails_its_transaction() -> None:
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(13), port=0, tcp=False)
+    await ep.start()
+    try:
+        key = ep.send_request(options("nowhere"), Peer("UDP", "no-such-host.invalid", 5060))
+        (ev,) = await rec.wait_for(TransportError)
+        assert ev == TransportError(key) and len(ep.layer) == 0
+        again = ep.send_request(options("nowhere-2"), Peer("UDP", "no-such-host.invalid", 5060))  # negative cache
+        assert rec.events[-1] == TransportError(again) and ep.stats["lookups"] == 1
+    finally:
+        await ep.close()

@@ -236,6 +236,18 @@ def test_headers_editing() -> None:
     assert msg.call_id == "new@x"
 
 
+def test_stamping_the_top_via_keeps_the_other_parsed_headers() -> None:
+    msg = parse_message(load("rfc3261_24_2_f1_invite.sip"))
+    from_, to, cseq, vias = msg.from_, msg.to, msg.cseq, msg.vias
+    top = msg.via.with_param("received", "192.0.2.9")
+    msg.headers.set_first("Via", top)
+    assert msg.via is top  # the typed value is kept, not re-parsed
+    assert msg.from_ is from_ and msg.to is to and msg.cseq is cseq  # other headers' views survive
+    assert msg.vias is not vias and msg.vias[0] == top and msg.vias[1:] == vias[1:]
+    assert msg.headers.get("via") == str(top)
+    assert b"\r\nVia: " + str(top).encode() + b"\r\n" in bytes(msg)
+
+
 def test_stream_framer_several_messages_and_keepalives() -> None:
     a = load("rfc3261_24_2_f1_invite.sip")
     b = load("rfc3261_24_2_f13_bye.sip")

@@ -493,3 +493,27 @@ def test_ack_uses_the_invite_as_sent_even_if_the_ua_changes_its_object() -> None
     layer.receive(busy, UAS, now=0.1)
     (ack, _), *_ = layer.datagrams_to_send()
     assert b"branch=z9hG4bKsnap\r\n" in ack and b"CSeq: 1 ACK\r\n" in ack
+
+
+def test_ended_transactions_do_not_linger_on_the_timer_heap() -> None:
+    layer = make_layer()
+    tcp = Peer("TCP", "192.0.2.4", 5060)
+    for n in range(500):
+        req = request("OPTIONS", cseq=n + 1)
+        layer.send_request(req, tcp, now=0.0)
+        layer.receive(respond(req, 200), tcp, now=0.01)  # reliable: completed -> terminated at once
+    assert len(layer) == 0
+    assert layer.pending_timers <= 130  # not 500 Timer F entries holding dead transactions until 32 s
+    events(layer)
+    assert layer.get_timer() is None
+
+
+def test_transport_failure_spares_other_peers_among_many() -> None:
+    layer = make_layer()
+    tcp = Peer("TCP", "192.0.2.4", 5060)
+    others = [layer.send_request(request("OPTIONS"), Peer("TCP", "192.0.2.5", 6000 + n), now=0.0) for n in range(50)]
+    mine = layer.send_request(request("OPTIONS"), tcp, now=0.0)
+    layer.transport_failed(tcp, now=0.1)
+    layer.transport_failed(tcp, now=0.2)  # a second report finds nothing left
+    assert events(layer) == [TransportError(mine)]
+    assert all(layer.state(k) == "trying" for k in others)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 from callplane.core.clock import Clock
@@ -27,6 +27,34 @@ log = logging.getLogger("callplane.sip")
 
 NONCE_SECRET_KEY = "sip_nonce_secret"
 PURGE_INTERVAL = 60.0
+MAX_PENDING_REGISTERS = 256
+"""REGISTERs being processed at once; beyond this a REGISTER is answered 503 with Retry-After."""
+
+
+class KeyedLocks:
+    """One asyncio lock per key, held only while someone uses it: the table holds the keys in use, no more."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 class ClientSecrets(Protocol):
@@ -103,7 +131,8 @@ class SipService:
         self.endpoint = SipEndpoint(ids=ids, host=host, port=port)
         self._ua: UserAgent | None = None
         self._registrar: Registrar | None = None
-        self._aor_locks: dict[str, asyncio.Lock] = {}
+        self.aor_locks = KeyedLocks()
+        self._registering = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
 
@@ -147,6 +176,12 @@ class SipService:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RegisterReceived):
+            if self._registering >= MAX_PENDING_REGISTERS:
+                busy = event.request.create_response(503, to_tag=self.ids.tag())
+                busy.headers.add("Retry-After", 5)
+                self.ua.respond(busy, self._now())
+                return
+            self._registering += 1  # counted from here, so a burst in one loop iteration is bounded too
             self._spawn(self._register(event))
         elif isinstance(event, IncomingCall):
             log.info("INVITE %s -> %s: no route yet, answering 404", event.from_uri, event.request_uri)
@@ -160,8 +195,7 @@ class SipService:
         registrar, request = self._registrar, event.request
         try:
             aor = registrar.aor(request)
-            lock = self._aor_locks.setdefault(aor, asyncio.Lock())
-            async with lock:
+            async with self.aor_locks.hold(aor):
                 login = registrar.username(request)
                 secret = await self.clients.secret(login) if login else None
                 wall = self.clock.wall().timestamp()
@@ -175,6 +209,8 @@ class SipService:
         except Exception:
             log.exception("REGISTER from %s:%s failed", event.source.host, event.source.port)
             response = request.create_response(500, "Registrar Failure", to_tag=self.ids.tag())
+        finally:
+            self._registering -= 1
         self.ua.respond(response, self._now())
         self.endpoint.flush()
 

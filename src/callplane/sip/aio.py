@@ -37,6 +37,7 @@ Public API::
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -64,6 +65,9 @@ __all__ = ["SansIoCore", "SipEndpoint", "stamp_via"]
 logger = logging.getLogger(__name__)
 
 EventHandler = Callable[[Any], None]
+
+_MAX_NAMES = 1024  # hostnames remembered by the UDP resolver cache
+_MAX_WAITING = 64  # datagrams held per hostname while its lookup runs
 
 
 class SansIoCore(Protocol):
@@ -95,6 +99,7 @@ def stamp_via(request: Request, host: str, port: int) -> None:
         request.headers.set_first("Via", new)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -202,6 +207,7 @@ class SipEndpoint:
         max_connections: int = 4096,
         log_interval: float = 10.0,
         auto_trying: bool = True,
+        dns_ttl: float = 60.0,
     ) -> None:
         self.on_event = on_event
         self.layer = TransactionLayer(ids or IdSource(), timers, auto_trying=auto_trying)
@@ -215,7 +221,11 @@ class SipEndpoint:
         self.use_tcp = tcp
         self.max_message = max_message
         self.max_connections = max_connections
-        self.stats = {"received": 0, "bad": 0, "answered_bad": 0, "dropped": 0, "sent": 0}
+        self.stats = {"received": 0, "bad": 0, "answered_bad": 0, "dropped": 0, "sent": 0, "lookups": 0}
+        self.dns_ttl = dns_ttl
+        # hostname -> (valid until, address or None for a failed lookup); FIFO-bounded like the URI caches.
+        self._dns: dict[str, tuple[float, str | None]] = {}
+        self._dns_waiting: dict[str, list[tuple[bytes, Peer]]] = {}
         self._log = _RateLimitedLog(log_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -410,7 +420,7 @@ class SipEndpoint:
             if _is_ip(dest.host):
                 self._udp.sendto(data, (dest.host.strip("[]"), dest.port))
             else:
-                self._spawn(self._resolve_and_send(data, dest))
+                self._send_to_name(data, dest)
             return
         conn = self._connections.get((dest.host, dest.port))
         if conn is None:
@@ -426,14 +436,54 @@ class SipEndpoint:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _resolve_and_send(self, data: bytes, dest: Peer) -> None:
+    def _send_to_name(self, data: bytes, dest: Peer) -> None:
+        """UDP to a hostname: from the cache, else after the one lookup in flight for that name."""
+        now = self._now()
+        cached = self._dns.get(dest.host)
+        if cached is not None and cached[0] > now:
+            address = cached[1]
+            if address is None:
+                self._log.warn("unresolvable destination", now, dest.host)
+                self.core.transport_failed(dest, now)
+            elif self._udp is not None:
+                self._udp.sendto(data, (address, dest.port))
+            return
+        waiting = self._dns_waiting.get(dest.host)
+        if waiting is None:
+            self._dns_waiting[dest.host] = [(data, dest)]
+            self._spawn(self._resolve(dest.host))
+        elif len(waiting) < _MAX_WAITING:
+            waiting.append((data, dest))
+        else:
+            self.stats["dropped"] += 1
+
+    async def _resolve(self, host: str) -> None:
         assert self._loop is not None
+        self.stats["lookups"] += 1
+        address: str | None = None
         try:
-            infos = await self._loop.getaddrinfo(dest.host, dest.port, type=socket.SOCK_DGRAM)
-            if self._udp is not None and infos:
-                self._udp.sendto(data, infos[0][4][:2])
+            sock = self._udp.get_extra_info("socket") if self._udp is not None else None
+            family = sock.family if sock is not None else socket.AF_UNSPEC
+            infos = await self._loop.getaddrinfo(host, None, family=family, type=socket.SOCK_DGRAM)
+            address = str(infos[0][4][0]) if infos else None
         except OSError as exc:
-            self._log.warn("unresolvable destination", self._now(), f"{dest.host}: {exc}")
+            self._log.warn("unresolvable destination", self._now(), f"{host}: {exc}")
+        now = self._now()
+        if len(self._dns) >= _MAX_NAMES:
+            del self._dns[next(iter(self._dns))]
+        self._dns.pop(host, None)
+        # A failed lookup is remembered briefly, so a flood towards a bad name costs one lookup per second.
+        self._dns[host] = (now + (self.dns_ttl if address is not None else 1.0), address)
+        failed: dict[Peer, None] = {}
+        for data, dest in self._dns_waiting.pop(host, []):
+            if address is None:
+                failed[dest] = None
+            elif self._udp is not None:
+                self._udp.sendto(data, (address, dest.port))
+        for dest in failed:
+            self.core.transport_failed(dest, now)  # §17.1.4: the transactions towards it fail at once
+        if failed:
+            self._pump()
 
     async def _connect(self, conn: _TcpConn, dest: Peer) -> None:
         assert self._loop is not None

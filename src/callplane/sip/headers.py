@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from callplane.core.errors import SipError
 
@@ -215,10 +215,19 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
 
 
 # Values are immutable, and the same From/To/Contact/Request-URI text recurs in every message of a dialog, so
-# successful parses are memoised. Bounded: the table is simply emptied when full (junk input cannot grow it).
-_CACHE_MAX = 4096
+# successful parses are memoised. Bounded: when full, the oldest entry makes room (a dict keeps insertion order), so
+# more live URIs than the bound cost a re-parse of the oldest ones, never a cold table, and junk cannot grow it.
+_CACHE_MAX = 8192
 _URI_CACHE: dict[str, URI] = {}
 _ADDRESS_CACHE: dict[str, Address] = {}
+
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[str, _V], text: str, value: _V) -> None:
+    if len(cache) >= _CACHE_MAX:
+        del cache[next(iter(cache))]
+    cache[text] = value
 
 
 def _format_hostport(host: str, port: int | None) -> str:
@@ -248,9 +257,7 @@ class URI(_WithParams):
         if cached is not None:
             return cached
         uri = cls._parse(text)
-        if len(_URI_CACHE) >= _CACHE_MAX:
-            _URI_CACHE.clear()
-        _URI_CACHE[text] = uri
+        _remember(_URI_CACHE, text, uri)
         return uri
 
     @classmethod
@@ -359,9 +366,7 @@ class Address(_WithParams):
         if cached is not None:
             return cached
         address = cls._parse(text)
-        if len(_ADDRESS_CACHE) >= _CACHE_MAX:
-            _ADDRESS_CACHE.clear()
-        _ADDRESS_CACHE[text] = address
+        _remember(_ADDRESS_CACHE, text, address)
         return address
 
     @classmethod

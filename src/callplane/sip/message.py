@@ -244,8 +244,9 @@ class Headers:
 
     def add(self, name: str, value: object) -> None:
         """Append a line."""
-        self._lines.append((canonical_name(name), name, str(value)))
-        self._cache.clear()
+        key = canonical_name(name)
+        self._lines.append((key, name, str(value)))
+        self._changed(key)
 
     def set(self, name: str, value: object) -> None:
         """Replace every line of ``name`` by one line (at the position of the first, else at the end)."""
@@ -263,12 +264,12 @@ class Headers:
         if not done:
             out.append(new)
         self._lines = out
-        self._cache.clear()
+        self._changed(key)
 
     def remove(self, name: str) -> None:
         key = canonical_name(name)
         self._lines = [line for line in self._lines if line[0] != key]
-        self._cache.clear()
+        self._changed(key)
 
     def insert_first(self, name: str, value: object) -> None:
         """Put a value on top of ``name``'s values (a new Via, §8.1.1.7); at the very top if ``name`` is absent."""
@@ -279,22 +280,34 @@ class Headers:
                 break
         else:
             self._lines.insert(0, (key, name, str(value)))
-        self._cache.clear()
+        self._changed(key)
 
     def set_first(self, name: str, value: object) -> None:
-        """Replace the first value of ``name`` only, splitting a comma-joined line if needed (e.g. the top Via)."""
+        """Replace the first value of ``name`` only, splitting a comma-joined line if needed (e.g. the top Via).
+
+        Only the views of ``name`` are invalidated; a typed value (a :class:`Via` for the top Via) replaces the cached
+        view of the same type, so stamping ``received`` on a request costs no re-parse."""
         key = canonical_name(name)
+        text = str(value)
         for i, (k, n, v) in enumerate(self._lines):
             if k == key:
                 parts = split_list(v) if key in _LIST_HEADERS else [v]
-                new = [(k, n, str(value))]
+                new = [(k, n, text)]
                 if len(parts) > 1:
                     new.append((k, n, ", ".join(parts[1:])))
                 self._lines[i : i + 1] = new
                 break
         else:
-            self._lines.append((key, name, str(value)))
-        self._cache.clear()
+            self._lines.append((key, name, text))
+        cache = self._cache
+        old = cache.get(key)
+        first = cache.get("")
+        self._changed(key)
+        if first is not None:
+            first[key] = text
+            cache[""] = first
+        if old is not None and type(old) is type(value):
+            cache[key] = value
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value of a list header (a proxy removing its Via, §16.7)."""
@@ -304,12 +317,20 @@ class Headers:
                 parts = split_list(v) if key in _LIST_HEADERS else [v]
                 rest = [(k, n, ", ".join(parts[1:]))] if len(parts) > 1 else []
                 self._lines[i : i + 1] = rest
-                self._cache.clear()
+                self._changed(key)
                 return parts[0] if parts else None
         return None
 
+    def _changed(self, key: str) -> None:
+        """Forget the views of header ``key``: the first-value map, ``key`` itself and ``key:<view>``."""
+        cache = self._cache
+        if cache:
+            for name in [name for name in cache if not name or name == key or name.startswith(key + ":")]:
+                del cache[name]
+
     def typed(self, key: str, parse: Callable[[Headers], _T]) -> _T:
-        """Cache a typed view of this store under ``key`` until the next change."""
+        """Cache a typed view of this store under ``key`` until that header changes. ``key`` is the canonical header
+        name (the view of its first value) or ``name:<view>`` (another view of the same header)."""
         try:
             value: _T = self._cache[key]
         except KeyError:
@@ -387,7 +408,7 @@ class Message:
     @property
     def vias(self) -> list[Via]:
         """All Via values, top first."""
-        return self.headers.typed("vias", _vias)
+        return self.headers.typed("via:all", _vias)
 
     @property
     def via(self) -> Via:
@@ -413,7 +434,7 @@ class Message:
     @property
     def contacts(self) -> list[Address]:
         """Contact addresses (``*`` is skipped; check ``headers.get("contact") == "*"`` for REGISTER)."""
-        return self.headers.typed("contacts", _contacts)
+        return self.headers.typed("contact:all", _contacts)
 
     @property
     def max_forwards(self) -> int | None:

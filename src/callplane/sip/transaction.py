@@ -10,7 +10,10 @@ A :class:`TransactionLayer` owns every transaction of an endpoint. It never read
   (``datagrams_to_send()`` -> ``[(bytes, Peer)]``); ``get_timer()`` returns the earliest deadline.
 
 Timers live in one heap of ``(deadline, seq, transaction, name, token)`` entries. A transaction re-arming or
-cancelling a timer bumps its token, so stale heap entries are skipped when they surface (lazy deletion).
+cancelling a timer bumps its token, so stale heap entries are skipped when they surface (lazy deletion). The layer
+counts stale entries and rebuilds the heap once they outnumber the live ones, so an ended transaction is not kept
+alive by the heap until its longest timer (up to 64*T1) would have surfaced. Transactions are also indexed by the
+peer they send to, so ``transport_failed`` touches only that peer's transactions.
 
 The four state machines are the RFC figures 5-8, amended by RFC 6026 (client and server INVITE "Accepted" state):
 each transaction class lists its legal transitions in ``TRANSITIONS`` and changes state only through
@@ -146,6 +149,7 @@ class _Transaction:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s %s] %s -> %s", self.key.branch, self.key.method, old, new)
         if new == "terminated":
+            self.layer._stale += len(self.timers)
             self.timers.clear()
             self.layer._remove(self)
 
@@ -154,7 +158,8 @@ class _Transaction:
 
     def _disarm(self, *names: str) -> None:
         for name in names:
-            self.timers.pop(name, None)
+            if self.timers.pop(name, None) is not None:
+                self.layer._stale += 1
 
     def _transmit(self, data: bytes) -> None:
         self.last = data
@@ -465,6 +470,8 @@ class TransactionLayer:
         self._servers: dict[TransactionKey, _Server] = {}
         self._awaiting_ack: dict[tuple[str, int], _ServerInvite] = {}
         self._heap: list[_Timer] = []
+        self._stale = 0  # heap entries whose token no longer matches (cancelled, re-armed, transaction ended)
+        self._by_peer: dict[Peer, dict[_Transaction, None]] = {}
         self._seq = 0
         self._events: deque[TxEvent] = deque()
         self._out: list[tuple[bytes, Peer]] = []
@@ -487,14 +494,15 @@ class TransactionLayer:
             if txn.timers.get(name) == token:
                 return deadline
             heapq.heappop(heap)
+            self._stale -= 1
         return None
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``."""
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, txn, name, token = heapq.heappop(heap)
+        while self._heap and self._heap[0][0] <= now:  # re-read: a transaction ending may rebuild the heap
+            _, _, txn, name, token = heapq.heappop(self._heap)
             if txn.timers.get(name) != token:
+                self._stale -= 1
                 continue
             del txn.timers[name]
             txn.on_timer(name, now)
@@ -507,6 +515,11 @@ class TransactionLayer:
 
     def __len__(self) -> int:
         return len(self._clients) + len(self._servers)
+
+    @property
+    def pending_timers(self) -> int:
+        """Entries on the timer heap, live or cancelled (bounded at about twice the live timers plus 64)."""
+        return len(self._heap)
 
     # Inputs ----------------------------------------------------------------------------------------------------
     def receive(self, msg: Request | Response, source: Peer, now: float) -> None:
@@ -534,12 +547,14 @@ class TransactionLayer:
         if method == "INVITE":
             inv = _ServerInvite(self, skey, self._reply_peer(msg, source), msg)
             self._servers[skey] = inv
+            self._index(inv)
             self._emit(RequestReceived(msg, source, skey))
             if self.auto_trying:
                 trying = msg.create_response(100)
                 inv.on_response(trying, bytes(trying), now)
             return
-        self._servers[skey] = _ServerNonInvite(self, skey, "trying", self._reply_peer(msg, source))
+        nin = self._servers[skey] = _ServerNonInvite(self, skey, "trying", self._reply_peer(msg, source))
+        self._index(nin)
         if method == "CANCEL":
             ikey = TransactionKey("server", skey.branch, "INVITE", skey.sent_by)
             self._emit(CancelReceived(msg, source, skey, ikey if ikey in self._servers else None))
@@ -560,10 +575,12 @@ class TransactionLayer:
         if request.method == "INVITE":
             txn = _ClientInvite(self, key, dest, request)
             self._clients[key] = txn
+            self._index(txn)
             txn.start(now)
         else:
             txn = _ClientNonInvite(self, key, "trying", dest)
             self._clients[key] = txn
+            self._index(txn)
             txn.start(request, now)
         return key
 
@@ -597,8 +614,8 @@ class TransactionLayer:
     def transport_failed(self, peer: Peer, now: float) -> None:
         """The transport could not reach ``peer`` (§17.1.4, §17.2.4): every live transaction bound to it ends with
         a :class:`TransportError` event (client: treat as 503)."""
-        for txn in [*self._clients.values(), *self._servers.values()]:
-            if txn.peer == peer and txn.state != "terminated":
+        for txn in list(self._by_peer.get(peer, ())):
+            if txn.state != "terminated":
                 self._emit(TransportError(txn.key))
                 txn._set_state("terminated")
 
@@ -617,8 +634,16 @@ class TransactionLayer:
 
     def _schedule(self, txn: _Transaction, name: str, deadline: float) -> None:
         self._seq += 1
+        if name in txn.timers:
+            self._stale += 1
         txn.timers[name] = self._seq
         heapq.heappush(self._heap, (deadline, self._seq, txn, name, self._seq))
+
+    def _index(self, txn: _Transaction) -> None:
+        peers = self._by_peer.get(txn.peer)
+        if peers is None:
+            peers = self._by_peer[txn.peer] = {}
+        peers[txn] = None
 
     def _remove(self, txn: _Transaction) -> None:
         if txn.key.role == "client":
@@ -627,3 +652,14 @@ class TransactionLayer:
             self._servers.pop(txn.key, None)
             if isinstance(txn, _ServerInvite):
                 self._awaiting_ack.pop((txn.call_id, txn.cseq), None)
+        peers = self._by_peer.get(txn.peer)
+        if peers is not None:
+            peers.pop(txn, None)
+            if not peers:
+                del self._by_peer[txn.peer]
+        heap = self._heap
+        if self._stale > 64 and 2 * self._stale > len(heap):
+            # Drop the entries of cancelled timers and ended transactions, so the heap holds no dead transaction.
+            self._heap = [entry for entry in heap if entry[2].timers.get(entry[3]) == entry[4]]
+            heapq.heapify(self._heap)
+            self._stale = 0
