@@ -15,7 +15,7 @@ import pytest
 from callplane.core.clock import SystemClock
 from callplane.core.ids import IdSource
 from callplane.engine.sip_service import KeyedLocks, SipService, StaticClientSecrets
-from callplane.sip.digest import Credentials
+from callplane.sip.digest import Challenge, Credentials
 from callplane.sip.events import CallFailed, Registered, RegistrationFailed
 from callplane.sip.message import Response, parse_message
 from callplane.store import registrations
@@ -130,3 +130,35 @@ async def test_keyed_locks_serialise_one_key_and_forget_it() -> None:
     await asyncio.gather(user("a", "k"), user("b", "k"), user("c", "other"))
     assert order.index("a-") < order.index("b+")  # same key: one at a time
     assert len(locks) == 0
+
+
+@pytest.mark.parametrize("field", ["response", "nonce"])
+async def test_non_ascii_digest_gets_401_and_no_traceback(
+    service: SipService, caplog: pytest.LogCaptureFixture, field: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    port = sock.getsockname()[1]
+    try:
+        sock.sendto(_register_bytes(port, "alice", 1), service.local["UDP"])
+        async with asyncio.timeout(5):
+            challenge = parse_message(await loop.sock_recv(sock, 65535))
+        assert isinstance(challenge, Response) and challenge.status == 401
+        nonce = Challenge.parse(challenge.headers.get_all("www-authenticate")[0]).nonce
+        params = {"nonce": nonce, "response": "0" * 31 + "é"}
+        params[field] = params[field][:-1] + "é"
+        auth = (
+            f'Authorization: Digest username="alice", realm="callplane.test", nonce="{params["nonce"]}", '
+            f'uri="sip:127.0.0.1", response="{params["response"]}", algorithm=MD5, qop=auth, nc=00000001, '
+            'cnonce="abc"\r\n'
+        )
+        raw = _register_bytes(port, "alice", 2).replace(b"Content-Length", auth.encode() + b"Content-Length")
+        sock.sendto(raw, service.local["UDP"])
+        async with asyncio.timeout(5):
+            answer = parse_message(await loop.sock_recv(sock, 65535))
+        assert isinstance(answer, Response) and answer.status == 401
+        assert not [r for r in caplog.records if r.exc_info]
+    finally:
+        sock.close()

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from callplane.core.clock import Clock
 from callplane.core.ids import IdSource
-from callplane.sip.aio import SipEndpoint
+from callplane.sip.aio import RateLimitedLog, SipEndpoint
 from callplane.sip.digest import DigestServer
 from callplane.sip.events import Event, IncomingCall, RegisterReceived
 from callplane.sip.registrar import Binding, Registrar, Secret
@@ -132,6 +132,7 @@ class SipService:
         self._ua: UserAgent | None = None
         self._registrar: Registrar | None = None
         self.aor_locks = KeyedLocks()
+        self._failures = RateLimitedLog(10.0, log, "registrar")
         self._registering = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
@@ -206,8 +207,9 @@ class SipService:
                     rows = [to_row(b, self.instance_id) for b in outcome.upserts]
                     await registrations.apply(self.db, outcome.aor, rows, list(outcome.removals))
                 response = outcome.response
-        except Exception:
-            log.exception("REGISTER from %s:%s failed", event.source.host, event.source.port)
+        except Exception as exc:  # one line, rate-limited: a peer must not be able to flood the log
+            peer = f"{event.source.host}:{event.source.port}"
+            self._failures.warn("REGISTER failed", self._now(), f"from {peer}: {exc!r}")
             response = request.create_response(500, "Registrar Failure", to_tag=self.ids.tag())
         finally:
             self._registering -= 1

@@ -60,7 +60,7 @@ from callplane.sip.message import (
 from callplane.sip.transaction import TimerConfig, TransactionLayer
 from callplane.sip.transaction_events import Peer, TransactionKey
 
-__all__ = ["SansIoCore", "SipEndpoint", "stamp_via"]
+__all__ = ["RateLimitedLog", "SansIoCore", "SipEndpoint", "stamp_via"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +108,13 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-class _RateLimitedLog:
-    """Log each kind of problem at most once per interval, with the count of suppressed repeats."""
+class RateLimitedLog:
+    """Log each kind of problem as one line, at most once per interval, with the count of suppressed repeats."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, log: logging.Logger = logger, what: str = "dropped SIP input") -> None:
         self.interval = interval
+        self._logger = log
+        self._what = what
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
@@ -123,7 +125,7 @@ class _RateLimitedLog:
             return
         self._last[kind] = now
         skipped = self._suppressed.pop(kind, 0)
-        logger.warning("dropped SIP input: %s (%s; %d similar suppressed)", kind, detail, skipped)
+        self._logger.warning("%s: %s (%s; %d similar suppressed)", self._what, kind, detail, skipped)
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -226,7 +228,7 @@ class SipEndpoint:
         # hostname -> (valid until, address or None for a failed lookup); FIFO-bounded like the URI caches.
         self._dns: dict[str, tuple[float, str | None]] = {}
         self._dns_waiting: dict[str, list[tuple[bytes, Peer]]] = {}
-        self._log = _RateLimitedLog(log_interval)
+        self._log = RateLimitedLog(log_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
