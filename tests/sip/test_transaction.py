@@ -369,7 +369,7 @@ def test_rfc2543_requests_without_cookie_are_matched_on_dialog_fields() -> None:
     layer.receive(inv, UAC, now=0.5)
     (ev,) = events(layer)
     assert isinstance(ev, RequestReceived) and ev.key.branch == "2543|old1|a84b4c76e66710|1928301774|1"
-    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 100 Trying"] * 2
+    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 100 Trying"]  # one drain, one 100
 
 
 def test_client_cancel_is_its_own_transaction() -> None:
@@ -432,10 +432,10 @@ def test_uac_uas_over_lossy_link_one_call_only() -> None:
     assert isinstance(ev, RequestReceived)
     uas.send_response(ev.request.create_response(200, to_tag="x"), now=0.7)
     replies = uas.datagrams_to_send()
-    assert [first_line(d) for d, _ in replies] == [b"SIP/2.0 100 Trying", b"SIP/2.0 100 Trying", b"SIP/2.0 200 OK"]
+    assert [first_line(d) for d, _ in replies] == [b"SIP/2.0 200 OK"]  # answered before the drain: no 100
     for data, _ in replies:
         uac.receive(parse_message(data), UAS, now=0.8)
-    assert [e.response.status for e in events(uac) if isinstance(e, ResponseReceived)] == [100, 100, 200]
+    assert [e.response.status for e in events(uac) if isinstance(e, ResponseReceived)] == [200]
     assert uac.get_timer() == 32.8  # only Timer M is left: A and B are gone
 
 
@@ -452,7 +452,7 @@ def test_kamailio_hop_by_hop_ack_confirms_the_486() -> None:
     (ev,) = events(layer)
     assert isinstance(ev, RequestReceived)
     layer.send_response(inv.create_response(486, to_tag="k1"), now=0.1)
-    assert [dest for _, dest in layer.datagrams_to_send()] == [proxy, proxy]  # 100 and 486 to the top Via
+    assert [dest for _, dest in layer.datagrams_to_send()] == [proxy]  # the 486 (no 100: it was already answered)
     layer.receive(ack, proxy, now=0.2)
     assert layer.state(ev.key) == "confirmed" and events(layer) == []
 
@@ -517,3 +517,19 @@ def test_transport_failure_spares_other_peers_among_many() -> None:
     layer.transport_failed(tcp, now=0.2)  # a second report finds nothing left
     assert events(layer) == [TransportError(mine)]
     assert all(layer.state(k) == "trying" for k in others)
+
+
+def test_100_trying_only_when_the_tu_has_not_answered_by_the_drain() -> None:
+    layer = make_layer()
+    slow, fast = request(branch="z9hG4bKslow"), request(branch="z9hG4bKfast")
+    layer.receive(slow, UAC, now=0.0)
+    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 100 Trying"]  # §17.2.1
+    layer.receive(fast, UAC, now=0.1)
+    (_, ev) = events(layer)
+    assert isinstance(ev, RequestReceived) and ev.request is fast
+    layer.send_response(fast.create_response(180, to_tag="t"), now=0.1)  # the TU answers while handling the event
+    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 180 Ringing"]
+    layer.receive(fast, UAC, now=0.2)  # a retransmission gets the last response, as before
+    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 180 Ringing"]
+    layer.receive(slow, UAC, now=0.3)
+    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 100 Trying"]

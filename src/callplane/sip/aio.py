@@ -40,6 +40,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import math
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
@@ -213,6 +214,7 @@ class SipEndpoint:
     ) -> None:
         self.on_event = on_event
         self.layer = TransactionLayer(ids or IdSource(), timers, auto_trying=auto_trying)
+        self.timer_resolution = min(0.02, self.layer.timers.t1 / 25)
         self.core: SansIoCore = self.layer
         self.host = host
         # The host written into Via sent-by (and read by the UA for Contact): a wildcard bind needs a real address.
@@ -223,7 +225,7 @@ class SipEndpoint:
         self.use_tcp = tcp
         self.max_message = max_message
         self.max_connections = max_connections
-        self.stats = {"received": 0, "bad": 0, "answered_bad": 0, "dropped": 0, "sent": 0, "lookups": 0}
+        self.stats = {"received": 0, "bad": 0, "answered_bad": 0, "dropped": 0, "sent": 0, "lookups": 0, "wakeups": 0}
         self.dns_ttl = dns_ttl
         # hostname -> (valid until, address or None for a failed lookup); FIFO-bounded like the URI caches.
         self._dns: dict[str, tuple[float, str | None]] = {}
@@ -398,6 +400,11 @@ class SipEndpoint:
 
     def _rearm(self) -> None:
         deadline = self.core.get_timer()
+        if deadline is not None:
+            # Wake up on a grid of ``timer_resolution`` s: timers due close together (every call's Timer J and L at
+            # 32 s, say) share one wake-up instead of one each, and the armed timer rarely has to move.
+            step = self.timer_resolution
+            deadline = math.ceil(deadline / step) * step
         if deadline == self._deadline:
             return
         if self._timer is not None:
@@ -408,9 +415,12 @@ class SipEndpoint:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        armed = self._deadline or 0.0
         self._timer = None
         self._deadline = None
-        self.core.handle_timer(self._now())
+        self.stats["wakeups"] += 1
+        # The loop may call back a little before the deadline (its clock resolution): what was due then is due now.
+        self.core.handle_timer(max(self._now(), armed))
         self._pump()
 
     def _transmit(self, data: bytes, dest: Peer) -> None:

@@ -220,16 +220,18 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first line's value for ``name`` (not split on commas)."""
-        try:
-            first: dict[str, str] = self._cache[""]
-        except KeyError:
+        first: dict[str, str] | None = self._cache.get("")
+        if first is None:
             first = {}
             for k, _, v in self._lines:
                 if k not in first:
                     first[k] = v
             self._cache[""] = first
-        key = name.lower()
-        return first.get(_COMPACT.get(key, key), default)
+        value = first.get(name)  # already canonical (the stack's own lookups): one probe
+        if value is None:
+            key = name.lower()
+            value = first.get(_COMPACT.get(key, key))
+        return default if value is None else value
 
     def get_all(self, name: str) -> list[str]:
         """Every value for ``name`` in order; list headers (Via, Route, Contact...) are split on top-level commas."""
@@ -498,7 +500,12 @@ class Request(Message):
                 if line[0] == key:
                     lines.append(line)
                     break
-        h._cache.clear()
+        # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
+        cache = h._cache
+        for key in ("via", "via:all", "from", "to", "cseq"):
+            value = src._cache.get(key)
+            if value is not None:
+                cache[key] = value
         if to_tag is not None and status != 100:
             to = self.to
             if to.tag is None:

@@ -40,8 +40,11 @@ Behaviour the transaction user can rely on:
 * The INVITE client transaction ACKs non-2xx finals itself (§17.1.1.3) and absorbs their retransmissions; 2xx
   responses (and their retransmissions) are passed up: the ACK for a 2xx is the dialog layer's
   (``send_stateless``).
-* The INVITE server transaction sends ``100 Trying`` at once (``auto_trying=True``, §17.2.1) and absorbs
-  retransmitted requests by re-sending the last response; a retransmitted INVITE never becomes a second event.
+* The INVITE server transaction sends ``100 Trying`` (``auto_trying=True``, §17.2.1) with the next
+  ``datagrams_to_send()``, unless the transaction user has responded by then: a TU that answers while handling the
+  ``RequestReceived`` event (before the adapter transmits) is known to respond within 200 ms, and its 1xx or final
+  response makes the 100 redundant. Retransmitted requests are absorbed by re-sending the last response; a
+  retransmitted INVITE never becomes a second event.
 * Requests whose branch lacks the magic cookie (RFC 2543 peers) are matched on Call-ID, From tag, CSeq number,
   top Via sent-by and branch (a simplified §17.2.3 fallback).
 """
@@ -475,6 +478,7 @@ class TransactionLayer:
         self._seq = 0
         self._events: deque[TxEvent] = deque()
         self._out: list[tuple[bytes, Peer]] = []
+        self._trying: list[tuple[_ServerInvite, Request]] = []
 
     # Outputs ---------------------------------------------------------------------------------------------------
     def next_event(self) -> TxEvent | None:
@@ -482,9 +486,22 @@ class TransactionLayer:
         return self._events.popleft() if self._events else None
 
     def datagrams_to_send(self) -> list[tuple[bytes, Peer]]:
-        """Drain what must be transmitted, in order."""
+        """Drain what must be transmitted, in order (first the 100 Trying of INVITEs the TU has not answered yet)."""
+        if self._trying:
+            self._send_trying()
         out, self._out = self._out, []
         return out
+
+    def _send_trying(self) -> None:
+        pending, self._trying = self._trying, []
+        trying: list[tuple[bytes, Peer]] = []
+        for inv, request in pending:
+            if inv.state == "proceeding" and inv.last is None:
+                response = request.create_response(100)
+                data = bytes(response)
+                inv.last = data
+                trying.append((data, inv.peer))
+        self._out[:0] = trying
 
     def get_timer(self) -> float | None:
         """The earliest live deadline, or None."""
@@ -550,8 +567,7 @@ class TransactionLayer:
             self._index(inv)
             self._emit(RequestReceived(msg, source, skey))
             if self.auto_trying:
-                trying = msg.create_response(100)
-                inv.on_response(trying, bytes(trying), now)
+                self._trying.append((inv, msg))
             return
         nin = self._servers[skey] = _ServerNonInvite(self, skey, "trying", self._reply_peer(msg, source))
         self._index(nin)
