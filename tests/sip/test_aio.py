@@ -118,8 +118,11 @@ async def test_udp_invite_answered_via_rport_and_retransmission_absorbed(uas: tu
 @pytest.mark.parametrize(
     ("payload", "status", "warning"),
     [
-        (invite(1, 2).replace(b"Call-ID: loop-z9hG4bKloop1\r\n", b""), None, None),  # no Call-ID: cannot answer
-        (invite(1, 2).replace(b"To: <sip:app@127.0.0.1:2>\r\n", b"To: <sip:app@\r\n"), None, None),
+        # Still answered: the response copies what the request had (RFC 4475 §3.1.2; the UAC matches on Via + CSeq).
+        (invite(1, 2).replace(b"Call-ID: loop-z9hG4bKloop1\r\n", b""), 400, "missing mandatory header Call-ID"),
+        (invite(1, 2).replace(b"To: <sip:app@127.0.0.1:2>\r\n", b"To: <sip:app@\r\n"), 400, "malformed address"),
+        (invite(1, 2).replace(b"Call-ID: loop-z9hG4bKloop1\r\n", b"").replace(b"INVITE", b"ACK"), None, None),
+        (invite(1, 2).replace(b"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKloop1;rport\r\n", b""), None, None),
         (invite(1, 2).replace(b"Content-Length: 0", b"Content-Length: 50"), 400, "body shorter than Content-Length"),
         (invite(1, 2).replace(b"Content-Length: 0", b"Content-Length: x"), 400, "malformed Content-Length"),
         (invite(1, 2).replace(b"Max-Forwards: 70", b"Max-Forwards: many"), 400, "malformed Max-Forwards"),
@@ -138,9 +141,10 @@ async def test_malformed_requests_answered_or_dropped(
             assert await peer.nothing()
             assert ep.stats["dropped"] == 1
         else:
-            resp = parse_message(await peer.recv())
-            assert isinstance(resp, Response) and resp.status == status
-            assert resp.headers.get("Warning") == f'399 callplane "{warning}"'
+            lines = (await peer.recv()).decode().split("\r\n")
+            assert lines[0].startswith(f"SIP/2.0 {status} ")
+            assert f'Warning: 399 callplane "{warning}"' in lines
+            assert "branch=z9hG4bKloop1" in [line for line in lines if line.startswith("Via: ")][0]
             assert ep.stats["answered_bad"] == 1
         assert rec.events == []
     finally:
@@ -374,4 +378,32 @@ async def test_udp_to_an_unresolvable_name_fails_its_transaction() -> None:
         again = ep.send_request(options("nowhere-2"), Peer("UDP", "no-such-host.invalid", 5060))  # negative cache
         assert rec.events[-1] == TransportError(again) and ep.stats["lookups"] == 1
     finally:
+        await ep.close()
+
+
+async def test_rfc4475_invalid_messages_over_udp() -> None:
+    """The RFC 4475 §3.1.2 fixtures through the real receive path: the status each gets, or silence."""
+    from tests.sip.test_message import DATA, TORTURE
+
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(14), port=0, tcp=False)
+    await ep.start()
+    peer = UdpPeer()
+    try:
+        for name, outcome in sorted(TORTURE.items()):
+            data = (DATA / "rfc4475" / f"{name}.sip").read_bytes().replace(b";branch=", b";rport;branch=")
+            peer.sock.sendto(data, ("127.0.0.1", ep.port))
+            if outcome is None:
+                assert await peer.nothing(0.2), name
+            elif outcome == "parse":
+                # Handed to the transaction user; the INVITE gets its 100 Trying, the REGISTER nothing yet.
+                expected = b"SIP/2.0 100 " if b"INVITE" in data.split(b" ", 1)[0] else None
+                assert (await peer.recv())[:12] == expected if expected else await peer.nothing(0.2), name
+            else:
+                first_line = (await peer.recv()).split(b"\r\n", 1)[0]
+                assert first_line.startswith(f"SIP/2.0 {outcome} ".encode()), name
+        assert ep.stats["answered_bad"] == sum(isinstance(o, int) for o in TORTURE.values())
+        assert len([e for e in rec.events if isinstance(e, RequestReceived)]) == 2
+    finally:
+        peer.close()
         await ep.close()

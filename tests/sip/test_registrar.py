@@ -308,3 +308,9 @@ def test_digest_uri_must_name_the_request_uri(digest_uri: str, status: int) -> N
     assert outcome.response.status == status
     if status == 400:
         assert outcome.response.reason == "Digest URI Mismatch" and outcome.aor is None
+
+
+def test_contact_with_headers_outside_angle_brackets_is_400() -> None:
+    """RFC 4475 §3.1.2.13: a Contact URI with headers must be in name-addr form."""
+    outcome = Harness().run(register(contacts=("sip:alice@127.0.0.1:5075?Route=%3Csip:proxy.example.com%3E",)))
+    assert outcome.response.status == 400 and outcome.aor is None

@@ -49,14 +49,13 @@ from callplane.core.ids import IdSource
 from callplane.sip.headers import KNOWN_TRANSPORTS, SipParseError
 from callplane.sip.message import (
     MAX_DATAGRAM,
-    REASONS,
     FramingError,
     Request,
     Response,
     StreamFramer,
-    can_answer,
+    error_response,
     parse_message,
-    response_destination,
+    stamp_via,
 )
 from callplane.sip.transaction import TimerConfig, TransactionLayer
 from callplane.sip.transaction_events import Peer, TransactionKey
@@ -86,18 +85,6 @@ class SansIoCore(Protocol):
     def handle_timer(self, now: float) -> None: ...
 
     def next_event(self) -> object | None: ...
-
-
-def stamp_via(request: Request, host: str, port: int) -> None:
-    """§18.2.1 + RFC 3581 §4: add ``received`` when the sent-by differs from the source, fill an empty ``rport``."""
-    via = request.via
-    new = via
-    if via.has_rport and via.rport is None:
-        new = via.with_param("rport", str(port)).with_param("received", host)
-    elif via.host != host:
-        new = via.with_param("received", host)
-    if new is not via:
-        request.headers.set_first("Via", new)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -352,20 +339,14 @@ class SipEndpoint:
 
     def _bad_input(self, exc: SipParseError, peer: Peer) -> None:
         self.stats["bad"] += 1
-        partial = can_answer(exc)
-        if partial is None or partial.method == "ACK":
-            self.stats["dropped"] += 1
-            self._log.warn(str(exc), self._now(), f"from {peer.transport} {peer.host}:{peer.port}")
-            return
         try:
-            stamp_via(partial, peer.host, peer.port)
-            status = exc.status or 400
-            resp = partial.create_response(status, REASONS.get(status, "Bad Request"))
-            resp.headers.add("Warning", f'399 callplane "{exc}"')
-            dest = peer
-            if not peer.reliable:
-                host, port = response_destination(partial.via, peer.host, peer.port)
-                dest = Peer(peer.transport, host, port)
+            answer = error_response(exc, peer.host, peer.port, self.layer.ids.tag())
+            if answer is None:
+                self.stats["dropped"] += 1
+                self._log.warn(str(exc), self._now(), f"from {peer.transport} {peer.host}:{peer.port}")
+                return
+            resp, host, port = answer
+            dest = peer if peer.reliable else Peer(peer.transport, host, port)
             self.stats["answered_bad"] += 1
             self._transmit(bytes(resp), dest)
         except Exception as err:  # a partial message can still hold surprises: drop rather than raise

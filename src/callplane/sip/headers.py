@@ -38,6 +38,7 @@ __all__ = [
     "format_params",
     "MAGIC_COOKIE",
     "KNOWN_TRANSPORTS",
+    "TOKEN_CHARS",
 ]
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -57,6 +58,8 @@ class SipParseError(SipError, ValueError):
 
 # RFC 3261 §25.1 token characters.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.!%*_+`'~-")
+"""The characters of a ``token`` (RFC 3261 §25.1)."""
 _PORT_MAX = 65535
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 _HEX_CHARS = frozenset("0123456789abcdefABCDEF:.")
@@ -398,11 +401,17 @@ class Address(_WithParams):
         if lt >= 0:
             if display is None:
                 name = rest[:lt].strip()
+                # An unquoted display name is tokens (§25.1); UTF-8 beyond ASCII is let through for real phones.
+                if any(not (c in TOKEN_CHARS or c.isspace() or not c.isascii()) for c in name):
+                    raise SipParseError("malformed display name")
                 display = name or None
             gt = rest.find(">", lt)
             if gt < 0:
                 raise SipParseError("malformed address")
-            uri = URI.parse(rest[lt + 1 : gt])
+            inner = rest[lt + 1 : gt]
+            if inner != inner.strip():
+                raise SipParseError("malformed address")  # no LWS inside < > (RFC 4475 §3.1.2.14)
+            uri = URI.parse(inner)
             ptext = rest[gt + 1 :]
         else:
             # addr-spec form: parameters after the URI belong to the header, not the URI (RFC 3261 §20.10).

@@ -27,15 +27,18 @@ Public API::
     msg.vias, msg.via, msg.from_, msg.to, msg.call_id, msg.cseq, msg.contacts, msg.max_forwards
     StreamFramer(max_size)                            feed(bytes) -> list[bytes] frames (TCP, §18.3)
     response_destination(via, source_host, source_port) -> (host, port)   §18.2.2 for unreliable transports
+    stamp_via(request, host, port)                    §18.2.1 received / RFC 3581 rport
+    error_response(error, host, port, to_tag)         the 400 (or 505, 416...) for a request that failed to parse
     decrement_max_forwards(request)                   raises TooManyHops (483) at zero (§16.3 / §8.2.2)
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from callplane.sip.headers import URI, Address, CSeq, SipParseError, Via, split_list
+from callplane.sip.headers import TOKEN_CHARS, URI, Address, CSeq, SipParseError, Via, split_list
 
 __all__ = [
     "Headers",
@@ -48,6 +51,8 @@ __all__ = [
     "StreamFramer",
     "parse_message",
     "can_answer",
+    "error_response",
+    "stamp_via",
     "canonical_name",
     "response_destination",
     "decrement_max_forwards",
@@ -507,8 +512,11 @@ class Request(Message):
             if value is not None:
                 cache[key] = value
         if to_tag is not None and status != 100:
-            to = self.to
-            if to.tag is None:
+            try:
+                to: Address | None = self.to
+            except SipParseError:
+                to = None  # answering a malformed request: its To is copied as it came
+            if to is not None and to.tag is None:
                 h.set("To", to.with_tag(to_tag))
         if status == 100:
             ts = src.get("timestamp")
@@ -554,26 +562,56 @@ class Response(Message):
 
 
 def can_answer(error: SipParseError) -> Request | None:
-    """The partial request to build an error response from, if its Via, From, To, Call-ID and CSeq are usable."""
+    """The partial request to build an error response from: a request (not an ACK, §17.1.1.3) with at least one Via
+    line. The response copies the Via, From, To, Call-ID and CSeq lines as they are, even missing or malformed
+    (§8.2.6.2); a Via that cannot be parsed is answered to the source address (as ``rport`` would)."""
     partial = getattr(error, "partial", None)
-    if not isinstance(partial, Request):
-        return None
-    try:
-        for key, label in _MANDATORY:
-            _required(partial.headers, key, label)
-        _ = partial.via, partial.cseq, partial.from_, partial.to
-    except SipParseError:
+    if not isinstance(partial, Request) or partial.method == "ACK" or "via" not in partial.headers:
         return None
     return partial
+
+
+def stamp_via(request: Request, host: str, port: int) -> None:
+    """§18.2.1 + RFC 3581 §4: add ``received`` when the sent-by differs from the source, fill an empty ``rport``."""
+    via = request.via
+    new = via
+    if via.has_rport and via.rport is None:
+        new = via.with_param("rport", str(port)).with_param("received", host)
+    elif via.host != host:
+        new = via.with_param("received", host)
+    if new is not via:
+        request.headers.set_first("Via", new)
+
+
+def error_response(
+    error: SipParseError, source_host: str, source_port: int, to_tag: str
+) -> tuple[Response, str, int] | None:
+    """The answer to a request that failed to parse (see :func:`can_answer`), or None to drop the input.
+
+    Returns the response (status from the error, a ``Warning`` naming the problem) and where an unreliable transport
+    sends it: §18.2.2 from the top Via, or the source address when that Via is unreadable. Over a reliable transport
+    it goes back on the connection the request came on."""
+    partial = can_answer(error)
+    if partial is None:
+        return None
+    host, port = source_host, source_port
+    try:
+        via: Via | None = partial.via
+    except SipParseError:
+        via = None  # the Via lines are copied as they came
+    if via is not None:
+        stamp_via(partial, source_host, source_port)
+        host, port = response_destination(partial.via, source_host, source_port)
+    status = error.status or 400
+    response = partial.create_response(status, REASONS.get(status, "Bad Request"), to_tag=to_tag)
+    response.headers.add("Warning", f'399 callplane "{error}"')
+    return response, host, port
 
 
 def _fail(message: str, partial: Request | None = None, status: int = 400) -> SipParseError:
     err = SipParseError(message, status)
     err.partial = partial  # type: ignore[attr-defined]
     return err
-
-
-_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.!%*_+`'~-")
 
 
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
@@ -613,13 +651,17 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         msg = Response(status, parts[2] if len(parts) > 2 else "")
     else:
         parts = start.split(" ")
-        if len(parts) != 3 or parts[2] != "SIP/2.0":
-            if len(parts) == 3 and parts[2].startswith("SIP/"):
-                raise _fail("unsupported SIP version", None, 505)
-            raise _fail("malformed request line")
         method = parts[0]
-        if not method or not _TOKEN_CHARS.issuperset(method):
+        if not method or not TOKEN_CHARS.issuperset(method):
             raise _fail("malformed request line")
+        if len(parts) != 3 or parts[2] != "SIP/2.0":
+            # Still a request (RFC 4475 §3.1.2.8-10, .16): read the headers so that the error can be answered.
+            bad = Request(method, URI("sip", "invalid"))
+            with contextlib.suppress(SipParseError):
+                _parse_headers(lines, bad)
+            if len(parts) == 3 and parts[2].startswith("SIP/"):
+                raise _fail("unsupported SIP version", bad, 505)
+            raise _fail("malformed request line", bad)
         try:
             uri: URI | None = URI.parse(parts[1])
         except SipParseError:
@@ -630,6 +672,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             if uri is None:
                 raise _fail("malformed Request-URI", msg)
             raise _fail("unsupported URI scheme", msg, 416)  # §8.2.2.1
+        if uri.headers is not None:
+            _parse_headers(lines, msg)
+            raise _fail("headers in Request-URI", msg)  # §19.1.5 (RFC 4475 §3.1.2.11)
     _parse_headers(lines, msg)
     partial = msg if isinstance(msg, Request) else None
     # Body (§18.3 / §20.14).
@@ -675,7 +720,7 @@ def _parse_headers(lines: list[str], msg: Message) -> None:
         key = keys.get(name)
         if key is None:
             name = name.rstrip()
-            if not name or not _TOKEN_CHARS.issuperset(name):
+            if not name or not TOKEN_CHARS.issuperset(name):
                 raise _fail("malformed header name", msg if isinstance(msg, Request) else None)
             key = canonical_name(name)
             if len(keys) < _KEYS_MAX:
