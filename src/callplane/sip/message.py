@@ -186,8 +186,16 @@ class TooManyHops(SipParseError):
 
 def canonical_name(name: str) -> str:
     """Lower-case long form of a header name: ``"i"`` and ``"Call-ID"`` -> ``"call-id"``."""
-    key = name.lower()
-    return _COMPACT.get(key, key)
+    key = _CANONICAL.get(name)
+    if key is None:
+        key = name.lower()
+        key = _COMPACT.get(key, key)
+        if len(_CANONICAL) < 1024:  # the stack's own names; bounded against names built from input
+            _CANONICAL[name] = key
+    return key
+
+
+_CANONICAL: dict[str, str] = {}
 
 
 _T = TypeVar("_T")
