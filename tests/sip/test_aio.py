@@ -12,7 +12,7 @@ from callplane.core.ids import IdSource
 from callplane.sip.aio import SipEndpoint
 from callplane.sip.headers import URI
 from callplane.sip.message import Headers, Request, Response, parse_message
-from callplane.sip.transaction import TimerConfig
+from callplane.sip.transaction import TimerConfig, UnsupportedTransport
 from callplane.sip.transaction_events import (
     Peer,
     RequestReceived,
@@ -404,6 +404,45 @@ async def test_rfc4475_invalid_messages_over_udp() -> None:
                 assert first_line.startswith(f"SIP/2.0 {outcome} ".encode()), name
         assert ep.stats["answered_bad"] == sum(isinstance(o, int) for o in TORTURE.values())
         assert len([e for e in rec.events if isinstance(e, RequestReceived)]) == 2
+    finally:
+        peer.close()
+        await ep.close()
+
+
+@pytest.mark.parametrize(
+    "target", ["sips:bob@127.0.0.1", "sip:bob@127.0.0.1;transport=tls", "sip:bob@127.0.0.1;transport=ws"]
+)
+async def test_secure_or_websocket_destinations_are_refused(target: str) -> None:
+    from callplane.sip.ua import UserAgent
+
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # would see a plain-TCP fallback
+    port = listener.sockets[0].getsockname()[1]
+    ep = SipEndpoint(ids=IdSource(15), port=0)
+    await ep.start()
+    ua = UserAgent(IdSource(16), ep.local, tl=ep.layer)
+    ep.attach(ua)
+    try:
+        host_port = target.replace("@127.0.0.1", f"@127.0.0.1:{port}")
+        with pytest.raises(UnsupportedTransport, match="not supported yet"):
+            ua.invite(host_port, "sip:alice@127.0.0.1", None, asyncio.get_running_loop().time())
+        ep.flush()
+        await asyncio.sleep(0.1)
+        assert ep.stats["sent"] == 0 and ep._connections == {} and len(ep.layer) == 0
+    finally:
+        await ep.close()
+        listener.close()
+
+
+async def test_wildcard_bind_writes_a_real_address_in_via() -> None:
+    ep = SipEndpoint(Recorder(answer=None), ids=IdSource(17), host="0.0.0.0", port=0, tcp=False)
+    await ep.start()
+    peer = UdpPeer()
+    try:
+        host = ep.local["UDP"][0]
+        assert host not in ("0.0.0.0", "") and socket.inet_aton(host)
+        ep.send_request(options("wildcard"), Peer("UDP", "127.0.0.1", peer.port))
+        sent = parse_message(await peer.recv())
+        assert (sent.via.host, sent.via.port) == (host, ep.port)
     finally:
         peer.close()
         await ep.close()

@@ -7,7 +7,7 @@ import pytest
 from callplane.core.ids import IdSource
 from callplane.sip.headers import URI
 from callplane.sip.message import Headers, Request, Response, parse_message
-from callplane.sip.transaction import TimerConfig, TransactionError, TransactionLayer
+from callplane.sip.transaction import TimerConfig, TransactionError, TransactionLayer, UnsupportedTransport
 from callplane.sip.transaction_events import (
     AckReceived,
     AckTimeout,
@@ -533,3 +533,22 @@ def test_100_trying_only_when_the_tu_has_not_answered_by_the_drain() -> None:
     assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 180 Ringing"]
     layer.receive(slow, UAC, now=0.3)
     assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 100 Trying"]
+
+
+@pytest.mark.parametrize("transport", ["TLS", "WS", "WSS", "SCTP"])
+def test_unsupported_transports_are_refused_not_sent_as_tcp(transport: str) -> None:
+    layer = make_layer()
+    with pytest.raises(UnsupportedTransport, match=f"{transport} is not supported yet"):
+        layer.send_request(request("OPTIONS"), Peer(transport, "192.0.2.4", 5061), now=0.0)
+    ack = request("ACK", branch="z9hG4bKack")
+    layer.send_stateless(ack, Peer(transport, "192.0.2.4", 5061))  # inside a receive path: dropped, not raised
+    assert layer.datagrams_to_send() == [] and len(layer) == 0 and layer.get_timer() is None
+
+
+def test_via_sent_by_is_never_made_up() -> None:
+    layer = TransactionLayer(IdSource(1), local={"UDP": ("192.0.2.1", 5070)})
+    with pytest.raises(UnsupportedTransport, match="no TCP address"):
+        layer.send_request(request("OPTIONS"), Peer("TCP", "192.0.2.4", 5060), now=0.0)
+    layer.send_request(request("OPTIONS"), UAS, now=0.0)
+    ((data, _),) = layer.datagrams_to_send()
+    assert b"\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK" in data

@@ -87,6 +87,22 @@ class SansIoCore(Protocol):
     def next_event(self) -> object | None: ...
 
 
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
+def _outbound_address(wildcard: str) -> str:
+    """The address this host sends from by default, for a wildcard bind without ``advertise`` (a connected UDP
+    socket sends nothing; loopback when there is no route). Set ``advertise`` when peers reach us through NAT."""
+    family = socket.AF_INET6 if wildcard == "::" else socket.AF_INET
+    probe = ("2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1", 9)  # documentation ranges
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(probe)
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
 @functools.lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
     try:
@@ -205,7 +221,7 @@ class SipEndpoint:
         self.core: SansIoCore = self.layer
         self.host = host
         # The host written into Via sent-by (and read by the UA for Contact): a wildcard bind needs a real address.
-        shown = advertise or host
+        shown = advertise or (_outbound_address(host) if host in _WILDCARDS else host)
         self.advertise = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
         self.port = port
         self.use_udp = udp
@@ -414,6 +430,9 @@ class SipEndpoint:
                 self._udp.sendto(data, (dest.host.strip("[]"), dest.port))
             else:
                 self._send_to_name(data, dest)
+            return
+        if dest.transport != "TCP":  # the transaction layer refuses these; never fall back to plain TCP
+            self._log.warn("unsupported transport", self._now(), f"{dest.transport} to {dest.host}:{dest.port}")
             return
         conn = self._connections.get((dest.host, dest.port))
         if conn is None:

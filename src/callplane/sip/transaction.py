@@ -76,8 +76,10 @@ from callplane.sip.transaction_events import (
 )
 
 __all__ = [
+    "SUPPORTED_TRANSPORTS",
     "TimerConfig",
     "TransactionError",
+    "UnsupportedTransport",
     "TransactionLayer",
     "client_key",
     "server_key",
@@ -88,6 +90,15 @@ logger = logging.getLogger(__name__)
 
 class TransactionError(SipError):
     """The transaction user misused the layer (e.g. a response with no server transaction to carry it)."""
+
+
+class UnsupportedTransport(TransactionError):
+    """The destination needs a transport this endpoint does not have: TLS, WS, WSS or SCTP (a ``sips:`` URI or a
+    ``;transport=`` parameter), or UDP/TCP when that socket is not bound. Nothing was sent."""
+
+
+SUPPORTED_TRANSPORTS = frozenset({"UDP", "TCP"})
+"""What :class:`~callplane.sip.aio.SipEndpoint` can send on. A ``sips:`` destination must not fall back to TCP."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,6 +592,7 @@ class TransactionLayer:
         """Start a client transaction (§17.1) for ``request`` towards ``dest`` and return its key."""
         if request.method == "ACK":
             raise TransactionError("ACK is sent with send_stateless, not in a transaction")
+        self._check_transport(dest)
         self.prepare_request(request, dest.transport)
         key = client_key(request)
         if key is None:  # pragma: no cover - prepare_request always sets a branch
@@ -611,16 +623,31 @@ class TransactionLayer:
     def send_stateless(self, msg: Request | Response, dest: Peer) -> None:
         """Transmit outside any transaction: the ACK for a 2xx (§13.2.2.4), or a response to unmatched input.
 
-        A request gets the same Via / Max-Forwards treatment as in :meth:`send_request`."""
-        if isinstance(msg, Request):
-            self.prepare_request(msg, dest.transport)
+        A request gets the same Via / Max-Forwards treatment as in :meth:`send_request`. A destination on an
+        unsupported transport is not sent to (logged): this runs inside the receive path (the ACK for a 2xx whose
+        Contact asks for TLS), where raising would lose the rest of the input."""
+        try:
+            self._check_transport(dest)
+            if isinstance(msg, Request):
+                self.prepare_request(msg, dest.transport)
+        except UnsupportedTransport as exc:
+            logger.warning("not sent to %s:%s: %s", dest.host, dest.port, exc)
+            return
         self._out.append((bytes(msg), dest))
+
+    def _check_transport(self, dest: Peer) -> None:
+        transport = dest.transport.upper()
+        if transport not in SUPPORTED_TRANSPORTS:
+            raise UnsupportedTransport(f"{transport} is not supported yet (sips: and TLS/WS destinations are refused)")
 
     def prepare_request(self, request: Request, transport: str) -> None:
         """Add the top Via (with a fresh z9hG4bK branch and ``rport``) and Max-Forwards 70 where missing."""
         headers = request.headers
         if "via" not in headers:
-            host, port = self.local.get(transport.upper(), ("127.0.0.1", 5060))
+            sent_by = self.local.get(transport.upper())
+            if sent_by is None:  # never a made-up sent-by: the response would go nowhere (§18.2.2)
+                raise UnsupportedTransport(f"no {transport.upper()} address on this endpoint for the Via sent-by")
+            host, port = sent_by
             headers.insert_first("Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={self.ids.branch()};rport")
         elif not request.via.branch:
             headers.set_first("Via", request.via.with_param("branch", self.ids.branch()))
