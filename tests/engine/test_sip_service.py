@@ -15,7 +15,7 @@ import pytest
 from callplane.core.clock import SystemClock
 from callplane.core.ids import IdSource
 from callplane.engine.sip_service import KeyedLocks, SipService, StaticClientSecrets
-from callplane.sip.digest import Challenge, Credentials
+from callplane.sip.digest import Challenge, Credentials, DigestClient
 from callplane.sip.events import CallFailed, Registered, RegistrationFailed
 from callplane.sip.message import Response, parse_message
 from callplane.store import registrations
@@ -162,3 +162,39 @@ async def test_non_ascii_digest_gets_401_and_no_traceback(
         assert not [r for r in caplog.records if r.exc_info]
     finally:
         sock.close()
+
+
+async def test_requests_to_a_client_registered_over_tcp_reuse_its_connection(service: SipService) -> None:
+    reader, writer = await asyncio.open_connection(*service.local["TCP"])
+    port = writer.get_extra_info("sockname")[1]
+
+    def register(cseq: int, auth: str = "") -> bytes:
+        return (
+            f"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKtcpreg{cseq}\r\n"
+            "From: <sip:alice@127.0.0.1>;tag=tcp1\r\nTo: <sip:alice@127.0.0.1>\r\nCall-ID: tcp-reg\r\n"
+            f"CSeq: {cseq} REGISTER\r\nContact: <sip:alice@127.0.0.1:9;transport=tcp>\r\nMax-Forwards: 70\r\n"
+            f"{auth}Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    async def response() -> Response:
+        async with asyncio.timeout(5):
+            msg = parse_message(await reader.readuntil(b"\r\n\r\n"), stream=True)
+        assert isinstance(msg, Response)
+        return msg
+
+    try:
+        writer.write(register(1))
+        challenge = Challenge.parse((await response()).headers.get_all("www-authenticate")[0])
+        value = DigestClient(IdSource(3)).authorization(
+            challenge, Credentials("alice", "wonderland-42"), "REGISTER", "sip:127.0.0.1"
+        )
+        writer.write(register(2, f"Authorization: {value}\r\n"))
+        assert (await response()).status == 200
+        # Port 9 has no listener: the INVITE can only reach the phone on the connection it registered on.
+        service.ua.invite("sip:alice@127.0.0.1:9;transport=tcp", "sip:+15550100@127.0.0.1", None, service._now())
+        service.endpoint.flush()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"INVITE sip:alice@127.0.0.1:9;transport=tcp SIP/2.0\r\n")
+    finally:
+        writer.close()

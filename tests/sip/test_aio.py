@@ -446,3 +446,94 @@ async def test_wildcard_bind_writes_a_real_address_in_via() -> None:
     finally:
         peer.close()
         await ep.close()
+
+
+async def test_tcp_connection_lost_fails_the_request_at_once() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(18), port=0, udp=False)
+    await ep.start()
+    try:
+        key = ep.send_request(options("hangup"), Peer("TCP", "127.0.0.1", port))
+        async with asyncio.timeout(2):  # Timer F would be 32 s
+            (ev,) = await rec.wait_for(TransportError)
+        assert ev == TransportError(key) and len(ep.layer) == 0
+    finally:
+        await ep.close()
+        server.close()
+
+
+async def test_tcp_response_after_the_connection_dropped_goes_to_the_sent_by_port() -> None:
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def sent_by(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await got.put(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    listener = await asyncio.start_server(sent_by, "127.0.0.1", 0)
+    listen_port = listener.sockets[0].getsockname()[1]
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(19), port=0, udp=False)
+    await ep.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
+        req = invite(0, ep.port, branch="z9hG4bKdrop").replace(
+            b"UDP 127.0.0.1:9", f"TCP 127.0.0.1:{listen_port}".encode()
+        )
+        writer.write(req.replace(b"INVITE", b"OPTIONS"))
+        await writer.drain()
+        (ev,) = await rec.wait_for(RequestReceived)
+        writer.close()
+        async with asyncio.timeout(5):
+            while ep._connections:
+                await asyncio.sleep(0.01)
+        assert isinstance(ev, RequestReceived)
+        ep.send_response(ev.request.create_response(200, to_tag="late"))
+        async with asyncio.timeout(5):
+            answer = parse_message(await got.get(), stream=True)
+        assert isinstance(answer, Response) and answer.status == 200 and answer.call_id == "loop-z9hG4bKdrop"
+    finally:
+        await ep.close()
+        listener.close()
+
+
+async def test_idle_tcp_connections_are_closed() -> None:
+    ep = SipEndpoint(None, ids=IdSource(20), port=0, udp=False, tcp_idle_timeout=0.2, max_connections=1)
+    await ep.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed by the endpoint once idle
+        _r2, w2 = await asyncio.open_connection("127.0.0.1", ep.port)  # the slot is free again
+        await asyncio.sleep(0.05)
+        assert len(ep._connections) == 1
+        writer.close()
+        w2.close()
+    finally:
+        await ep.close()
+
+
+async def test_requests_to_a_bound_flow_reuse_the_inbound_connection() -> None:
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(21), port=0, udp=False)
+    await ep.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
+        client = writer.get_extra_info("sockname")[:2]
+        writer.write(invite(0, ep.port, branch="z9hG4bKreg").replace(b"UDP", b"TCP").replace(b"INVITE", b"OPTIONS"))
+        await writer.drain()
+        await rec.wait_for(RequestReceived)
+        unreachable = ("127.0.0.1", 9)  # the Contact: nothing listens there
+        ep.bind_flow(unreachable, (str(client[0]), int(client[1])))
+        ep.send_request(options("to-client"), Peer("TCP", *unreachable))
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert parse_message(head, stream=True).call_id == "to-client"
+        writer.close()
+    finally:
+        await ep.close()

@@ -552,3 +552,37 @@ def test_via_sent_by_is_never_made_up() -> None:
     layer.send_request(request("OPTIONS"), UAS, now=0.0)
     ((data, _),) = layer.datagrams_to_send()
     assert b"\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK" in data
+
+
+def test_lost_connection_fails_clients_at_once_and_moves_server_responses_to_sent_by() -> None:
+    layer = make_layer()
+    conn = Peer("TCP", "192.0.2.4", 40123)  # the peer's ephemeral port: its connection to us
+    h = Headers()
+    h.add("Via", "SIP/2.0/TCP client.example.com:5070;branch=z9hG4bKtcp1;received=192.0.2.4;rport=40123")
+    for name, value in (("From", "<sip:a@x>;tag=1"), ("To", "<sip:b@x>"), ("Call-ID", "tcp1"), ("CSeq", "1 OPTIONS")):
+        h.add(name, value)
+    incoming = Request("OPTIONS", URI.parse("sip:b@x"), h)
+    layer.receive(incoming, conn, now=0.0)
+    (ev,) = events(layer)
+    outgoing = layer.send_request(request("OPTIONS"), conn, now=0.0)  # a request we sent on the same connection
+    layer.datagrams_to_send()
+    layer.transport_failed(conn, now=1.0)
+    assert events(layer) == [TransportError(outgoing)]  # at once, not at Timer F (32 s)
+    layer.send_response(incoming.create_response(200, to_tag="t"), now=2.0)
+    ((_, dest),) = layer.datagrams_to_send()
+    assert dest == Peer("TCP", "192.0.2.4", 5070)  # §18.2.2: received + sent-by port, a new connection
+    assert isinstance(ev, RequestReceived) and events(layer) == [] and len(layer) == 0
+
+
+def test_server_transaction_ends_when_its_fallback_connection_fails_too() -> None:
+    layer = make_layer()
+    conn = Peer("TCP", "192.0.2.4", 40124)
+    inv = request("INVITE", branch="z9hG4bKtcp2")
+    inv.headers.set_first("Via", "SIP/2.0/TCP 192.0.2.4:5070;branch=z9hG4bKtcp2")
+    layer.receive(inv, conn, now=0.0)
+    (ev,) = events(layer)
+    assert isinstance(ev, RequestReceived)
+    layer.transport_failed(conn, now=1.0)
+    assert events(layer) == [] and layer.state(ev.key) == "proceeding"  # still answerable
+    layer.transport_failed(Peer("TCP", "192.0.2.4", 5070), now=2.0)
+    assert events(layer) == [TransportError(ev.key)] and len(layer) == 0

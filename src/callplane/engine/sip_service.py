@@ -15,8 +15,10 @@ from typing import Protocol
 from callplane.core.clock import Clock
 from callplane.core.ids import IdSource
 from callplane.sip.aio import RateLimitedLog, SipEndpoint
+from callplane.sip.dialog import uri_destination
 from callplane.sip.digest import DigestServer
 from callplane.sip.events import Event, IncomingCall, RegisterReceived
+from callplane.sip.headers import Address, SipParseError
 from callplane.sip.registrar import Binding, Registrar, Secret
 from callplane.sip.ua import UserAgent
 from callplane.store import node_settings, registrations
@@ -72,6 +74,15 @@ class StaticClientSecrets:
     async def secret(self, login: str) -> Secret | None:
         password = self._passwords.get(login)
         return Secret(password=password) if password is not None else None
+
+
+def _contact_target(contact: str) -> tuple[str, int] | None:
+    """Where a request to a bound Contact would be sent (host, port), or None if the Contact cannot be read."""
+    try:
+        host, port, _ = uri_destination(Address.parse(contact).uri)
+    except SipParseError:
+        return None
+    return host, port
 
 
 def to_row(b: Binding, instance_id: str) -> BindingRow:
@@ -206,6 +217,7 @@ class SipService:
                 if outcome.aor is not None and (outcome.upserts or outcome.removals):
                     rows = [to_row(b, self.instance_id) for b in outcome.upserts]
                     await registrations.apply(self.db, outcome.aor, rows, list(outcome.removals))
+                    self._track_flows(outcome.upserts, outcome.removals)
                 response = outcome.response
         except Exception as exc:  # one line, rate-limited: a peer must not be able to flood the log
             peer = f"{event.source.host}:{event.source.port}"
@@ -215,6 +227,18 @@ class SipService:
             self._registering -= 1
         self.ua.respond(response, self._now())
         self.endpoint.flush()
+
+    def _track_flows(self, upserts: tuple[Binding, ...], removals: tuple[str, ...]) -> None:
+        """Requests to a Client registered over TCP go on the connection its REGISTER came on (a phone behind NAT
+        accepts no new connection); removed bindings let go of it."""
+        for binding in upserts:
+            target = _contact_target(binding.contact)
+            if target is not None and binding.transport == "TCP":
+                self.endpoint.bind_flow(target, (binding.source_host, binding.source_port))
+        for contact in removals:
+            target = _contact_target(contact)
+            if target is not None:
+                self.endpoint.unbind_flow(target)
 
     async def _purge_loop(self) -> None:
         while True:

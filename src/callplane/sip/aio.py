@@ -152,6 +152,7 @@ class _TcpConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.framer = StreamFramer(endpoint.max_message)
         self.pending: list[bytes] = []
+        self.last_active = endpoint._now()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transport is not an asyncio.Transport subclass, so no isinstance check here.
@@ -172,6 +173,7 @@ class _TcpConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.peer is None or self.transport is None or self.transport.is_closing():
             return
+        self.last_active = self.endpoint._now()
         pings = self.framer.pings
         try:
             frames = self.framer.feed(data)
@@ -185,6 +187,7 @@ class _TcpConn(asyncio.Protocol):
             self.endpoint._on_message(frame, self.peer, stream=True)
 
     def write(self, data: bytes) -> None:
+        self.last_active = self.endpoint._now()
         if self.transport is None:
             self.pending.append(data)
         else:
@@ -193,6 +196,7 @@ class _TcpConn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None and self.endpoint._connections.get((self.peer.host, self.peer.port)) is self:
             del self.endpoint._connections[(self.peer.host, self.peer.port)]
+            self.endpoint._connection_lost(self.peer)
 
 
 class SipEndpoint:
@@ -214,6 +218,7 @@ class SipEndpoint:
         log_interval: float = 10.0,
         auto_trying: bool = True,
         dns_ttl: float = 60.0,
+        tcp_idle_timeout: float = 300.0,
     ) -> None:
         self.on_event = on_event
         self.layer = TransactionLayer(ids or IdSource(), timers, auto_trying=auto_trying)
@@ -228,6 +233,11 @@ class SipEndpoint:
         self.use_tcp = tcp
         self.max_message = max_message
         self.max_connections = max_connections
+        self.tcp_idle_timeout = tcp_idle_timeout
+        # Contact (host, port) of a registered client -> the (host, port) its inbound connection is known by.
+        self._flows: dict[tuple[str, int], tuple[str, int]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closing = False
         self.stats = {"received": 0, "bad": 0, "answered_bad": 0, "dropped": 0, "sent": 0, "lookups": 0, "wakeups": 0}
         self.dns_ttl = dns_ttl
         # hostname -> (valid until, address or None for a failed lookup); FIFO-bounded like the URI caches.
@@ -286,9 +296,13 @@ class SipEndpoint:
             self.layer.local["UDP"] = (self.advertise, port)
         if self.use_tcp:
             self.layer.local["TCP"] = (self.advertise, port)
+            self._sweeper = loop.call_later(self._sweep_interval, self._sweep)
         self.port = port
 
     async def close(self) -> None:
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -436,12 +450,49 @@ class SipEndpoint:
             return
         conn = self._connections.get((dest.host, dest.port))
         if conn is None:
+            flow = self._flows.get((dest.host, dest.port))
+            conn = self._connections.get(flow) if flow is not None else None
+        if conn is None:
             if self._loop is None:
                 return
             conn = _TcpConn(self, dest)
             self._connections[(dest.host, dest.port)] = conn
             self._spawn(self._connect(conn, dest))
         conn.write(data)
+
+    # TCP connections ----------------------------------------------------------------------------------------
+    def bind_flow(self, target: tuple[str, int], source: tuple[str, int]) -> None:
+        """Send what is addressed to ``target`` over TCP (a registered client's Contact) on the connection known by
+        ``source`` (where its REGISTER came from) while that connection is open: a client behind NAT or a firewall
+        is reachable only there (RFC 5626 §5.3 in spirit, without ``outbound``). Otherwise a new connection."""
+        if len(self._flows) >= 2 * self.max_connections and target not in self._flows:
+            del self._flows[next(iter(self._flows))]
+        self._flows[target] = source
+
+    def unbind_flow(self, target: tuple[str, int]) -> None:
+        self._flows.pop(target, None)
+
+    def _connection_lost(self, peer: Peer) -> None:
+        """§17.1.4 / §18.2.2: what depended on the connection learns of it now, not at its Timer B/F."""
+        if self._closing or self._loop is None:
+            return
+        self.core.transport_failed(peer, self._now())
+        self._pump()
+
+    @property
+    def _sweep_interval(self) -> float:
+        return max(0.05, min(30.0, self.tcp_idle_timeout / 4))
+
+    def _sweep(self) -> None:
+        """Close connections idle for ``tcp_idle_timeout`` that no transaction still needs."""
+        assert self._loop is not None
+        self._sweeper = self._loop.call_later(self._sweep_interval, self._sweep)
+        limit = self._now() - self.tcp_idle_timeout
+        for conn in list(self._connections.values()):
+            peer = conn.peer
+            if conn.last_active <= limit and conn.transport is not None and peer is not None:
+                if not self.layer.bound_to(peer):
+                    conn.transport.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -144,13 +144,14 @@ class _Transaction:
     """Common machinery: state, timers, the last message to retransmit."""
 
     TRANSITIONS: ClassVar[frozenset[tuple[str, str]]] = frozenset()
-    __slots__ = ("layer", "key", "state", "peer", "last", "timers", "interval")
+    __slots__ = ("layer", "key", "state", "peer", "fallback", "last", "timers", "interval")
 
     def __init__(self, layer: TransactionLayer, key: TransactionKey, state: str, peer: Peer) -> None:
         self.layer = layer
         self.key = key
         self.state = state
         self.peer = peer
+        self.fallback: Peer | None = None  # server, reliable: where responses go once the connection is gone
         self.last: bytes | None = None
         self.timers: dict[str, int] = {}
         self.interval = 0.0
@@ -544,6 +545,10 @@ class TransactionLayer:
     def __len__(self) -> int:
         return len(self._clients) + len(self._servers)
 
+    def bound_to(self, peer: Peer) -> bool:
+        """True while a live transaction sends to ``peer`` (the adapter keeps such a connection open)."""
+        return bool(self._by_peer.get(peer))
+
     @property
     def pending_timers(self) -> int:
         """Entries on the timer heap, live or cancelled (bounded at about twice the live timers plus 64)."""
@@ -574,6 +579,7 @@ class TransactionLayer:
             return
         if method == "INVITE":
             inv = _ServerInvite(self, skey, self._reply_peer(msg, source), msg)
+            inv.fallback = self._reconnect_peer(msg, source)
             self._servers[skey] = inv
             self._index(inv)
             self._emit(RequestReceived(msg, source, skey))
@@ -581,6 +587,7 @@ class TransactionLayer:
                 self._trying.append((inv, msg))
             return
         nin = self._servers[skey] = _ServerNonInvite(self, skey, "trying", self._reply_peer(msg, source))
+        nin.fallback = self._reconnect_peer(msg, source)
         self._index(nin)
         if method == "CANCEL":
             ikey = TransactionKey("server", skey.branch, "INVITE", skey.sent_by)
@@ -655,12 +662,23 @@ class TransactionLayer:
             headers.add("Max-Forwards", DEFAULT_MAX_FORWARDS)
 
     def transport_failed(self, peer: Peer, now: float) -> None:
-        """The transport could not reach ``peer`` (§17.1.4, §17.2.4): every live transaction bound to it ends with
-        a :class:`TransportError` event (client: treat as 503)."""
+        """The transport could not reach ``peer``, or its connection closed (§17.1.4, §17.2.4).
+
+        A client transaction bound to it ends at once with a :class:`TransportError` event (treat as 503). A server
+        transaction whose request came on that connection moves to §18.2.2's fallback (a new connection to the
+        ``received`` address and the sent-by port) for the responses still to come; if that fails too, it ends with
+        a :class:`TransportError`."""
         for txn in list(self._by_peer.get(peer, ())):
-            if txn.state != "terminated":
-                self._emit(TransportError(txn.key))
-                txn._set_state("terminated")
+            if txn.state == "terminated":
+                continue
+            fallback, txn.fallback = txn.fallback, None
+            if fallback is not None and fallback != peer:
+                self._unindex(txn)
+                txn.peer = fallback
+                self._index(txn)
+                continue
+            self._emit(TransportError(txn.key))
+            txn._set_state("terminated")
 
     # Internals -------------------------------------------------------------------------------------------------
     @staticmethod
@@ -671,6 +689,16 @@ class TransactionLayer:
         via: Via = request.via
         host, port = response_destination(via, source.host, source.port)
         return Peer(source.transport, host, port)
+
+    @staticmethod
+    def _reconnect_peer(request: Request, source: Peer) -> Peer | None:
+        """§18.2.2, reliable transports: once the request's connection is gone, open one to the ``received``
+        address (else the source) at the sent-by port (else the transport's default)."""
+        if not source.reliable:
+            return None
+        via: Via = request.via
+        default = 5061 if source.transport in ("TLS", "WSS") else 5060
+        return Peer(source.transport, via.received or source.host, via.port or default)
 
     def _emit(self, event: TxEvent) -> None:
         self._events.append(event)
@@ -688,6 +716,13 @@ class TransactionLayer:
             peers = self._by_peer[txn.peer] = {}
         peers[txn] = None
 
+    def _unindex(self, txn: _Transaction) -> None:
+        peers = self._by_peer.get(txn.peer)
+        if peers is not None:
+            peers.pop(txn, None)
+            if not peers:
+                del self._by_peer[txn.peer]
+
     def _remove(self, txn: _Transaction) -> None:
         if txn.key.role == "client":
             self._clients.pop(txn.key, None)
@@ -695,11 +730,7 @@ class TransactionLayer:
             self._servers.pop(txn.key, None)
             if isinstance(txn, _ServerInvite):
                 self._awaiting_ack.pop((txn.call_id, txn.cseq), None)
-        peers = self._by_peer.get(txn.peer)
-        if peers is not None:
-            peers.pop(txn, None)
-            if not peers:
-                del self._by_peer[txn.peer]
+        self._unindex(txn)
         heap = self._heap
         if self._stale > 64 and 2 * self._stale > len(heap):
             # Drop the entries of cancelled timers and ended transactions, so the heap holds no dead transaction.
