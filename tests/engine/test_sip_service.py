@@ -7,7 +7,6 @@ visible to another node sharing the database. Unroutable INVITEs get 404; wrong 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -21,6 +20,7 @@ from callplane.sip.message import Response, parse_message
 from callplane.store import registrations
 from callplane.store.db import Database
 from tests.interop.uadriver import UaDriver, offer_sdp
+from tests.sip.test_aio import UdpPeer
 
 INSTANCE = "ID" + "9" * 32
 
@@ -99,22 +99,15 @@ def _register_bytes(port: int, user: str, n: int) -> bytes:
 
 
 async def test_a_flood_of_distinct_aors_leaves_no_lock_behind(service: SipService) -> None:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    port = sock.getsockname()[1]
+    peer = UdpPeer()
     try:
         for n in range(40):
-            sock.sendto(_register_bytes(port, f"u{n}", n), service.local["UDP"])
-        statuses: list[object] = []
-        async with asyncio.timeout(10):
-            while len(statuses) < 40:
-                statuses.append(parse_message(await loop.sock_recv(sock, 65535)))
+            peer.sock.sendto(_register_bytes(peer.port, f"u{n}", n), service.local["UDP"])
+        statuses = [parse_message(await peer.recv()) for _ in range(40)]
         assert {r.status for r in statuses if isinstance(r, Response)} == {401}
         assert len(service.aor_locks) == 0
     finally:
-        sock.close()
+        peer.close()
 
 
 async def test_keyed_locks_serialise_one_key_and_forget_it() -> None:
@@ -136,15 +129,11 @@ async def test_keyed_locks_serialise_one_key_and_forget_it() -> None:
 async def test_non_ascii_digest_gets_401_and_no_traceback(
     service: SipService, caplog: pytest.LogCaptureFixture, field: str
 ) -> None:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    port = sock.getsockname()[1]
+    peer = UdpPeer()
+    port = peer.port
     try:
-        sock.sendto(_register_bytes(port, "alice", 1), service.local["UDP"])
-        async with asyncio.timeout(5):
-            challenge = parse_message(await loop.sock_recv(sock, 65535))
+        peer.sock.sendto(_register_bytes(port, "alice", 1), service.local["UDP"])
+        challenge = parse_message(await peer.recv())
         assert isinstance(challenge, Response) and challenge.status == 401
         nonce = Challenge.parse(challenge.headers.get_all("www-authenticate")[0]).nonce
         params = {"nonce": nonce, "response": "0" * 31 + "é"}
@@ -155,13 +144,12 @@ async def test_non_ascii_digest_gets_401_and_no_traceback(
             'cnonce="abc"\r\n'
         )
         raw = _register_bytes(port, "alice", 2).replace(b"Content-Length", auth.encode() + b"Content-Length")
-        sock.sendto(raw, service.local["UDP"])
-        async with asyncio.timeout(5):
-            answer = parse_message(await loop.sock_recv(sock, 65535))
+        peer.sock.sendto(raw, service.local["UDP"])
+        answer = parse_message(await peer.recv())
         assert isinstance(answer, Response) and answer.status == 401
         assert not [r for r in caplog.records if r.exc_info]
     finally:
-        sock.close()
+        peer.close()
 
 
 async def test_requests_to_a_client_registered_over_tcp_reuse_its_connection(service: SipService) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 
@@ -54,6 +55,18 @@ async def uas() -> AsyncIterator[tuple[SipEndpoint, Recorder]]:
     await ep.start()
     yield ep, rec
     await ep.close()
+
+
+@contextlib.asynccontextmanager
+async def running(seed: int, *, udp: bool = True, tcp: bool = True) -> AsyncIterator[tuple[SipEndpoint, Recorder]]:
+    """A started endpoint on free ports whose events a Recorder keeps (it answers nothing)."""
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(seed), port=0, udp=udp, tcp=tcp)
+    await ep.start()
+    try:
+        yield ep, rec
+    finally:
+        await ep.close()
 
 
 class UdpPeer:
@@ -368,17 +381,12 @@ async def test_udp_to_a_hostname_resolves_once_and_caches() -> None:
 
 
 async def test_udp_to_an_unresolvable_name_fails_its_transaction() -> None:
-    rec = Recorder(answer=None)
-    ep = SipEndpoint(rec, ids=IdSource(13), port=0, tcp=False)
-    await ep.start()
-    try:
+    async with running(13, tcp=False) as (ep, rec):
         key = ep.send_request(options("nowhere"), Peer("UDP", "no-such-host.invalid", 5060))
         (ev,) = await rec.wait_for(TransportError)
         assert ev == TransportError(key) and len(ep.layer) == 0
         again = ep.send_request(options("nowhere-2"), Peer("UDP", "no-such-host.invalid", 5060))  # negative cache
         assert rec.events[-1] == TransportError(again) and ep.stats["lookups"] == 1
-    finally:
-        await ep.close()
 
 
 async def test_rfc4475_invalid_messages_over_udp() -> None:
@@ -455,16 +463,11 @@ async def test_tcp_connection_lost_fails_the_request_at_once() -> None:
 
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    rec = Recorder(answer=None)
-    ep = SipEndpoint(rec, ids=IdSource(18), port=0, udp=False)
-    await ep.start()
-    try:
+    async with running(18, udp=False) as (ep, rec):
         key = ep.send_request(options("hangup"), Peer("TCP", "127.0.0.1", port))
         async with asyncio.timeout(2):  # Timer F would be 32 s
             (ev,) = await rec.wait_for(TransportError)
         assert ev == TransportError(key) and len(ep.layer) == 0
-    finally:
-        await ep.close()
         server.close()
 
 
@@ -477,10 +480,7 @@ async def test_tcp_response_after_the_connection_dropped_goes_to_the_sent_by_por
 
     listener = await asyncio.start_server(sent_by, "127.0.0.1", 0)
     listen_port = listener.sockets[0].getsockname()[1]
-    rec = Recorder(answer=None)
-    ep = SipEndpoint(rec, ids=IdSource(19), port=0, udp=False)
-    await ep.start()
-    try:
+    async with running(19, udp=False) as (ep, rec):
         reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
         req = invite(0, ep.port, branch="z9hG4bKdrop").replace(
             b"UDP 127.0.0.1:9", f"TCP 127.0.0.1:{listen_port}".encode()
@@ -497,8 +497,6 @@ async def test_tcp_response_after_the_connection_dropped_goes_to_the_sent_by_por
         async with asyncio.timeout(5):
             answer = parse_message(await got.get(), stream=True)
         assert isinstance(answer, Response) and answer.status == 200 and answer.call_id == "loop-z9hG4bKdrop"
-    finally:
-        await ep.close()
         listener.close()
 
 
@@ -519,10 +517,7 @@ async def test_idle_tcp_connections_are_closed() -> None:
 
 
 async def test_requests_to_a_bound_flow_reuse_the_inbound_connection() -> None:
-    rec = Recorder(answer=None)
-    ep = SipEndpoint(rec, ids=IdSource(21), port=0, udp=False)
-    await ep.start()
-    try:
+    async with running(21, udp=False) as (ep, rec):
         reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
         client = writer.get_extra_info("sockname")[:2]
         writer.write(invite(0, ep.port, branch="z9hG4bKreg").replace(b"UDP", b"TCP").replace(b"INVITE", b"OPTIONS"))
@@ -535,5 +530,3 @@ async def test_requests_to_a_bound_flow_reuse_the_inbound_connection() -> None:
             head = await reader.readuntil(b"\r\n\r\n")
         assert parse_message(head, stream=True).call_id == "to-client"
         writer.close()
-    finally:
-        await ep.close()
