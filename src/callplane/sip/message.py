@@ -382,6 +382,10 @@ def _to(h: Headers) -> Address:
     return Address.parse(_required(h, "to", "To"))
 
 
+def _call_id(h: Headers) -> str:
+    return _required(h, "call-id", "Call-ID").strip()
+
+
 def _cseq(h: Headers) -> CSeq:
     return CSeq.parse(_required(h, "cseq", "CSeq"))
 
@@ -425,26 +429,32 @@ class Message:
         """All Via values, top first."""
         return self.headers.typed("via:all", _vias)
 
+    # The hot views read the cache first: they are used dozens of times per message.
     @property
     def via(self) -> Via:
         """The top Via (§8.1.1.7)."""
-        return self.headers.typed("via", _top_via)
+        value: Via | None = self.headers._cache.get("via")
+        return value if value is not None else self.headers.typed("via", _top_via)
 
     @property
     def from_(self) -> Address:
-        return self.headers.typed("from", _from)
+        value: Address | None = self.headers._cache.get("from")
+        return value if value is not None else self.headers.typed("from", _from)
 
     @property
     def to(self) -> Address:
-        return self.headers.typed("to", _to)
+        value: Address | None = self.headers._cache.get("to")
+        return value if value is not None else self.headers.typed("to", _to)
 
     @property
     def call_id(self) -> str:
-        return _required(self.headers, "call-id", "Call-ID").strip()
+        value: str | None = self.headers._cache.get("call-id")
+        return value if value is not None else self.headers.typed("call-id", _call_id)
 
     @property
     def cseq(self) -> CSeq:
-        return self.headers.typed("cseq", _cseq)
+        value: CSeq | None = self.headers._cache.get("cseq")
+        return value if value is not None else self.headers.typed("cseq", _cseq)
 
     @property
     def contacts(self) -> list[Address]:
@@ -515,7 +525,7 @@ class Request(Message):
                     break
         # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
         cache = h._cache
-        for key in ("via", "via:all", "from", "to", "cseq"):
+        for key in ("via", "via:all", "from", "to", "call-id", "cseq"):
             value = src._cache.get(key)
             if value is not None:
                 cache[key] = value
