@@ -530,3 +530,21 @@ async def test_requests_to_a_bound_flow_reuse_the_inbound_connection() -> None:
             head = await reader.readuntil(b"\r\n\r\n")
         assert parse_message(head, stream=True).call_id == "to-client"
         writer.close()
+
+
+async def test_a_request_on_a_flow_fails_at_once_when_that_connection_drops() -> None:
+    async with running(22, udp=False) as (ep, rec):
+        reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
+        client = writer.get_extra_info("sockname")[:2]
+        writer.write(invite(0, ep.port, branch="z9hG4bKreg2").replace(b"UDP", b"TCP").replace(b"INVITE", b"OPTIONS"))
+        await writer.drain()
+        await rec.wait_for(RequestReceived)
+        contact = ("127.0.0.1", 9)
+        ep.bind_flow(contact, (str(client[0]), int(client[1])))
+        key = ep.send_request(options("on-flow"), Peer("TCP", *contact))
+        async with asyncio.timeout(5):
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()  # the phone goes away without answering
+        async with asyncio.timeout(2):  # not Timer F's 32 s
+            while TransportError(key) not in rec.events:
+                await rec.wait_for(TransportError, len([e for e in rec.events if isinstance(e, TransportError)]) + 1)

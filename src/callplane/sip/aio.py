@@ -236,6 +236,7 @@ class SipEndpoint:
         self.tcp_idle_timeout = tcp_idle_timeout
         # Contact (host, port) of a registered client -> the (host, port) its inbound connection is known by.
         self._flows: dict[tuple[str, int], tuple[str, int]] = {}
+        self._flow_targets: dict[tuple[str, int], set[tuple[str, int]]] = {}  # the reverse of _flows
         self._sweeper: asyncio.TimerHandle | None = None
         self._closing = False
         self.stats = {"received": 0, "bad": 0, "answered_bad": 0, "dropped": 0, "sent": 0, "lookups": 0, "wakeups": 0}
@@ -466,17 +467,30 @@ class SipEndpoint:
         ``source`` (where its REGISTER came from) while that connection is open: a client behind NAT or a firewall
         is reachable only there (RFC 5626 §5.3 in spirit, without ``outbound``). Otherwise a new connection."""
         if len(self._flows) >= 2 * self.max_connections and target not in self._flows:
-            del self._flows[next(iter(self._flows))]
+            self.unbind_flow(next(iter(self._flows)))
+        self.unbind_flow(target)
         self._flows[target] = source
+        self._flow_targets.setdefault(source, set()).add(target)
 
     def unbind_flow(self, target: tuple[str, int]) -> None:
-        self._flows.pop(target, None)
+        source = self._flows.pop(target, None)
+        if source is not None:
+            targets = self._flow_targets.get(source)
+            if targets is not None:
+                targets.discard(target)
+                if not targets:
+                    del self._flow_targets[source]
+
+    def _flow_peers(self, peer: Peer) -> list[Peer]:
+        """The connection's own peer and the registered Contacts that are sent to on it."""
+        return [peer, *(Peer("TCP", *t) for t in self._flow_targets.get((peer.host, peer.port), ()))]
 
     def _connection_lost(self, peer: Peer) -> None:
         """§17.1.4 / §18.2.2: what depended on the connection learns of it now, not at its Timer B/F."""
         if self._closing or self._loop is None:
             return
-        self.core.transport_failed(peer, self._now())
+        for each in self._flow_peers(peer):
+            self.core.transport_failed(each, self._now())
         self._pump()
 
     @property
@@ -491,7 +505,7 @@ class SipEndpoint:
         for conn in list(self._connections.values()):
             peer = conn.peer
             if conn.last_active <= limit and conn.transport is not None and peer is not None:
-                if not self.layer.bound_to(peer):
+                if not any(self.layer.bound_to(each) for each in self._flow_peers(peer)):
                     conn.transport.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
