@@ -24,14 +24,22 @@ Public API::
 
     ep = SipEndpoint(on_event, ids=IdSource(), timers=TimerConfig(), host="127.0.0.1", port=5080, advertise=None)
     await ep.start()                       binds; ep.local == {"UDP": (host, port), "TCP": (host, port)}
-                                           (host = ``advertise`` if given, IPv6 in brackets)
-    ep.send_request(request, Peer(...))    -> TransactionKey (adds Via/branch/rport and Max-Forwards 70)
+                                           (host = ``advertise`` if given, else the bound address; for a
+                                           wildcard bind the host's outbound address; IPv6 in brackets)
+    ep.send_request(request, Peer(...))    -> TransactionKey (adds Via/branch/rport and Max-Forwards 70);
+                                           raises UnsupportedTransport for TLS/WS/WSS/SCTP destinations
     ep.send_response(response)             through its server transaction
     ep.send_stateless(msg, Peer(...))      ACK for 2xx, responses outside transactions
     ep.attach(core, on_event)              drive a UA core built on ``ep.layer`` (its events go to on_event)
     ep.flush()                             after calling the core directly: transmit + re-arm
-    ep.stats                               counters: received, bad, answered_bad, dropped, sent
+    ep.bind_flow(contact, source)          TCP to ``contact`` goes on the inbound connection from ``source``
+    ep.stats                               counters: received, bad, answered_bad, dropped, sent, lookups, wakeups
     await ep.close()
+
+TCP: a closed connection fails the client transactions sent on it at once and moves the server transactions'
+responses to §18.2.2's fallback; connections idle for ``tcp_idle_timeout`` that no transaction needs are closed.
+UDP to a hostname is resolved once per ``dns_ttl`` (one lookup in flight per name). Timers wake the loop on a grid
+of ``timer_resolution`` (20 ms, or T1/25 when smaller).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Theory of operation
 A message keeps its header *lines* as received, in order, in a :class:`Headers` store: unknown headers and the
 spelling of names (including compact forms, §7.3.3) survive a round trip. Lookups use the canonical lower-case
 long name (``"call-id"`` finds ``i:`` too). Typed values (:class:`~callplane.sip.headers.Via`, ``Address``,
-``CSeq``) are parsed on first use and cached until the store changes.
+``CSeq``) are parsed on first use and cached until a line of that header changes.
 
 :func:`parse_message` parses one whole message (a datagram, or a frame cut by :class:`StreamFramer`). It checks
 the start line, the mandatory headers (Via, From, To, Call-ID, CSeq, §8.1.1) and parses the top Via, From, To and
