@@ -516,16 +516,24 @@ async def test_idle_tcp_connections_are_closed() -> None:
         await ep.close()
 
 
+CONTACT = ("127.0.0.1", 9)  # a registered phone's Contact: nothing listens there
+
+
+async def phone_on_a_flow(ep: SipEndpoint, rec: Recorder) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A phone that connected over TCP (as for its REGISTER) and whose Contact is bound to that connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
+    client = writer.get_extra_info("sockname")[:2]
+    writer.write(invite(0, ep.port, branch="z9hG4bKreg").replace(b"UDP", b"TCP").replace(b"INVITE", b"OPTIONS"))
+    await writer.drain()
+    await rec.wait_for(RequestReceived)
+    ep.bind_flow(CONTACT, (str(client[0]), int(client[1])))
+    return reader, writer
+
+
 async def test_requests_to_a_bound_flow_reuse_the_inbound_connection() -> None:
     async with running(21, udp=False) as (ep, rec):
-        reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
-        client = writer.get_extra_info("sockname")[:2]
-        writer.write(invite(0, ep.port, branch="z9hG4bKreg").replace(b"UDP", b"TCP").replace(b"INVITE", b"OPTIONS"))
-        await writer.drain()
-        await rec.wait_for(RequestReceived)
-        unreachable = ("127.0.0.1", 9)  # the Contact: nothing listens there
-        ep.bind_flow(unreachable, (str(client[0]), int(client[1])))
-        ep.send_request(options("to-client"), Peer("TCP", *unreachable))
+        reader, writer = await phone_on_a_flow(ep, rec)
+        ep.send_request(options("to-client"), Peer("TCP", *CONTACT))
         async with asyncio.timeout(5):
             head = await reader.readuntil(b"\r\n\r\n")
         assert parse_message(head, stream=True).call_id == "to-client"
@@ -534,14 +542,8 @@ async def test_requests_to_a_bound_flow_reuse_the_inbound_connection() -> None:
 
 async def test_a_request_on_a_flow_fails_at_once_when_that_connection_drops() -> None:
     async with running(22, udp=False) as (ep, rec):
-        reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
-        client = writer.get_extra_info("sockname")[:2]
-        writer.write(invite(0, ep.port, branch="z9hG4bKreg2").replace(b"UDP", b"TCP").replace(b"INVITE", b"OPTIONS"))
-        await writer.drain()
-        await rec.wait_for(RequestReceived)
-        contact = ("127.0.0.1", 9)
-        ep.bind_flow(contact, (str(client[0]), int(client[1])))
-        key = ep.send_request(options("on-flow"), Peer("TCP", *contact))
+        reader, writer = await phone_on_a_flow(ep, rec)
+        key = ep.send_request(options("on-flow"), Peer("TCP", *CONTACT))
         async with asyncio.timeout(5):
             await reader.readuntil(b"\r\n\r\n")
         writer.close()  # the phone goes away without answering
