@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ from callplane.core.ids import IdSource
 from callplane.sip.aio import SipEndpoint
 from callplane.sip.headers import URI
 from callplane.sip.message import Headers, Request, Response, parse_message
-from callplane.sip.transaction import TimerConfig
+from callplane.sip.transaction import TimerConfig, UnsupportedTransport
 from callplane.sip.transaction_events import (
     Peer,
     RequestReceived,
@@ -54,6 +55,18 @@ async def uas() -> AsyncIterator[tuple[SipEndpoint, Recorder]]:
     await ep.start()
     yield ep, rec
     await ep.close()
+
+
+@contextlib.asynccontextmanager
+async def running(seed: int, *, udp: bool = True, tcp: bool = True) -> AsyncIterator[tuple[SipEndpoint, Recorder]]:
+    """A started endpoint on free ports whose events a Recorder keeps (it answers nothing)."""
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(seed), port=0, udp=udp, tcp=tcp)
+    await ep.start()
+    try:
+        yield ep, rec
+    finally:
+        await ep.close()
 
 
 class UdpPeer:
@@ -100,10 +113,9 @@ async def test_udp_invite_answered_via_rport_and_retransmission_absorbed(uas: tu
     peer = UdpPeer()
     try:
         peer.sock.sendto(invite(peer.port, ep.port), ("127.0.0.1", ep.port))
-        trying = parse_message(await peer.recv())
         ok = parse_message(await peer.recv())
-        assert isinstance(trying, Response) and isinstance(ok, Response)
-        assert (trying.status, ok.status) == (100, 200)
+        # Answered while the INVITE was handled: the 200 goes alone, no 100 Trying before it (§17.2.1).
+        assert isinstance(ok, Response) and ok.status == 200
         # rport/received were stamped and the response went to the source port, not the sent-by port 9.
         assert str(ok.via) == f"SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKloop1;rport={peer.port};received=127.0.0.1"
         assert ok.to.tag == "uas1"
@@ -119,8 +131,11 @@ async def test_udp_invite_answered_via_rport_and_retransmission_absorbed(uas: tu
 @pytest.mark.parametrize(
     ("payload", "status", "warning"),
     [
-        (invite(1, 2).replace(b"Call-ID: loop-z9hG4bKloop1\r\n", b""), None, None),  # no Call-ID: cannot answer
-        (invite(1, 2).replace(b"To: <sip:app@127.0.0.1:2>\r\n", b"To: <sip:app@\r\n"), None, None),
+        # Still answered: the response copies what the request had (RFC 4475 §3.1.2; the UAC matches on Via + CSeq).
+        (invite(1, 2).replace(b"Call-ID: loop-z9hG4bKloop1\r\n", b""), 400, "missing mandatory header Call-ID"),
+        (invite(1, 2).replace(b"To: <sip:app@127.0.0.1:2>\r\n", b"To: <sip:app@\r\n"), 400, "malformed address"),
+        (invite(1, 2).replace(b"Call-ID: loop-z9hG4bKloop1\r\n", b"").replace(b"INVITE", b"ACK"), None, None),
+        (invite(1, 2).replace(b"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKloop1;rport\r\n", b""), None, None),
         (invite(1, 2).replace(b"Content-Length: 0", b"Content-Length: 50"), 400, "body shorter than Content-Length"),
         (invite(1, 2).replace(b"Content-Length: 0", b"Content-Length: x"), 400, "malformed Content-Length"),
         (invite(1, 2).replace(b"Max-Forwards: 70", b"Max-Forwards: many"), 400, "malformed Max-Forwards"),
@@ -139,9 +154,10 @@ async def test_malformed_requests_answered_or_dropped(
             assert await peer.nothing()
             assert ep.stats["dropped"] == 1
         else:
-            resp = parse_message(await peer.recv())
-            assert isinstance(resp, Response) and resp.status == status
-            assert resp.headers.get("Warning") == f'399 callplane "{warning}"'
+            lines = (await peer.recv()).decode().split("\r\n")
+            assert lines[0].startswith(f"SIP/2.0 {status} ")
+            assert f'Warning: 399 callplane "{warning}"' in lines
+            assert "branch=z9hG4bKloop1" in [line for line in lines if line.startswith("Via: ")][0]
             assert ep.stats["answered_bad"] == 1
         assert rec.events == []
     finally:
@@ -165,7 +181,7 @@ async def test_garbage_flood_leaves_the_endpoint_answering(uas: tuple[SipEndpoin
                 break
             except TimeoutError:
                 continue
-        assert isinstance(first, Response) and first.status == 100
+        assert isinstance(first, Response) and first.status == 200
         assert len(await rec.wait_for(RequestReceived)) == 1
         assert ep.stats["bad"] == ep.stats["dropped"] >= 100
         dropped = ep.stats["dropped"]
@@ -188,11 +204,10 @@ async def test_tcp_byte_by_byte_and_answer_on_same_connection(uas: tuple[SipEndp
         await writer.drain()
         got: list[Request | Response] = []
         async with asyncio.timeout(5):
-            while len(got) < 2:
-                head = await reader.readuntil(b"\r\n\r\n")
-                got.append(parse_message(head, stream=True))
-        assert [getattr(m, "status", None) for m in got] == [100, 200]
-        assert got[1].headers.get("Via") == f"SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKtcp;rport={port};received=127.0.0.1"
+            head = await reader.readuntil(b"\r\n\r\n")
+            got.append(parse_message(head, stream=True))
+        assert [getattr(m, "status", None) for m in got] == [200]
+        assert got[0].headers.get("Via") == f"SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKtcp;rport={port};received=127.0.0.1"
         writer.write(b"\r\n\r\n")  # keep-alive ping -> pong
         await writer.drain()
         async with asyncio.timeout(5):
@@ -289,11 +304,10 @@ async def test_endpoint_drives_a_user_agent_core() -> None:
         contact = f"Contact: <sip:caller@127.0.0.1:{peer.port}>\r\n"
         peer.sock.sendto(invite(peer.port, ep.port, "z9hG4bKua", contact), ("127.0.0.1", ep.port))
         statuses = []
-        for _ in range(2):
-            resp = parse_message(await peer.recv())
-            assert isinstance(resp, Response)
-            statuses.append(resp.status)
-        assert statuses == [100, 486]
+        resp = parse_message(await peer.recv())
+        assert isinstance(resp, Response)
+        statuses.append(resp.status)
+        assert statuses == [486] and await peer.nothing(0.1)  # rejected at once: no 100 Trying
         assert [type(e).__name__ for e in seen] == ["IncomingCall"]
         ack = invite(peer.port, ep.port, "z9hG4bKua").replace(b"INVITE", b"ACK")
         ack = ack.replace(b"To: <sip:app@127.0.0.1:" + str(ep.port).encode() + b">", b"To: " + str(resp.to).encode())
@@ -342,3 +356,197 @@ async def test_tcp_connection_limit() -> None:
         w2.close()
     finally:
         await ep.close()
+
+
+def options(call_id: str) -> Request:
+    h = Headers([("From", "<sip:a@x>;tag=1"), ("To", "<sip:b@x>"), ("Call-ID", call_id), ("CSeq", "1 OPTIONS")])
+    return Request("OPTIONS", URI.parse("sip:b@x"), h)
+
+
+async def test_udp_to_a_hostname_resolves_once_and_caches() -> None:
+    ep = SipEndpoint(Recorder(answer=None), ids=IdSource(12), port=0, tcp=False)
+    await ep.start()
+    peer = UdpPeer()
+    try:
+        for n in range(3):  # three requests in the same tick share one lookup
+            ep.send_request(options(f"named-{n}"), Peer("UDP", "localhost", peer.port))
+        got = {parse_message(await peer.recv()).call_id for _ in range(3)}
+        ep.send_request(options("named-3"), Peer("UDP", "localhost", peer.port))  # answered from the cache
+        got.add(parse_message(await peer.recv()).call_id)
+        assert got == {"named-0", "named-1", "named-2", "named-3"}
+        assert ep.stats["lookups"] == 1
+    finally:
+        peer.close()
+        await ep.close()
+
+
+async def test_udp_to_an_unresolvable_name_fails_its_transaction() -> None:
+    async with running(13, tcp=False) as (ep, rec):
+        key = ep.send_request(options("nowhere"), Peer("UDP", "no-such-host.invalid", 5060))
+        (ev,) = await rec.wait_for(TransportError)
+        assert ev == TransportError(key) and len(ep.layer) == 0
+        again = ep.send_request(options("nowhere-2"), Peer("UDP", "no-such-host.invalid", 5060))  # negative cache
+        assert rec.events[-1] == TransportError(again) and ep.stats["lookups"] == 1
+
+
+async def test_rfc4475_invalid_messages_over_udp() -> None:
+    """The RFC 4475 §3.1.2 fixtures through the real receive path: the status each gets, or silence."""
+    from tests.sip.test_message import DATA, TORTURE
+
+    rec = Recorder(answer=None)
+    ep = SipEndpoint(rec, ids=IdSource(14), port=0, tcp=False)
+    await ep.start()
+    peer = UdpPeer()
+    try:
+        for name, outcome in sorted(TORTURE.items()):
+            data = (DATA / "rfc4475" / f"{name}.sip").read_bytes().replace(b";branch=", b";rport;branch=")
+            peer.sock.sendto(data, ("127.0.0.1", ep.port))
+            if outcome is None:
+                assert await peer.nothing(0.2), name
+            elif outcome == "parse":
+                # Handed to the transaction user; the INVITE gets its 100 Trying, the REGISTER nothing yet.
+                expected = b"SIP/2.0 100 " if b"INVITE" in data.split(b" ", 1)[0] else None
+                assert (await peer.recv())[:12] == expected if expected else await peer.nothing(0.2), name
+            else:
+                first_line = (await peer.recv()).split(b"\r\n", 1)[0]
+                assert first_line.startswith(f"SIP/2.0 {outcome} ".encode()), name
+        assert ep.stats["answered_bad"] == sum(isinstance(o, int) for o in TORTURE.values())
+        assert len([e for e in rec.events if isinstance(e, RequestReceived)]) == 2
+    finally:
+        peer.close()
+        await ep.close()
+
+
+@pytest.mark.parametrize(
+    "target", ["sips:bob@127.0.0.1", "sip:bob@127.0.0.1;transport=tls", "sip:bob@127.0.0.1;transport=ws"]
+)
+async def test_secure_or_websocket_destinations_are_refused(target: str) -> None:
+    from callplane.sip.ua import UserAgent
+
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # would see a plain-TCP fallback
+    port = listener.sockets[0].getsockname()[1]
+    ep = SipEndpoint(ids=IdSource(15), port=0)
+    await ep.start()
+    ua = UserAgent(IdSource(16), ep.local, tl=ep.layer)
+    ep.attach(ua)
+    try:
+        host_port = target.replace("@127.0.0.1", f"@127.0.0.1:{port}")
+        with pytest.raises(UnsupportedTransport, match="not supported yet"):
+            ua.invite(host_port, "sip:alice@127.0.0.1", None, asyncio.get_running_loop().time())
+        ep.flush()
+        await asyncio.sleep(0.1)
+        assert ep.stats["sent"] == 0 and ep._connections == {} and len(ep.layer) == 0
+    finally:
+        await ep.close()
+        listener.close()
+
+
+async def test_wildcard_bind_writes_a_real_address_in_via() -> None:
+    ep = SipEndpoint(Recorder(answer=None), ids=IdSource(17), host="0.0.0.0", port=0, tcp=False)
+    await ep.start()
+    peer = UdpPeer()
+    try:
+        host = ep.local["UDP"][0]
+        assert host not in ("0.0.0.0", "") and socket.inet_aton(host)
+        ep.send_request(options("wildcard"), Peer("UDP", "127.0.0.1", peer.port))
+        sent = parse_message(await peer.recv())
+        assert (sent.via.host, sent.via.port) == (host, ep.port)
+    finally:
+        peer.close()
+        await ep.close()
+
+
+async def test_tcp_connection_lost_fails_the_request_at_once() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with running(18, udp=False) as (ep, rec):
+        key = ep.send_request(options("hangup"), Peer("TCP", "127.0.0.1", port))
+        async with asyncio.timeout(2):  # Timer F would be 32 s
+            (ev,) = await rec.wait_for(TransportError)
+        assert ev == TransportError(key) and len(ep.layer) == 0
+        server.close()
+
+
+async def test_tcp_response_after_the_connection_dropped_goes_to_the_sent_by_port() -> None:
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def sent_by(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await got.put(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    listener = await asyncio.start_server(sent_by, "127.0.0.1", 0)
+    listen_port = listener.sockets[0].getsockname()[1]
+    async with running(19, udp=False) as (ep, rec):
+        reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
+        req = invite(0, ep.port, branch="z9hG4bKdrop").replace(
+            b"UDP 127.0.0.1:9", f"TCP 127.0.0.1:{listen_port}".encode()
+        )
+        writer.write(req.replace(b"INVITE", b"OPTIONS"))
+        await writer.drain()
+        (ev,) = await rec.wait_for(RequestReceived)
+        writer.close()
+        async with asyncio.timeout(5):
+            while ep._connections:
+                await asyncio.sleep(0.01)
+        assert isinstance(ev, RequestReceived)
+        ep.send_response(ev.request.create_response(200, to_tag="late"))
+        async with asyncio.timeout(5):
+            answer = parse_message(await got.get(), stream=True)
+        assert isinstance(answer, Response) and answer.status == 200 and answer.call_id == "loop-z9hG4bKdrop"
+        listener.close()
+
+
+async def test_idle_tcp_connections_are_closed() -> None:
+    ep = SipEndpoint(None, ids=IdSource(20), port=0, udp=False, tcp_idle_timeout=0.2, max_connections=1)
+    await ep.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed by the endpoint once idle
+        _r2, w2 = await asyncio.open_connection("127.0.0.1", ep.port)  # the slot is free again
+        await asyncio.sleep(0.05)
+        assert len(ep._connections) == 1
+        writer.close()
+        w2.close()
+    finally:
+        await ep.close()
+
+
+CONTACT = ("127.0.0.1", 9)  # a registered phone's Contact: nothing listens there
+
+
+async def phone_on_a_flow(ep: SipEndpoint, rec: Recorder) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A phone that connected over TCP (as for its REGISTER) and whose Contact is bound to that connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
+    client = writer.get_extra_info("sockname")[:2]
+    writer.write(invite(0, ep.port, branch="z9hG4bKreg").replace(b"UDP", b"TCP").replace(b"INVITE", b"OPTIONS"))
+    await writer.drain()
+    await rec.wait_for(RequestReceived)
+    ep.bind_flow(CONTACT, (str(client[0]), int(client[1])))
+    return reader, writer
+
+
+async def test_requests_to_a_bound_flow_reuse_the_inbound_connection() -> None:
+    async with running(21, udp=False) as (ep, rec):
+        reader, writer = await phone_on_a_flow(ep, rec)
+        ep.send_request(options("to-client"), Peer("TCP", *CONTACT))
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert parse_message(head, stream=True).call_id == "to-client"
+        writer.close()
+
+
+async def test_a_request_on_a_flow_fails_at_once_when_that_connection_drops() -> None:
+    async with running(22, udp=False) as (ep, rec):
+        reader, writer = await phone_on_a_flow(ep, rec)
+        key = ep.send_request(options("on-flow"), Peer("TCP", *CONTACT))
+        async with asyncio.timeout(5):
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()  # the phone goes away without answering
+        async with asyncio.timeout(2):  # not Timer F's 32 s
+            while TransportError(key) not in rec.events:
+                await rec.wait_for(TransportError, len([e for e in rec.events if isinstance(e, TransportError)]) + 1)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -155,7 +157,7 @@ def _server(**kw: object) -> DigestServer:
 
 
 def test_server_round_trip_both_algorithms() -> None:
-    server = _server()
+    server = _server(track_nc=False)  # the same credentials are judged several times below
     values = server.challenges(now=1000.0)
     assert [Challenge.parse(v).algorithm for v in values] == ["SHA-256", "MD5"]
     client = DigestClient(IdSource(4))
@@ -254,3 +256,27 @@ def test_server_checks_uri_when_asked() -> None:
     )
     assert server.verify(auth, "REGISTER", 1.0, password="pw", uri="SIP:CALLPLANE") is Verdict.OK
     assert server.verify(auth, "REGISTER", 1.0, password="pw", uri="sip:elsewhere") is Verdict.BAD_RESPONSE
+
+
+def test_server_replay_protection_is_on_by_default() -> None:
+    server = _server()
+    challenge = Challenge.parse(server.challenges(now=0.0)[0])
+    auth = DigestResponse.parse(
+        DigestClient(IdSource(4)).authorization(challenge, Credentials("a", "pw"), "REGISTER", "sip:x")
+    )
+    assert server.verify(auth, "REGISTER", 1.0, password="pw") is Verdict.OK
+    assert server.verify(auth, "REGISTER", 2.0, password="pw") is Verdict.REPLAY
+
+
+def test_non_ascii_credentials_are_refused_without_raising() -> None:
+    server = _server()
+    challenge = Challenge.parse(server.challenges(now=0.0)[0])
+    good = DigestResponse.parse(
+        DigestClient(IdSource(4)).authorization(challenge, Credentials("a", "pw"), "REGISTER", "sip:x")
+    )
+    bad_response = replace(good, response=good.response[:-1] + "é")
+    bad_nonce = replace(good, nonce=good.nonce[:-1] + "é")
+    assert server.verify(bad_response, "REGISTER", 1.0, password="pw") is Verdict.BAD_RESPONSE
+    assert server.verify(bad_nonce, "REGISTER", 1.0, password="pw") is Verdict.BAD_NONCE
+    with pytest.raises(DigestParseError, match="non-ASCII"):
+        DigestResponse.parse(str(bad_response))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from callplane.core.errors import SipError
-from callplane.sip.headers import URI, Address, CSeq, SipParseError, Via, parse_params, split_list
+from callplane.sip.headers import _CACHE_MAX, URI, Address, CSeq, SipParseError, Via, parse_params, split_list
 
 
 def test_sip_uri_all_parts() -> None:
@@ -162,3 +162,13 @@ def test_public_names_exist() -> None:
         module = importlib.import_module(f"callplane.sip.{name}")
         exported = module.__all__
         assert exported and all(hasattr(module, n) for n in exported), name
+
+
+def test_uri_cache_evicts_the_oldest_instead_of_emptying() -> None:
+    texts = [f"sip:user{n}@cache.example.com" for n in range(_CACHE_MAX + 10)]
+    parsed = [URI.parse(t) for t in texts]
+    recent = _CACHE_MAX - 100
+    assert URI.parse(texts[recent]) is parsed[recent]  # still cached: the table did not collapse
+    assert URI.parse(texts[0]) is not parsed[0]  # the oldest made room
+    addresses = [Address.parse(f"<{t}>;tag=x") for t in texts]
+    assert Address.parse(f"<{texts[recent]}>;tag=x") is addresses[recent]

@@ -17,6 +17,7 @@ from callplane.sip.message import (
     TooManyHops,
     can_answer,
     decrement_max_forwards,
+    error_response,
     parse_message,
     response_destination,
 )
@@ -156,7 +157,7 @@ def test_bad_cseq_and_mismatched_method_are_answerable() -> None:
     data = load("rfc3261_24_2_f13_bye.sip")
     with pytest.raises(SipParseError, match="malformed CSeq") as info:
         parse_message(data.replace(b"CSeq: 231 BYE", b"CSeq: x BYE"))
-    assert can_answer(info.value) is None  # no usable CSeq to copy into a response
+    assert can_answer(info.value) is not None  # answered 400 with the CSeq line copied as it came (RFC 4475 §3.1.2.4)
     with pytest.raises(SipParseError, match="CSeq method does not match") as info:
         parse_message(data.replace(b"CSeq: 231 BYE", b"CSeq: 231 INVITE"))
     partial = can_answer(info.value)
@@ -234,6 +235,18 @@ def test_headers_editing() -> None:
     assert "X-Custom-Header" not in msg.headers and "x-CUSTOM-header" not in msg.headers
     msg.headers.set("i", "new@x")
     assert msg.call_id == "new@x"
+
+
+def test_stamping_the_top_via_keeps_the_other_parsed_headers() -> None:
+    msg = parse_message(load("rfc3261_24_2_f1_invite.sip"))
+    from_, to, cseq, vias = msg.from_, msg.to, msg.cseq, msg.vias
+    top = msg.via.with_param("received", "192.0.2.9")
+    msg.headers.set_first("Via", top)
+    assert msg.via is top  # the typed value is kept, not re-parsed
+    assert msg.from_ is from_ and msg.to is to and msg.cseq is cseq  # other headers' views survive
+    assert msg.vias is not vias and msg.vias[0] == top and msg.vias[1:] == vias[1:]
+    assert msg.headers.get("via") == str(top)
+    assert b"\r\nVia: " + str(top).encode() + b"\r\n" in bytes(msg)
 
 
 def test_stream_framer_several_messages_and_keepalives() -> None:
@@ -359,3 +372,70 @@ def test_escaped_user_and_whitespace_everywhere() -> None:
     assert isinstance(msg, Request) and msg.uri.user == "sips%3Auser%40example.com"
     assert (msg.via.transport, msg.via.host, msg.via.branch) == ("UDP", "192.0.2.2", "z9hG4bK390skdjuw")
     assert (msg.from_.display_name, msg.from_.tag) == ("Caller   Name", "98asjd8")
+
+
+# RFC 4475 §3.1.2: each invalid message (hand-written to the RFC's description, tests/data/sip/rfc4475/) and the
+# outcome it gets here: an int is the status it is answered with (the error is answerable), None is dropped, "parse"
+# is accepted (the RFC allows it, and we do not use the faulty field).
+TORTURE: dict[str, int | str | None] = {
+    "badinv01": 400,  # §3.1.2.1 empty Via/Contact parameters: answered to the source (the Via cannot be read)
+    "clerr": 400,  # §3.1.2.2 Content-Length beyond the datagram
+    "ncl": 400,  # §3.1.2.3 negative Content-Length
+    "scalar02": 400,  # §3.1.2.4 CSeq beyond 2**31
+    "scalarlg": None,  # §3.1.2.5 a response: dropped
+    "quotbal": 400,  # §3.1.2.6 unterminated quote in To: the To line is copied as it came
+    "ltgtruri": 400,  # §3.1.2.7 <> around the Request-URI
+    "lwsruri": 400,  # §3.1.2.8 LWS inside the Request-URI
+    "lwsstart": 400,  # §3.1.2.9 several SP in the request line (rejecting is allowed)
+    "trws": 400,  # §3.1.2.10 SP after the version (rejecting is allowed)
+    "escruri": 400,  # §3.1.2.11 headers in the Request-URI
+    "baddate": "parse",  # §3.1.2.12 non-GMT Date: we never read Date
+    "regbadct": "parse",  # §3.1.2.13 the Contact fails when read: the registrar answers 400 (test_registrar)
+    "badaspec": 400,  # §3.1.2.14 spaces inside < >
+    "baddn": 400,  # §3.1.2.15 unquoted display name with a comma
+    "badvers": 505,  # §3.1.2.16 SIP/9.0
+    "mismatch01": 400,  # §3.1.2.17 CSeq method differs from the request's
+    "mismatch02": 400,  # §3.1.2.18 unknown method and mismatch (501 preferred by the RFC, 400 allowed)
+    "bigcode": None,  # §3.1.2.19 a status code of ten digits: dropped
+    "missing_callid": 400,  # issue 7: requests without Call-ID, From or To are answered, not dropped
+    "missing_from": 400,
+    "missing_to": 400,
+}
+
+
+def test_every_rfc4475_invalid_fixture_has_an_outcome() -> None:
+    assert sorted(p.stem for p in (DATA / "rfc4475").glob("*.sip")) == sorted(TORTURE)
+
+
+@pytest.mark.parametrize(("name", "outcome"), sorted(TORTURE.items()))
+def test_rfc4475_invalid_messages(name: str, outcome: int | str | None) -> None:
+    data = (DATA / "rfc4475" / f"{name}.sip").read_bytes()
+    if outcome == "parse":
+        assert isinstance(parse_message(data), Request)
+        return
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    answer = error_response(info.value, "192.0.2.99", 5999, "ourtag")
+    if outcome is None:
+        assert answer is None
+        return
+    assert answer is not None
+    response, host, port = answer
+    wire = bytes(response).decode()
+    assert wire.startswith(f"SIP/2.0 {outcome} ")
+    assert f'\r\nWarning: 399 callplane "{info.value}"\r\n' in wire
+    # Every Via, From, To, Call-ID and CSeq line the request had is copied (§8.2.6.2), well-formed or not.
+    request_lines = data.decode().split("\r\n")
+    for line in request_lines:
+        if line.split(":")[0] in ("From", "Call-ID", "CSeq"):
+            assert f"\r\n{line}\r\n" in wire
+    if name == "badinv01":
+        assert (host, port) == ("192.0.2.99", 5999)  # the Via cannot be read: back to the source
+    else:
+        assert (host, port) == ("192.0.2.99", 5060)  # §18.2.2: received + sent-by port
+
+
+def test_rfc4475_contact_not_in_angle_brackets_fails_when_read() -> None:
+    msg = parse_message((DATA / "rfc4475" / "regbadct.sip").read_bytes())
+    with pytest.raises(SipParseError):
+        _ = msg.contacts

@@ -259,3 +259,58 @@ def test_aor_of_normalises_host_case() -> None:
     msg = register()
     assert aor_of(msg.to.uri) == "sip:alice@callplane.test"
     assert aor_of(msg.uri) == "sip:callplane.test"
+
+
+def _tampered(request: Request, old: str, new: str) -> Request:
+    value = request.headers.get("authorization")
+    assert value is not None and old in value
+    request.headers.set("Authorization", value.replace(old, new))
+    return request
+
+
+@pytest.mark.parametrize("field", ["response", "nonce"])
+def test_digest_with_non_ascii_response_or_nonce_is_challenged_not_a_crash(field: str) -> None:
+    h = Harness(auth=True)
+    first = h.run(register())
+    req = with_auth(register(cseq=2), first.response)
+    auth = req.headers.get("authorization") or ""
+    current = auth.split(f'{field}="', 1)[1].split('"', 1)[0]
+    outcome = h.run(_tampered(req, current, current[:-1] + "é"))
+    assert outcome.response.status == 401 and outcome.aor is None
+
+
+def test_digest_replayed_nonce_count_is_refused_by_default() -> None:
+    h = Harness(auth=True)
+    first = h.run(register())
+    req = with_auth(register(cseq=2), first.response)
+    assert h.run(req).response.status == 200
+    replay = register(cseq=3)
+    replay.headers.add("Authorization", req.headers.get("authorization"))
+    assert h.run(replay).response.status == 401
+
+
+@pytest.mark.parametrize(
+    ("digest_uri", "status"),
+    [
+        ("sip:elsewhere.example.com", 400),
+        ("sip:CALLPLANE.TEST", 200),  # host case does not matter (§19.1.4)
+        ("not a uri", 400),
+    ],
+)
+def test_digest_uri_must_name_the_request_uri(digest_uri: str, status: int) -> None:
+    h = Harness(auth=True)
+    first = h.run(register())
+    req = register(cseq=2)
+    challenge = Challenge.parse(first.response.headers.get_all("www-authenticate")[0])
+    value = DigestClient(IdSource(5)).authorization(challenge, Credentials("alice", "secret"), "REGISTER", digest_uri)
+    req.headers.add("Authorization", value)
+    outcome = h.run(req)
+    assert outcome.response.status == status
+    if status == 400:
+        assert outcome.response.reason == "Digest URI Mismatch" and outcome.aor is None
+
+
+def test_contact_with_headers_outside_angle_brackets_is_400() -> None:
+    """RFC 4475 §3.1.2.13: a Contact URI with headers must be in name-addr form."""
+    outcome = Harness().run(register(contacts=("sip:alice@127.0.0.1:5075?Route=%3Csip:proxy.example.com%3E",)))
+    assert outcome.response.status == 400 and outcome.aor is None

@@ -7,7 +7,7 @@ import pytest
 from callplane.core.ids import IdSource
 from callplane.sip.headers import URI
 from callplane.sip.message import Headers, Request, Response, parse_message
-from callplane.sip.transaction import TimerConfig, TransactionError, TransactionLayer
+from callplane.sip.transaction import TimerConfig, TransactionError, TransactionLayer, UnsupportedTransport
 from callplane.sip.transaction_events import (
     AckReceived,
     AckTimeout,
@@ -369,7 +369,7 @@ def test_rfc2543_requests_without_cookie_are_matched_on_dialog_fields() -> None:
     layer.receive(inv, UAC, now=0.5)
     (ev,) = events(layer)
     assert isinstance(ev, RequestReceived) and ev.key.branch == "2543|old1|a84b4c76e66710|1928301774|1"
-    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 100 Trying"] * 2
+    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 100 Trying"]  # one drain, one 100
 
 
 def test_client_cancel_is_its_own_transaction() -> None:
@@ -432,10 +432,10 @@ def test_uac_uas_over_lossy_link_one_call_only() -> None:
     assert isinstance(ev, RequestReceived)
     uas.send_response(ev.request.create_response(200, to_tag="x"), now=0.7)
     replies = uas.datagrams_to_send()
-    assert [first_line(d) for d, _ in replies] == [b"SIP/2.0 100 Trying", b"SIP/2.0 100 Trying", b"SIP/2.0 200 OK"]
+    assert [first_line(d) for d, _ in replies] == [b"SIP/2.0 200 OK"]  # answered before the drain: no 100
     for data, _ in replies:
         uac.receive(parse_message(data), UAS, now=0.8)
-    assert [e.response.status for e in events(uac) if isinstance(e, ResponseReceived)] == [100, 100, 200]
+    assert [e.response.status for e in events(uac) if isinstance(e, ResponseReceived)] == [200]
     assert uac.get_timer() == 32.8  # only Timer M is left: A and B are gone
 
 
@@ -452,7 +452,7 @@ def test_kamailio_hop_by_hop_ack_confirms_the_486() -> None:
     (ev,) = events(layer)
     assert isinstance(ev, RequestReceived)
     layer.send_response(inv.create_response(486, to_tag="k1"), now=0.1)
-    assert [dest for _, dest in layer.datagrams_to_send()] == [proxy, proxy]  # 100 and 486 to the top Via
+    assert [dest for _, dest in layer.datagrams_to_send()] == [proxy]  # the 486 (no 100: it was already answered)
     layer.receive(ack, proxy, now=0.2)
     assert layer.state(ev.key) == "confirmed" and events(layer) == []
 
@@ -493,3 +493,96 @@ def test_ack_uses_the_invite_as_sent_even_if_the_ua_changes_its_object() -> None
     layer.receive(busy, UAS, now=0.1)
     (ack, _), *_ = layer.datagrams_to_send()
     assert b"branch=z9hG4bKsnap\r\n" in ack and b"CSeq: 1 ACK\r\n" in ack
+
+
+def test_ended_transactions_do_not_linger_on_the_timer_heap() -> None:
+    layer = make_layer()
+    tcp = Peer("TCP", "192.0.2.4", 5060)
+    for n in range(500):
+        req = request("OPTIONS", cseq=n + 1)
+        layer.send_request(req, tcp, now=0.0)
+        layer.receive(respond(req, 200), tcp, now=0.01)  # reliable: completed -> terminated at once
+    assert len(layer) == 0
+    assert layer.pending_timers <= 130  # not 500 Timer F entries holding dead transactions until 32 s
+    events(layer)
+    assert layer.get_timer() is None
+
+
+def test_transport_failure_spares_other_peers_among_many() -> None:
+    layer = make_layer()
+    tcp = Peer("TCP", "192.0.2.4", 5060)
+    others = [layer.send_request(request("OPTIONS"), Peer("TCP", "192.0.2.5", 6000 + n), now=0.0) for n in range(50)]
+    mine = layer.send_request(request("OPTIONS"), tcp, now=0.0)
+    layer.transport_failed(tcp, now=0.1)
+    layer.transport_failed(tcp, now=0.2)  # a second report finds nothing left
+    assert events(layer) == [TransportError(mine)]
+    assert all(layer.state(k) == "trying" for k in others)
+
+
+def test_100_trying_only_when_the_tu_has_not_answered_by_the_drain() -> None:
+    layer = make_layer()
+    slow, fast = request(branch="z9hG4bKslow"), request(branch="z9hG4bKfast")
+    layer.receive(slow, UAC, now=0.0)
+    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 100 Trying"]  # §17.2.1
+    layer.receive(fast, UAC, now=0.1)
+    (_, ev) = events(layer)
+    assert isinstance(ev, RequestReceived) and ev.request is fast
+    layer.send_response(fast.create_response(180, to_tag="t"), now=0.1)  # the TU answers while handling the event
+    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 180 Ringing"]
+    layer.receive(fast, UAC, now=0.2)  # a retransmission gets the last response, as before
+    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 180 Ringing"]
+    layer.receive(slow, UAC, now=0.3)
+    assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [b"SIP/2.0 100 Trying"]
+
+
+@pytest.mark.parametrize("transport", ["TLS", "WS", "WSS", "SCTP"])
+def test_unsupported_transports_are_refused_not_sent_as_tcp(transport: str) -> None:
+    layer = make_layer()
+    with pytest.raises(UnsupportedTransport, match=f"{transport} is not supported yet"):
+        layer.send_request(request("OPTIONS"), Peer(transport, "192.0.2.4", 5061), now=0.0)
+    ack = request("ACK", branch="z9hG4bKack")
+    layer.send_stateless(ack, Peer(transport, "192.0.2.4", 5061))  # inside a receive path: dropped, not raised
+    assert layer.datagrams_to_send() == [] and len(layer) == 0 and layer.get_timer() is None
+
+
+def test_via_sent_by_is_never_made_up() -> None:
+    layer = TransactionLayer(IdSource(1), local={"UDP": ("192.0.2.1", 5070)})
+    with pytest.raises(UnsupportedTransport, match="no TCP address"):
+        layer.send_request(request("OPTIONS"), Peer("TCP", "192.0.2.4", 5060), now=0.0)
+    layer.send_request(request("OPTIONS"), UAS, now=0.0)
+    ((data, _),) = layer.datagrams_to_send()
+    assert b"\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK" in data
+
+
+def test_lost_connection_fails_clients_at_once_and_moves_server_responses_to_sent_by() -> None:
+    layer = make_layer()
+    conn = Peer("TCP", "192.0.2.4", 40123)  # the peer's ephemeral port: its connection to us
+    h = Headers()
+    h.add("Via", "SIP/2.0/TCP client.example.com:5070;branch=z9hG4bKtcp1;received=192.0.2.4;rport=40123")
+    for name, value in (("From", "<sip:a@x>;tag=1"), ("To", "<sip:b@x>"), ("Call-ID", "tcp1"), ("CSeq", "1 OPTIONS")):
+        h.add(name, value)
+    incoming = Request("OPTIONS", URI.parse("sip:b@x"), h)
+    layer.receive(incoming, conn, now=0.0)
+    (ev,) = events(layer)
+    outgoing = layer.send_request(request("OPTIONS"), conn, now=0.0)  # a request we sent on the same connection
+    layer.datagrams_to_send()
+    layer.transport_failed(conn, now=1.0)
+    assert events(layer) == [TransportError(outgoing)]  # at once, not at Timer F (32 s)
+    layer.send_response(incoming.create_response(200, to_tag="t"), now=2.0)
+    ((_, dest),) = layer.datagrams_to_send()
+    assert dest == Peer("TCP", "192.0.2.4", 5070)  # §18.2.2: received + sent-by port, a new connection
+    assert isinstance(ev, RequestReceived) and events(layer) == [] and len(layer) == 0
+
+
+def test_server_transaction_ends_when_its_fallback_connection_fails_too() -> None:
+    layer = make_layer()
+    conn = Peer("TCP", "192.0.2.4", 40124)
+    inv = request("INVITE", branch="z9hG4bKtcp2")
+    inv.headers.set_first("Via", "SIP/2.0/TCP 192.0.2.4:5070;branch=z9hG4bKtcp2")
+    layer.receive(inv, conn, now=0.0)
+    (ev,) = events(layer)
+    assert isinstance(ev, RequestReceived)
+    layer.transport_failed(conn, now=1.0)
+    assert events(layer) == [] and layer.state(ev.key) == "proceeding"  # still answerable
+    layer.transport_failed(Peer("TCP", "192.0.2.4", 5070), now=2.0)
+    assert events(layer) == [TransportError(ev.key)] and len(layer) == 0

@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 from callplane.core.clock import Clock
 from callplane.core.ids import IdSource
 from callplane.engine.dispatch import FALLBACK, SipEventDispatcher
-from callplane.sip.aio import SipEndpoint
+from callplane.sip.aio import RateLimitedLog, SipEndpoint
+from callplane.sip.dialog import uri_destination
 from callplane.sip.digest import DigestServer
 from callplane.sip.events import IncomingCall, RegisterReceived
+from callplane.sip.headers import Address, SipParseError
 from callplane.sip.registrar import Binding, Registrar, Secret
 from callplane.sip.ua import CallStateError, UserAgent
 from callplane.store import node_settings, registrations
@@ -30,6 +32,34 @@ log = logging.getLogger("callplane.sip")
 
 NONCE_SECRET_KEY = "sip_nonce_secret"
 PURGE_INTERVAL = 60.0
+MAX_PENDING_REGISTERS = 256
+"""REGISTERs being processed at once; beyond this a REGISTER is answered 503 with Retry-After."""
+
+
+class KeyedLocks:
+    """One asyncio lock per key, held only while someone uses it: the table holds the keys in use, no more."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 class ClientSecrets(Protocol):
@@ -55,6 +85,15 @@ class StaticClientSecrets:
 
     async def account_sid(self, login: str) -> str:
         return self._account_sid if login in self._passwords else ""
+
+
+def _contact_target(contact: str) -> tuple[str, int] | None:
+    """Where a request to a bound Contact would be sent (host, port), or None if the Contact cannot be read."""
+    try:
+        host, port, _ = uri_destination(Address.parse(contact).uri)
+    except SipParseError:
+        return None
+    return host, port
 
 
 def to_row(b: Binding, instance_id: str, account_sid: str = "") -> BindingRow:
@@ -117,7 +156,9 @@ class SipService:
         self.dispatcher = dispatcher if dispatcher is not None else SipEventDispatcher()
         self._ua: UserAgent | None = None
         self._registrar: Registrar | None = None
-        self._aor_locks: dict[str, asyncio.Lock] = {}
+        self.aor_locks = KeyedLocks()
+        self._failures = RateLimitedLog(10.0, log, "registrar")
+        self._registering = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
 
@@ -162,6 +203,12 @@ class SipService:
         task.add_done_callback(self._tasks.discard)
 
     def _on_register(self, event: RegisterReceived) -> bool:
+        if self._registering >= MAX_PENDING_REGISTERS:
+            busy = event.request.create_response(503, to_tag=self.ids.tag())
+            busy.headers.add("Retry-After", 5)
+            self.ua.respond(busy, self._now())
+            return True
+        self._registering += 1  # counted from here, so a burst in one loop iteration is bounded too
         self._spawn(self._register(event))
         return True
 
@@ -181,8 +228,7 @@ class SipService:
         registrar, request = self._registrar, event.request
         try:
             aor = registrar.aor(request)
-            lock = self._aor_locks.setdefault(aor, asyncio.Lock())
-            async with lock:
+            async with self.aor_locks.hold(aor):
                 login = registrar.username(request)
                 secret = await self.clients.secret(login) if login else None
                 wall = self.clock.wall().timestamp()
@@ -193,12 +239,28 @@ class SipService:
                     account = await self.clients.account_sid(login) if login else ""
                     rows = [to_row(b, self.instance_id, account) for b in outcome.upserts]
                     await registrations.apply(self.db, outcome.aor, rows, list(outcome.removals))
+                    self._track_flows(outcome.upserts, outcome.removals)
                 response = outcome.response
-        except Exception:
-            log.exception("REGISTER from %s:%s failed", event.source.host, event.source.port)
+        except Exception as exc:  # one line, rate-limited: a peer must not be able to flood the log
+            peer = f"{event.source.host}:{event.source.port}"
+            self._failures.warn("REGISTER failed", self._now(), f"from {peer}: {exc!r}")
             response = request.create_response(500, "Registrar Failure", to_tag=self.ids.tag())
+        finally:
+            self._registering -= 1
         self.ua.respond(response, self._now())
         self.endpoint.flush()
+
+    def _track_flows(self, upserts: tuple[Binding, ...], removals: tuple[str, ...]) -> None:
+        """Requests to a Client registered over TCP go on the connection its REGISTER came on (a phone behind NAT
+        accepts no new connection); removed bindings let go of it."""
+        for binding in upserts:
+            target = _contact_target(binding.contact)
+            if target is not None and binding.transport == "TCP":
+                self.endpoint.bind_flow(target, (binding.source_host, binding.source_port))
+        for contact in removals:
+            target = _contact_target(contact)
+            if target is not None:
+                self.endpoint.unbind_flow(target)
 
     async def _purge_loop(self) -> None:
         while True:

@@ -24,21 +24,31 @@ Public API::
 
     ep = SipEndpoint(on_event, ids=IdSource(), timers=TimerConfig(), host="127.0.0.1", port=5080, advertise=None)
     await ep.start()                       binds; ep.local == {"UDP": (host, port), "TCP": (host, port)}
-                                           (host = ``advertise`` if given, IPv6 in brackets)
-    ep.send_request(request, Peer(...))    -> TransactionKey (adds Via/branch/rport and Max-Forwards 70)
+                                           (host = ``advertise`` if given, else the bound address; for a
+                                           wildcard bind the host's outbound address; IPv6 in brackets)
+    ep.send_request(request, Peer(...))    -> TransactionKey (adds Via/branch/rport and Max-Forwards 70);
+                                           raises UnsupportedTransport for TLS/WS/WSS/SCTP destinations
     ep.send_response(response)             through its server transaction
     ep.send_stateless(msg, Peer(...))      ACK for 2xx, responses outside transactions
     ep.attach(core, on_event)              drive a UA core built on ``ep.layer`` (its events go to on_event)
     ep.flush()                             after calling the core directly: transmit + re-arm
-    ep.stats                               counters: received, bad, answered_bad, dropped, sent
+    ep.bind_flow(contact, source)          TCP to ``contact`` goes on the inbound connection from ``source``
+    ep.stats                               counters: received, bad, answered_bad, dropped, sent, lookups, wakeups
     await ep.close()
+
+TCP: a closed connection fails the client transactions sent on it at once and moves the server transactions'
+responses to §18.2.2's fallback; connections idle for ``tcp_idle_timeout`` that no transaction needs are closed.
+UDP to a hostname is resolved once per ``dns_ttl`` (one lookup in flight per name). Timers wake the loop on a grid
+of ``timer_resolution`` (20 ms, or T1/25 when smaller).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
+import math
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
@@ -47,23 +57,25 @@ from callplane.core.ids import IdSource
 from callplane.sip.headers import KNOWN_TRANSPORTS, SipParseError
 from callplane.sip.message import (
     MAX_DATAGRAM,
-    REASONS,
     FramingError,
     Request,
     Response,
     StreamFramer,
-    can_answer,
+    error_response,
     parse_message,
-    response_destination,
+    stamp_via,
 )
 from callplane.sip.transaction import TimerConfig, TransactionLayer
 from callplane.sip.transaction_events import Peer, TransactionKey
 
-__all__ = ["SansIoCore", "SipEndpoint", "stamp_via"]
+__all__ = ["RateLimitedLog", "SansIoCore", "SipEndpoint", "stamp_via"]
 
 logger = logging.getLogger(__name__)
 
 EventHandler = Callable[[Any], None]
+
+_MAX_NAMES = 1024  # hostnames remembered by the UDP resolver cache
+_MAX_WAITING = 64  # datagrams held per hostname while its lookup runs
 
 
 class SansIoCore(Protocol):
@@ -83,18 +95,23 @@ class SansIoCore(Protocol):
     def next_event(self) -> object | None: ...
 
 
-def stamp_via(request: Request, host: str, port: int) -> None:
-    """§18.2.1 + RFC 3581 §4: add ``received`` when the sent-by differs from the source, fill an empty ``rport``."""
-    via = request.via
-    new = via
-    if via.has_rport and via.rport is None:
-        new = via.with_param("rport", str(port)).with_param("received", host)
-    elif via.host != host:
-        new = via.with_param("received", host)
-    if new is not via:
-        request.headers.set_first("Via", new)
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 
 
+def _outbound_address(wildcard: str) -> str:
+    """The address this host sends from by default, for a wildcard bind without ``advertise`` (a connected UDP
+    socket sends nothing; loopback when there is no route). Set ``advertise`` when peers reach us through NAT."""
+    family = socket.AF_INET6 if wildcard == "::" else socket.AF_INET
+    probe = ("2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1", 9)  # documentation ranges
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(probe)
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
+@functools.lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -103,11 +120,13 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-class _RateLimitedLog:
-    """Log each kind of problem at most once per interval, with the count of suppressed repeats."""
+class RateLimitedLog:
+    """Log each kind of problem as one line, at most once per interval, with the count of suppressed repeats."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, log: logging.Logger = logger, what: str = "dropped SIP input") -> None:
         self.interval = interval
+        self._logger = log
+        self._what = what
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
@@ -118,7 +137,7 @@ class _RateLimitedLog:
             return
         self._last[kind] = now
         skipped = self._suppressed.pop(kind, 0)
-        logger.warning("dropped SIP input: %s (%s; %d similar suppressed)", kind, detail, skipped)
+        self._logger.warning("%s: %s (%s; %d similar suppressed)", self._what, kind, detail, skipped)
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -141,6 +160,7 @@ class _TcpConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.framer = StreamFramer(endpoint.max_message)
         self.pending: list[bytes] = []
+        self.last_active = endpoint._now()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transport is not an asyncio.Transport subclass, so no isinstance check here.
@@ -161,6 +181,7 @@ class _TcpConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.peer is None or self.transport is None or self.transport.is_closing():
             return
+        self.last_active = self.endpoint._now()
         pings = self.framer.pings
         try:
             frames = self.framer.feed(data)
@@ -174,6 +195,7 @@ class _TcpConn(asyncio.Protocol):
             self.endpoint._on_message(frame, self.peer, stream=True)
 
     def write(self, data: bytes) -> None:
+        self.last_active = self.endpoint._now()
         if self.transport is None:
             self.pending.append(data)
         else:
@@ -182,6 +204,7 @@ class _TcpConn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None and self.endpoint._connections.get((self.peer.host, self.peer.port)) is self:
             del self.endpoint._connections[(self.peer.host, self.peer.port)]
+            self.endpoint._connection_lost(self.peer)
 
 
 class SipEndpoint:
@@ -202,21 +225,34 @@ class SipEndpoint:
         max_connections: int = 4096,
         log_interval: float = 10.0,
         auto_trying: bool = True,
+        dns_ttl: float = 60.0,
+        tcp_idle_timeout: float = 300.0,
     ) -> None:
         self.on_event = on_event
         self.layer = TransactionLayer(ids or IdSource(), timers, auto_trying=auto_trying)
+        self.timer_resolution = min(0.02, self.layer.timers.t1 / 25)
         self.core: SansIoCore = self.layer
         self.host = host
         # The host written into Via sent-by (and read by the UA for Contact): a wildcard bind needs a real address.
-        shown = advertise or host
+        shown = advertise or (_outbound_address(host) if host in _WILDCARDS else host)
         self.advertise = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
         self.port = port
         self.use_udp = udp
         self.use_tcp = tcp
         self.max_message = max_message
         self.max_connections = max_connections
-        self.stats = {"received": 0, "bad": 0, "answered_bad": 0, "dropped": 0, "sent": 0}
-        self._log = _RateLimitedLog(log_interval)
+        self.tcp_idle_timeout = tcp_idle_timeout
+        # Contact (host, port) of a registered client -> the (host, port) its inbound connection is known by.
+        self._flows: dict[tuple[str, int], tuple[str, int]] = {}
+        self._flow_targets: dict[tuple[str, int], set[tuple[str, int]]] = {}  # the reverse of _flows
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closing = False
+        self.stats = {"received": 0, "bad": 0, "answered_bad": 0, "dropped": 0, "sent": 0, "lookups": 0, "wakeups": 0}
+        self.dns_ttl = dns_ttl
+        # hostname -> (valid until, address or None for a failed lookup); FIFO-bounded like the URI caches.
+        self._dns: dict[str, tuple[float, str | None]] = {}
+        self._dns_waiting: dict[str, list[tuple[bytes, Peer]]] = {}
+        self._log = RateLimitedLog(log_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
@@ -269,9 +305,13 @@ class SipEndpoint:
             self.layer.local["UDP"] = (self.advertise, port)
         if self.use_tcp:
             self.layer.local["TCP"] = (self.advertise, port)
+            self._sweeper = loop.call_later(self._sweep_interval, self._sweep)
         self.port = port
 
     async def close(self) -> None:
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -338,20 +378,14 @@ class SipEndpoint:
 
     def _bad_input(self, exc: SipParseError, peer: Peer) -> None:
         self.stats["bad"] += 1
-        partial = can_answer(exc)
-        if partial is None or partial.method == "ACK":
-            self.stats["dropped"] += 1
-            self._log.warn(str(exc), self._now(), f"from {peer.transport} {peer.host}:{peer.port}")
-            return
         try:
-            stamp_via(partial, peer.host, peer.port)
-            status = exc.status or 400
-            resp = partial.create_response(status, REASONS.get(status, "Bad Request"))
-            resp.headers.add("Warning", f'399 callplane "{exc}"')
-            dest = peer
-            if not peer.reliable:
-                host, port = response_destination(partial.via, peer.host, peer.port)
-                dest = Peer(peer.transport, host, port)
+            answer = error_response(exc, peer.host, peer.port, self.layer.ids.tag())
+            if answer is None:
+                self.stats["dropped"] += 1
+                self._log.warn(str(exc), self._now(), f"from {peer.transport} {peer.host}:{peer.port}")
+                return
+            resp, host, port = answer
+            dest = peer if peer.reliable else Peer(peer.transport, host, port)
             self.stats["answered_bad"] += 1
             self._transmit(bytes(resp), dest)
         except Exception as err:  # a partial message can still hold surprises: drop rather than raise
@@ -386,6 +420,11 @@ class SipEndpoint:
 
     def _rearm(self) -> None:
         deadline = self.core.get_timer()
+        if deadline is not None:
+            # Wake up on a grid of ``timer_resolution`` s: timers due close together (every call's Timer J and L at
+            # 32 s, say) share one wake-up instead of one each, and the armed timer rarely has to move.
+            step = self.timer_resolution
+            deadline = math.ceil(deadline / step) * step
         if deadline == self._deadline:
             return
         if self._timer is not None:
@@ -396,9 +435,12 @@ class SipEndpoint:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        armed = self._deadline or 0.0
         self._timer = None
         self._deadline = None
-        self.core.handle_timer(self._now())
+        self.stats["wakeups"] += 1
+        # The loop may call back a little before the deadline (its clock resolution): what was due then is due now.
+        self.core.handle_timer(max(self._now(), armed))
         self._pump()
 
     def _transmit(self, data: bytes, dest: Peer) -> None:
@@ -410,9 +452,15 @@ class SipEndpoint:
             if _is_ip(dest.host):
                 self._udp.sendto(data, (dest.host.strip("[]"), dest.port))
             else:
-                self._spawn(self._resolve_and_send(data, dest))
+                self._send_to_name(data, dest)
+            return
+        if dest.transport != "TCP":  # the transaction layer refuses these; never fall back to plain TCP
+            self._log.warn("unsupported transport", self._now(), f"{dest.transport} to {dest.host}:{dest.port}")
             return
         conn = self._connections.get((dest.host, dest.port))
+        if conn is None:
+            flow = self._flows.get((dest.host, dest.port))
+            conn = self._connections.get(flow) if flow is not None else None
         if conn is None:
             if self._loop is None:
                 return
@@ -421,19 +469,106 @@ class SipEndpoint:
             self._spawn(self._connect(conn, dest))
         conn.write(data)
 
+    # TCP connections ----------------------------------------------------------------------------------------
+    def bind_flow(self, target: tuple[str, int], source: tuple[str, int]) -> None:
+        """Send what is addressed to ``target`` over TCP (a registered client's Contact) on the connection known by
+        ``source`` (where its REGISTER came from) while that connection is open: a client behind NAT or a firewall
+        is reachable only there (RFC 5626 §5.3 in spirit, without ``outbound``). Otherwise a new connection."""
+        if len(self._flows) >= 2 * self.max_connections and target not in self._flows:
+            self.unbind_flow(next(iter(self._flows)))
+        self.unbind_flow(target)
+        self._flows[target] = source
+        self._flow_targets.setdefault(source, set()).add(target)
+
+    def unbind_flow(self, target: tuple[str, int]) -> None:
+        source = self._flows.pop(target, None)
+        if source is not None:
+            targets = self._flow_targets.get(source)
+            if targets is not None:
+                targets.discard(target)
+                if not targets:
+                    del self._flow_targets[source]
+
+    def _flow_peers(self, peer: Peer) -> list[Peer]:
+        """The connection's own peer and the registered Contacts that are sent to on it."""
+        return [peer, *(Peer("TCP", *t) for t in self._flow_targets.get((peer.host, peer.port), ()))]
+
+    def _connection_lost(self, peer: Peer) -> None:
+        """§17.1.4 / §18.2.2: what depended on the connection learns of it now, not at its Timer B/F."""
+        if self._closing or self._loop is None:
+            return
+        for each in self._flow_peers(peer):
+            self.core.transport_failed(each, self._now())
+        self._pump()
+
+    @property
+    def _sweep_interval(self) -> float:
+        return max(0.05, min(30.0, self.tcp_idle_timeout / 4))
+
+    def _sweep(self) -> None:
+        """Close connections idle for ``tcp_idle_timeout`` that no transaction still needs."""
+        assert self._loop is not None
+        self._sweeper = self._loop.call_later(self._sweep_interval, self._sweep)
+        limit = self._now() - self.tcp_idle_timeout
+        for conn in list(self._connections.values()):
+            peer = conn.peer
+            if conn.last_active <= limit and conn.transport is not None and peer is not None:
+                if not any(self.layer.bound_to(each) for each in self._flow_peers(peer)):
+                    conn.transport.close()
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _resolve_and_send(self, data: bytes, dest: Peer) -> None:
+    def _send_to_name(self, data: bytes, dest: Peer) -> None:
+        """UDP to a hostname: from the cache, else after the one lookup in flight for that name."""
+        now = self._now()
+        cached = self._dns.get(dest.host)
+        if cached is not None and cached[0] > now:
+            address = cached[1]
+            if address is None:
+                self._log.warn("unresolvable destination", now, dest.host)
+                self.core.transport_failed(dest, now)
+            elif self._udp is not None:
+                self._udp.sendto(data, (address, dest.port))
+            return
+        waiting = self._dns_waiting.get(dest.host)
+        if waiting is None:
+            self._dns_waiting[dest.host] = [(data, dest)]
+            self._spawn(self._resolve(dest.host))
+        elif len(waiting) < _MAX_WAITING:
+            waiting.append((data, dest))
+        else:
+            self.stats["dropped"] += 1
+
+    async def _resolve(self, host: str) -> None:
         assert self._loop is not None
+        self.stats["lookups"] += 1
+        address: str | None = None
         try:
-            infos = await self._loop.getaddrinfo(dest.host, dest.port, type=socket.SOCK_DGRAM)
-            if self._udp is not None and infos:
-                self._udp.sendto(data, infos[0][4][:2])
+            sock = self._udp.get_extra_info("socket") if self._udp is not None else None
+            family = sock.family if sock is not None else socket.AF_UNSPEC
+            infos = await self._loop.getaddrinfo(host, None, family=family, type=socket.SOCK_DGRAM)
+            address = str(infos[0][4][0]) if infos else None
         except OSError as exc:
-            self._log.warn("unresolvable destination", self._now(), f"{dest.host}: {exc}")
+            self._log.warn("unresolvable destination", self._now(), f"{host}: {exc}")
+        now = self._now()
+        if len(self._dns) >= _MAX_NAMES:
+            del self._dns[next(iter(self._dns))]
+        self._dns.pop(host, None)
+        # A failed lookup is remembered briefly, so a flood towards a bad name costs one lookup per second.
+        self._dns[host] = (now + (self.dns_ttl if address is not None else 1.0), address)
+        failed: dict[Peer, None] = {}
+        for data, dest in self._dns_waiting.pop(host, []):
+            if address is None:
+                failed[dest] = None
+            elif self._udp is not None:
+                self._udp.sendto(data, (address, dest.port))
+        for dest in failed:
+            self.core.transport_failed(dest, now)  # §17.1.4: the transactions towards it fail at once
+        if failed:
+            self._pump()
 
     async def _connect(self, conn: _TcpConn, dest: Peer) -> None:
         assert self._loop is not None

@@ -290,6 +290,9 @@ class DigestResponse:
         qop = params.get("qop")
         if qop is not None and ("nc" not in params or "cnonce" not in params):
             raise DigestParseError("qop without nc or cnonce")
+        # These are hex digits, tokens or our own nonce (RFC 7616 §3.4): anything beyond ASCII is not a credential.
+        if not all(params.get(k, "").isascii() for k in ("nonce", "response", "algorithm", "qop", "nc", "cnonce")):
+            raise DigestParseError("non-ASCII Digest parameter")
         return cls(
             username=params["username"],
             realm=params["realm"],
@@ -323,6 +326,11 @@ class DigestResponse:
         return "Digest " + ", ".join(parts)
 
 
+def _same(ours: str, theirs: str) -> bool:
+    """Constant-time comparison that accepts any text (``hmac.compare_digest`` raises on non-ASCII ``str``)."""
+    return hmac.compare_digest(ours.encode("utf-8", "surrogateescape"), theirs.encode("utf-8", "surrogateescape"))
+
+
 class Verdict(enum.Enum):
     """Outcome of :meth:`DigestServer.verify`. Only ``OK`` admits the request."""
 
@@ -337,8 +345,9 @@ class DigestServer:
     """Challenges and verifies (RFC 3261 §22.1) without per-client state.
 
     ``now`` is whatever clock the caller uses; pass wall-clock epoch seconds when nonces must be accepted by other
-    nodes or after a restart. Nonce-count replay protection (``track_nc``) keeps a bounded in-memory table and so is
-    per node.
+    nodes or after a restart. Nonce-count replay protection (``track_nc``, on by default) keeps a bounded in-memory
+    table of the highest ``nc`` seen per nonce, so it is per node: a credential replayed to another node sharing the
+    secret is caught only by the nonce's age.
     """
 
     def __init__(
@@ -350,7 +359,7 @@ class DigestServer:
         nonce_ttl: float = 300.0,
         algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
         qop: bool = True,
-        track_nc: bool = False,
+        track_nc: bool = True,
         max_tracked: int = 10000,
     ) -> None:
         for algorithm in algorithms:
@@ -382,7 +391,7 @@ class DigestServer:
         if len(parts) != 3:
             return None
         stamp, salt, mac = parts
-        if not hmac.compare_digest(mac, self._mac(stamp, salt)):
+        if not _same(mac, self._mac(stamp, salt)):
             return None
         try:
             millis = int.from_bytes(base64.urlsafe_b64decode(stamp + "=" * (-len(stamp) % 4)), "big")
@@ -436,7 +445,7 @@ class DigestServer:
             cnonce=auth.cnonce or "",
             body=body,
         )
-        if not hmac.compare_digest(expected, auth.response):
+        if not _same(expected, auth.response):
             return Verdict.BAD_RESPONSE
         if age > self.nonce_ttl:
             return Verdict.STALE

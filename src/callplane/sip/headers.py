@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from callplane.core.errors import SipError
 
@@ -38,6 +38,7 @@ __all__ = [
     "format_params",
     "MAGIC_COOKIE",
     "KNOWN_TRANSPORTS",
+    "TOKEN_CHARS",
 ]
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -57,6 +58,8 @@ class SipParseError(SipError, ValueError):
 
 # RFC 3261 §25.1 token characters.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.!%*_+`'~-")
+"""The characters of a ``token`` (RFC 3261 §25.1)."""
 _PORT_MAX = 65535
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 _HEX_CHARS = frozenset("0123456789abcdefABCDEF:.")
@@ -215,10 +218,19 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
 
 
 # Values are immutable, and the same From/To/Contact/Request-URI text recurs in every message of a dialog, so
-# successful parses are memoised. Bounded: the table is simply emptied when full (junk input cannot grow it).
-_CACHE_MAX = 4096
+# successful parses are memoised. Bounded: when full, the oldest entry makes room (a dict keeps insertion order), so
+# more live URIs than the bound cost a re-parse of the oldest ones, never a cold table, and junk cannot grow it.
+_CACHE_MAX = 8192
 _URI_CACHE: dict[str, URI] = {}
 _ADDRESS_CACHE: dict[str, Address] = {}
+
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[str, _V], text: str, value: _V) -> None:
+    if len(cache) >= _CACHE_MAX:
+        del cache[next(iter(cache))]
+    cache[text] = value
 
 
 def _format_hostport(host: str, port: int | None) -> str:
@@ -248,9 +260,7 @@ class URI(_WithParams):
         if cached is not None:
             return cached
         uri = cls._parse(text)
-        if len(_URI_CACHE) >= _CACHE_MAX:
-            _URI_CACHE.clear()
-        _URI_CACHE[text] = uri
+        _remember(_URI_CACHE, text, uri)
         return uri
 
     @classmethod
@@ -359,9 +369,7 @@ class Address(_WithParams):
         if cached is not None:
             return cached
         address = cls._parse(text)
-        if len(_ADDRESS_CACHE) >= _CACHE_MAX:
-            _ADDRESS_CACHE.clear()
-        _ADDRESS_CACHE[text] = address
+        _remember(_ADDRESS_CACHE, text, address)
         return address
 
     @classmethod
@@ -393,11 +401,17 @@ class Address(_WithParams):
         if lt >= 0:
             if display is None:
                 name = rest[:lt].strip()
+                # An unquoted display name is tokens (§25.1); UTF-8 beyond ASCII is let through for real phones.
+                if any(not (c in TOKEN_CHARS or c.isspace() or not c.isascii()) for c in name):
+                    raise SipParseError("malformed display name")
                 display = name or None
             gt = rest.find(">", lt)
             if gt < 0:
                 raise SipParseError("malformed address")
-            uri = URI.parse(rest[lt + 1 : gt])
+            inner = rest[lt + 1 : gt]
+            if inner != inner.strip():
+                raise SipParseError("malformed address")  # no LWS inside < > (RFC 4475 §3.1.2.14)
+            uri = URI.parse(inner)
             ptext = rest[gt + 1 :]
         else:
             # addr-spec form: parameters after the URI belong to the header, not the URI (RFC 3261 §20.10).

@@ -5,7 +5,7 @@ Theory of operation
 A message keeps its header *lines* as received, in order, in a :class:`Headers` store: unknown headers and the
 spelling of names (including compact forms, §7.3.3) survive a round trip. Lookups use the canonical lower-case
 long name (``"call-id"`` finds ``i:`` too). Typed values (:class:`~callplane.sip.headers.Via`, ``Address``,
-``CSeq``) are parsed on first use and cached until the store changes.
+``CSeq``) are parsed on first use and cached until a line of that header changes.
 
 :func:`parse_message` parses one whole message (a datagram, or a frame cut by :class:`StreamFramer`). It checks
 the start line, the mandatory headers (Via, From, To, Call-ID, CSeq, §8.1.1) and parses the top Via, From, To and
@@ -27,15 +27,18 @@ Public API::
     msg.vias, msg.via, msg.from_, msg.to, msg.call_id, msg.cseq, msg.contacts, msg.max_forwards
     StreamFramer(max_size)                            feed(bytes) -> list[bytes] frames (TCP, §18.3)
     response_destination(via, source_host, source_port) -> (host, port)   §18.2.2 for unreliable transports
+    stamp_via(request, host, port)                    §18.2.1 received / RFC 3581 rport
+    error_response(error, host, port, to_tag)         the 400 (or 505, 416...) for a request that failed to parse
     decrement_max_forwards(request)                   raises TooManyHops (483) at zero (§16.3 / §8.2.2)
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from callplane.sip.headers import URI, Address, CSeq, SipParseError, Via, split_list
+from callplane.sip.headers import TOKEN_CHARS, URI, Address, CSeq, SipParseError, Via, split_list
 
 __all__ = [
     "Headers",
@@ -48,6 +51,8 @@ __all__ = [
     "StreamFramer",
     "parse_message",
     "can_answer",
+    "error_response",
+    "stamp_via",
     "canonical_name",
     "response_destination",
     "decrement_max_forwards",
@@ -181,8 +186,16 @@ class TooManyHops(SipParseError):
 
 def canonical_name(name: str) -> str:
     """Lower-case long form of a header name: ``"i"`` and ``"Call-ID"`` -> ``"call-id"``."""
-    key = name.lower()
-    return _COMPACT.get(key, key)
+    key = _CANONICAL.get(name)
+    if key is None:
+        key = name.lower()
+        key = _COMPACT.get(key, key)
+        if len(_CANONICAL) < 1024:  # the stack's own names; bounded against names built from input
+            _CANONICAL[name] = key
+    return key
+
+
+_CANONICAL: dict[str, str] = {}
 
 
 _T = TypeVar("_T")
@@ -220,16 +233,18 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first line's value for ``name`` (not split on commas)."""
-        try:
-            first: dict[str, str] = self._cache[""]
-        except KeyError:
+        first: dict[str, str] | None = self._cache.get("")
+        if first is None:
             first = {}
             for k, _, v in self._lines:
                 if k not in first:
                     first[k] = v
             self._cache[""] = first
-        key = name.lower()
-        return first.get(_COMPACT.get(key, key), default)
+        value = first.get(name)  # already canonical (the stack's own lookups): one probe
+        if value is None:
+            key = name.lower()
+            value = first.get(_COMPACT.get(key, key))
+        return default if value is None else value
 
     def get_all(self, name: str) -> list[str]:
         """Every value for ``name`` in order; list headers (Via, Route, Contact...) are split on top-level commas."""
@@ -244,8 +259,9 @@ class Headers:
 
     def add(self, name: str, value: object) -> None:
         """Append a line."""
-        self._lines.append((canonical_name(name), name, str(value)))
-        self._cache.clear()
+        key = canonical_name(name)
+        self._lines.append((key, name, str(value)))
+        self._changed(key)
 
     def set(self, name: str, value: object) -> None:
         """Replace every line of ``name`` by one line (at the position of the first, else at the end)."""
@@ -263,12 +279,12 @@ class Headers:
         if not done:
             out.append(new)
         self._lines = out
-        self._cache.clear()
+        self._changed(key)
 
     def remove(self, name: str) -> None:
         key = canonical_name(name)
         self._lines = [line for line in self._lines if line[0] != key]
-        self._cache.clear()
+        self._changed(key)
 
     def insert_first(self, name: str, value: object) -> None:
         """Put a value on top of ``name``'s values (a new Via, §8.1.1.7); at the very top if ``name`` is absent."""
@@ -279,22 +295,34 @@ class Headers:
                 break
         else:
             self._lines.insert(0, (key, name, str(value)))
-        self._cache.clear()
+        self._changed(key)
 
     def set_first(self, name: str, value: object) -> None:
-        """Replace the first value of ``name`` only, splitting a comma-joined line if needed (e.g. the top Via)."""
+        """Replace the first value of ``name`` only, splitting a comma-joined line if needed (e.g. the top Via).
+
+        Only the views of ``name`` are invalidated; a typed value (a :class:`Via` for the top Via) replaces the cached
+        view of the same type, so stamping ``received`` on a request costs no re-parse."""
         key = canonical_name(name)
+        text = str(value)
         for i, (k, n, v) in enumerate(self._lines):
             if k == key:
                 parts = split_list(v) if key in _LIST_HEADERS else [v]
-                new = [(k, n, str(value))]
+                new = [(k, n, text)]
                 if len(parts) > 1:
                     new.append((k, n, ", ".join(parts[1:])))
                 self._lines[i : i + 1] = new
                 break
         else:
-            self._lines.append((key, name, str(value)))
-        self._cache.clear()
+            self._lines.append((key, name, text))
+        cache = self._cache
+        old = cache.get(key)
+        first = cache.get("")
+        self._changed(key)
+        if first is not None:
+            first[key] = text
+            cache[""] = first
+        if old is not None and type(old) is type(value):
+            cache[key] = value
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value of a list header (a proxy removing its Via, §16.7)."""
@@ -304,12 +332,20 @@ class Headers:
                 parts = split_list(v) if key in _LIST_HEADERS else [v]
                 rest = [(k, n, ", ".join(parts[1:]))] if len(parts) > 1 else []
                 self._lines[i : i + 1] = rest
-                self._cache.clear()
+                self._changed(key)
                 return parts[0] if parts else None
         return None
 
+    def _changed(self, key: str) -> None:
+        """Forget the views of header ``key``: the first-value map, ``key`` itself and ``key:<view>``."""
+        cache = self._cache
+        if cache:
+            for name in [name for name in cache if not name or name == key or name.startswith(key + ":")]:
+                del cache[name]
+
     def typed(self, key: str, parse: Callable[[Headers], _T]) -> _T:
-        """Cache a typed view of this store under ``key`` until the next change."""
+        """Cache a typed view of this store under ``key`` until that header changes. ``key`` is the canonical header
+        name (the view of its first value) or ``name:<view>`` (another view of the same header)."""
         try:
             value: _T = self._cache[key]
         except KeyError:
@@ -344,6 +380,10 @@ def _from(h: Headers) -> Address:
 
 def _to(h: Headers) -> Address:
     return Address.parse(_required(h, "to", "To"))
+
+
+def _call_id(h: Headers) -> str:
+    return _required(h, "call-id", "Call-ID").strip()
 
 
 def _cseq(h: Headers) -> CSeq:
@@ -387,33 +427,39 @@ class Message:
     @property
     def vias(self) -> list[Via]:
         """All Via values, top first."""
-        return self.headers.typed("vias", _vias)
+        return self.headers.typed("via:all", _vias)
 
+    # The hot views read the cache first: they are used dozens of times per message.
     @property
     def via(self) -> Via:
         """The top Via (§8.1.1.7)."""
-        return self.headers.typed("via", _top_via)
+        value: Via | None = self.headers._cache.get("via")
+        return value if value is not None else self.headers.typed("via", _top_via)
 
     @property
     def from_(self) -> Address:
-        return self.headers.typed("from", _from)
+        value: Address | None = self.headers._cache.get("from")
+        return value if value is not None else self.headers.typed("from", _from)
 
     @property
     def to(self) -> Address:
-        return self.headers.typed("to", _to)
+        value: Address | None = self.headers._cache.get("to")
+        return value if value is not None else self.headers.typed("to", _to)
 
     @property
     def call_id(self) -> str:
-        return _required(self.headers, "call-id", "Call-ID").strip()
+        value: str | None = self.headers._cache.get("call-id")
+        return value if value is not None else self.headers.typed("call-id", _call_id)
 
     @property
     def cseq(self) -> CSeq:
-        return self.headers.typed("cseq", _cseq)
+        value: CSeq | None = self.headers._cache.get("cseq")
+        return value if value is not None else self.headers.typed("cseq", _cseq)
 
     @property
     def contacts(self) -> list[Address]:
         """Contact addresses (``*`` is skipped; check ``headers.get("contact") == "*"`` for REGISTER)."""
-        return self.headers.typed("contacts", _contacts)
+        return self.headers.typed("contact:all", _contacts)
 
     @property
     def max_forwards(self) -> int | None:
@@ -477,10 +523,18 @@ class Request(Message):
                 if line[0] == key:
                     lines.append(line)
                     break
-        h._cache.clear()
+        # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
+        cache = h._cache
+        for key in ("via", "via:all", "from", "to", "call-id", "cseq"):
+            value = src._cache.get(key)
+            if value is not None:
+                cache[key] = value
         if to_tag is not None and status != 100:
-            to = self.to
-            if to.tag is None:
+            try:
+                to: Address | None = self.to
+            except SipParseError:
+                to = None  # answering a malformed request: its To is copied as it came
+            if to is not None and to.tag is None:
                 h.set("To", to.with_tag(to_tag))
         if status == 100:
             ts = src.get("timestamp")
@@ -526,26 +580,56 @@ class Response(Message):
 
 
 def can_answer(error: SipParseError) -> Request | None:
-    """The partial request to build an error response from, if its Via, From, To, Call-ID and CSeq are usable."""
+    """The partial request to build an error response from: a request (not an ACK, §17.1.1.3) with at least one Via
+    line. The response copies the Via, From, To, Call-ID and CSeq lines as they are, even missing or malformed
+    (§8.2.6.2); a Via that cannot be parsed is answered to the source address (as ``rport`` would)."""
     partial = getattr(error, "partial", None)
-    if not isinstance(partial, Request):
-        return None
-    try:
-        for key, label in _MANDATORY:
-            _required(partial.headers, key, label)
-        _ = partial.via, partial.cseq, partial.from_, partial.to
-    except SipParseError:
+    if not isinstance(partial, Request) or partial.method == "ACK" or "via" not in partial.headers:
         return None
     return partial
+
+
+def stamp_via(request: Request, host: str, port: int) -> None:
+    """§18.2.1 + RFC 3581 §4: add ``received`` when the sent-by differs from the source, fill an empty ``rport``."""
+    via = request.via
+    new = via
+    if via.has_rport and via.rport is None:
+        new = via.with_param("rport", str(port)).with_param("received", host)
+    elif via.host != host:
+        new = via.with_param("received", host)
+    if new is not via:
+        request.headers.set_first("Via", new)
+
+
+def error_response(
+    error: SipParseError, source_host: str, source_port: int, to_tag: str
+) -> tuple[Response, str, int] | None:
+    """The answer to a request that failed to parse (see :func:`can_answer`), or None to drop the input.
+
+    Returns the response (status from the error, a ``Warning`` naming the problem) and where an unreliable transport
+    sends it: §18.2.2 from the top Via, or the source address when that Via is unreadable. Over a reliable transport
+    it goes back on the connection the request came on."""
+    partial = can_answer(error)
+    if partial is None:
+        return None
+    host, port = source_host, source_port
+    try:
+        via: Via | None = partial.via
+    except SipParseError:
+        via = None  # the Via lines are copied as they came
+    if via is not None:
+        stamp_via(partial, source_host, source_port)
+        host, port = response_destination(partial.via, source_host, source_port)
+    status = error.status or 400
+    response = partial.create_response(status, REASONS.get(status, "Bad Request"), to_tag=to_tag)
+    response.headers.add("Warning", f'399 callplane "{error}"')
+    return response, host, port
 
 
 def _fail(message: str, partial: Request | None = None, status: int = 400) -> SipParseError:
     err = SipParseError(message, status)
     err.partial = partial  # type: ignore[attr-defined]
     return err
-
-
-_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.!%*_+`'~-")
 
 
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
@@ -585,13 +669,17 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         msg = Response(status, parts[2] if len(parts) > 2 else "")
     else:
         parts = start.split(" ")
-        if len(parts) != 3 or parts[2] != "SIP/2.0":
-            if len(parts) == 3 and parts[2].startswith("SIP/"):
-                raise _fail("unsupported SIP version", None, 505)
-            raise _fail("malformed request line")
         method = parts[0]
-        if not method or not _TOKEN_CHARS.issuperset(method):
+        if not method or not TOKEN_CHARS.issuperset(method):
             raise _fail("malformed request line")
+        if len(parts) != 3 or parts[2] != "SIP/2.0":
+            # Still a request (RFC 4475 §3.1.2.8-10, .16): read the headers so that the error can be answered.
+            bad = Request(method, URI("sip", "invalid"))
+            with contextlib.suppress(SipParseError):
+                _parse_headers(lines, bad)
+            if len(parts) == 3 and parts[2].startswith("SIP/"):
+                raise _fail("unsupported SIP version", bad, 505)
+            raise _fail("malformed request line", bad)
         try:
             uri: URI | None = URI.parse(parts[1])
         except SipParseError:
@@ -602,6 +690,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             if uri is None:
                 raise _fail("malformed Request-URI", msg)
             raise _fail("unsupported URI scheme", msg, 416)  # §8.2.2.1
+        if uri.headers is not None:
+            _parse_headers(lines, msg)
+            raise _fail("headers in Request-URI", msg)  # §19.1.5 (RFC 4475 §3.1.2.11)
     _parse_headers(lines, msg)
     partial = msg if isinstance(msg, Request) else None
     # Body (§18.3 / §20.14).
@@ -647,7 +738,7 @@ def _parse_headers(lines: list[str], msg: Message) -> None:
         key = keys.get(name)
         if key is None:
             name = name.rstrip()
-            if not name or not _TOKEN_CHARS.issuperset(name):
+            if not name or not TOKEN_CHARS.issuperset(name):
                 raise _fail("malformed header name", msg if isinstance(msg, Request) else None)
             key = canonical_name(name)
             if len(keys) < _KEYS_MAX:

@@ -40,6 +40,7 @@ __all__ = [
     "RegisterOutcome",
     "Secret",
     "aor_of",
+    "same_resource",
 ]
 
 
@@ -138,6 +139,21 @@ def aor_of(uri: URI) -> str:
     return f"{scheme}:{uri.user}@{uri.host.lower()}" if uri.user else f"{scheme}:{uri.host.lower()}"
 
 
+def same_resource(digest_uri: str, request_uri: URI) -> bool:
+    """Does the Digest ``uri`` parameter name the Request-URI (RFC 7616 §3.4.6)? Compared as SIP URIs (§19.1.4):
+    scheme, user and password exactly, host case-insensitively, port, and parameters without regard to order."""
+    try:
+        uri = URI.parse(digest_uri)
+    except SipParseError:
+        return False
+
+    def key(u: URI) -> tuple[object, ...]:
+        params = sorted((name.lower(), (value or "").lower()) for name, value in u.params)
+        return (u.scheme, u.user, u.password, u.host.lower(), u.port, params, u.headers, u.opaque)
+
+    return key(uri) == key(request_uri)
+
+
 class Registrar:
     """Judges REGISTER requests (RFC 3261 §10.3). ``domains`` empty means "any domain is ours"."""
 
@@ -221,6 +237,9 @@ class Registrar:
             return self._challenge(request, now, stale=False)
         if secret is None:
             return self._respond(request, 403, "Forbidden")
+        if not same_resource(auth.uri, request.uri):
+            # RFC 7616 §3.4.6: credentials computed for another URI are a bad request, not a wrong password.
+            return self._respond(request, 400, "Digest URI Mismatch")
         ha1 = secret.ha1_for(auth.algorithm)
         if ha1 is None and secret.password is None:
             return self._challenge(request, now, stale=False)

@@ -10,7 +10,10 @@ A :class:`TransactionLayer` owns every transaction of an endpoint. It never read
   (``datagrams_to_send()`` -> ``[(bytes, Peer)]``); ``get_timer()`` returns the earliest deadline.
 
 Timers live in one heap of ``(deadline, seq, transaction, name, token)`` entries. A transaction re-arming or
-cancelling a timer bumps its token, so stale heap entries are skipped when they surface (lazy deletion).
+cancelling a timer bumps its token, so stale heap entries are skipped when they surface (lazy deletion). The layer
+counts stale entries and rebuilds the heap once they outnumber the live ones, so an ended transaction is not kept
+alive by the heap until its longest timer (up to 64*T1) would have surfaced. Transactions are also indexed by the
+peer they send to, so ``transport_failed`` touches only that peer's transactions.
 
 The four state machines are the RFC figures 5-8, amended by RFC 6026 (client and server INVITE "Accepted" state):
 each transaction class lists its legal transitions in ``TRANSITIONS`` and changes state only through
@@ -37,8 +40,11 @@ Behaviour the transaction user can rely on:
 * The INVITE client transaction ACKs non-2xx finals itself (§17.1.1.3) and absorbs their retransmissions; 2xx
   responses (and their retransmissions) are passed up: the ACK for a 2xx is the dialog layer's
   (``send_stateless``).
-* The INVITE server transaction sends ``100 Trying`` at once (``auto_trying=True``, §17.2.1) and absorbs
-  retransmitted requests by re-sending the last response; a retransmitted INVITE never becomes a second event.
+* The INVITE server transaction sends ``100 Trying`` (``auto_trying=True``, §17.2.1) with the next
+  ``datagrams_to_send()``, unless the transaction user has responded by then: a TU that answers while handling the
+  ``RequestReceived`` event (before the adapter transmits) is known to respond within 200 ms, and its 1xx or final
+  response makes the 100 redundant. Retransmitted requests are absorbed by re-sending the last response; a
+  retransmitted INVITE never becomes a second event.
 * Requests whose branch lacks the magic cookie (RFC 2543 peers) are matched on Call-ID, From tag, CSeq number,
   top Via sent-by and branch (a simplified §17.2.3 fallback).
 """
@@ -70,8 +76,10 @@ from callplane.sip.transaction_events import (
 )
 
 __all__ = [
+    "SUPPORTED_TRANSPORTS",
     "TimerConfig",
     "TransactionError",
+    "UnsupportedTransport",
     "TransactionLayer",
     "client_key",
     "server_key",
@@ -82,6 +90,15 @@ logger = logging.getLogger(__name__)
 
 class TransactionError(SipError):
     """The transaction user misused the layer (e.g. a response with no server transaction to carry it)."""
+
+
+class UnsupportedTransport(TransactionError):
+    """The destination needs a transport this endpoint does not have: TLS, WS, WSS or SCTP (a ``sips:`` URI or a
+    ``;transport=`` parameter), or UDP/TCP when that socket is not bound. Nothing was sent."""
+
+
+SUPPORTED_TRANSPORTS = frozenset({"UDP", "TCP"})
+"""What :class:`~callplane.sip.aio.SipEndpoint` can send on. A ``sips:`` destination must not fall back to TCP."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +144,14 @@ class _Transaction:
     """Common machinery: state, timers, the last message to retransmit."""
 
     TRANSITIONS: ClassVar[frozenset[tuple[str, str]]] = frozenset()
-    __slots__ = ("layer", "key", "state", "peer", "last", "timers", "interval")
+    __slots__ = ("layer", "key", "state", "peer", "fallback", "last", "timers", "interval")
 
     def __init__(self, layer: TransactionLayer, key: TransactionKey, state: str, peer: Peer) -> None:
         self.layer = layer
         self.key = key
         self.state = state
         self.peer = peer
+        self.fallback: Peer | None = None  # server, reliable: where responses go once the connection is gone
         self.last: bytes | None = None
         self.timers: dict[str, int] = {}
         self.interval = 0.0
@@ -146,6 +164,7 @@ class _Transaction:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s %s] %s -> %s", self.key.branch, self.key.method, old, new)
         if new == "terminated":
+            self.layer._stale += len(self.timers)
             self.timers.clear()
             self.layer._remove(self)
 
@@ -154,7 +173,8 @@ class _Transaction:
 
     def _disarm(self, *names: str) -> None:
         for name in names:
-            self.timers.pop(name, None)
+            if self.timers.pop(name, None) is not None:
+                self.layer._stale += 1
 
     def _transmit(self, data: bytes) -> None:
         self.last = data
@@ -465,9 +485,12 @@ class TransactionLayer:
         self._servers: dict[TransactionKey, _Server] = {}
         self._awaiting_ack: dict[tuple[str, int], _ServerInvite] = {}
         self._heap: list[_Timer] = []
+        self._stale = 0  # heap entries whose token no longer matches (cancelled, re-armed, transaction ended)
+        self._by_peer: dict[Peer, dict[_Transaction, None]] = {}
         self._seq = 0
         self._events: deque[TxEvent] = deque()
         self._out: list[tuple[bytes, Peer]] = []
+        self._trying: list[tuple[_ServerInvite, Request]] = []
 
     # Outputs ---------------------------------------------------------------------------------------------------
     def next_event(self) -> TxEvent | None:
@@ -475,9 +498,22 @@ class TransactionLayer:
         return self._events.popleft() if self._events else None
 
     def datagrams_to_send(self) -> list[tuple[bytes, Peer]]:
-        """Drain what must be transmitted, in order."""
+        """Drain what must be transmitted, in order (first the 100 Trying of INVITEs the TU has not answered yet)."""
+        if self._trying:
+            self._send_trying()
         out, self._out = self._out, []
         return out
+
+    def _send_trying(self) -> None:
+        pending, self._trying = self._trying, []
+        trying: list[tuple[bytes, Peer]] = []
+        for inv, request in pending:
+            if inv.state == "proceeding" and inv.last is None:
+                response = request.create_response(100)
+                data = bytes(response)
+                inv.last = data
+                trying.append((data, inv.peer))
+        self._out[:0] = trying
 
     def get_timer(self) -> float | None:
         """The earliest live deadline, or None."""
@@ -487,14 +523,15 @@ class TransactionLayer:
             if txn.timers.get(name) == token:
                 return deadline
             heapq.heappop(heap)
+            self._stale -= 1
         return None
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``."""
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, txn, name, token = heapq.heappop(heap)
+        while self._heap and self._heap[0][0] <= now:  # re-read: a transaction ending may rebuild the heap
+            _, _, txn, name, token = heapq.heappop(self._heap)
             if txn.timers.get(name) != token:
+                self._stale -= 1
                 continue
             del txn.timers[name]
             txn.on_timer(name, now)
@@ -507,6 +544,15 @@ class TransactionLayer:
 
     def __len__(self) -> int:
         return len(self._clients) + len(self._servers)
+
+    def bound_to(self, peer: Peer) -> bool:
+        """True while a live transaction sends to ``peer`` (the adapter keeps such a connection open)."""
+        return bool(self._by_peer.get(peer))
+
+    @property
+    def pending_timers(self) -> int:
+        """Entries on the timer heap, live or cancelled (bounded at about twice the live timers plus 64)."""
+        return len(self._heap)
 
     # Inputs ----------------------------------------------------------------------------------------------------
     def receive(self, msg: Request | Response, source: Peer, now: float) -> None:
@@ -533,13 +579,16 @@ class TransactionLayer:
             return
         if method == "INVITE":
             inv = _ServerInvite(self, skey, self._reply_peer(msg, source), msg)
+            inv.fallback = self._reconnect_peer(msg, source)
             self._servers[skey] = inv
+            self._index(inv)
             self._emit(RequestReceived(msg, source, skey))
             if self.auto_trying:
-                trying = msg.create_response(100)
-                inv.on_response(trying, bytes(trying), now)
+                self._trying.append((inv, msg))
             return
-        self._servers[skey] = _ServerNonInvite(self, skey, "trying", self._reply_peer(msg, source))
+        nin = self._servers[skey] = _ServerNonInvite(self, skey, "trying", self._reply_peer(msg, source))
+        nin.fallback = self._reconnect_peer(msg, source)
+        self._index(nin)
         if method == "CANCEL":
             ikey = TransactionKey("server", skey.branch, "INVITE", skey.sent_by)
             self._emit(CancelReceived(msg, source, skey, ikey if ikey in self._servers else None))
@@ -550,6 +599,7 @@ class TransactionLayer:
         """Start a client transaction (§17.1) for ``request`` towards ``dest`` and return its key."""
         if request.method == "ACK":
             raise TransactionError("ACK is sent with send_stateless, not in a transaction")
+        self._check_transport(dest)
         self.prepare_request(request, dest.transport)
         key = client_key(request)
         if key is None:  # pragma: no cover - prepare_request always sets a branch
@@ -560,10 +610,12 @@ class TransactionLayer:
         if request.method == "INVITE":
             txn = _ClientInvite(self, key, dest, request)
             self._clients[key] = txn
+            self._index(txn)
             txn.start(now)
         else:
             txn = _ClientNonInvite(self, key, "trying", dest)
             self._clients[key] = txn
+            self._index(txn)
             txn.start(request, now)
         return key
 
@@ -578,16 +630,31 @@ class TransactionLayer:
     def send_stateless(self, msg: Request | Response, dest: Peer) -> None:
         """Transmit outside any transaction: the ACK for a 2xx (§13.2.2.4), or a response to unmatched input.
 
-        A request gets the same Via / Max-Forwards treatment as in :meth:`send_request`."""
-        if isinstance(msg, Request):
-            self.prepare_request(msg, dest.transport)
+        A request gets the same Via / Max-Forwards treatment as in :meth:`send_request`. A destination on an
+        unsupported transport is not sent to (logged): this runs inside the receive path (the ACK for a 2xx whose
+        Contact asks for TLS), where raising would lose the rest of the input."""
+        try:
+            self._check_transport(dest)
+            if isinstance(msg, Request):
+                self.prepare_request(msg, dest.transport)
+        except UnsupportedTransport as exc:
+            logger.warning("not sent to %s:%s: %s", dest.host, dest.port, exc)
+            return
         self._out.append((bytes(msg), dest))
+
+    def _check_transport(self, dest: Peer) -> None:
+        transport = dest.transport.upper()
+        if transport not in SUPPORTED_TRANSPORTS:
+            raise UnsupportedTransport(f"{transport} is not supported yet (sips: and TLS/WS destinations are refused)")
 
     def prepare_request(self, request: Request, transport: str) -> None:
         """Add the top Via (with a fresh z9hG4bK branch and ``rport``) and Max-Forwards 70 where missing."""
         headers = request.headers
         if "via" not in headers:
-            host, port = self.local.get(transport.upper(), ("127.0.0.1", 5060))
+            sent_by = self.local.get(transport.upper())
+            if sent_by is None:  # never a made-up sent-by: the response would go nowhere (§18.2.2)
+                raise UnsupportedTransport(f"no {transport.upper()} address on this endpoint for the Via sent-by")
+            host, port = sent_by
             headers.insert_first("Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={self.ids.branch()};rport")
         elif not request.via.branch:
             headers.set_first("Via", request.via.with_param("branch", self.ids.branch()))
@@ -595,12 +662,23 @@ class TransactionLayer:
             headers.add("Max-Forwards", DEFAULT_MAX_FORWARDS)
 
     def transport_failed(self, peer: Peer, now: float) -> None:
-        """The transport could not reach ``peer`` (§17.1.4, §17.2.4): every live transaction bound to it ends with
-        a :class:`TransportError` event (client: treat as 503)."""
-        for txn in [*self._clients.values(), *self._servers.values()]:
-            if txn.peer == peer and txn.state != "terminated":
-                self._emit(TransportError(txn.key))
-                txn._set_state("terminated")
+        """The transport could not reach ``peer``, or its connection closed (§17.1.4, §17.2.4).
+
+        A client transaction bound to it ends at once with a :class:`TransportError` event (treat as 503). A server
+        transaction whose request came on that connection moves to §18.2.2's fallback (a new connection to the
+        ``received`` address and the sent-by port) for the responses still to come; if that fails too, it ends with
+        a :class:`TransportError`."""
+        for txn in list(self._by_peer.get(peer, ())):
+            if txn.state == "terminated":
+                continue
+            fallback, txn.fallback = txn.fallback, None
+            if fallback is not None and fallback != peer:
+                self._unindex(txn)
+                txn.peer = fallback
+                self._index(txn)
+                continue
+            self._emit(TransportError(txn.key))
+            txn._set_state("terminated")
 
     # Internals -------------------------------------------------------------------------------------------------
     @staticmethod
@@ -612,13 +690,38 @@ class TransactionLayer:
         host, port = response_destination(via, source.host, source.port)
         return Peer(source.transport, host, port)
 
+    @staticmethod
+    def _reconnect_peer(request: Request, source: Peer) -> Peer | None:
+        """§18.2.2, reliable transports: once the request's connection is gone, open one to the ``received``
+        address (else the source) at the sent-by port (else the transport's default)."""
+        if not source.reliable:
+            return None
+        via: Via = request.via
+        default = 5061 if source.transport in ("TLS", "WSS") else 5060
+        return Peer(source.transport, via.received or source.host, via.port or default)
+
     def _emit(self, event: TxEvent) -> None:
         self._events.append(event)
 
     def _schedule(self, txn: _Transaction, name: str, deadline: float) -> None:
         self._seq += 1
+        if name in txn.timers:
+            self._stale += 1
         txn.timers[name] = self._seq
         heapq.heappush(self._heap, (deadline, self._seq, txn, name, self._seq))
+
+    def _index(self, txn: _Transaction) -> None:
+        peers = self._by_peer.get(txn.peer)
+        if peers is None:
+            peers = self._by_peer[txn.peer] = {}
+        peers[txn] = None
+
+    def _unindex(self, txn: _Transaction) -> None:
+        peers = self._by_peer.get(txn.peer)
+        if peers is not None:
+            peers.pop(txn, None)
+            if not peers:
+                del self._by_peer[txn.peer]
 
     def _remove(self, txn: _Transaction) -> None:
         if txn.key.role == "client":
@@ -627,3 +730,10 @@ class TransactionLayer:
             self._servers.pop(txn.key, None)
             if isinstance(txn, _ServerInvite):
                 self._awaiting_ack.pop((txn.call_id, txn.cseq), None)
+        self._unindex(txn)
+        heap = self._heap
+        if self._stale > 64 and 2 * self._stale > len(heap):
+            # Drop the entries of cancelled timers and ended transactions, so the heap holds no dead transaction.
+            self._heap = [entry for entry in heap if entry[2].timers.get(entry[3]) == entry[4]]
+            heapq.heapify(self._heap)
+            self._stale = 0

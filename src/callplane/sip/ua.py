@@ -40,7 +40,7 @@ from callplane.sip.dialog import DialogEvent
 from callplane.sip.digest import Credentials
 from callplane.sip.events import CallEnded, CallFailed, Event
 from callplane.sip.headers import URI, Address, SipParseError
-from callplane.sip.message import Headers, Request, Response, can_answer, parse_message, response_destination
+from callplane.sip.message import Headers, Request, Response, error_response, parse_message
 from callplane.sip.sdp import Direction, SessionDescription, change_direction
 from callplane.sip.transaction_events import (
     AckReceived,
@@ -74,15 +74,14 @@ class UserAgent(UasCore, UacCore):
     """
 
     def receive_datagram(self, data: bytes, source: Peer, now: float) -> None:
-        """Parse and handle one datagram (or stream frame). Malformed input never raises: a request whose Via,
-        From, To, Call-ID and CSeq were readable gets a 400, anything else is dropped."""
+        """Parse and handle one datagram (or stream frame). Malformed input never raises: a request that can be
+        answered gets a 400 (or the error's own status, see ``message.error_response``), anything else is dropped."""
         try:
             msg = parse_message(data, stream=source.reliable)
         except SipParseError as exc:
-            partial = can_answer(exc)
-            if partial is not None and partial.method != "ACK":
-                response = partial.create_response(exc.status or 400, str(exc)[:60], to_tag=self.ids.tag())
-                host, port = response_destination(partial.via, source.host, source.port)
+            answer = error_response(exc, source.host, source.port, self.ids.tag())
+            if answer is not None:
+                response, host, port = answer
                 self.tl.send_stateless(response, source if source.reliable else Peer(source.transport, host, port))
             else:
                 logger.debug("dropped unparsable input from %s:%s: %s", source.host, source.port, exc)

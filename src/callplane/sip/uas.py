@@ -21,7 +21,8 @@ from callplane.sip.events import (
     ReinviteCancelled,
     ReinviteReceived,
 )
-from callplane.sip.message import _TOKEN_CHARS, Request, canonical_name
+from callplane.sip.headers import TOKEN_CHARS
+from callplane.sip.message import Request, canonical_name
 from callplane.sip.sdp import NegotiationError, SdpParseError, SessionDescription, answer_offer, describe
 from callplane.sip.transaction_events import CancelReceived, Peer, TransactionKey
 from callplane.sip.uacore import ALLOWED, FORWARDED_HEADERS, KNOWN_METHODS, UaCore
@@ -42,7 +43,7 @@ def checked_headers(headers: Sequence[tuple[str, str]], *, allow_contact: bool =
     out = []
     for name, value in headers:
         key = canonical_name(name)
-        if not name or not _TOKEN_CHARS.issuperset(name):
+        if not name or not TOKEN_CHARS.issuperset(name):
             raise ValueError(f"not a header name: {name!r}")
         if key in RESERVED_HEADERS and not (allow_contact and key == "contact"):
             raise ValueError(f"header {name} is written by the UA")
