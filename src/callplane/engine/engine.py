@@ -285,6 +285,7 @@ class CallEngine:
                 )
         if pending is not None:
             await pending
+        await self.writer.flush()  # the answer shows every change made so far, ours and the call's own
         record = await store_calls.get(self.db, call_sid)
         if record is None:
             raise UnknownCall(call_sid)
