@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+
 from bench.common import machine, pct  # noqa: E402
 from tests.interop.peers import LOOPBACK, PeerGroup, free_port, free_port_block, wait_udp_bound  # noqa: E402
 from tests.webapp import Answer, Seen, WebApp  # noqa: E402

@@ -34,8 +34,6 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.pg import throwaway_cluster  # noqa: E402
-
 from bench.common import machine, pct  # noqa: E402
 from callplane.core.clock import SystemClock  # noqa: E402
 from callplane.core.ids import IdSource  # noqa: E402
@@ -43,6 +41,7 @@ from callplane.store import calls  # noqa: E402
 from callplane.store.bootstrap import ensure_admin  # noqa: E402
 from callplane.store.db import Database  # noqa: E402
 from callplane.store.synthetic import generate_rows  # noqa: E402
+from tests.pg import throwaway_cluster  # noqa: E402
 
 ADMIN = "AC" + "b" * 32
 TOKEN = "bench-admin-token-0000"
