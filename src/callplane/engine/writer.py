@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from callplane.core.errors import Conflict, StoreError
 from callplane.store import calls as store_calls
 from callplane.store import notifications as store_notifications
 from callplane.store.calls import CallRecord
@@ -79,6 +80,7 @@ class RecordWriter:
         self._task: asyncio.Task[None] | None = None
         self.conflicts = 0
         self.written = 0
+        self.dropped = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="record-writer")
@@ -107,11 +109,7 @@ class RecordWriter:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            try:
-                results = await self._commit(batch)
-            except Exception:
-                log.exception("record writer: giving up on %d writes after %d tries", len(batch), MAX_TRIES)
-                results = [False] * len(batch)
+            results = await self._commit(batch)
             for w, ok in zip(batch, results, strict=True):
                 if w.done is not None and not w.done.done():
                     w.done.set_result(ok)
@@ -120,15 +118,33 @@ class RecordWriter:
                 self.on_commit()
 
     async def _commit(self, batch: list[Write]) -> list[bool]:
-        for attempt in range(1, MAX_TRIES + 1):
+        """The batch in one transaction; if that fails twice, each write alone, so one bad write (a duplicate sid, a
+        value the database refuses) costs only itself. A database that is down is waited for."""
+        for attempt in range(1, 3):
             try:
                 return await self._transaction(batch)
             except Exception as e:
-                if attempt == MAX_TRIES:
-                    raise
-                log.warning("record writer: transaction failed (%s); try %d again in %.1f s", e, attempt, RETRY_DELAY)
-                await asyncio.sleep(RETRY_DELAY)
-        raise AssertionError("unreachable")
+                log.warning("record writer: a batch of %d failed (%s), try %d", len(batch), e, attempt)
+        results: list[bool] = []
+        for w in batch:
+            results.append(await self._alone(w))
+        return results
+
+    async def _alone(self, w: Write) -> bool:
+        for attempt in range(1, MAX_TRIES + 1):
+            try:
+                return (await self._transaction([w]))[0]
+            except StoreError as e:
+                if isinstance(e, Conflict) or attempt == MAX_TRIES:
+                    log.error("record writer: dropped a write for %s: %s", w.call_sid, e)
+                    self.dropped += 1
+                    return False
+                await asyncio.sleep(RETRY_DELAY)  # the database may be restarting
+            except Exception:
+                log.exception("record writer: dropped a write for %s", w.call_sid)
+                self.dropped += 1
+                return False
+        return False
 
     async def _transaction(self, batch: list[Write]) -> list[bool]:
         """The whole batch in one transaction and few statements (executemany per shape)."""
