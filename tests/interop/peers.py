@@ -820,7 +820,10 @@ class BaresipRun:
         """SIP messages from the ``-s`` trace: a ``UDP a -> b`` line, the message, then a line ending in ``#`` (the
         next block's colour-coded marker, which may follow a ``[0:00:01] audio=...`` status text on the same line)."""
         text = re.sub(r"\x1b\[[0-9;]*m", "", self.peer.stdout())
-        starts = list(re.finditer(r"^(UDP|TCP) (\S+) -> (\S+)$", text, re.M))
+        # The status line ("[0:00:01] audio=...") is redrawn with a bare carriage return, so a message's first line
+        # may follow it on the same line: treat a bare CR as a line break, and allow text before the block start.
+        text = re.sub(r"\r(?!\n)", "\n", text)
+        starts = list(re.finditer(r"^(?:.*\s)?(UDP|TCP) (\S+) -> (\S+)$", text, re.M))
         local = f"{LOOPBACK}:{self.sip_port}"
         out = []
         for i, m in enumerate(starts):
