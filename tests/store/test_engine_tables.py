@@ -9,7 +9,7 @@ import pytest
 from callplane.store import notifications, recordings
 from callplane.store.listing import ListQuery, UnknownCursor
 from callplane.store.notifications import NotificationRecord
-from callplane.store.outbox import TableOutbox, enqueue
+from callplane.store.outbox import TableOutbox, enqueue, remove_many, reschedule_many
 from callplane.store.recordings import RecordingRecord
 from tests.api.conftest import ADMIN_SID, T0, Api
 
@@ -44,9 +44,11 @@ async def test_outbox_gives_one_head_per_call_in_id_order(api: Api) -> None:
     assert [h.call_sid for h in await box.due(200.0, 10, frozenset({"CA2"}))] == ["CA1"]
     assert await box.due(60.0, 10, frozenset()) == [heads[0]]
 
-    await box.reschedule(heads[1].id, 1, 300.0)  # CA1's head is retried later: CA1's next rows wait behind it
+    async with api.db.write() as conn:  # CA1's head is retried later: CA1's next rows wait behind it
+        await reschedule_many(conn, [(heads[1].id, 1, 300.0)])
     assert [h.call_sid for h in await box.due(200.0, 10, frozenset())] == ["CA2"]
-    await box.remove(heads[1].id)
+    async with api.db.write() as conn:
+        await remove_many(conn, [heads[1].id])
     (again,) = await box.due(200.0, 10, frozenset({"CA2"}))
     assert (again.call_sid, again.params[0][1], again.attempts) == ("CA1", "e1", 0)
     assert await box.pending() == 3

@@ -14,7 +14,7 @@ API_VERSION = "2012-04-24"
 # Characters XML 1.0 forbids even as references (§2.2): C0 controls but tab/LF/CR, lone surrogates, U+FFFE/U+FFFF.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
-__all__ = ["API_VERSION", "dumps", "iso8601", "rfc2822", "xml_attrs", "xml_document", "xml_element"]
+__all__ = ["API_VERSION", "dumps", "iso8601", "rfc2822", "xml_attrs", "xml_document", "xml_element", "xml_fields"]
 
 
 def dumps(value: object) -> bytes:
@@ -35,6 +35,11 @@ def xml_element(name: str, value: object) -> str:
     if isinstance(value, bool):
         value = "true" if value else "false"
     return f"<{name}>{escape(xml_text(value))}</{name}>"
+
+
+def xml_fields(pairs: Iterable[tuple[str, object]]) -> list[tuple[str, object]]:
+    """JSON field names (``call_sid``) as XML element names (``CallSid``), values unchanged."""
+    return [("".join(part.capitalize() for part in name.split("_")), value) for name, value in pairs]
 
 
 def xml_attrs(pairs: Iterable[tuple[str, object]]) -> str:

@@ -12,7 +12,7 @@ from callplane.store.notifications import NotificationRecord
 
 from .auth import Authenticator
 from .errors import not_found, wants_json
-from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element
+from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element, xml_fields
 from .listing import list_response
 
 
@@ -49,7 +49,7 @@ def notification_json(n: NotificationRecord) -> dict[str, object]:
 
 
 def notification_xml(n: NotificationRecord) -> str:
-    fields = [("".join(p.capitalize() for p in k.split("_")), v) for k, v in _fields(n)]
+    fields = xml_fields(_fields(n))
     return xml_element("Notification", [*fields, ("Uri", _uri(n))])
 
 

@@ -20,7 +20,7 @@ from callplane.store.recordings import RecordingRecord
 
 from .auth import Authenticator
 from .errors import not_found, wants_json
-from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element
+from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element, xml_fields
 from .listing import list_response
 
 
@@ -49,7 +49,7 @@ def recording_json(r: RecordingRecord, base_url: str) -> dict[str, object]:
 
 
 def recording_xml(r: RecordingRecord, base_url: str) -> str:
-    fields = [("".join(p.capitalize() for p in k.split("_")), v) for k, v in _fields(r, base_url)]
+    fields = xml_fields(_fields(r, base_url))
     return xml_element("Recording", [*fields, ("Uri", _uri(r))])
 
 

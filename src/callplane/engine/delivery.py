@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import urlencode
 
@@ -67,6 +66,3 @@ def failure_notification(
         request_variables=urlencode(list(params)),
         response_body=error.body[:2048].decode("utf-8", "replace"),
     )
-
-
-Clock = Callable[[], datetime]

@@ -16,7 +16,7 @@ from callplane.engine.callstate import is_live
 from callplane.engine.params import CallFacts, status_params
 from callplane.store import calls as store_calls
 from callplane.store.db import Database
-from callplane.store.outbox import enqueue, forget_target, orphan_targets
+from callplane.store.outbox import enqueue, forget_targets, orphan_targets
 
 __all__ = ["recover_callbacks"]
 
@@ -57,7 +57,7 @@ async def recover_callbacks(db: Database, instance_id: str, when: datetime) -> i
                     now=when.timestamp(),
                 )
                 queued += 1
-            await forget_target(conn, target.call_sid)
+            await forget_targets(conn, [target.call_sid])
     if queued:
         log.info("queued the completed callback of %d calls cut off by the previous run", queued)
     return queued

@@ -170,11 +170,8 @@ async def insert_many_with(conn: AsyncConnection, records: Iterable[CallRecord])
 
 
 async def insert_many(db: Database, records: Iterable[CallRecord]) -> int:
-    rows = [values_of(r) for r in records]
-    if rows:
-        async with db.write() as conn:
-            await conn.execute(insert(calls), rows)
-    return len(rows)
+    async with db.write() as conn:
+        return await insert_many_with(conn, records)
 
 
 async def bulk_load(db: Database, batches: Iterable[list[CallRecord]]) -> int:
@@ -243,25 +240,6 @@ def _column_values(changes: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _update_stmt(sid: str, changes: Mapping[str, Any], expect_status: Collection[str] | None) -> Any:
-    values = _column_values(changes)
-    if not values:
-        raise ValueError("update_call needs at least one change")
-    stmt = update(calls).where(calls.c.sid == sid)
-    if expect_status is not None:
-        stmt = stmt.where(calls.c.status.in_(list(expect_status)))
-    return stmt.values(**values)
-
-
-async def update_call_with(
-    conn: AsyncConnection, sid: str, changes: Mapping[str, Any], *, expect_status: Collection[str] | None = None
-) -> bool:
-    """:func:`update_call` inside the caller's transaction (the engine writes a transition and the callbacks it
-    fires together); True when it applied."""
-    result = await conn.execute(_update_stmt(sid, changes, expect_status))
-    return bool(result.rowcount == 1)
-
-
 _BATCH_STATEMENTS: dict[tuple[str, ...], Any] = {}
 
 
@@ -328,9 +306,14 @@ async def update_call(
     and of two status transitions from the same state exactly one applies. Returns the record as written, or
     ``None`` when nothing was written (no such call, or its status had already moved on).
     """
-    stmt = _update_stmt(sid, changes, expect_status)
+    values = _column_values(changes)
+    if not values:
+        raise ValueError("update_call needs at least one change")
+    stmt = update(calls).where(calls.c.sid == sid)
+    if expect_status is not None:
+        stmt = stmt.where(calls.c.status.in_(list(expect_status)))
     async with db.write() as conn:
-        row = (await conn.execute(stmt.returning(*_COLUMNS))).mappings().first()
+        row = (await conn.execute(stmt.values(**values).returning(*_COLUMNS))).mappings().first()
     return record_from_row(row) if row else None
 
 

@@ -28,12 +28,10 @@ __all__ = [
     "TableOutbox",
     "enqueue",
     "enqueue_many",
-    "forget_target",
     "forget_targets",
     "orphan_targets",
     "remove_many",
     "reschedule_many",
-    "save_target",
     "save_targets",
 ]
 
@@ -102,8 +100,23 @@ async def forget_targets(conn: AsyncConnection, call_sids: Sequence[str]) -> Non
 
 
 async def save_targets(conn: AsyncConnection, instance_id: str, items: Sequence[CallbackTarget]) -> None:
-    for target in items:
-        await save_target(conn, instance_id, target)
+    """Keep where each new call's callbacks go, inside the caller's transaction."""
+    if items:
+        await conn.execute(
+            insert(targets),
+            [
+                {
+                    "call_sid": target.call_sid,
+                    "instance_id": instance_id,
+                    "account_sid": target.account_sid,
+                    "url": target.url,
+                    "method": target.method,
+                    "events": ",".join(target.events),
+                    "api_version": target.api_version,
+                }
+                for target in items
+            ],
+        )
 
 
 async def enqueue(
@@ -118,19 +131,7 @@ async def enqueue(
     now: float,
 ) -> None:
     """Queue one callback inside the caller's transaction (``now``: wall-clock epoch seconds)."""
-    await conn.execute(
-        insert(t).values(
-            instance_id=instance_id,
-            call_sid=call_sid,
-            account_sid=account_sid,
-            url=url,
-            method=method,
-            params=orjson.dumps([list(p) for p in params]).decode(),
-            attempts=0,
-            next_at=_us(now),
-            date_created=_us(now),
-        )
-    )
+    await enqueue_many(conn, instance_id, [NewCallback(call_sid, account_sid, url, method, params)], now)
 
 
 class TableOutbox:
@@ -172,14 +173,6 @@ class TableOutbox:
             value = (await conn.execute(select(func.min(heads.c.next_at)))).scalar_one_or_none()
         return None if value is None else value / 1_000_000
 
-    async def remove(self, row_id: int) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(delete(t).where(t.c.id == row_id))
-
-    async def reschedule(self, row_id: int, attempts: int, next_at: float) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(update(t).where(t.c.id == row_id).values(attempts=attempts, next_at=_us(next_at)))
-
     async def pending(self, call_sid: str | None = None) -> int:
         stmt = select(func.count()).select_from(t).where(t.c.instance_id == self.instance_id)
         if call_sid is not None:
@@ -200,26 +193,8 @@ class CallbackTarget:
     api_version: str = "2012-04-24"
 
 
-async def save_target(conn: AsyncConnection, instance_id: str, target: CallbackTarget) -> None:
-    await conn.execute(
-        insert(targets).values(
-            call_sid=target.call_sid,
-            instance_id=instance_id,
-            account_sid=target.account_sid,
-            url=target.url,
-            method=target.method,
-            events=",".join(target.events),
-            api_version=target.api_version,
-        )
-    )
-
-
 async def update_target(conn: AsyncConnection, call_sid: str, url: str, method: str) -> None:
     await conn.execute(update(targets).where(targets.c.call_sid == call_sid).values(url=url, method=method))
-
-
-async def forget_target(conn: AsyncConnection, call_sid: str) -> None:
-    await conn.execute(delete(targets).where(targets.c.call_sid == call_sid))
 
 
 async def orphan_targets(db: Database, instance_id: str) -> list[CallbackTarget]:
