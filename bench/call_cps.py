@@ -224,6 +224,7 @@ async def run(args: argparse.Namespace) -> int:
             latencies.clear()
             warm = len(completed)
             cpu0, sipp_cpu0 = cpu_seconds(node.pid), cpu_seconds(sipp.pid)
+            rig0 = cpu_seconds(os.getpid()) + cpu_seconds(observer.pid or 0)
             total = int(args.rate * args.duration)
             loop = asyncio.get_running_loop()
             t0 = loop.time()
@@ -240,6 +241,7 @@ async def run(args: argparse.Namespace) -> int:
                 await asyncio.sleep(0.2)
             done_for = loop.time() - t0
             cpu, sipp_cpu = cpu_seconds(node.pid) - cpu0, cpu_seconds(sipp.pid) - sipp_cpu0
+            rig = cpu_seconds(os.getpid()) + cpu_seconds(observer.pid or 0) - rig0
             statuses: dict[str, int] = defaultdict(int)
             for sid in sids[3:][:: max(1, len(sids) // 200)]:  # a sample of records
                 rec = (await client.get(url.replace("Calls.json", f"Calls/{sid}.json"))).json()
@@ -261,7 +263,8 @@ async def run(args: argparse.Namespace) -> int:
     print(f"record statuses (sample of {sum(statuses.values())}): {dict(statuses)}")
     print(
         f"node CPU: {cpu:.1f} s = {cpu / max(1, ok) * 1000:.2f} ms per call; "
-        f"SIPp UAS CPU: {sipp_cpu / max(1, ok) * 1000:.2f} ms per call"
+        f"SIPp UAS CPU: {sipp_cpu / max(1, ok) * 1000:.2f} ms per call; "
+        f"rest of the rig (client, web app, observer): {rig / max(1, ok) * 1000:.2f} ms per call"
     )
     if figures:
         print(
