@@ -152,6 +152,12 @@ def test_a_second_node_on_a_busy_port_says_which_port_in_one_line(tmp_path: Path
         for busy, flag, what in [
             (["--http", f"127.0.0.1:{http_port}", "--sip", f"127.0.0.1:{_udp_port()}"], "--http", "HTTP"),
             (["--http", f"127.0.0.1:{_port()}", "--sip", f"127.0.0.1:{sip_port}"], "--sip", "SIP (UDP and TCP)"),
+            # with workers the supervisor checks the port before it starts any (they would share it otherwise)
+            (
+                ["--http", f"127.0.0.1:{http_port}", "--sip", f"127.0.0.1:{_udp_port()}", "--workers", "2"],
+                "--http",
+                "HTTP",
+            ),
         ]:
             done = _cli("serve", "--data", str(tmp_path / "second"), "--database-url", url, *busy, env=_clean_env())
             port = http_port if flag == "--http" else sip_port

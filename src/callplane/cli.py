@@ -7,15 +7,16 @@ variable ``CALLPLANE_<NAME>`` (flag > environment > embedded default).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import socket
 import sys
 import time
 from collections.abc import Coroutine
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 
@@ -23,13 +24,15 @@ from callplane import __version__
 from callplane.core.clock import SystemClock
 from callplane.core.errors import CallplaneError, ConfigError
 from callplane.core.ids import IdSource
+from callplane.core.nodes import MAX_WORKERS, control_address, worker_instance_id
 from callplane.core.settings import Settings
 from callplane.store import calls as store_calls
-from callplane.store.bootstrap import ensure_admin, ensure_instance_id
+from callplane.store.bootstrap import AdminCredentials, ensure_admin, ensure_instance_id
 from callplane.store.db import Database
 from callplane.store.synthetic import generate_rows
 
 log = logging.getLogger("callplane")
+T = TypeVar("T")
 
 _STORE_SETTINGS = ("data", "database_url", "log_level")
 
@@ -55,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="apply migrations and run the node (HTTP API and SIP)")
     _add_settings(serve)
+    serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    serve.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
 
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     _add_settings(migrate, _STORE_SETTINGS)
@@ -97,17 +102,41 @@ def _port_taken(what: str, host: str, port: int, flag: str, exc: OSError) -> Con
     )
 
 
-def _bind_http(host: str, port: int) -> socket.socket:
-    """The HTTP listening socket, bound here so a busy port is one clear error instead of uvicorn's exit."""
+def _bind_http(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """The HTTP listening socket, bound here so a busy port is one clear error instead of uvicorn's exit.
+
+    ``shared``: one of the workers' sockets on the same port (SO_REUSEPORT: the kernel spreads the connections)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart does not wait for TIME_WAIT
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
         raise _port_taken("HTTP", host, port, "http", exc) from None
     return sock
+
+
+def _bind_control(instance_id: str) -> socket.socket:
+    """This process's control socket (``core.nodes``): where other workers forward requests for its calls."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(control_address(instance_id))
+    except OSError:
+        sock.close()
+        raise ConfigError(f"InstanceId {instance_id} is already running on this host (same --data?)") from None
+    return sock
+
+
+def _rtp_slice(low: int, high: int, index: int, count: int) -> tuple[int, int]:
+    """Worker ``index``'s share of the RTP range (even-aligned, so RTP/RTCP pairs never straddle two workers)."""
+    pairs = (high - low + 1) // 2
+    if pairs < count:
+        raise ConfigError(f"RTP port range {low}-{high} is too small for {count} workers")
+    first, last = pairs * index // count, pairs * (index + 1) // count - 1
+    return low + 2 * first, low + 2 * last + 1
 
 
 def _report_tts() -> None:
@@ -118,29 +147,41 @@ def _report_tts() -> None:
         log.warning("%s; <Say> fails with notification 12400 until then", missing)
 
 
-async def _serve(settings: Settings) -> None:
+@dataclass(frozen=True, slots=True)
+class _Role:
+    """Which process this is: the only one (``count`` 1), or worker ``index`` of ``count`` under a supervisor."""
+
+    index: int = 0
+    count: int = 1
+    ready_fd: int | None = None  # the supervisor's pipe: one line when serving
+
+    @property
+    def alone(self) -> bool:
+        return self.count == 1 and self.ready_fd is None
+
+
+async def _serve(settings: Settings, role: _Role) -> None:
     import uvicorn
 
     from callplane.api.app import create_app
+    from callplane.api.forward import Forwarder
     from callplane.engine.dispatch import SipEventDispatcher
     from callplane.engine.engine import EngineConfig
     from callplane.engine.sip_service import SipService, StaticClientSecrets
     from callplane.engine.stack import EngineStack, StackOptions
+    from callplane.store.outbox import adopt_callbacks
 
     ids, clock = IdSource(), SystemClock()
     host, port = settings.http_address
-    http_sock = _bind_http(host, port)  # first: a second node on the same address stops before touching anything
+    # First: a second node on the same address stops before touching anything.
+    http_sock = _bind_http(host, port, shared=not role.alone)
     db = await _open_store(settings)
-    instance_id = ensure_instance_id(settings.data, ids, settings.instance_id)
+    node_id = ensure_instance_id(settings.data, ids, settings.instance_id)
+    instance_id = worker_instance_id(node_id, role.index)
+    control_sock = _bind_control(instance_id)
     admin = await ensure_admin(db, ids, clock, settings.admin_account_sid, settings.admin_auth_token)
-    if admin.new_token is not None:
-        print(
-            "callplane: created the administrator account. These credentials are shown only once:\n"
-            f"  AccountSid: {admin.account.sid}\n  AuthToken:  {admin.new_token}",
-            flush=True,
-        )
-    else:
-        print(f"callplane: administrator AccountSid {admin.account.sid}", flush=True)
+    if role.alone:
+        _print_admin(admin)
     sip_host, sip_port = settings.sip_address
     dispatcher = SipEventDispatcher()  # the SIP endpoint's one event handler; the engine's parts subscribe
     sip = SipService(
@@ -148,7 +189,7 @@ async def _serve(settings: Settings) -> None:
         ids,
         clock,
         host=sip_host,
-        port=sip_port,
+        port=sip_port if role.index == 0 else 0,  # the other workers place calls from a port of their own
         instance_id=instance_id,
         realm=settings.sip_realm,
         clients=StaticClientSecrets(settings.sip_client_passwords, account_sid=admin.account.sid),
@@ -159,16 +200,23 @@ async def _serve(settings: Settings) -> None:
         await sip.start()
     except OSError as exc:
         http_sock.close()
+        control_sock.close()
         await db.close()
         raise _port_taken("SIP (UDP and TCP)", sip_host, sip_port, "sip", exc) from None
-    # Only a node that holds its ports may close "its" unfinished calls: a second node with the same InstanceId
+    # Only a process that holds its ports may close "its" unfinished calls: a second node with the same InstanceId
     # (same DATA) stops above, before it can end the running node's live calls.
     closed = await store_calls.complete_stale(db, instance_id, clock.wall())
+    if role.index == 0:
+        # Workers of an earlier run with more workers than now: worker 0 ends their calls and delivers their callbacks.
+        for orphan in (worker_instance_id(node_id, i) for i in range(max(role.count, 1), MAX_WORKERS)):
+            closed += await store_calls.complete_stale(db, orphan, clock.wall())
+            await adopt_callbacks(db, orphan, instance_id)
     if closed:
         log.info("closed %d call records left unfinished by this node's previous run", closed)
     sip_port = sip.local["UDP"][1]
-    print(f"callplane: SIP on {sip_host}:{sip_port} (UDP and TCP)", flush=True)
-    _report_tts()
+    if role.alone:
+        print(f"callplane: SIP on {sip_host}:{sip_port} (UDP and TCP)", flush=True)
+        _report_tts()
     engine_config = EngineConfig(
         instance_id=instance_id,
         domain=f"{sip_host}:{sip_port}",
@@ -177,21 +225,62 @@ async def _serve(settings: Settings) -> None:
         outbound_password=settings.outbound_password or None,
         public_url=settings.public_url or f"http://{host}:{port}",
         recordings_dir=settings.data / "recordings",
+        registrar_instance=None if role.alone else node_id,
     )
-    options = StackOptions(media_host=sip_host, rtp_ports=settings.rtp_port_range, data=settings.data)
+    rtp_ports = _rtp_slice(*settings.rtp_port_range, role.index, role.count)
+    options = StackOptions(media_host=sip_host, rtp_ports=rtp_ports, data=settings.data)
     stack = EngineStack(db, ids, clock, sip.endpoint, sip.ua, dispatcher, engine_config, options)
     await stack.start()  # also queues the completed callbacks of the calls the previous run was cut off from
-    app = create_app(db, ids=ids, clock=clock, control=stack.engine, recordings_dir=engine_config.recordings_dir)
+    forwarder = Forwarder(instance_id)
+    app = create_app(
+        db,
+        ids=ids,
+        clock=clock,
+        control=stack.engine,
+        recordings_dir=engine_config.recordings_dir,
+        forwarder=forwarder,
+    )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
-    print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)
+    serving = asyncio.create_task(server.serve(sockets=[http_sock, control_sock]))
     try:
-        await server.serve(sockets=[http_sock])
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if role.ready_fd is not None:
+            os.write(role.ready_fd, f"{role.index} {instance_id} {sip_port}\n".encode())
+        elif not serving.done():
+            print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)
+        await serving
     finally:
         await stack.close()
+        await forwarder.close()
         http_sock.close()
+        control_sock.close()
         await sip.close()
         await db.close()
+
+
+def _print_admin(admin: AdminCredentials) -> None:
+    if admin.new_token is not None:
+        print(
+            "callplane: created the administrator account. These credentials are shown only once:\n"
+            f"  AccountSid: {admin.account.sid}\n  AuthToken:  {admin.new_token}",
+            flush=True,
+        )
+    else:
+        print(f"callplane: administrator AccountSid {admin.account.sid}", flush=True)
+
+
+async def _prepare(settings: Settings) -> str:
+    """The supervisor's part of a start: migrations, the InstanceId and the administrator, once for all workers."""
+    ids, clock = IdSource(), SystemClock()
+    db = await _open_store(settings)
+    try:
+        node_id = ensure_instance_id(settings.data, ids, settings.instance_id)
+        _print_admin(await ensure_admin(db, ids, clock, settings.admin_account_sid, settings.admin_auth_token))
+    finally:
+        await db.close()
+    return node_id
 
 
 async def _migrate(settings: Settings) -> None:
@@ -223,12 +312,33 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> None:
         await db.close()
 
 
-def _run(coro: Coroutine[Any, Any, None]) -> None:
-    uvloop.run(coro)
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return uvloop.run(coro)
+
+
+def _supervise(settings: Settings, argv: list[str]) -> int:
+    from callplane.supervisor import Ready, supervise
+
+    host, port = settings.http_address
+    _bind_http(host, port).close()  # a busy port is one clear error, before anything starts
+    node_id = _run(_prepare(settings))
+    count = settings.worker_count
+
+    def announce(ready: list[Ready]) -> None:
+        sip_host = settings.sip_address[0]
+        print(f"callplane: SIP on {sip_host}:{ready[0].sip_port} (UDP and TCP)", flush=True)
+        _report_tts()
+        print(
+            f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {node_id}, {count} workers)",
+            flush=True,
+        )
+
+    return supervise(argv, count, announce)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -236,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step on every start
             logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per webhook; failures are logged by us
         if args.command == "serve":
-            _run(_serve(settings))
+            if args.worker is None and settings.worker_count > 1:
+                return _supervise(settings, argv)
+            role = _Role(args.worker or 0, settings.worker_count, args.ready_fd)
+            _run(_serve(settings, role))
         elif args.command == "migrate":
             _run(_migrate(settings))
         elif args.command == "calls":

@@ -33,14 +33,14 @@ class Node:
         return f"http://{LOOPBACK}:{self.http}/2012-04-24/Accounts/{ACCOUNT}/Calls.json"
 
 
-def start_node(group: PeerGroup, data: Path) -> Node:
+def start_node(group: PeerGroup, data: Path, *, workers: int = 1) -> Node:
     sip, http, rtp = free_port(), free_port(), free_port_block(200)
     argv = [sys.executable, "-m", "callplane", "serve", "--sip", f"{LOOPBACK}:{sip}", "--http", f"{LOOPBACK}:{http}"]
-    argv += ["--data", str(data), "--rtp-ports", f"{rtp}-{rtp + 199}"]
+    argv += ["--data", str(data), "--rtp-ports", f"{rtp}-{rtp + 199}", "--workers", str(workers)]
     env = {**os.environ, "CALLPLANE_ADMIN_ACCOUNT_SID": ACCOUNT, "CALLPLANE_ADMIN_AUTH_TOKEN": TOKEN}
     proc = group.start("callplane-serve", argv, env=env)
     try:
-        proc.wait_output(r"HTTP API on", timeout=30)
+        proc.wait_output(r"HTTP API on", timeout=30 * workers)
     except PeerError as exc:
         pytest.fail(f"callplane serve did not start: {exc}")
     wait_udp_bound(sip, timeout=5, peer=proc)

@@ -35,6 +35,7 @@ from . import accounts, call_control, calls, notifications, recordings
 from .auth import Authenticator
 from .errors import api_error_handler, http_error_handler, unexpected_error_handler
 from .formats import API_VERSION
+from .forward import Forwarder
 from .openapi import DESCRIPTION, install_openapi
 
 PREFIXES = (f"/{API_VERSION}", f"/restcomm/{API_VERSION}")
@@ -77,9 +78,10 @@ def create_app(
     clock: Clock | None = None,
     control: CallControl | None = None,
     recordings_dir: Path | None = None,
+    forwarder: Forwarder | None = None,
 ) -> FastAPI:
     """The API over ``db``. ``control`` is the call engine (POST Calls answers 503 without one); recordings are
-    served from ``recordings_dir``."""
+    served from ``recordings_dir``; ``forwarder`` replays requests for calls that run in another process."""
     ids = ids or IdSource()
     clock = clock or SystemClock()
     app = FastAPIOffline(
@@ -96,7 +98,7 @@ def create_app(
     for prefix in PREFIXES:
         app.include_router(accounts.build_router(db, auth, ids, clock), prefix=prefix)
         app.include_router(calls.build_router(db, auth), prefix=prefix)
-        app.include_router(call_control.build_router(auth, control), prefix=prefix)
+        app.include_router(call_control.build_router(auth, control, forwarder), prefix=prefix)
         app.include_router(recordings.build_router(db, auth, recordings_dir), prefix=prefix)
         app.include_router(notifications.build_router(db, auth), prefix=prefix)
     app.add_exception_handler(ApiError, api_error_handler)

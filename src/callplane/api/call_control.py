@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from callplane.core.errors import ApiError, EngineError
-from callplane.engine.control import CALLBACK_EVENTS, CallControl, CallRequest, CallUpdate
+from callplane.engine.control import CALLBACK_EVENTS, CallControl, CallElsewhere, CallRequest, CallUpdate
 from callplane.store.calls import CallRecord
 
 from .auth import Authenticator
@@ -22,6 +22,7 @@ from .calls import call_json, call_xml
 from .errors import bad_request, wants_json
 from .formats import dumps, xml_document
 from .forms import form_fields
+from .forward import Forwarder
 
 __all__ = ["build_router", "parse_call_request", "parse_call_update"]
 
@@ -143,8 +144,16 @@ def _render(request: Request, records: list[CallRecord]) -> Response:
     return Response(xml_document(inner), media_type="application/xml")
 
 
-def build_router(auth: Authenticator, control: CallControl | None) -> APIRouter:
+def build_router(auth: Authenticator, control: CallControl | None, forwarder: Forwarder | None = None) -> APIRouter:
     router = APIRouter(tags=["Calls"])
+
+    async def elsewhere(request: Request, e: CallElsewhere, fields: dict[str, str]) -> Response:
+        """The owner's answer; the refusal when there is no owner to ask (or this was already forwarded)."""
+        if forwarder is not None and forwarder.may_forward(request, e.instance_id):
+            answer = await forwarder.forward(request, e.instance_id, fields)
+            if answer is not None:
+                return answer
+        raise _engine_error(e) from None
 
     def engine() -> CallControl:
         if control is None:
@@ -158,9 +167,12 @@ def build_router(auth: Authenticator, control: CallControl | None) -> APIRouter:
     )
     async def place_call(request: Request, AccountSid: str) -> Response:  # noqa: N803 (Restcomm's path name)
         _, account = await auth.authorize(request, AccountSid)
-        call = parse_call_request(account.sid, await form_fields(request))
+        fields = await form_fields(request)
+        call = parse_call_request(account.sid, fields)
         try:
             records = await engine().place(call)
+        except CallElsewhere as e:
+            return await elsewhere(request, e, fields)
         except EngineError as e:
             raise _engine_error(e) from None
         return _render(request, records)
@@ -172,9 +184,12 @@ def build_router(auth: Authenticator, control: CallControl | None) -> APIRouter:
     )
     async def modify_call(request: Request, AccountSid: str, CallSid: str) -> Response:  # noqa: N803
         _, account = await auth.authorize(request, AccountSid)
-        update = parse_call_update(await form_fields(request))
+        fields = await form_fields(request)
+        update = parse_call_update(fields)
         try:
             record = await engine().modify(account.sid, CallSid, update)
+        except CallElsewhere as e:
+            return await elsewhere(request, e, fields)
         except EngineError as e:
             raise _engine_error(e) from None
         return _render(request, [record])

@@ -70,6 +70,12 @@ class Settings:
         "Clients allowed to REGISTER, login:password[,login:password...] (until the Clients API exists)",
     )
     rtp_ports: str = _opt("20000-29999", "RTP_PORTS", "RTP port range LOW-HIGH")
+    workers: str = _opt(
+        "1",
+        "WORKERS",
+        "worker processes sharing the HTTP port, 1-32 or auto (one per CPU); each runs its own calls, worker 0 on "
+        "the --sip port and the others on a port of their own, each with a slice of --rtp-ports",
+    )
     outbound_proxy: str = _opt(
         "", "OUTBOUND_PROXY", "SIP URI of the trunk/proxy that numbers are called through, e.g. sip:10.0.0.5:5060"
     )
@@ -134,6 +140,15 @@ class Settings:
         if not names or any(n not in ("MD5", "SHA-256") for n in names):
             raise ConfigError(f"CALLPLANE_SIP_DIGEST lists MD5 and/or SHA-256, got {self.sip_digest!r}")
         return names
+
+    @property
+    def worker_count(self) -> int:
+        value = self.workers.strip().lower()
+        if value == "auto":
+            return max(1, min(32, os.cpu_count() or 1))
+        if not value.isdigit() or not 1 <= int(value) <= 32:
+            raise ConfigError(f"CALLPLANE_WORKERS is a number from 1 to 32 or auto, got {self.workers!r}")
+        return int(value)
 
     @property
     def rtp_port_range(self) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from callplane.store.calls import CallRecord
 __all__ = [
     "CALLBACK_EVENTS",
     "CallControl",
+    "CallElsewhere",
     "CallEnded",
     "CallRequest",
     "CallUpdate",
@@ -87,6 +88,16 @@ class CallEnded(EngineError):
 
     def __init__(self, sid: str, status: str) -> None:
         super().__init__(f"Call {sid} has already ended (status {status}); it can no longer be modified", 409, 21220)
+
+
+class CallElsewhere(EngineError):
+    """The request belongs to another worker or node: the live call runs there, or (``client:``) that worker holds
+    the registrations. The API forwards the request to ``instance_id`` (``core.nodes``); when that fails, or the
+    request was already forwarded once, this is the answer (409)."""
+
+    def __init__(self, message: str, instance_id: str) -> None:
+        super().__init__(message, 409, 21220)
+        self.instance_id = instance_id
 
 
 class CallControl(Protocol):

@@ -35,7 +35,15 @@ from callplane.core.errors import EngineError
 from callplane.core.ids import IdSource
 from callplane.engine import media_session
 from callplane.engine.callstate import CallState, IllegalTransition, is_live, step
-from callplane.engine.control import CallEnded, CallRequest, CallUpdate, NoRoute, UnknownCall, UnknownClient
+from callplane.engine.control import (
+    CallElsewhere,
+    CallEnded,
+    CallRequest,
+    CallUpdate,
+    NoRoute,
+    UnknownCall,
+    UnknownClient,
+)
 from callplane.engine.media_session import MediaCalls
 from callplane.engine.params import CallFacts, status_params
 from callplane.engine.writer import Callback, RecordWriter, Write
@@ -67,6 +75,7 @@ class EngineConfig:
     public_url: str = "http://127.0.0.1:8080"
     recordings_dir: Path = Path("var/recordings")
     api_version: str = "2012-04-24"
+    registrar_instance: str | None = None  # the worker that holds the SIP port (with --workers); it calls client:
 
 
 class Script(Protocol):
@@ -251,11 +260,10 @@ class CallEngine:
                 raise UnknownCall(call_sid)
             if not is_live(record.status):
                 raise CallEnded(call_sid, record.status)
-            raise EngineError(
+            raise CallElsewhere(
                 f"Call {call_sid} is {record.status} on node {record.instance_id}, "
                 f"not on this one ({self.config.instance_id})",
-                409,
-                21220,
+                record.instance_id,
             )
         if update.status_callback is not None:
             call.status_callback = update.status_callback
@@ -298,6 +306,10 @@ class CallEngine:
             login = dest[len("client:") :]
             if not login or ":" in login:
                 raise EngineError(f"{dest!r} is not a valid client identifier", 400, 21210)
+            registrar = self.config.registrar_instance
+            if registrar and registrar != self.config.instance_id:
+                # Another worker holds the SIP port the clients registered on (and their TCP connections).
+                raise CallElsewhere(f"Clients are called from worker {registrar}", registrar)
             rows = await registrations.lookup_login(
                 self.db, login, self.clock.wall().timestamp(), account_sid=account_sid
             )

@@ -212,3 +212,12 @@ async def orphan_targets(db: Database, instance_id: str) -> list[CallbackTarget]
         )
         for r in rows
     ]
+
+
+async def adopt_callbacks(db: Database, from_instance: str, to_instance: str) -> None:
+    """Hand another instance's queued callbacks and callback targets to this one (a worker that no longer runs)."""
+    async with db.write() as conn:
+        for table in (t, targets):
+            await conn.execute(
+                update(table).where(table.c.instance_id == from_instance).values(instance_id=to_instance)
+            )

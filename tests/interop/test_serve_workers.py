@@ -1,0 +1,160 @@
+"""``callplane serve --workers 2`` as a user runs it: one HTTP port, calls spread over two worker processes.
+
+The kernel hands each new HTTP connection to either worker (SO_REUSEPORT). A live call runs in the worker that
+placed it, so modifying it through a connection that landed on the other worker must be forwarded there; a worker
+that dies is started again and closes the calls its previous life left; SIGTERM stops the whole node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.interop.conftest import need
+from tests.interop.peers import LOOPBACK, PeerGroup
+from tests.interop.test_serve_calls import ACCOUNT, TOKEN, Node, start_node
+from tests.webapp import Answer, WebApp
+
+pytestmark = pytest.mark.interop
+
+
+def _children(pid: int) -> dict[int, int]:
+    """worker index -> pid, from the supervisor's child processes' command lines."""
+    found: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--worker" in argv:
+                found[int(argv[argv.index(b"--worker") + 1])] = int(child)
+    return found
+
+
+def _node_id(node: Node) -> str:
+    match = re.search(r"HTTP API on \S+ \(InstanceId (ID[0-9a-f]{32}), 2 workers\)", node.proc.output())
+    assert match, node.proc.output()
+    return match.group(1)
+
+
+async def _place(node: Node, app: WebApp, uas_port: int) -> str:
+    """One call through a new connection (so the kernel picks a worker afresh); its sid."""
+    async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
+        r = await client.post(
+            node.calls_url,
+            data={
+                "From": "16175551212",
+                "To": f"sip:bob@{LOOPBACK}:{uas_port}",
+                "Url": app.url("/rcml"),
+                "StatusCallback": app.url("/status"),
+            },
+        )
+    assert r.status_code == 200, r.text
+    sid: str = r.json()["sid"]
+    return sid
+
+
+async def _status(node: Node, sid: str) -> str:
+    async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
+        r = await client.get(node.calls_url.replace("Calls.json", f"Calls/{sid}.json"))
+    status: str = r.json()["status"]
+    return status
+
+
+async def _until(node: Node, sid: str, status: str, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while await _status(node, sid) != status:
+            await asyncio.sleep(0.1)
+
+
+async def test_two_workers_share_the_port_and_forward_live_call_modification(tmp_path: Path, peers: PeerGroup) -> None:
+    need("sipp")
+    group = PeerGroup(tmp_path / "node")
+    async with WebApp() as app:
+        app.route("/rcml", Answer.xml("<Response><Pause length='30'/></Response>"))
+        app.route("/status", Answer(204))
+        uas = peers.sipp("uas_answer", calls=24, timeout=60.0)
+        try:
+            node = start_node(group, tmp_path / "data", workers=2)
+            node_id = _node_id(node)
+            sids: list[str] = []
+            for _ in range(24):  # until both workers have a call (each new connection is a coin toss)
+                sids.append(await _place(node, app, uas.port))
+                if len({sid[:34] for sid in sids}) == 2 and len(sids) >= 4:
+                    break
+            owners = {sid[:34] for sid in sids}
+            assert len(owners) == 2 and node_id in owners, sids  # worker 0 keeps the node's InstanceId
+            for sid in sids:
+                await _until(node, sid, "in-progress")
+            # Hang each call up through fresh connections: about half land on the worker that does not run it.
+            async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
+                xml = await client.post(
+                    node.calls_url.replace("Calls.json", f"Calls/{sids[0]}"), data={"Status": "completed"}
+                )
+            assert xml.status_code == 200, xml.text
+            assert xml.headers["content-type"].startswith("application/xml")
+            assert f"<Sid>{sids[0]}</Sid>" in xml.text and "<Status>completed</Status>" in xml.text
+            for sid in sids[1:]:
+                async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
+                    r = await client.post(
+                        node.calls_url.replace("Calls.json", f"Calls/{sid}.json"), data={"Status": "completed"}
+                    )
+                assert r.status_code == 200, r.text
+                assert (r.json()["sid"], r.json()["status"]) == (sid, "completed")
+            # A wrong token is refused by whichever worker answers, forwarded or not.
+            async with httpx.AsyncClient(auth=(ACCOUNT, "wrong-token-0123456")) as client:
+                r = await client.post(
+                    node.calls_url.replace("Calls.json", f"Calls/{sids[-1]}.json"), data={"Status": "completed"}
+                )
+            assert r.status_code == 401
+            supervisor = node.proc.pid
+            workers = _children(supervisor)
+            assert sorted(workers) == [0, 1]
+            node.proc._signal(signal.SIGTERM)
+            assert node.proc.wait(30) == 0, node.proc.output()
+            assert not any(Path(f"/proc/{pid}").exists() for pid in workers.values())
+        finally:
+            group.close()
+    uas.peer._signal(signal.SIGTERM)
+    # Every call got our BYE, from the worker that placed it.
+    byes = [m for m in uas.messages(received=True) if m.is_request and m.method == "BYE"]
+    assert len(byes) == len(sids), uas.report()
+
+
+async def test_a_worker_killed_mid_call_is_started_again_and_closes_its_call(tmp_path: Path, peers: PeerGroup) -> None:
+    need("sipp")
+    group = PeerGroup(tmp_path / "node")
+    async with WebApp() as app:
+        app.route("/rcml", Answer.xml("<Response><Pause length='60'/></Response>"))
+        app.route("/status", Answer(204))
+        uas = peers.sipp("uas_answer", calls=24, timeout=90.0)
+        try:
+            node = start_node(group, tmp_path / "data", workers=2)
+            node_id = _node_id(node)
+            sid = ""
+            for _ in range(24):
+                sid = await _place(node, app, uas.port)
+                if not sid.startswith(node_id):
+                    break
+            assert not sid.startswith(node_id), "no call landed on worker 1"
+            await _until(node, sid, "in-progress")
+            await asyncio.sleep(1.2)
+            workers = _children(node.proc.pid)
+            os.kill(workers[1], signal.SIGKILL)
+            node.proc.wait_output(r"worker 1 stopped \(exit -9\); starting it again", timeout=10)
+            await _until(node, sid, "completed", timeout=60)  # the new worker 1 closes its predecessor's call
+            seen = await app.wait_for("/status", count=1, timeout=30)
+            done = [s for s in seen if s.param("CallSid") == sid]
+            assert done and done[0].param("CallStatus") == "completed"
+            assert int(done[0].param("CallDuration") or 0) >= 2
+            assert _children(node.proc.pid)[1] != workers[1]
+        finally:
+            group.close()
+    uas.peer._signal(signal.SIGTERM)
