@@ -16,7 +16,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvloop
 
@@ -30,6 +30,9 @@ from callplane.store import calls as store_calls
 from callplane.store.bootstrap import AdminCredentials, ensure_admin, ensure_instance_id
 from callplane.store.db import Database
 from callplane.store.synthetic import generate_rows
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("callplane")
 T = TypeVar("T")
@@ -243,21 +246,35 @@ async def _serve(settings: Settings, role: _Role) -> None:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[http_sock, control_sock]))
+    watch: asyncio.Task[None] | None = None
     try:
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if role.ready_fd is not None:
             os.write(role.ready_fd, f"{role.index} {instance_id} {sip_port}\n".encode())
+            watch = asyncio.create_task(_orphaned(server))
         elif not serving.done():
             print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)
         await serving
     finally:
+        if watch is not None:
+            watch.cancel()
         await stack.close()
         await forwarder.close()
         http_sock.close()
         control_sock.close()
         await sip.close()
         await db.close()
+
+
+async def _orphaned(server: uvicorn.Server, every: float = 0.5) -> None:
+    """A worker whose supervisor is gone (killed) stops as on SIGTERM, ending its calls, instead of holding the
+    node's ports so that the next start cannot have them."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(every)
+    log.warning("the supervisor is gone; stopping")
+    server.should_exit = True
 
 
 def _print_admin(admin: AdminCredentials) -> None:

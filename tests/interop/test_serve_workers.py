@@ -158,3 +158,53 @@ async def test_a_worker_killed_mid_call_is_started_again_and_closes_its_call(tmp
         finally:
             group.close()
     uas.peer._signal(signal.SIGTERM)
+
+
+async def test_after_a_crash_one_worker_closes_every_workers_calls_and_a_lone_worker_stops_with_its_supervisor(
+    tmp_path: Path, peers: PeerGroup
+) -> None:
+    """The whole node dies (kill -9) with calls on both workers; it comes back with one worker, which ends both calls
+    and delivers both ``completed`` callbacks. Then a worker whose supervisor is killed stops by itself."""
+    need("sipp")
+    group = PeerGroup(tmp_path / "node")
+    data = tmp_path / "data"
+    async with WebApp() as app:
+        app.route("/rcml", Answer.xml("<Response><Pause length='60'/></Response>"))
+        app.route("/status", Answer(204))
+        uas = peers.sipp("uas_answer", calls=30, timeout=90.0)
+        try:
+            node = start_node(group, data, workers=2)
+            node_id = _node_id(node)
+            placed: list[str] = []
+            for _ in range(24):
+                placed.append(await _place(node, app, uas.port))
+                if len({sid.startswith(node_id) for sid in placed}) == 2:
+                    break
+            assert len({sid.startswith(node_id) for sid in placed}) == 2, "the calls did not land on both workers"
+            for sid in placed:
+                await _until(node, sid, "in-progress")
+            await asyncio.sleep(1.2)
+            workers = _children(node.proc.pid)
+            for pid in (*workers.values(), node.proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            node.proc.wait(5)
+            node = start_node(group, data, workers=1)
+            for sid in placed:
+                await _until(node, sid, "completed", timeout=30)
+            async with asyncio.timeout(30):
+                while sorted(s.param("CallSid") or "" for s in app.requests("/status")) != sorted(placed):
+                    await asyncio.sleep(0.2)
+            for seen in app.requests("/status"):
+                assert seen.param("CallStatus") == "completed" and int(seen.param("CallDuration") or 0) >= 2
+            node.proc._signal(signal.SIGTERM)
+            assert node.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+
+            node = start_node(group, data, workers=2)
+            workers = _children(node.proc.pid)
+            os.kill(node.proc.pid, signal.SIGKILL)
+            async with asyncio.timeout(30):
+                while any(Path(f"/proc/{pid}").exists() for pid in workers.values()):
+                    await asyncio.sleep(0.2)
+        finally:
+            group.close()
+    uas.peer._signal(signal.SIGTERM)
