@@ -16,6 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from callplane.store import registrations
+from callplane.store.db import Database
+from callplane.store.registrations import BindingRow
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, PeerGroup
 from tests.interop.test_serve_calls import ACCOUNT, TOKEN, Node, start_node
@@ -208,3 +211,41 @@ async def test_after_a_crash_one_worker_closes_every_workers_calls_and_a_lone_wo
         finally:
             group.close()
     uas.peer._signal(signal.SIGTERM)
+
+
+async def test_calls_to_a_client_are_placed_by_the_worker_that_holds_the_sip_port(
+    tmp_path: Path, peers: PeerGroup
+) -> None:
+    """Clients register on worker 0's port (and may hold a TCP connection there): POST Calls to ``client:`` that
+    reaches worker 1 is forwarded, so every such call is worker 0's and its INVITE leaves from the --sip port."""
+    need("sipp")
+    group = PeerGroup(tmp_path / "node")
+    phone = peers.sipp("uas_busy", calls=8, timeout=60.0)
+    async with WebApp() as app:
+        app.route("/rcml", Answer.xml("<Response><Hangup/></Response>"))
+        try:
+            node = start_node(group, tmp_path / "data", workers=2)
+            node_id = _node_id(node)
+            db = Database(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'callplane.db'}")
+            try:
+                aor, contact = f"sip:alice@{LOOPBACK}", f"<sip:alice@{LOOPBACK}:{phone.port}>"
+                binding = BindingRow(aor, contact, 4_000_000_000, "c1", 1, account_sid=ACCOUNT)
+                await registrations.apply(db, aor, [binding], [])
+            finally:
+                await db.close()
+            sids = []
+            for _ in range(8):
+                async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
+                    r = await client.post(
+                        node.calls_url, data={"From": "1555", "To": "client:alice", "Url": app.url("/rcml")}
+                    )
+                assert r.status_code == 200, r.text
+                sids.append(r.json()["sid"])
+            assert all(sid.startswith(node_id + "-CA") for sid in sids), sids
+            for sid in sids:
+                await _until(node, sid, "busy")
+        finally:
+            group.close()
+    invites = [m for m in phone.messages(received=True) if m.is_request and m.method == "INVITE"]
+    assert len(invites) == 8
+    assert all(f"{LOOPBACK}:{node.sip}" in (m.header("Via") or "") for m in invites)
