@@ -74,6 +74,8 @@ def supervise(argv: list[str], count: int, announce: Callable[[list[Ready]], Non
                 code = proc.poll()
                 if code is None:
                     continue
+                if stopping:  # Ctrl-C reaches the workers too: they may end before this loop sees the signal
+                    break
                 if not started:  # a worker that cannot start (its error is printed): the node cannot either
                     print(f"callplane: worker {index} stopped while starting (exit {code})", file=sys.stderr)
                     return code or 2

@@ -120,8 +120,9 @@ async def test_two_workers_share_the_port_and_forward_live_call_modification(tmp
             supervisor = node.proc.pid
             workers = _children(supervisor)
             assert sorted(workers) == [0, 1]
-            node.proc._signal(signal.SIGTERM)
+            node.proc._signal(signal.SIGTERM)  # to the process group, as Ctrl-C in a terminal
             assert node.proc.wait(30) == 0, node.proc.output()
+            assert "starting it again" not in node.proc.stderr()  # workers ending on the signal are not restarted
             assert not any(Path(f"/proc/{pid}").exists() for pid in workers.values())
         finally:
             group.close()
