@@ -361,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
         gaps = figures["gaps"]
         print(
             f"RTP gaps: p50 {pct(gaps, 0.5):.1f} ms, p99 {pct(gaps, 0.99):.1f} ms, max {max(gaps, default=0):.1f} ms "
-            f"({len(gaps)} gaps)"
+            f"({len(gaps)} gaps; the observer saw {figures['packets']} packets, the kernel dropped {figures['drops']})"
         )
     else:
         print("RTP figures skipped (the packet observer needs root)")
