@@ -114,7 +114,7 @@ def web_app(conn: Connection, delivered: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------- the user's API client
-def api_client(conn: Connection, port: int, rate: float, duration: float) -> None:
+def api_client(conn: Connection, port: int, rate: float, duration: float, workers: int) -> None:
     """Runs in its own process, in three steps driven by the orchestrator over ``conn``: warm-up calls; the load
     (POSTs at ``rate`` for ``duration``); a GET of the call records it is sent."""
     calls = f"/2012-04-24/Accounts/{ACCOUNT}/Calls"
@@ -140,8 +140,8 @@ def api_client(conn: Connection, port: int, rate: float, duration: float) -> Non
 
     async def warm_up() -> None:
         client = HttpClient(LOOPBACK, port)
-        for _ in range(WARM_CALLS):  # TTS cache, connections, the node's first call
-            await post(client)
+        for _ in range(WARM_CALLS):  # TTS cache, the node's first call; several connections reach every worker
+            await asyncio.gather(*(post(client) for _ in range(workers)))
         client.close()
         await asyncio.sleep(2)
 
@@ -261,8 +261,7 @@ def run(args: argparse.Namespace) -> int:
         argv = [sys.executable, "-m", "callplane", "serve", "--sip", f"{LOOPBACK}:{sip}"]
         argv += ["--http", f"{LOOPBACK}:{http}", "--data", str(workdir / "data"), "--log-level", "WARNING"]
         argv += ["--rtp-ports", "20000-39999"]
-        if args.workers > 1:  # the flag is new; a single-process node is started as before
-            argv += ["--workers", str(args.workers)]
+        argv += ["--workers", str(args.workers)]  # 1: one process; N > 1: a supervisor and N workers
         env = {
             **os.environ,
             "CALLPLANE_ADMIN_ACCOUNT_SID": ACCOUNT,
@@ -277,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
         observer.start()
         ready.wait(10)
         client_conn, client_end = ctx.Pipe()
-        client = ctx.Process(target=api_client, args=(client_end, http, args.rate, args.duration), daemon=True)
+        load_args = (client_end, http, args.rate, args.duration, args.workers)
+        client = ctx.Process(target=api_client, args=load_args, daemon=True)
         client.start()
         client_conn.send(f"sip:bench@{LOOPBACK}:{sipp_port}")
         client_conn.send(f"http://{LOOPBACK}:{web_port}/rcml")
