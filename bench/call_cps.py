@@ -364,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
             f"({len(gaps)} gaps; the observer saw {figures['packets']} packets, the kernel dropped {figures['drops']})"
         )
     else:
-        print("RTP figures skipped (the packet observer needs root)")
+        print("RTP figures skipped (the packet observer needs root: CAP_NET_RAW for a packet socket on lo)")
     for f in failures[:5]:
         print("  failure:", f)
     print(
