@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
     if figures:
         print(
             f"answer -> first RTP: p50 {pct(figures['to_rtp'], 0.5):.1f} ms, p99 {pct(figures['to_rtp'], 0.99):.1f} ms"
-            f" ({len(figures['to_rtp'])} calls)"
+            f" ({len(figures['to_rtp'])} of {figures['calls']} answered calls, warm-up included)"
         )
         print(
             f"answer -> first audio: p50 {pct(figures['to_audio'], 0.5):.1f} ms, "

@@ -77,10 +77,13 @@ def observe(sip_port: int, media_port: int, ready: Any, stop: Any, out: Any) -> 
     ready.set()
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
-    port_of_call: dict[str, int] = {}
-    answered: dict[int, float] = {}
-    first_rtp: dict[int, float] = {}
-    first_audio: dict[int, float] = {}
+    port_of_call: dict[str, int] = {}  # Call-ID -> our RTP port (from the INVITE's SDP)
+    answered_calls: set[str] = set()
+    answered: dict[int, float] = {}  # RTP port -> answer time of the call that has it now (ports are reused)
+    want_rtp: set[int] = set()  # ports whose call has not sent its first RTP packet yet
+    want_audio: set[int] = set()  # ... nor its first non-silent one
+    to_rtp: list[float] = []
+    to_audio: list[float] = []
     last: dict[int, float] = {}
     gaps: list[float] = []
     packets = 0
@@ -112,11 +115,12 @@ def observe(sip_port: int, media_port: int, ready: Any, stop: Any, out: Any) -> 
                 if prev is not None:
                     gaps.append((ts - prev) * 1000.0)
                 last[src] = ts
-                if src in answered:
-                    if src not in first_rtp:
-                        first_rtp[src] = ts
-                    if src not in first_audio and len(set(ring[udp + 12 : end]) - SILENCE) > 20:
-                        first_audio[src] = ts
+                if src in want_rtp:
+                    want_rtp.discard(src)
+                    to_rtp.append((ts - answered[src]) * 1000.0)
+                if src in want_audio and len(set(ring[udp + 12 : end]) - SILENCE) > 20:
+                    want_audio.discard(src)
+                    to_audio.append((ts - answered[src]) * 1000.0)
                 continue
             payload = ring[udp:end]
             if dst == sip_port and payload.startswith(b"INVITE "):
@@ -126,24 +130,24 @@ def observe(sip_port: int, media_port: int, ready: Any, stop: Any, out: Any) -> 
             elif src == sip_port and payload.startswith(b"SIP/2.0 200") and b"INVITE" in payload.split(b"\r\n\r\n")[0]:
                 cid = CALL_ID.search(payload)
                 if cid:
-                    port = port_of_call.get(cid.group(1).strip().decode())
-                    if port is not None and port not in answered:
+                    call = cid.group(1).strip().decode()
+                    port = port_of_call.get(call)
+                    if port is not None and call not in answered_calls:  # not a retransmitted 200
+                        answered_calls.add(call)
                         answered[port] = ts
                         last.pop(port, None)  # a reused port starts a new call
-                        first_rtp.pop(port, None)
-                        first_audio.pop(port, None)
+                        want_rtp.add(port)
+                        want_audio.add(port)
         struct.pack_into("I", ring, base + 8, 0)  # hand the block back to the kernel
         block = (block + 1) % BLOCKS
     _, drops, _ = struct.unpack("III", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12))
-    to_rtp = [(first_rtp[p] - answered[p]) * 1000 for p in first_rtp if p in answered]
-    to_audio = [(first_audio[p] - answered[p]) * 1000 for p in first_audio if p in answered]
     # Gaps over 1 s are a port reused by a later call, not pacing.
     out.send(
         {
             "to_rtp": to_rtp,
             "to_audio": to_audio,
             "gaps": [g for g in gaps if g < 1000.0],
-            "calls": len(answered),
+            "calls": len(answered_calls),
             "packets": packets,
             "drops": drops,
         }
