@@ -133,10 +133,12 @@ def api_client(conn: Connection, port: int, rate: float, duration: float, worker
             failures.append(f"POST: {e!r}")
             return
         latencies.append((time.perf_counter() - started) * 1000)
-        if r.status != 200:
-            failures.append(f"POST {r.status}: {r.body[:200]!r}")
-        else:
+        try:
+            if r.status != 200:
+                raise ValueError
             sids.append(json.loads(r.body)["sid"])
+        except (ValueError, KeyError, TypeError):
+            failures.append(f"POST {r.status}: {r.body[:200]!r}")
 
     async def warm_up() -> None:
         client = HttpClient(LOOPBACK, port)
