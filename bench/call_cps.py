@@ -1,26 +1,32 @@
 """End-to-end calls per second through the API (issue 8 target): POST Calls -> SIP -> RCML -> audio -> callbacks.
 
-    .venv/bin/python bench/call_cps.py                        # 100 calls/s for 60 s
-    .venv/bin/python bench/call_cps.py --rate 50 --duration 10 # a quick look
+    .venv/bin/python bench/call_cps.py                          # 100 calls/s for 60 s
+    .venv/bin/python bench/call_cps.py --quick                  # 30 calls/s for 10 s
+    .venv/bin/python bench/call_cps.py --rate 50 --duration 20 --workers 2
 
 The rig, all on 127.0.0.1:
 
-* ``callplane serve`` as a user runs it (SQLite in a temporary data directory), in its own process;
+* ``callplane serve`` as a user runs it (SQLite in a temporary data directory); with ``--workers N`` (N > 1) a
+  supervisor and N worker processes behind one HTTP port;
 * SIPp's built-in UAS (``sipp -sn uas -rtp_echo``) as the callee: 180, 200, waits for our BYE, echoes RTP;
-* a local web app (uvicorn, in this process) serving ``<Response><Say>Hello.</Say><Hangup/></Response>`` and
-  counting the ``completed`` status callbacks;
-* this process POSTs ``/Calls`` at a fixed rate over keep-alive HTTP connections for ``--duration`` seconds;
-* a packet observer in its own process (an AF_PACKET socket on ``lo`` with a kernel BPF filter, so it sees only
-  the SIP messages to and from SIPp and the RTP sent to SIPp's media port, with kernel timestamps) measures for
-  every call the time from SIPp's 200 OK to our first RTP packet and to our first non-silent packet (the prompt),
-  and the gaps between our RTP packets (media pacing under load).
+* the user's web app, in its own process (raw asyncio HTTP/1.1 on uvloop, ``bench/rig_http.py``): ``/rcml`` answers
+  ``<Response><Say>Hello.</Say><Hangup/></Response>`` to GET or POST, ``/status`` counts the ``completed`` callbacks
+  by CallSid and answers 204;
+* the user's API client, in its own process (the same lean HTTP/1.1, keep-alive connections, Basic auth): POSTs
+  ``/Calls`` at a fixed rate for ``--duration`` seconds, then GETs a sample of the call records;
+* a packet observer in its own process (``bench/rig_observer.py``: a kernel BPF filter on ``lo``, kernel timestamps)
+  measures for every call the time from SIPp's 200 OK to our first RTP packet and to our first non-silent packet
+  (the prompt), and the gaps between our RTP packets (media pacing under load);
+* this process only orchestrates: it starts the others, reads their CPU time from /proc and prints the figures.
+
+The rig plays the outside world, so it is as lean as a real load tool would be; its own CPU is printed so the
+machine budget is visible: node (its whole process tree) + SIPp + rig against the cores the machine has.
 
 Printed: the achieved rate and failures (non-200 POSTs, calls that did not end ``completed``, missing callbacks),
-POST latency p50/p99, answer -> first RTP and answer -> first audio p50/p99, the node's CPU per call (from
-/proc/<pid>/stat), SIPp's CPU per call, and the RTP gap p50/p99/max. Baseline: Restcomm's best published figure,
-26 calls/s for an IVR on a laptop (shared/reference/peers.md). Target: >= 100 calls/s, 0 failed calls, every
-``completed`` callback delivered, RTP gap p99 <= 30 ms. The packet observer needs root (CAP_NET_RAW); without it
-the RTP figures are skipped.
+POST latency p50/p99, answer -> first RTP and answer -> first audio p50/p99, CPU per call of the node, SIPp and the
+rig, and the RTP gap p50/p99/max. Baseline: Restcomm's best published figure, 26 calls/s for an IVR on a laptop
+(shared/reference/peers.md). Target: >= 100 calls/s, 0 failed calls, every ``completed`` callback delivered, RTP gap
+p99 <= 30 ms. The packet observer needs root (CAP_NET_RAW); without it the RTP figures are skipped.
 """
 
 from __future__ import annotations
@@ -28,16 +34,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
+import json
 import multiprocessing as mp
 import os
-import re
-import socket
-import struct
+import shutil
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -45,128 +50,207 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import uvloop  # noqa: E402
 
 from bench.common import machine, pct  # noqa: E402
+from bench.rig_http import HttpClient, HttpError, Request, build_request, response_bytes, start_server  # noqa: E402
+from bench.rig_observer import observe  # noqa: E402
 from tests.interop.peers import LOOPBACK, PeerGroup, free_port, free_port_block, wait_udp_bound  # noqa: E402
-from tests.webapp import Answer, Seen, WebApp  # noqa: E402
 
 ACCOUNT = "AC" + "b" * 32
 TOKEN = "bench-token-0123456789"
 RCML = "<Response><Say>Hello.</Say><Hangup/></Response>"
 TARGET_CPS = 100.0
 BASELINE_CPS = 26.0
+WARM_CALLS = 3
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-# ---------------------------------------------------------------------------------------------- packet observer
-def _bpf(sip_port: int, media_port: int) -> bytes:
-    """Classic BPF: incoming copies only (PACKET_HOST), UDP, and dst port in {SIP, media} or src port SIP."""
-    ins = [
-        (0x20, 0, 0, 0xFFFFF004),  # ld #pkttype
-        (0x15, 0, 9, 0),  # jeq PACKET_HOST
-        (0x30, 0, 0, 9),  # ldb [9] (IP protocol)
-        (0x15, 0, 7, 17),  # jeq UDP
-        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)
-        (0x48, 0, 0, 2),  # ldh [x+2] (dst port)
-        (0x15, 3, 0, media_port),
-        (0x15, 2, 0, sip_port),
-        (0x48, 0, 0, 0),  # ldh [x+0] (src port)
-        (0x15, 0, 1, sip_port),
-        (0x06, 0, 0, 0xFFFF),  # accept
-        (0x06, 0, 0, 0),  # drop
-    ]
-    return b"".join(struct.pack("HBBI", *i) for i in ins)
+# ---------------------------------------------------------------------------------------------- the user's web app
+def web_app(conn: Connection, delivered: Any) -> None:
+    """Runs in its own process: serves /rcml and /status until told to stop, then sends what it saw.
+
+    ``delivered`` (shared memory) is the number of distinct CallSids with a ``completed`` callback so far, so the
+    orchestrator can wait for them without asking."""
+    completed: set[str] = set()
+    seen: Counter[str] = Counter()
+    rcml = response_bytes(200, RCML.encode(), "application/xml")
+    no_content, not_found = response_bytes(204), response_bytes(404, b"no such route")
+
+    def handle(request: Request) -> bytes:
+        seen[request.path] += 1
+        if request.path == "/rcml":
+            return rcml
+        if request.path != "/status":
+            return not_found
+        status = sid = None
+        for name, value in request.params:
+            if name == "CallStatus" and status is None:
+                status = value
+            elif name == "CallSid" and sid is None:
+                sid = value
+        if status == "completed" and sid and sid not in completed:
+            completed.add(sid)
+            delivered.value = len(completed)
+        return no_content
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server, port = await start_server(handle, LOOPBACK, on_connect=lambda: seen.update(("connections",)))
+        conn.send(port)
+        stop: asyncio.Future[None] = loop.create_future()
+
+        def stopping() -> None:
+            if not stop.done():
+                stop.set_result(None)
+
+        loop.add_reader(conn.fileno(), stopping)
+        await stop
+        conn.recv()
+        server.close()
+        conn.send({"completed": sorted(completed), "requests": dict(seen)})
+
+    uvloop.run(serve())
 
 
-def observe(sip_port: int, media_port: int, ready: Any, stop: Any, out: Any) -> None:
-    """Runs in its own process: per call answer time, first RTP, first audio; RTP gaps per source port."""
-    try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
-    except PermissionError:
-        ready.set()
-        out.send(None)
-        return
-    prog = _bpf(sip_port, media_port)
-    buf = ctypes.create_string_buffer(prog)
-    fprog = struct.pack("H6xQ", len(prog) // 8, ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, 26, fprog)  # SO_ATTACH_FILTER
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    sock.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
-    sock.bind(("lo", 0))
-    sock.settimeout(0.2)
-    ready.set()
-    port_of_call: dict[str, int] = {}
-    answered: dict[int, float] = {}
-    first_rtp: dict[int, float] = {}
-    first_audio: dict[int, float] = {}
-    last: dict[int, float] = {}
-    gaps: list[float] = []
-    silence = {0xFF, 0x7F, 0xD5, 0x55}
-    call_id = re.compile(rb"\r\n(?:Call-ID|i)\s*:\s*([^\r\n]+)", re.I)
-    m_line = re.compile(rb"\r\nm=audio (\d+) ")
-    while not stop.is_set():
+# ------------------------------------------------------------------------------------------- the user's API client
+def api_client(conn: Connection, port: int, rate: float, duration: float, workers: int) -> None:
+    """Runs in its own process, in three steps driven by the orchestrator over ``conn``: warm-up calls; the load
+    (POSTs at ``rate`` for ``duration``); a GET of the call records it is sent."""
+    calls = f"/2012-04-24/Accounts/{ACCOUNT}/Calls"
+    host = f"{LOOPBACK}:{port}"
+    form = {"From": "+15550001111", "To": conn.recv(), "Url": conn.recv(), "StatusCallback": conn.recv()}
+    raw_post = build_request("POST", calls + ".json", host, auth=(ACCOUNT, TOKEN), form=form)
+    latencies: list[float] = []
+    failures: list[str] = []
+    sids: list[str] = []
+
+    async def post(client: HttpClient) -> None:
+        started = time.perf_counter()
         try:
-            data, anc, _, _ = sock.recvmsg(2048, 64)
-        except TimeoutError:
-            continue
-        ts = time.time()
-        for level, kind, value in anc:
-            if level == socket.SOL_SOCKET and kind == 35:
-                sec, nsec = struct.unpack("qq", value[:16])
-                ts = sec + nsec / 1e9
-        ihl = (data[0] & 0x0F) * 4
-        src, dst = struct.unpack("!HH", data[ihl : ihl + 4])
-        payload = data[ihl + 8 :]
-        if dst == media_port:
-            if len(payload) < 12 or payload[1] & 0x7F not in (0, 8):
-                continue
-            prev = last.get(src)
-            if prev is not None:
-                gaps.append((ts - prev) * 1000.0)
-            last[src] = ts
-            if src in answered and src not in first_rtp:
-                first_rtp[src] = ts
-            if src in answered and src not in first_audio and len(set(payload[12:]) - silence) > 20:
-                first_audio[src] = ts
-        elif dst == sip_port and payload.startswith(b"INVITE "):
-            cid, m = call_id.search(payload), m_line.search(payload)
-            if cid and m:
-                port_of_call[cid.group(1).strip().decode()] = int(m.group(1))
-        elif src == sip_port and payload.startswith(b"SIP/2.0 200") and b"INVITE" in payload.split(b"\r\n\r\n")[0]:
-            cid = call_id.search(payload)
-            if cid:
-                port = port_of_call.get(cid.group(1).strip().decode())
-                if port is not None and port not in answered:
-                    answered[port] = ts
-                    last.pop(port, None)  # a reused port starts a new call
-                    first_rtp.pop(port, None)
-                    first_audio.pop(port, None)
-    to_rtp = [(first_rtp[p] - answered[p]) * 1000 for p in first_rtp if p in answered]
-    to_audio = [(first_audio[p] - answered[p]) * 1000 for p in first_audio if p in answered]
-    # Gaps over 1 s are a port reused by a later call, not pacing.
-    out.send({"to_rtp": to_rtp, "to_audio": to_audio, "gaps": [g for g in gaps if g < 1000.0], "calls": len(answered)})
+            r = await client.send(raw_post)
+        except (OSError, HttpError, TimeoutError) as e:
+            failures.append(f"POST: {e!r}")
+            return
+        latencies.append((time.perf_counter() - started) * 1000)
+        try:
+            if r.status != 200:
+                raise ValueError
+            sids.append(json.loads(r.body)["sid"])
+        except (ValueError, KeyError, TypeError):
+            failures.append(f"POST {r.status}: {r.body[:200]!r}")
+
+    async def warm_up() -> None:
+        client = HttpClient(LOOPBACK, port)
+        for _ in range(WARM_CALLS):  # TTS cache, the node's first call; several connections reach every worker
+            await asyncio.gather(*(post(client) for _ in range(workers)))
+        client.close()
+        await asyncio.sleep(2)
+
+    async def load() -> dict[str, Any]:
+        client = HttpClient(LOOPBACK, port)
+        total = int(rate * duration)
+        tasks = []
+        t0 = time.monotonic()
+        for i in range(total):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(client)))
+        await asyncio.gather(*tasks)
+        sent_for = time.monotonic() - t0
+        client.close()
+        return {"t0": t0, "sent_for": sent_for, "total": total, "opened": client.opened}
+
+    async def sample(wanted: list[str]) -> dict[str, int]:
+        client = HttpClient(LOOPBACK, port, max_connections=8)
+        statuses: Counter[str] = Counter()
+
+        async def one(sid: str) -> None:
+            raw = build_request("GET", f"{calls}/{sid}.json", host, auth=(ACCOUNT, TOKEN))
+            try:
+                r = await client.send(raw)
+                statuses[json.loads(r.body).get("status", "?") if r.status == 200 else f"HTTP {r.status}"] += 1
+            except (OSError, HttpError, TimeoutError, ValueError) as e:
+                statuses[f"error {type(e).__name__}"] += 1
+
+        await asyncio.gather(*(one(sid) for sid in wanted))
+        client.close()
+        return dict(statuses)
+
+    uvloop.run(warm_up())
+    warm = list(sids)
+    conn.send({"warm": warm, "failures": list(failures)})
+    sids.clear()
+    failures.clear()
+    latencies.clear()
+    conn.recv()  # go
+    result = uvloop.run(load())
+    conn.send({**result, "latencies": latencies, "failures": failures, "sids": sids})
+    conn.send(uvloop.run(sample(conn.recv())))
+
+
+# -------------------------------------------------------------------------------------------------- CPU accounting
+def _stat(pid: int) -> tuple[float, float]:
+    """A process's own CPU seconds and those of its children that have exited and been reaped."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK, (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """One process's own CPU seconds (user + system)."""
+    return _stat(pid)[0]
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (from /proc/<pid>/task/*/children)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+    return pids
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a whole process tree: every live process's own time, plus the time of the descendants that
+    have already exited (in their parent's cutime/cstime once reaped). A process that exits between two readings
+    moves from its own line to its parent's, so the difference of two readings stays right."""
+    total = 0.0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            own, reaped = _stat(p)
+            total += own + reaped
+    return total
+
+
+def machine_busy() -> tuple[float, float]:
+    """All CPUs' busy and total seconds since boot (every process on the machine, ours or not)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / CLK_TCK, sum(values) / CLK_TCK
 
 
 # ------------------------------------------------------------------------------------------------------ the rig
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+def _recv(conn: Connection, timeout: float, what: str) -> Any:
+    if not conn.poll(timeout):
+        raise SystemExit(f"call_cps: no answer from the {what} within {timeout:g} s")
+    return conn.recv()
 
 
-async def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="call-cps-"))
     group = PeerGroup(workdir)
-    completed: list[str] = []
-
-    def status(seen: Seen) -> Answer:
-        if seen.param("CallStatus") == "completed":
-            completed.append(seen.param("CallSid") or "")
-        return Answer(204)
-
-    async with WebApp() as app:
-        app.route("/rcml", Answer.xml(RCML))
-        app.route("/status", status)
+    ctx = mp.get_context("fork")
+    delivered = ctx.RawValue("i", 0)
+    web_conn, web_end = ctx.Pipe()
+    web = ctx.Process(target=web_app, args=(web_end, delivered), daemon=True)
+    web.start()
+    web_port = _recv(web_conn, 10, "web app")
+    try:
         sipp_port, sipp_media = free_port(), free_port_block(4)
         sipp = group.start(
             "sipp-uas",
@@ -179,6 +263,7 @@ async def run(args: argparse.Namespace) -> int:
         argv = [sys.executable, "-m", "callplane", "serve", "--sip", f"{LOOPBACK}:{sip}"]
         argv += ["--http", f"{LOOPBACK}:{http}", "--data", str(workdir / "data"), "--log-level", "WARNING"]
         argv += ["--rtp-ports", "20000-39999"]
+        argv += ["--workers", str(args.workers)]  # 1: one process; N > 1: a supervisor and N workers
         env = {
             **os.environ,
             "CALLPLANE_ADMIN_ACCOUNT_SID": ACCOUNT,
@@ -187,89 +272,89 @@ async def run(args: argparse.Namespace) -> int:
         }
         node = group.start("callplane", argv, env=env)
         node.wait_output(r"HTTP API on", timeout=60)
-        ready, stop = mp.Event(), mp.Event()
-        parent, child = mp.Pipe()
-        observer = mp.Process(target=observe, args=(sipp_port, sipp_media, ready, stop, child), daemon=True)
+        ready, stop = ctx.Event(), ctx.Event()
+        obs_conn, obs_end = ctx.Pipe()
+        observer = ctx.Process(target=observe, args=(sipp_port, sipp_media, ready, stop, obs_end), daemon=True)
         observer.start()
         ready.wait(10)
-        url = f"http://{LOOPBACK}:{http}/2012-04-24/Accounts/{ACCOUNT}/Calls.json"
-        form = {
-            "From": "+15550001111",
-            "To": f"sip:bench@{LOOPBACK}:{sipp_port}",
-            "Url": app.url("/rcml"),
-            "StatusCallback": app.url("/status"),
-        }
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        latencies: list[float] = []
-        failures: list[str] = []
-        sids: list[str] = []
-        async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN), limits=limits, timeout=30) as client:
+        client_conn, client_end = ctx.Pipe()
+        load_args = (client_end, http, args.rate, args.duration, args.workers)
+        client = ctx.Process(target=api_client, args=load_args, daemon=True)
+        client.start()
+        client_conn.send(f"sip:bench@{LOOPBACK}:{sipp_port}")
+        client_conn.send(f"http://{LOOPBACK}:{web_port}/rcml")
+        client_conn.send(f"http://{LOOPBACK}:{web_port}/status")
+        warm = _recv(client_conn, 120, "API client")
+        if warm["failures"]:
+            print("warm-up failed:", *warm["failures"][:3], sep="\n  ", file=sys.stderr)
 
-            async def post() -> None:
-                started = time.perf_counter()
-                try:
-                    r = await client.post(url, data=form)
-                except httpx.HTTPError as e:
-                    failures.append(f"POST: {e!r}")
-                    return
-                latencies.append((time.perf_counter() - started) * 1000)
-                if r.status_code != 200:
-                    failures.append(f"POST {r.status_code}: {r.text[:200]}")
-                else:
-                    sids.append(r.json()["sid"])
-
-            for _ in range(3):  # warm-up: TTS cache, connections
-                await post()
-            await asyncio.sleep(2)
-            latencies.clear()
-            warm = len(completed)
-            cpu0, sipp_cpu0 = cpu_seconds(node.pid), cpu_seconds(sipp.pid)
-            rig0 = cpu_seconds(os.getpid()) + cpu_seconds(observer.pid or 0)
-            total = int(args.rate * args.duration)
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            tasks = []
-            for i in range(total):
-                delay = t0 + i / args.rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(post()))
-            await asyncio.gather(*tasks)
-            sent_for = loop.time() - t0
-            deadline = loop.time() + 60
-            while len(completed) - warm < len(sids) - 3 and loop.time() < deadline:
-                await asyncio.sleep(0.2)
-            done_for = loop.time() - t0
-            cpu, sipp_cpu = cpu_seconds(node.pid) - cpu0, cpu_seconds(sipp.pid) - sipp_cpu0
-            rig = cpu_seconds(os.getpid()) + cpu_seconds(observer.pid or 0) - rig0
-            statuses: dict[str, int] = defaultdict(int)
-            for sid in sids[3:][:: max(1, len(sids) // 200)]:  # a sample of records
-                rec = (await client.get(url.replace("Calls.json", f"Calls/{sid}.json"))).json()
-                statuses[rec.get("status", "?")] += 1
+        rig = {"client": client.pid or 0, "web app": web.pid or 0, "observer": observer.pid or 0, "orchestrator": 0}
+        rig_cpu0 = {name: cpu_seconds(pid or os.getpid()) for name, pid in rig.items()}
+        node_cpu0, sipp_cpu0, busy0 = tree_cpu(node.pid), cpu_seconds(sipp.pid), machine_busy()
+        node_procs = len(tree_pids(node.pid))
+        client_conn.send("go")
+        load = _recv(client_conn, args.duration * 3 + 120, "API client")
+        ok = len(load["sids"])
+        deadline = time.monotonic() + 60
+        while delivered.value < len(warm["warm"]) + ok and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done_for = time.monotonic() - load["t0"]
+        node_cpu, sipp_cpu = tree_cpu(node.pid) - node_cpu0, cpu_seconds(sipp.pid) - sipp_cpu0
+        rig_cpu = {name: cpu_seconds(pid or os.getpid()) - rig_cpu0[name] for name, pid in rig.items()}
+        busy1 = machine_busy()
+        client_conn.send(load["sids"][:: max(1, ok // 200)])  # a sample of records
+        statuses = _recv(client_conn, 60, "API client")
         stop.set()
-        figures = parent.recv() if parent.poll(15) else None
-        observer.join(5)
+        figures = obs_conn.recv() if obs_conn.poll(15) else None
+        web_conn.send("stop")
+        seen = _recv(web_conn, 10, "web app")
+        for child in (observer, client, web):
+            child.join(5)
+    finally:
         group.close()
-    ok = len(sids) - 3
-    delivered = len(completed) - warm
-    achieved = delivered / done_for if done_for else 0.0
+        for proc in mp.active_children():
+            proc.kill()
+    completed = set(seen["completed"])
+    measured = set(load["sids"])
+    delivered_n = len(completed & measured)
+    achieved = delivered_n / done_for if done_for else 0.0
+    failures = load["failures"]
+    latencies = load["latencies"]
+    per_call = 1000 / max(1, ok)
+    rig_total = sum(rig_cpu.values())
+    used = node_cpu + sipp_cpu + rig_total
+    cores = os.cpu_count() or 1
+    busy = (busy1[0] - busy0[0]) / max(1e-9, busy1[1] - busy0[1]) * cores
     print(f"machine: {machine()}")
-    print(f"offered: {args.rate:g} calls/s for {args.duration:g} s ({total} calls, sent in {sent_for:.1f} s)")
+    print(
+        f"offered: {args.rate:g} calls/s for {args.duration:g} s "
+        f"({load['total']} calls, sent in {load['sent_for']:.1f} s)"
+    )
     print(
         f"POST: {ok} accepted, {len(failures)} failed; latency p50 {pct(latencies, 0.5):.1f} ms, "
-        f"p99 {pct(latencies, 0.99):.1f} ms"
+        f"p99 {pct(latencies, 0.99):.1f} ms ({load['opened']} connections)"
     )
-    print(f"completed callbacks: {delivered} of {ok} within {done_for:.1f} s -> {achieved:.1f} calls/s end to end")
-    print(f"record statuses (sample of {sum(statuses.values())}): {dict(statuses)}")
+    print(f"completed callbacks: {delivered_n} of {ok} within {done_for:.1f} s -> {achieved:.1f} calls/s end to end")
+    print(f"record statuses (sample of {sum(statuses.values())}): {statuses}")
+    print(f"web app saw (whole run): {seen['requests']}")
     print(
-        f"node CPU: {cpu:.1f} s = {cpu / max(1, ok) * 1000:.2f} ms per call; "
-        f"SIPp UAS CPU: {sipp_cpu / max(1, ok) * 1000:.2f} ms per call; "
-        f"rest of the rig (client, web app, observer): {rig / max(1, ok) * 1000:.2f} ms per call"
+        f"node CPU: {node_cpu:.1f} s = {node_cpu * per_call:.2f} ms per call ({node_procs} process(es)); "
+        f"SIPp UAS CPU: {sipp_cpu * per_call:.2f} ms per call"
+    )
+    print(
+        f"rest of the rig: {rig_total * per_call:.2f} ms per call ("
+        + ", ".join(f"{name} {cpu * per_call:.2f}" for name, cpu in rig_cpu.items())
+        + ")"
+    )
+    print(
+        f"CPU budget: node + SIPp + rig = {used * per_call:.2f} ms per call = {used / done_for:.2f} of {cores} cores "
+        f"over {done_for:.1f} s (at {TARGET_CPS:g} calls/s: {used * per_call * TARGET_CPS / 1000:.2f} cores); "
+        f"machine-wide busy {busy:.2f} of {cores} cores (every process, ours or not)"
     )
     if figures:
         print(
             f"answer -> first RTP: p50 {pct(figures['to_rtp'], 0.5):.1f} ms, p99 {pct(figures['to_rtp'], 0.99):.1f} ms"
-            f" ({len(figures['to_rtp'])} calls)"
+            f" ({len(figures['to_rtp'])} of {figures['calls']} answered calls, warm-up included)"
         )
         print(
             f"answer -> first audio: p50 {pct(figures['to_audio'], 0.5):.1f} ms, "
@@ -278,10 +363,10 @@ async def run(args: argparse.Namespace) -> int:
         gaps = figures["gaps"]
         print(
             f"RTP gaps: p50 {pct(gaps, 0.5):.1f} ms, p99 {pct(gaps, 0.99):.1f} ms, max {max(gaps, default=0):.1f} ms "
-            f"({len(gaps)} gaps)"
+            f"({len(gaps)} gaps; the observer saw {figures['packets']} packets, the kernel dropped {figures['drops']})"
         )
     else:
-        print("RTP figures skipped (the packet observer needs root)")
+        print("RTP figures skipped (the packet observer needs root: CAP_NET_RAW for a packet socket on lo)")
     for f in failures[:5]:
         print("  failure:", f)
     print(
@@ -291,7 +376,7 @@ async def run(args: argparse.Namespace) -> int:
     met = (
         achieved >= TARGET_CPS * 0.98
         and not failures
-        and delivered >= ok
+        and delivered_n >= ok
         and (not figures or pct(figures["gaps"], 0.99) <= 30.0)
     )
     print(
@@ -299,17 +384,22 @@ async def run(args: argparse.Namespace) -> int:
         f"{'met' if met else 'NOT met'}"
     )
     with contextlib.suppress(OSError):
-        import shutil
-
         shutil.rmtree(workdir)
     return 0 if met else 1
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rate", type=float, default=TARGET_CPS, help="calls per second offered (default 100)")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
-    return asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--rate", type=float, help=f"calls per second offered (default {TARGET_CPS:g}; --quick 30)")
+    parser.add_argument("--duration", type=float, help="seconds of load (default 60; --quick 10)")
+    parser.add_argument("--quick", action="store_true", help="a quick look: 30 calls/s for 10 s unless given")
+    parser.add_argument("--workers", type=int, default=1, help="node worker processes (callplane serve --workers)")
+    args = parser.parse_args()
+    if args.rate is None:
+        args.rate = 30.0 if args.quick else TARGET_CPS
+    if args.duration is None:
+        args.duration = 10.0 if args.quick else 60.0
+    return run(args)
 
 
 if __name__ == "__main__":
