@@ -37,10 +37,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.request import getproxies
 
 import httpx
 
 from callplane.core.errors import WebhookError
+from callplane.webhooks.transport import PooledTransport
 
 __all__ = [
     "FetchError",
@@ -148,6 +150,11 @@ def _credentials(url: str) -> tuple[str, str] | None:
     return unquote(parts.username), unquote(parts.password or "")
 
 
+def _env_proxies() -> bool:
+    """Whether HTTP(S)_PROXY/ALL_PROXY are set: httpx's own transports honour them (ours does not speak proxy)."""
+    return any(scheme in ("http", "https", "all") for scheme in getproxies())
+
+
 class WebClient:
     """The node's one HTTP client for developer web servers (connection pooling across calls)."""
 
@@ -159,6 +166,8 @@ class WebClient:
         user_agent: str = "callplane",
     ) -> None:
         self.limits = limits or Limits()
+        if transport is None and not _env_proxies():
+            transport = PooledTransport()
         timeout = httpx.Timeout(self.limits.total_timeout, connect=self.limits.connect_timeout)
         self._client = httpx.AsyncClient(
             timeout=timeout,
