@@ -4,13 +4,17 @@
     .venv/bin/python bench/webhook_client.py --requests 500 --runs 1   # a quick look
 
 A minimal HTTP/1.1 server (raw asyncio protocol, keep-alive, uvloop) runs in its own process, so its CPU is not
-counted. This process sends requests in pairs, as a call does: a GET RCML fetch carrying ~20 call parameters in the
-query (a ~60-byte XML answer) and a POST status callback carrying ~20 form parameters (an empty 200 answer).
+counted. This process sends the two kinds of request a call makes: a GET RCML fetch carrying ~20 call
+parameters in the query (a ~60-byte XML answer) and a POST status callback carrying ~20 form parameters (an empty
+200 answer).
 
-Printed per run and client: CPU of this process per request (``time.process_time``, so every thread counts) and
-latency median/p99, sequentially (one request at a time) and with ``--concurrency`` requests in flight. The
+Printed per run, kind (GET, POST) and client: CPU of this process per request (``time.process_time``, so every
+thread counts) and latency median/p99, sequentially (one request at a time) and with ``--concurrency`` requests in
+flight. The
 same-run baseline is a bare asyncio-streams HTTP/1.1 client doing the same requests (one keep-alive connection per
-worker, the same request bytes, Content-Length framing only): the floor for Python on this event loop.
+worker, the same request bytes, Content-Length framing only): the floor for Python on this event loop. With
+``--httpcore``, a third client is WebClient on httpx's own transport (httpcore over anyio), as it was before it had
+its own.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 import uvloop  # noqa: E402
 
 from bench.common import machine, pct  # noqa: E402
@@ -143,16 +148,16 @@ class BareClient:
             writer.close()
 
 
-async def measure(send: Send, base: str, n: int, concurrency: int) -> tuple[float, list[float]]:
+async def measure(send: Send, base: str, n: int, concurrency: int, get: bool) -> tuple[float, list[float]]:
     """CPU seconds per request and each request's latency, ``n`` requests with ``concurrency`` in flight."""
     latencies: list[float] = []
     todo = iter(range(n))
+    url = base + ("/rcml" if get else "/status")
 
     async def worker() -> None:
-        for i in todo:
-            get = i % 2 == 0
+        for _ in todo:
             started = time.perf_counter()
-            await send(base + ("/rcml" if get else "/status"), get)
+            await send(url, get)
             latencies.append(time.perf_counter() - started)
 
     cpu = time.process_time()
@@ -168,31 +173,40 @@ def webclient_sender(client: WebClient) -> Send:
     return send
 
 
+def stock_transport() -> httpx.AsyncBaseTransport:
+    """httpx's own transport (httpcore over anyio), as WebClient used it before it had its own."""
+    return httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+
+
 async def run(args: argparse.Namespace, port: int) -> None:
     base = f"http://127.0.0.1:{port}"
     print(f"machine: {machine()}")
-    print(f"loop: {type(asyncio.get_running_loop()).__module__}; {args.requests} requests per figure (GET/POST pairs)")
+    print(f"loop: {type(asyncio.get_running_loop()).__module__}; {args.requests} requests per figure")
+    print("CPU per request in us (webclient / bare), latency p50/p99 in ms")
     for run_no in range(1, args.runs + 1):
         for concurrency in (1, args.concurrency):
-            figures: dict[str, float] = {}
-            for name in ("bare", "webclient"):
-                send: Send
-                close: Callable[[], Awaitable[None]]
-                if name == "bare":
-                    bare = BareClient("127.0.0.1", port)
-                    send, close = bare.send, bare.close
-                else:
-                    web = WebClient()
-                    send, close = webclient_sender(web), web.close
-                await measure(send, base, max(200, concurrency * 10), concurrency)  # warm up, fill the pool
-                cpu, lat = await measure(send, base, args.requests, concurrency)
-                await close()
-                figures[name] = cpu
-                print(
-                    f"run {run_no} c={concurrency:<3} {name:<9} CPU {cpu * 1e6:7.0f} us/request   "
-                    f"latency p50 {statistics.median(lat) * 1e3:6.2f} ms  p99 {pct(lat, 0.99) * 1e3:6.2f} ms"
-                )
-            print(f"run {run_no} c={concurrency:<3} webclient / bare CPU: {figures['webclient'] / figures['bare']:.2f}")
+            for get in (True, False):
+                figures: list[str] = []
+                cpus: list[float] = []
+                for name in ("bare", "webclient", "httpcore")[: 3 if args.httpcore else 2]:
+                    send: Send
+                    close: Callable[[], Awaitable[None]]
+                    if name == "bare":
+                        bare = BareClient("127.0.0.1", port)
+                        send, close = bare.send, bare.close
+                    else:
+                        web = WebClient(transport=stock_transport() if name == "httpcore" else None)
+                        send, close = webclient_sender(web), web.close
+                    await measure(send, base, max(200, concurrency * 10), concurrency, get)  # warm up, fill the pool
+                    cpu, lat = await measure(send, base, args.requests, concurrency, get)
+                    await close()
+                    cpus.append(cpu)
+                    p50, p99 = statistics.median(lat) * 1e3, pct(lat, 0.99) * 1e3
+                    figures.append(f"{name} {cpu * 1e6:4.0f} us {p50:5.2f}/{p99:5.2f} ms")
+                kind = "GET  RCML" if get else "POST callback"
+                ratio = cpus[1] / cpus[0]
+                line = f"run {run_no} c={concurrency:<3} {kind:<13} webclient/bare {ratio:4.1f}x   "
+                print(line + "   ".join(figures))
 
 
 def main() -> int:
@@ -200,6 +214,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000, help="requests per figure (default 3000)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight in the concurrent figure")
+    parser.add_argument("--httpcore", action="store_true", help="also WebClient on httpx's own transport (before)")
     parser.add_argument("--asyncio", action="store_true", help="the stock asyncio loop instead of uvloop")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")

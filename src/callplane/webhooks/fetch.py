@@ -34,10 +34,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import quote_plus, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 from urllib.request import getproxies
 
 import httpx
@@ -71,7 +70,9 @@ NOT_FOUND = 21402
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8"}
-_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")  # what quote_plus leaves as it is
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"  # what quote_plus keeps
+# quote_plus as one str.translate over the UTF-8 bytes (seen as latin-1): a byte is kept, "+" (space) or %XX
+_QUOTE_PLUS = {b: chr(b) if b in _UNRESERVED else "+" if b == 0x20 else f"%{b:02X}" for b in range(256)}
 _CACHE_SIZE = 1024
 
 
@@ -152,7 +153,17 @@ def form_encode(params: Params) -> str:
 
 
 def _quote(text: str) -> str:
-    return text if _UNRESERVED.fullmatch(text) else quote_plus(text)
+    quoted = _quoted.get(text)
+    if quoted is None:
+        if len(_quoted) >= _CACHE_SIZE:
+            _quoted.clear()
+        ascii_text = text if text.isascii() else text.encode().decode("latin-1")
+        quoted = _quoted[text] = ascii_text.translate(_QUOTE_PLUS)
+    return quoted
+
+
+# names and many values (AccountSid, From, To, the CallSid within a call) repeat from one webhook to the next
+_quoted: dict[str, str] = {}
 
 
 def with_query(url: str, params: Params) -> str:
