@@ -363,3 +363,27 @@ async def test_https_with_an_untrusted_certificate_is_refused(
             await client.get(server.url(scheme="https"))
         assert server.seen == []
         assert transport.open_connections == 0
+
+
+# ------------------------------------------------------------------------------------------------ through WebClient
+async def test_web_client_reuses_one_connection_for_successive_webhooks() -> None:
+    web = WebClient()
+    try:
+        async with RawServer(answer(OK)).running() as server:
+            for method in ("POST", "GET", "POST"):
+                assert (await web.request(server.url(), method, (("CallSid", "CA1"),))).body == b"ok"
+            assert server.connections == 1
+    finally:
+        await web.close()
+
+
+async def test_web_client_honours_a_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with RawServer(answer(OK)).running() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        web = WebClient()
+        try:
+            assert (await web.request("http://callbacks.invalid/status", "POST", (("a", "1"),))).body == b"ok"
+        finally:
+            await web.close()
+        (ex,) = proxy.seen
+        assert ex.head.startswith(b"POST http://callbacks.invalid/status HTTP/1.1\r\n")
