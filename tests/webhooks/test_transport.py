@@ -387,3 +387,20 @@ async def test_web_client_honours_a_proxy_from_the_environment(monkeypatch: pyte
             await web.close()
         (ex,) = proxy.seen
         assert ex.head.startswith(b"POST http://callbacks.invalid/status HTTP/1.1\r\n")
+
+
+async def test_endless_response_head_is_refused(transport: PooledTransport) -> None:
+    async def endless_headers(ex: Exchange) -> bool:
+        ex.writer.write(b"HTTP/1.1 200 OK\r\n")
+        try:
+            for i in range(100_000):
+                ex.writer.write(b"X-Filler-%d: %s\r\n" % (i, b"f" * 100))
+                await ex.writer.drain()
+        except ConnectionError:
+            pass
+        return False
+
+    async with RawServer(endless_headers).running() as server, httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.RemoteProtocolError, match="head over"):
+            await client.get(server.url())
+        assert transport.open_connections == 0

@@ -14,9 +14,10 @@ httpx's default stack (httpcore over anyio, h11 in pure Python, a socket-readabi
 * Idle connections wait per origin (scheme, host, port), newest first, at most ``max_idle`` per origin and
   ``keepalive_expiry`` seconds; at most ``max_connections`` are open at once (a request waits up to the pool
   timeout for a free slot).
-* The response body is streamed: reading pauses when ``HIGH_WATER`` bytes are buffered, so a consumer that stops
-  early (the 1 MiB cap of ``fetch``) has read little more than that. A body not read to its end closes the
-  connection; so do ``Connection: close``, HTTP/1.0 and a body delimited by the end of the connection.
+* The response head may not exceed ``MAX_HEAD`` bytes. The body is streamed: reading pauses when ``HIGH_WATER``
+  bytes are buffered, so a consumer that stops early (the 1 MiB cap of ``fetch``) has read little more than that.
+  A body not read to its end closes the connection; so do ``Connection: close``, HTTP/1.0 and a body delimited by
+  the end of the connection.
 * Timeouts come from httpx's ``timeout`` extension: connect, read (per wait for data), write (per wait for the
   send buffer), pool (per wait for a slot). Failures are httpx's exceptions: ``ConnectError``/``ConnectTimeout``,
   ``ReadError``/``ReadTimeout``, ``WriteTimeout``, ``PoolTimeout``, ``RemoteProtocolError``.
@@ -36,9 +37,10 @@ from collections.abc import AsyncIterator
 import httptools
 import httpx
 
-__all__ = ["HIGH_WATER", "PooledTransport"]
+__all__ = ["HIGH_WATER", "MAX_HEAD", "PooledTransport"]
 
 HIGH_WATER = 64 * 1024  # buffered response bytes at which reading pauses
+MAX_HEAD = 100 * 1024  # status line and headers (llhttp sets no limit; h11 under httpcore had this one)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]
@@ -64,6 +66,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.in_exchange = False
         self.received = False
+        self.head_size = 0
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
@@ -89,6 +92,12 @@ class _Connection(asyncio.Protocol):
             self._fail(httpx.RemoteProtocolError(f"malformed HTTP response: {e}"))
             self.close()
             return
+        if not self.headers_done:  # a read is bounded by the loop; a head spread over many reads is bounded here
+            self.head_size += len(data)
+            if self.head_size > MAX_HEAD:
+                self._fail(httpx.RemoteProtocolError(f"response head over {MAX_HEAD} bytes"))
+                self.close()
+                return
         if self.buffered >= HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
