@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import shutil
 import socket
 import ssl
@@ -404,3 +405,75 @@ async def test_endless_response_head_is_refused(transport: PooledTransport) -> N
         with pytest.raises(httpx.RemoteProtocolError, match="head over"):
             await client.get(server.url())
         assert transport.open_connections == 0
+
+
+SEEDS = [
+    OK,
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 27\r\n\r\n<Response><Hangup/></Response>",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nHello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops",
+]
+
+
+def mutate(rng: random.Random, data: bytes) -> bytes:
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        kind = rng.randrange(5)
+        at = rng.randrange(len(b) + 1)
+        if kind == 0:
+            del b[at:]
+        elif kind == 1 and b:
+            b[min(at, len(b) - 1)] = rng.randrange(256)
+        elif kind == 2:
+            b[at:at] = rng.randbytes(rng.randint(1, 8))
+        elif kind == 3:
+            b[at:at] = rng.choice([b"\r\n", b"\r\n\r\n", b":", b" ", b"0", b"ffffffff", b"-1", b"\x00"])
+        else:
+            b[at:at] = b[at : at + rng.randint(1, 40)]
+    return bytes(b)
+
+
+async def test_mangled_answers_give_a_reply_or_a_fetch_error_and_leak_nothing() -> None:
+    rng = random.Random(8)
+    transport = PooledTransport()
+    web = WebClient(Limits(connect_timeout=1.0, total_timeout=1.0, max_body=4096), transport=transport)
+    current = b""
+
+    async def mangled(ex: Exchange) -> bool:
+        data = current
+        while data:  # in pieces, so the parser is fed across reads
+            cut = rng.randint(1, len(data))
+            ex.writer.write(data[:cut])
+            await ex.writer.drain()
+            data = data[cut:]
+        return False
+
+    outcomes: dict[str, int] = {}
+    try:
+        async with RawServer(mangled).running() as server:
+            for _ in range(300):
+                current = mutate(rng, rng.choice(SEEDS))
+                try:
+                    reply = await web.request(server.url(), rng.choice(["GET", "POST"]), (("CallSid", "CA1"),))
+                    key = f"reply {reply.status}"
+                except FetchError as e:
+                    key = f"error {e.code}"
+                outcomes[key] = outcomes.get(key, 0) + 1
+            for _ in range(100):
+                if transport.open_connections == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert transport.open_connections == 0
+    finally:
+        await web.close()
+    assert outcomes.get("error 11206", 0) > 0 and outcomes.get("reply 200", 0) > 0, outcomes
+
+
+async def test_bytes_after_a_complete_answer_spoil_the_connection_not_the_answer(transport: PooledTransport) -> None:
+    async with RawServer(answer(OK + b"garbage")).running() as server, httpx.AsyncClient(transport=transport) as c:
+        assert (await c.get(server.url())).content == b"ok"
+        assert (await c.get(server.url())).content == b"ok"
+        assert server.connections == 2

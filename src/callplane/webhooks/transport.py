@@ -82,14 +82,17 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
-        if not self.in_exchange:  # nothing asked: a server talking out of turn is not trusted again
+        if not self.in_exchange or self.complete:  # a server talking out of turn is not trusted again
+            self.keep_alive = False
             self.close()
             return
         self.received = True
         try:
             self.parser.feed_data(data)
         except Exception as e:  # llhttp's errors, and ours raised from a callback
-            self._fail(httpx.RemoteProtocolError(f"malformed HTTP response: {e}"))
+            if not self.complete:  # bytes after a complete answer spoil the connection, not the answer
+                self._fail(httpx.RemoteProtocolError(f"malformed HTTP response: {e}"))
+            self.keep_alive = False
             self.close()
             return
         if not self.headers_done:  # a read is bounded by the loop; a head spread over many reads is bounded here
