@@ -184,9 +184,11 @@ async def test_chunked_body_in_pieces(transport: PooledTransport) -> None:
 
 
 async def test_body_delimited_by_the_end_of_the_connection(transport: PooledTransport) -> None:
-    reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end"
+    reply = b"HTTP/1.0 200 Fine\r\nContent-Type: text/plain\r\n\r\nuntil the end"
     async with RawServer(answer(reply, keep=False)).running() as server, httpx.AsyncClient(transport=transport) as c:
-        assert (await c.get(server.url())).content == b"until the end"
+        response = await c.get(server.url())
+        assert response.content == b"until the end"
+        assert (response.http_version, response.reason_phrase) == ("HTTP/1.0", "Fine")
         assert transport.open_connections == 0
 
 
@@ -203,6 +205,7 @@ async def test_interim_100_continue_is_skipped(transport: PooledTransport) -> No
     async with RawServer(answer(reply)).running() as server, httpx.AsyncClient(transport=transport) as client:
         response = await client.get(server.url())
         assert (response.status_code, response.headers["x-a"], response.content) == (201, "1", b"ok")
+        assert (response.reason_phrase, response.http_version) == ("Created", "HTTP/1.1")
 
 
 async def test_malformed_response_is_a_protocol_error(transport: PooledTransport) -> None:

@@ -56,7 +56,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
-        self.reused = False
         self.write_paused = False
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
@@ -68,8 +67,10 @@ class _Connection(asyncio.Protocol):
         self.received = False
         self.head_size = 0
         self.status = 0
+        self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
+        self.version = "1.1"
         self.until_close = False  # the body ends when the connection does
         self.complete = False
         self.keep_alive = False
@@ -107,15 +108,20 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
+        self._ended(None)
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._ended(exc)
+
+    def _ended(self, exc: Exception | None) -> None:
+        """The server closed (EOF, then the loss of the connection): ends a close-delimited body, fails others."""
         self.closed = True
         self.pool._forget(self)
-        if self.in_exchange and not self.complete:
+        if self.in_exchange and not self.complete and self.error is None:
             if self.headers_done and self.until_close and exc is None:
                 self.complete = True
-            elif self.error is None:
+            else:
                 reason = f": {exc}" if exc is not None else ""
                 if self.headers_done:
                     self.error = httpx.RemoteProtocolError(f"the server closed the connection mid-body{reason}")
@@ -133,6 +139,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # ---------------------------------------------------------------------------------------- httptools callbacks
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason
+
     def on_message_begin(self) -> None:
         if self.complete:
             raise ValueError("data after the response")
@@ -150,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self.status = status
         self.headers_done = True
         self.keep_alive = self.parser.should_keep_alive()
+        self.version = self.parser.get_http_version()
         if status not in (204, 304):
             length = chunked = False
             for name, value in self.headers:
@@ -196,9 +206,12 @@ class _Connection(asyncio.Protocol):
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
-        if self.closed:
-            raise httpx.WriteError("the connection is closed")
-        self.transport.write(data)
+        try:
+            if self.closed:
+                raise RuntimeError("closed")
+            self.transport.write(data)
+        except (RuntimeError, OSError) as e:  # closed under us: uvloop raises where asyncio drops the bytes
+            raise httpx.WriteError(f"the connection is closed: {e}") from None
         while self.write_paused and not self.closed:
             await self.wait(timeouts.get("write"), httpx.WriteTimeout)
 
@@ -235,7 +248,6 @@ class _Connection(asyncio.Protocol):
 
     def park(self, expiry: float) -> None:
         self._reset()
-        self.reused = True
         self.idle_timer = self.loop.call_later(expiry, self.close)
 
     def close(self) -> None:
@@ -348,7 +360,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
             conn.status,
             headers=conn.headers,
             stream=_Body(self, conn, timeouts),
-            extensions={"http_version": b"HTTP/1.1"},
+            extensions={"http_version": b"HTTP/" + conn.version.encode(), "reason_phrase": conn.reason},
         )
 
     async def aclose(self) -> None:
