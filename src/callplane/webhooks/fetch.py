@@ -2,8 +2,10 @@
 
 Theory of operation
 -------------------
-:class:`WebClient` wraps one :class:`httpx.AsyncClient` and performs :meth:`WebClient.request`: a GET or a POST
-carrying Restcomm's parameters (an ordered list of pairs: ``SipHeader_Diversion`` may repeat), under hard limits:
+:class:`WebClient` wraps one :class:`httpx.AsyncClient` (on our own keep-alive transport,
+:class:`~callplane.webhooks.transport.PooledTransport`, unless proxies are configured in the environment) and performs
+:meth:`WebClient.request`: a GET or a POST carrying Restcomm's parameters (an ordered list of pairs:
+``SipHeader_Diversion`` may repeat), under hard limits:
 
 * the connect phase has its own timeout (5 s) and the whole exchange, redirects included, a total one (10 s);
 * the body is streamed and abandoned past ``max_body`` (1 MiB), so a hostile server cannot fill memory;
@@ -152,6 +154,10 @@ def form_encode(params: Params) -> str:
     return "&".join([f"{_quote(name)}={_quote(value)}" for name, value in params])
 
 
+# names and many values (AccountSid, From, To, the CallSid within a call) repeat from one webhook to the next
+_quoted: dict[str, str] = {}
+
+
 def _quote(text: str) -> str:
     quoted = _quoted.get(text)
     if quoted is None:
@@ -160,10 +166,6 @@ def _quote(text: str) -> str:
         ascii_text = text if text.isascii() else text.encode().decode("latin-1")
         quoted = _quoted[text] = ascii_text.translate(_QUOTE_PLUS)
     return quoted
-
-
-# names and many values (AccountSid, From, To, the CallSid within a call) repeat from one webhook to the next
-_quoted: dict[str, str] = {}
 
 
 def with_query(url: str, params: Params) -> str:
@@ -200,16 +202,15 @@ class WebClient:
     ) -> None:
         self.limits = limits or Limits()
         if transport is None and not _env_proxies():
-            transport = PooledTransport()
+            transport = PooledTransport(max_connections=200, max_idle=50)
         timeout = httpx.Timeout(self.limits.total_timeout, connect=self.limits.connect_timeout)
         self._client = httpx.AsyncClient(
             timeout=timeout,
             follow_redirects=False,
             transport=transport,
             headers={"User-Agent": user_agent},
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),  # httpx's transport (proxies)
         )
-
         self._urls: dict[str, httpx.URL] = {}  # parsed once: status callbacks go to the same few URLs all day
 
     async def close(self) -> None:
