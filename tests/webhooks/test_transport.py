@@ -274,6 +274,27 @@ async def test_connect_refused(transport: PooledTransport) -> None:
     assert transport.open_connections == 0
 
 
+async def test_connect_timeout(transport: PooledTransport) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # never accepted: once its queue is full, the kernel drops further SYNs
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(4)]
+        try:
+            for f in fillers:
+                f.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    f.connect(("127.0.0.1", port))
+            async with httpx.AsyncClient(transport=transport) as client:
+                with pytest.raises(httpx.ConnectTimeout):
+                    request = client.get(f"http://127.0.0.1:{port}/", timeout=httpx.Timeout(5.0, connect=0.3))
+                    await asyncio.wait_for(request, 3.0)  # a TimeoutError here: the connect limit did not hold
+            assert transport.open_connections == 0
+        finally:
+            for f in fillers:
+                f.close()
+
+
 async def test_read_timeout(transport: PooledTransport) -> None:
     async def silent(ex: Exchange) -> bool:
         await asyncio.sleep(5)
