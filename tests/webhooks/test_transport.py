@@ -126,6 +126,14 @@ async def test_request_bytes_carry_headers_and_body(transport: PooledTransport) 
         assert ex.body == b"k=v"
 
 
+@pytest.mark.parametrize("header", [("X-A", "1\r\nX-B: 2"), ("X-A", "1\nX-B: 2"), ("X-A", "1\r"), ("X-A:B", "1")])
+async def test_header_smuggling_another_is_refused(transport: PooledTransport, header: tuple[str, str]) -> None:
+    async with RawServer(answer(OK)).running() as server, httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.LocalProtocolError):
+            await client.get(server.url(), headers=[header])
+        assert server.seen == [] and server.connections == 0
+
+
 async def test_connection_close_answer_is_not_reused(transport: PooledTransport) -> None:
     reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
     async with RawServer(answer(reply, keep=False)).running() as server, httpx.AsyncClient(transport=transport) as c:

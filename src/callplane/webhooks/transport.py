@@ -444,6 +444,9 @@ async def _serialise(request: httpx.Request) -> bytes:
     lines: list[bytes] = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), target)]
     chunked = False
     for name, value in request.headers.raw:
+        if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name or b":" in name:
+            # httpx lets these through (h11 refused them): a CR or LF would smuggle a header or a second request
+            raise httpx.LocalProtocolError(f"illegal character in request header {name!r}")
         if name.lower() == b"transfer-encoding" and value.lower() == b"chunked":
             chunked = True
         lines.append(b"%s: %s\r\n" % (name, value))
