@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from callplane.webhooks import fetch
-from callplane.webhooks.fetch import FetchError, Limits, WebClient, redact, with_query
+from callplane.webhooks.fetch import FetchError, Limits, WebClient, form_encode, redact, with_query
 from tests.webapp import Answer, WebApp
 
 RCML = "<Response><Say>Hello.</Say></Response>"
@@ -131,7 +134,19 @@ async def test_connection_refused(client: WebClient) -> None:
     assert err.value.code == fetch.CONNECTION
 
 
-@pytest.mark.parametrize("url", ["ftp://h/x", "/relative", "http:///nohost", "not a url", "file:///etc/passwd"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://h/x",
+        "/relative",
+        "http:///nohost",
+        "not a url",
+        "file:///etc/passwd",
+        "http://h:abc/x",
+        "http://u:p@h:99999/x",
+        "http://h/\x01x",
+    ],
+)
 async def test_invalid_urls(client: WebClient, url: str) -> None:
     with pytest.raises(FetchError) as err:
         await client.request(url, "POST", ())
@@ -147,3 +162,8 @@ async def test_invalid_method(client: WebClient) -> None:
 def test_with_query() -> None:
     assert with_query("http://h/p", ()) == "http://h/p"
     assert with_query("http://h/p?a=1#frag", (("b", "2 3"),)) == "http://h/p?a=1&b=2+3"
+
+
+@given(st.lists(st.tuples(st.text(), st.text()), max_size=8))
+def test_form_encode_is_urlencode(params: list[tuple[str, str]]) -> None:
+    assert form_encode(params) == urlencode(params)
