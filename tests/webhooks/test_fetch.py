@@ -167,3 +167,14 @@ def test_with_query() -> None:
 @given(st.lists(st.tuples(st.text(), st.text()), max_size=8))
 def test_form_encode_is_urlencode(params: list[tuple[str, str]]) -> None:
     assert form_encode(params) == urlencode(params)
+
+
+async def test_a_cookie_one_server_sets_is_never_sent_back(app: WebApp, client: WebClient) -> None:
+    """One client serves every account's webhooks: a cookie jar would carry one account's session to another."""
+    app.route(
+        "/rcml", Answer(200, RCML.encode(), "application/xml", headers=(("Set-Cookie", "session=acct-a; Path=/"),))
+    )
+    await client.request(app.url("/rcml"), "POST", PARAMS)
+    await client.request(app.url("/rcml"), "GET", PARAMS)
+    first, second = app.requests("/rcml")
+    assert "cookie" not in first.headers and "cookie" not in second.headers

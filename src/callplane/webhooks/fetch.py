@@ -38,6 +38,7 @@ import base64
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 from urllib.request import getproxies
 
@@ -204,7 +205,11 @@ class WebClient:
         if transport is None and not _env_proxies():
             transport = PooledTransport(max_connections=200, max_idle=50)
         timeout = httpx.Timeout(self.limits.total_timeout, connect=self.limits.connect_timeout)
+        # No cookies: one client serves every account's webhooks, and a jar would hand one account's session cookie
+        # to another account's server on the same domain (and costs a jar lookup per request).
+        no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         self._client = httpx.AsyncClient(
+            cookies=no_cookies,
             timeout=timeout,
             follow_redirects=False,
             transport=transport,
