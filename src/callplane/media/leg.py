@@ -163,7 +163,8 @@ class RtpLeg:
         self._t0 = start  # when the first tick's RTP timestamp (``_ts0``) was sampled
         self._partial = b""
         self._dtmf_active = False
-        self._encode = g711.encoder(payload_type)
+        self._encode = g711.encoder(payload_type)  # a bridge/conference feed: live audio
+        self._encode_src = g711.shared_encoder(payload_type)  # a source: prompts and tones that repeat
         self._reframe_seq = 0
 
     # -- configuration ----------------------------------------------------------------------
@@ -191,6 +192,7 @@ class RtpLeg:
                 raise g711.UnsupportedCodec(f"payload type {payload_type} is not G.711")
             self.payload_type = payload_type
             self._encode = g711.encoder(payload_type)
+            self._encode_src = g711.shared_encoder(payload_type)
         if dtmf_payload_type is not None:
             self.dtmf_payload_type = dtmf_payload_type
 
@@ -380,7 +382,7 @@ class RtpLeg:
         if not self.sending or self.remote is None:
             self._marker = True
             return None
-        payload = self._encode(frame)
+        payload = self._encode(frame) if self.attached else self._encode_src(frame)
         marker = self._marker
         if marker:
             self._marker = False
