@@ -69,7 +69,10 @@ class AudioSource(Protocol):
 
 
 class Speech(Protocol):
-    """What Say needs: ``await synthesize(text, voice, language)`` -> PCM (the caching TTS)."""
+    """What Say needs: ``cached(text, voice, language)`` -> PCM already in memory or None (no I/O), else
+    ``await synthesize(text, voice, language)`` -> PCM (the caching TTS)."""
+
+    def cached(self, text: str, voice: str, language: str) -> bytes | None: ...
 
     async def synthesize(self, text: str, voice: str, language: str) -> bytes: ...
 
@@ -203,7 +206,11 @@ class RcmlScript:
         if isinstance(c, cmd.Fetch):
             self._spawn(self._fetch(c))
         elif isinstance(c, cmd.Say):
-            self._spawn(self._prompt(c.ref, c.loop, lambda: self.s.tts.synthesize(c.text, c.voice, c.language)))
+            pcm = self.s.tts.cached(c.text, c.voice, c.language)
+            if pcm is not None:  # the usual case: a prompt the node has spoken before plays at once, no task
+                self._play(c.ref, c.loop, pcm)
+            else:
+                self._spawn(self._prompt(c.ref, c.loop, lambda: self.s.tts.synthesize(c.text, c.voice, c.language)))
         elif isinstance(c, cmd.Play):
             self._spawn(self._prompt(c.ref, c.loop, lambda: self.s.audio.get(c.url)))
         elif isinstance(c, cmd.StopPrompt):
@@ -264,6 +271,9 @@ class RcmlScript:
             self._notify(PROMPT_FAILED, f"the prompt could not be prepared: {e}", ERROR)
             self._feed(ev.PromptDone(ref))
             return
+        self._play(ref, loop, pcm)
+
+    def _play(self, ref: int, loop: int, pcm: bytes) -> None:
         leg = self._leg()
         if leg is None or self._ended:
             return
