@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlencode
@@ -53,7 +53,7 @@ from callplane.webhooks.fetch import FetchError, WebClient
 if TYPE_CHECKING:
     from callplane.engine.engine import CallEngine, LiveCall
 
-__all__ = ["RcmlScript", "ScriptServices"]
+__all__ = ["ParsedDocuments", "RcmlScript", "ScriptServices"]
 
 log = logging.getLogger("callplane.engine.script")
 
@@ -77,6 +77,34 @@ class Speech(Protocol):
     async def synthesize(self, text: str, voice: str, language: str) -> bytes: ...
 
 
+class ParsedDocuments:
+    """Parsed RCML by (body, Content-Type, URL), for bodies up to :data:`INLINE_PARSE_BYTES`.
+
+    Most applications answer every call with the same document (a static IVR), and a :class:`Document` is
+    immutable, so it is parsed once and shared. At most ``size`` documents are held (emptied when full); a body
+    that does not parse is not remembered (its error is raised again)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._docs: dict[tuple[bytes, str | None, str], Document] = {}
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def parse(self, body: bytes, content_type: str | None, url: str) -> Document:
+        key = (body, content_type, url)
+        doc = self._docs.get(key)
+        if doc is not None:
+            self.hits += 1
+            return doc
+        doc = document_for_response(body, content_type, url)
+        if len(self._docs) >= self.size:
+            self._docs.clear()
+        self._docs[key] = doc
+        return doc
+
+
 @dataclass
 class ScriptServices:
     """The node's shared resources every script uses."""
@@ -90,6 +118,7 @@ class ScriptServices:
     ids: IdSource
     recordings_dir: Path
     public_url: str
+    documents: ParsedDocuments = field(default_factory=ParsedDocuments)
 
     def __call__(self, call: LiveCall) -> RcmlScript:
         return RcmlScript(self, call)
@@ -253,7 +282,7 @@ class RcmlScript:
             return
         try:
             if len(reply.body) <= INLINE_PARSE_BYTES:
-                document: Document = document_for_response(reply.body, reply.content_type, reply.url)
+                document: Document = self.s.documents.parse(reply.body, reply.content_type, reply.url)
             else:
                 document = await asyncio.to_thread(document_for_response, reply.body, reply.content_type, reply.url)
         except RcmlError as e:
