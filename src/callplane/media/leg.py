@@ -32,6 +32,7 @@ RTCP is learned the same way (its SDP address is the RTP address, port + 1).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from callplane.core.errors import MediaError
@@ -72,6 +73,7 @@ _HDR = rtp.HEADER
 _INBAND_SLACK = 0.3
 
 
+@functools.lru_cache(maxsize=1024)  # the same few peers (a gateway, a proxy) in every call's SDP
 def ip_literal(host: str) -> str:
     """``host`` as a normalised IP address literal. A host name raises :class:`MediaError`: legs never resolve
     names (``sendto((name, port))`` would run a blocking lookup for every packet on the event loop)."""
