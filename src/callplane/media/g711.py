@@ -38,7 +38,7 @@ __all__ = [
     "shared_encoder",
 ]
 
-#: Frames each :func:`shared_encoder` memo holds (~0.5 kB each: 164 s of distinct audio, ~4 MB); when full it is
+#: Frames each :func:`shared_encoder` memo holds (~0.65 kB each: 164 s of distinct audio, ~5 MB); when full it is
 #: emptied and refills with what is played now.
 SHARED_FRAMES = 8192
 
