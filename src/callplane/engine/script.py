@@ -205,10 +205,13 @@ class RcmlScript:
             self._close()
 
     def _on_timer(self) -> None:
+        armed = self._deadline
         self._timer = None
         self._deadline = None
         try:
-            self.interp.handle_timer(self.loop.time())
+            # The loop ran the timer, so by its clock it is due: uvloop rounds timers to whole milliseconds and may
+            # run one a fraction of a millisecond early; "not yet" would re-arm it at once, again and again.
+            self.interp.handle_timer(self.loop.time() if armed is None else max(self.loop.time(), armed))
         except Exception:
             log.exception("[%s] the interpreter timer failed", self.call.sid)
             self._hangup()
