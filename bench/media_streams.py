@@ -6,6 +6,7 @@
     .venv/bin/python bench/media_streams.py --streams 450 --conference 50   # both on the same tick
     .venv/bin/python bench/media_streams.py --streams 500 --api-load http://127.0.0.1:8080/...   # + HTTP GET load
     .venv/bin/python bench/media_streams.py --streams 500 --faulty 1   # one leg's source raises mid-run
+    .venv/bin/python bench/media_streams.py --calls 40 --duration 20   # call churn: media CPU per call
 
 The engine process (this one) plays a source to every leg (a tone, or ``--file`` decoded to 8 kHz) and records
 what arrives (streams mode: an in-memory recorder per leg) or mixes it (conference mode). The peer process sends
@@ -18,12 +19,20 @@ a third process runs a steady GET load against the URL and reports its latency. 
 streams play a source that raises (or, every other one, returns a short frame) after 2-3 s: those legs are closed
 (``LegFailed``) and stop sending; the figures at the peer are those of the healthy streams, to compare with a
 run without ``--faulty``.
+
+``--calls RATE`` measures what one call of ``bench/call_cps.py`` costs the media engine, without SIP, HTTP or the
+store: at RATE per second a leg is created (sockets, port), pointed at an echo peer in its own process (SIPp's
+``-rtp_echo``: every RTP packet goes back to where it came from), and after ``--answer-ms`` plays one shared prompt
+(``--prompt-s`` seconds of PCM, the same bytes object for every call, as the TTS cache hands out) through a
+playlist; when it ends the leg is closed (RTCP BYE, port released). Printed: engine CPU per call, and the gaps
+between each call's RTP packets as the echo peer receives them (kernel timestamps).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -509,6 +518,124 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# ------------------------------------------------------------------------------------------ call churn
+def echo_main(duration: float) -> None:
+    """The callee of ``--calls``: echo every datagram to its sender; the gaps between RTP packets per sender."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.settimeout(0.2)
+    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
+    last: dict[tuple[str, int], float] = {}
+    gaps: list[float] = []
+    packets = 0
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        try:
+            data, anc, _flags, addr = sock.recvmsg(2048, ANC_SPACE)
+        except TimeoutError:
+            continue
+        with contextlib.suppress(OSError):
+            sock.sendto(data, addr)
+        if len(data) < 12 or 200 <= data[1] <= 204:
+            continue
+        packets += 1
+        arr = 0.0
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = TIMESPEC.unpack(raw[: TIMESPEC.size])
+                arr = sec + nsec * 1e-9
+        prev = last.get(addr)
+        if prev is not None:
+            gaps.append(arr - prev)
+        last[addr] = arr
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    gaps.sort()
+
+    def pct(p: float) -> float:
+        return gaps[min(len(gaps) - 1, int(p * len(gaps)))] * 1000 if gaps else float("nan")
+
+    print(
+        json.dumps(
+            {
+                "packets": packets,
+                "streams": len(last),
+                "gap_median_ms": pct(0.5),
+                "gap_p99_ms": pct(0.99),
+                "gap_max_ms": gaps[-1] * 1000 if gaps else float("nan"),
+                "peer_cpu_s": ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
+            }
+        ),
+        flush=True,
+    )
+
+
+async def calls_main(args: argparse.Namespace) -> dict[str, Any]:
+    """``--calls``: legs churned at a rate, each playing one shared prompt to an echoing peer (see the docstring)."""
+    from callplane.media.aio import MediaEngine
+    from callplane.media.playlist import PlayItem, Playlist
+    from callplane.media.sources import tone_pcm
+
+    loop = asyncio.get_running_loop()
+    eng = MediaEngine(port_range=(20000, 39998), io_mode=args.io, rtcp_interval=5.0)
+    await eng.start()
+    prompt = tone_pcm([440.0, 660.0], args.prompt_s, 0.2)
+    total = int(args.calls * args.duration)
+    me = [sys.executable, __file__]
+    peer = await asyncio.create_subprocess_exec(
+        *me, "--role", "echo", "--duration", str(args.duration + 3.0 + args.prompt_s), stdout=subprocess.PIPE
+    )
+    assert peer.stdout is not None
+    echo_port = json.loads(await peer.stdout.readline())["port"]
+    done = asyncio.Event()
+    closed = [0]
+
+    def finished(leg_id: str) -> None:
+        eng.close_leg(leg_id)
+        closed[0] += 1
+        if closed[0] == total:
+            done.set()
+
+    def play(leg_id: str) -> None:
+        def ended(_stopped: bool) -> None:
+            loop.call_soon(finished, leg_id)  # not from inside the tick that read the playlist's end
+
+        eng.set_source(leg_id, Playlist([PlayItem(prompt)], on_finished=ended))
+
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    busy0 = eng.ticker.busy_cpu_s
+    t0 = loop.time()
+    for i in range(total):
+        delay = t0 + i / args.calls - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        leg_id, _ = eng.create_leg()
+        eng.set_remote(leg_id, "127.0.0.1", echo_port)
+        loop.call_later(args.answer_ms / 1000, play, leg_id)
+    await asyncio.wait_for(done.wait(), args.prompt_s + 30)
+    wall = loop.time() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    busy = eng.ticker.busy_cpu_s - busy0
+    overruns = eng.ticker.overruns
+    await eng.close()
+    result: dict[str, Any] = json.loads(await peer.stdout.readline())
+    await peer.wait()
+    cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+    result.update(
+        {
+            "calls": total,
+            "wall_s": wall,
+            "engine_cpu_ms_per_call": 1000 * cpu / total,
+            "engine_sys_ms_per_call": 1000 * (ru1.ru_stime - ru0.ru_stime) / total,
+            "tick_cpu_ms_per_call": 1000 * busy / total,
+            "tick_overruns": overruns,
+        }
+    )
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, help="bidirectional streams (default 500, or 0 with --conference)")
@@ -528,7 +655,10 @@ def main() -> None:
         help="serve the node's HTTP API in the engine's own process and loop, over RECORDS synthetic calls, "
         "and run the GET load (list calls) against it",
     )
-    ap.add_argument("--role", choices=["engine", "peer", "api"], default="engine", help=argparse.SUPPRESS)
+    ap.add_argument("--calls", type=float, metavar="RATE", help="call churn at RATE calls/s (see the docstring)")
+    ap.add_argument("--prompt-s", type=float, default=0.8, help="--calls: seconds of prompt each call plays")
+    ap.add_argument("--answer-ms", type=float, default=100.0, help="--calls: from the leg's creation to the prompt")
+    ap.add_argument("--role", choices=["engine", "peer", "api", "echo"], default="engine", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument(
         "--baseline",
@@ -548,7 +678,31 @@ def main() -> None:
     if args.role == "api":
         api_load_main(args.api_load, args.api_rate, args.duration)
         return
+    if args.role == "echo":
+        echo_main(args.duration)
+        return
     import uvloop
+
+    if args.calls:
+        runner = uvloop.run if args.loop == "uvloop" else asyncio.run
+        res = runner(calls_main(args))
+        if args.json:
+            print(json.dumps(res))
+            return
+        print(f"machine: {machine()}")
+        print(
+            f"run: {res['calls']} calls at {args.calls:g}/s, {args.prompt_s:g} s prompt after {args.answer_ms:g} ms, "
+            f"loop={args.loop}, io={args.io}; done in {res['wall_s']:.1f} s"
+        )
+        print(
+            f"engine CPU per call: {res['engine_cpu_ms_per_call']:.3f} ms ({res['engine_sys_ms_per_call']:.3f} ms "
+            f"kernel); in ticks {res['tick_cpu_ms_per_call']:.3f} ms; tick overruns {res['tick_overruns']}"
+        )
+        print(
+            f"at the echo peer: {res['packets']} RTP packets from {res['streams']} legs; gap median "
+            f"{res['gap_median_ms']:.2f} / p99 {res['gap_p99_ms']:.2f} / max {res['gap_max_ms']:.2f} ms"
+        )
+        return
 
     if args.loop == "uvloop":
         result = uvloop.run(engine_main(args))

@@ -330,6 +330,13 @@ async def test_legs_created_before_start_receive(peer: RawPeer) -> None:
     assert eng.ports.in_use == set()
 
 
+async def test_an_engine_without_legs_ticks_quietly(engine: MediaEngine, caplog: pytest.LogCaptureFixture) -> None:
+    ticker = engine.ticker
+    while ticker.schedule is None or ticker.schedule.n < 5:
+        await asyncio.sleep(0.02)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
 async def test_idle_leg_is_reported(peer: RawPeer) -> None:
     eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0, idle_timeout=0.2)
     await eng.start()

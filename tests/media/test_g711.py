@@ -76,6 +76,36 @@ def test_encoder_is_the_same_function_as_encode() -> None:
         g711.encoder(PCMU)(b"\x00")  # half a sample
 
 
+def test_shared_encoder_gives_the_same_bytes_as_encode_and_remembers_each_frame() -> None:
+    frames = [np.full(160, v, dtype="<i2").tobytes() for v in range(-3000, 3000, 7)]
+    for pt in (PCMU, PCMA):
+        enc = g711.shared_encoder(pt)
+        assert enc is g711.shared_encoder(pt)  # one memo per payload type for the whole process
+        first = [enc(f) for f in frames]
+        again = [enc(bytes(bytearray(f))) for f in frames]  # equal frames, other objects (a slice per call)
+        assert first == again == [encode(f, pt) for f in frames]
+        assert all(a is b for a, b in zip(first, again, strict=True))  # the second pass encoded nothing
+    live = bytearray(frames[0])
+    assert g711.shared_encoder(PCMU)(live) == encode(frames[0], PCMU)  # type: ignore[arg-type]  # not remembered
+    with pytest.raises(UnsupportedCodec):
+        g711.shared_encoder(9)
+
+
+def test_shared_encoder_memo_is_bounded_and_stays_correct_when_it_refills() -> None:
+    calls: list[bytes] = []
+
+    def plain(pcm: bytes) -> bytes:
+        calls.append(pcm)
+        return encode(pcm, PCMU)
+
+    enc = g711._memoised(plain, 3)
+    frames = [pcm(v) for v in range(5)]
+    assert [enc(f) for f in frames] == [encode(f, PCMU) for f in frames]
+    assert len(calls) == 5
+    assert enc(frames[4]) == encode(frames[4], PCMU) and len(calls) == 5  # still held after the memo was emptied
+    assert enc(frames[0]) == encode(frames[0], PCMU) and len(calls) == 6  # dropped when it was emptied
+
+
 def test_other_payload_types_refused() -> None:
     with pytest.raises(UnsupportedCodec):
         encode(b"\x00\x00", 18)

@@ -9,6 +9,7 @@ from callplane.core.ids import IdSource
 from callplane.media import g711
 from callplane.media.jitter import JitterBuffer
 from callplane.media.leg import RtpLeg
+from callplane.media.recorder import Recorder
 from callplane.media.rtp import build
 from callplane.media.sources import SILENCE
 
@@ -253,6 +254,7 @@ def test_packets_reordered_before_playout_begins_are_kept() -> None:
 
 def test_a_new_ssrc_restarts_the_buffer() -> None:
     leg = RtpLeg("L1", IdSource(3), remote=("127.0.0.1", 40000))
+    leg.add_sink(Recorder())  # someone listens: the leg buffers what it hears
     peer = ("127.0.0.1", 40000)
     for seq in range(100, 104):
         leg.receive_rtp(build(0, seq, seq * 160, 1, bytes([seq]) * 160), peer, 0.0)

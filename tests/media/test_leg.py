@@ -72,6 +72,7 @@ def digit_packets(event: int, ts: int, ssrc: int) -> list[bytes]:
 
 def test_latches_to_the_first_source_inside_the_window_and_only_once() -> None:
     leg = make(start=0.0, latch_window=2.0)
+    leg.add_sink(Recorder())  # someone listens: accepted audio is buffered
     leg.receive_rtp(audio(1), NAT, 0.5)
     assert leg.remote == NAT and leg.remote_rtcp == ("192.0.2.7", 31001)
     assert leg.events == [RemoteLatched("L1", *NAT)]
@@ -168,6 +169,27 @@ def test_inbound_audio_reaches_sinks_and_heard_in_order() -> None:
         heard.append(leg.heard)
     assert heard == [g711.decode(f, 0) for f in frames] + [None]
     assert rec.pcm() == b"".join(g711.decode(f, 0) for f in frames) + SILENCE
+
+
+def test_audio_nobody_listens_to_is_not_buffered_and_listening_starts_afresh() -> None:
+    leg = make()
+    frames = [bytes([0x10 + i]) * 160 for i in range(8)]
+    for seq in range(4):  # a call that only plays a prompt: what the peer says goes nowhere
+        leg.receive_rtp(build(0, seq, seq * 160, 7, frames[seq]), PEER, seq * 0.02)
+        leg.pull(seq * 0.02)
+        assert leg.heard is None
+    assert len(leg.jitter) == 0 and leg.jitter.stats.pushed == 0
+    assert leg.packets_received == 4 and leg.stats is not None and leg.stats.received == 4  # RTCP still counts
+    rec = Recorder()
+    leg.add_sink(rec)  # a recording starts: only what arrives from now on is heard, in order
+    for seq in (5, 4, 6, 7):
+        leg.receive_rtp(build(0, seq, seq * 160, 7, frames[seq]), PEER, 0.1)
+    heard = []
+    for n in range(5):
+        leg.pull(0.1 + n * 0.02)
+        heard.append(leg.heard)
+    assert heard == [g711.decode(f, 0) for f in frames[4:]] + [None]
+    assert rec.pcm() == b"".join(g711.decode(f, 0) for f in frames[4:]) + SILENCE
 
 
 def test_rfc4733_digits_finish_a_recording_on_key() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import uvloop
 
 from callplane.media.ticker import Ticker, TickSchedule
 
@@ -63,3 +64,29 @@ async def test_ticker_calls_back_with_consecutive_ticks() -> None:
     await t.stop()
     assert seen[0] == 0
     assert seen[4] == 4 + skipped[0]  # every tick index is either run once or counted as skipped
+
+
+def test_ticker_sleeps_about_once_per_tick_under_uvloop() -> None:
+    # uvloop's clock counts whole milliseconds: a deadline a float rounding error ahead of "now" must not turn
+    # into a busy loop of zero-millisecond sleeps until the millisecond turns.
+    ran: list[float] = []
+
+    async def main() -> Ticker:
+        done = asyncio.Event()
+
+        def on_tick(now: float, n: int) -> None:
+            ran.append(now)
+            if len(ran) == 20:
+                done.set()
+
+        t = Ticker(on_tick)
+        t.start()
+        await asyncio.wait_for(done.wait(), 10)
+        await t.stop()
+        return t
+
+    t = uvloop.run(main())
+    assert t.sleeps <= 2 * 20
+    sched = t.schedule
+    assert sched is not None
+    assert all(now >= sched.start + k * sched.period for k, now in enumerate(ran) if k >= t.overruns)

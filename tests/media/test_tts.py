@@ -149,6 +149,16 @@ async def test_cache_hits_spawn_nothing(tmp_path: Path, pool: ProcessPoolExecuto
     assert provider2.spawns == 0 and workers2.stats.disk_hits == 1
 
 
+async def test_a_prompt_in_memory_is_had_without_awaiting(workers: MediaWorkers) -> None:
+    provider = EspeakProvider(workers)
+    say = CachingTts(provider, workers)
+    assert say.cached("press one", "man", "en") is None  # never spoken: await synthesize
+    pcm = await say.synthesize("press one", "man", "en")
+    assert say.cached("press one", "man", "en") is pcm and provider.spawns == 1
+    assert say.cached("press one", "woman", "en") is None and say.cached("press two", "man", "en") is None
+    assert say.cache_key("press one", "man", "en") == say.cache_key("press one", " MAN", "EN ")  # one prompt
+
+
 async def test_concurrent_identical_prompts_spawn_once(workers: MediaWorkers) -> None:
     provider = EspeakProvider(workers)
     say = CachingTts(provider, workers)

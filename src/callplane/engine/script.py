@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlencode
@@ -53,7 +53,7 @@ from callplane.webhooks.fetch import FetchError, WebClient
 if TYPE_CHECKING:
     from callplane.engine.engine import CallEngine, LiveCall
 
-__all__ = ["RcmlScript", "ScriptServices"]
+__all__ = ["ParsedDocuments", "RcmlScript", "ScriptServices"]
 
 log = logging.getLogger("callplane.engine.script")
 
@@ -69,9 +69,40 @@ class AudioSource(Protocol):
 
 
 class Speech(Protocol):
-    """What Say needs: ``await synthesize(text, voice, language)`` -> PCM (the caching TTS)."""
+    """What Say needs: ``cached(text, voice, language)`` -> PCM already in memory or None (no I/O), else
+    ``await synthesize(text, voice, language)`` -> PCM (the caching TTS)."""
+
+    def cached(self, text: str, voice: str, language: str) -> bytes | None: ...
 
     async def synthesize(self, text: str, voice: str, language: str) -> bytes: ...
+
+
+class ParsedDocuments:
+    """Parsed RCML by (body, Content-Type, URL), for bodies up to :data:`INLINE_PARSE_BYTES`.
+
+    Most applications answer every call with the same document (a static IVR), and a :class:`Document` is
+    immutable, so it is parsed once and shared. At most ``size`` documents are held (emptied when full); a body
+    that does not parse is not remembered (its error is raised again)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._docs: dict[tuple[bytes, str | None, str], Document] = {}
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def parse(self, body: bytes, content_type: str | None, url: str) -> Document:
+        key = (body, content_type, url)
+        doc = self._docs.get(key)
+        if doc is not None:
+            self.hits += 1
+            return doc
+        doc = document_for_response(body, content_type, url)
+        if len(self._docs) >= self.size:
+            self._docs.clear()
+        self._docs[key] = doc
+        return doc
 
 
 @dataclass
@@ -87,6 +118,7 @@ class ScriptServices:
     ids: IdSource
     recordings_dir: Path
     public_url: str
+    documents: ParsedDocuments = field(default_factory=ParsedDocuments)
 
     def __call__(self, call: LiveCall) -> RcmlScript:
         return RcmlScript(self, call)
@@ -173,10 +205,13 @@ class RcmlScript:
             self._close()
 
     def _on_timer(self) -> None:
+        armed = self._deadline
         self._timer = None
         self._deadline = None
         try:
-            self.interp.handle_timer(self.loop.time())
+            # The loop ran the timer, so by its clock it is due: uvloop rounds timers to whole milliseconds and may
+            # run one a fraction of a millisecond early; "not yet" would re-arm it at once, again and again.
+            self.interp.handle_timer(self.loop.time() if armed is None else max(self.loop.time(), armed))
         except Exception:
             log.exception("[%s] the interpreter timer failed", self.call.sid)
             self._hangup()
@@ -203,7 +238,11 @@ class RcmlScript:
         if isinstance(c, cmd.Fetch):
             self._spawn(self._fetch(c))
         elif isinstance(c, cmd.Say):
-            self._spawn(self._prompt(c.ref, c.loop, lambda: self.s.tts.synthesize(c.text, c.voice, c.language)))
+            pcm = self.s.tts.cached(c.text, c.voice, c.language)
+            if pcm is not None:  # the usual case: a prompt the node has spoken before plays at once, no task
+                self._play(c.ref, c.loop, pcm)
+            else:
+                self._spawn(self._prompt(c.ref, c.loop, lambda: self.s.tts.synthesize(c.text, c.voice, c.language)))
         elif isinstance(c, cmd.Play):
             self._spawn(self._prompt(c.ref, c.loop, lambda: self.s.audio.get(c.url)))
         elif isinstance(c, cmd.StopPrompt):
@@ -246,7 +285,7 @@ class RcmlScript:
             return
         try:
             if len(reply.body) <= INLINE_PARSE_BYTES:
-                document: Document = document_for_response(reply.body, reply.content_type, reply.url)
+                document: Document = self.s.documents.parse(reply.body, reply.content_type, reply.url)
             else:
                 document = await asyncio.to_thread(document_for_response, reply.body, reply.content_type, reply.url)
         except RcmlError as e:
@@ -264,6 +303,9 @@ class RcmlScript:
             self._notify(PROMPT_FAILED, f"the prompt could not be prepared: {e}", ERROR)
             self._feed(ev.PromptDone(ref))
             return
+        self._play(ref, loop, pcm)
+
+    def _play(self, ref: int, loop: int, pcm: bytes) -> None:
         leg = self._leg()
         if leg is None or self._ended:
             return

@@ -355,7 +355,8 @@ class MediaEngine:
         # One epoll_wait(0) for all RTP sockets, then one recvfrom per ready socket; a socket holding more than
         # one datagram is still ready in the next round. No EAGAIN attempts, no wake-ups between ticks.
         ep = self._epoll
-        assert ep is not None
+        if ep is None:  # no leg yet: nothing to read
+            return
         polled = self._polled
         for _ in range(4):
             ready = ep.poll(0)

@@ -4,8 +4,9 @@ Theory of operation. The engine calls, on every 20 ms tick, in this order for al
 
 1. :meth:`RtpLeg.pull` pops this tick's inbound frame from the jitter buffer into ``heard`` and feeds the sinks
    (recorder, in-band DTMF detector, energy detector); silence is fed when nothing arrived, so recordings keep
-   wall-clock length. RFC 4733 events that arrived since the last tick (and an event ended by the receiver's end
-   timeout) go into ``heard_dtmf``.
+   wall-clock length. Audio is decoded and buffered only while someone listens (a sink, a bridge or a
+   conference): a leg that only plays prompts leaves ``heard`` at ``None``. RFC 4733 events that arrived since
+   the last tick (and an event ended by the receiver's end timeout) go into ``heard_dtmf``.
 2. Bridges and mixers read ``heard`` of their legs and set ``feed`` (what each leg should send); a bridge hands
    ``heard_dtmf`` to the other leg's :meth:`RtpLeg.relay_dtmf`.
 3. :meth:`RtpLeg.produce` returns the RTP datagram for this tick: a telephone-event packet while digits are being
@@ -31,6 +32,7 @@ RTCP is learned the same way (its SDP address is the RTP address, port + 1).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from callplane.core.errors import MediaError
@@ -71,6 +73,7 @@ _HDR = rtp.HEADER
 _INBAND_SLACK = 0.3
 
 
+@functools.lru_cache(maxsize=1024)  # the same few peers (a gateway, a proxy) in every call's SDP
 def ip_literal(host: str) -> str:
     """``host`` as a normalised IP address literal. A host name raises :class:`MediaError`: legs never resolve
     names (``sendto((name, port))`` would run a blocking lookup for every packet on the event loop)."""
@@ -162,8 +165,10 @@ class RtpLeg:
         self.next_rtcp = start + self._rtcp_delay() / 2  # RFC 3550 §6.2: the first report after half an interval
         self._t0 = start  # when the first tick's RTP timestamp (``_ts0``) was sampled
         self._partial = b""
+        self._buffering = True  # inbound audio goes into the jitter buffer (see _listening)
         self._dtmf_active = False
-        self._encode = g711.encoder(payload_type)
+        self._encode = g711.encoder(payload_type)  # a bridge/conference feed: live audio
+        self._encode_src = g711.shared_encoder(payload_type)  # a source: prompts and tones that repeat
         self._reframe_seq = 0
 
     # -- configuration ----------------------------------------------------------------------
@@ -191,6 +196,7 @@ class RtpLeg:
                 raise g711.UnsupportedCodec(f"payload type {payload_type} is not G.711")
             self.payload_type = payload_type
             self._encode = g711.encoder(payload_type)
+            self._encode_src = g711.shared_encoder(payload_type)
         if dtmf_payload_type is not None:
             self.dtmf_payload_type = dtmf_payload_type
 
@@ -242,17 +248,31 @@ class RtpLeg:
         event = pt == self.dtmf_payload_type
         self.stats.update(seq, ts, now, not event)  # the packets of an event all carry its start timestamp
         if event:
-            self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
+            if self._listening():
+                self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
             self._dtmf_rx = True
             try:
                 self._rfc4733(self.dtmf_in.feed(ts, payload, now))
             except ValueError:
                 return
-        elif pt == 0 or pt == 8:
+        elif (pt == 0 or pt == 8) and self._listening():
             if len(payload) == FRAME_SAMPLES:
                 self.jitter.push(seq, g711.decode(payload, pt))
             elif payload:
                 self._reframe(g711.decode(payload, pt))
+
+    def _listening(self) -> bool:
+        """Whether anyone hears the peer's audio (a sink, a bridge or a conference). A leg nobody hears (a call
+        that only plays prompts) neither decodes nor buffers what arrives; when someone starts listening the
+        buffer starts afresh, as for a new sender."""
+        if self.sinks or self.attached:
+            if not self._buffering:
+                self._buffering = True
+                self.jitter.reset()
+                self._partial = b""
+            return True
+        self._buffering = False
+        return False
 
     def _learn_rtp(self, addr: Addr, now: float) -> bool:
         """Whether RTP from ``addr`` (not the accepted source) is accepted from now on; latches if so."""
@@ -343,7 +363,7 @@ class RtpLeg:
     # -- the tick ---------------------------------------------------------------------------
     def pull(self, now: float) -> None:
         """Phase 1: this tick's inbound frame into ``heard`` and the sinks."""
-        frame = self.jitter.pop()
+        frame = self.jitter.pop() if self._listening() else None
         self.heard = None if self.muted else frame
         if self._dtmf_rx:
             self._dtmf_tick(now)
@@ -380,7 +400,7 @@ class RtpLeg:
         if not self.sending or self.remote is None:
             self._marker = True
             return None
-        payload = self._encode(frame)
+        payload = self._encode(frame) if self.attached else self._encode_src(frame)
         marker = self._marker
         if marker:
             self._marker = False

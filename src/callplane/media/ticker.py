@@ -6,7 +6,8 @@ after its deadline (the loop was blocked), the missed ticks are skipped, not rep
 jumps to the latest deadline that has passed and counts the skipped ticks as overruns. A wake-up less than a
 period late runs the due tick at once; the next deadline is still on the grid.
 
-:class:`Ticker` is the one asyncio task that sleeps until the next deadline and calls the engine's tick.
+:class:`Ticker` is the one asyncio task that sleeps until the next deadline and calls the engine's tick. A wake-up
+within the loop clock's resolution (1 ms) before a deadline runs that tick, with ``now`` = the deadline.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import math
 import time
 from collections.abc import Callable
 
-__all__ = ["PERIOD", "TickSchedule", "Ticker"]
+__all__ = ["CLOCK_RESOLUTION", "PERIOD", "TickSchedule", "Ticker"]
 
 PERIOD = 0.020
+#: The coarsest event-loop clock and timer granularity we run on (uvloop: 1 ms); a wake-up this close to a
+#: deadline runs its tick instead of sleeping again.
+CLOCK_RESOLUTION = 0.001
 log = logging.getLogger(__name__)
 
 
@@ -65,6 +69,7 @@ class Ticker:
         self._task: asyncio.Task[None] | None = None
         self.busy_s = 0.0  # wall time spent inside on_tick, for load figures
         self.busy_cpu_s = 0.0  # CPU time of the loop thread inside on_tick (busy_s minus time we were preempted)
+        self.sleeps = 0  # times the task slept: about one per tick
 
     def start(self) -> None:
         if self._task is None:
@@ -85,10 +90,16 @@ class Ticker:
         loop = asyncio.get_running_loop()
         sched = self.schedule = TickSchedule(loop.time(), self.period)
         while True:
-            delay = sched.next_deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = loop.time()
+            started = loop.time()
+            deadline = sched.next_deadline
+            if started < deadline - CLOCK_RESOLUTION:
+                self.sleeps += 1
+                await asyncio.sleep(deadline - started)
+                continue
+            # Within the clock's resolution of the deadline is on it: uvloop's clock and timers count whole
+            # milliseconds, so "not yet" by a float rounding error used to mean sleeping zero ms again and again
+            # (~36 wake-ups and ~0.3 ms of CPU per tick) until the millisecond turned.
+            now = max(started, deadline)
             n = sched.due(now)
             if n is None:
                 continue
@@ -97,5 +108,5 @@ class Ticker:
                 self.on_tick(now, n)
             except Exception:  # one bad leg must not stop the clock for every call
                 log.exception("media tick %d failed", n)
-            self.busy_s += loop.time() - now
+            self.busy_s += loop.time() - started
             self.busy_cpu_s += time.thread_time() - cpu

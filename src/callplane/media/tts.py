@@ -21,6 +21,7 @@ from callplane.media.workers import MediaWorkers, content_key
 
 __all__ = [
     "DEFAULT_MAX_CHARS",
+    "KEY_MEMO",
     "CachingTts",
     "EspeakProvider",
     "TtsError",
@@ -199,19 +200,38 @@ class EspeakProvider:
             raise TtsError(f"espeak-ng output is not usable audio: {exc}") from None
 
 
+#: Prompts whose cache key :class:`CachingTts` remembers (the table is emptied when full).
+KEY_MEMO = 4096
+
+
 class CachingTts:
-    """Any provider behind the node's PCM cache; concurrent requests for one prompt synthesize it once."""
+    """Any provider behind the node's PCM cache; concurrent requests for one prompt synthesize it once.
+
+    A prompt already in memory is had without a task or a thread (:meth:`cached`); the SHA-256 key of each
+    (text, voice, language) is computed once and remembered."""
 
     def __init__(self, provider: TtsProvider, workers: MediaWorkers) -> None:
         self.provider = provider
         self._workers = workers
+        self._keys: dict[tuple[str, str, str], str] = {}
 
     @property
     def name(self) -> str:
         return self.provider.name
 
     def cache_key(self, text: str, voice: str, language: str) -> str:
-        return content_key("tts", self.provider.name, voice.strip().lower(), language.strip().lower(), text)
+        asked = (text, voice, language)
+        key = self._keys.get(asked)
+        if key is None:
+            key = content_key("tts", self.provider.name, voice.strip().lower(), language.strip().lower(), text)
+            if len(self._keys) >= KEY_MEMO:
+                self._keys.clear()
+            self._keys[asked] = key
+        return key
+
+    def cached(self, text: str, voice: str, language: str) -> bytes | None:
+        """The prompt's PCM if the node holds it in memory, else ``None`` (then await :meth:`synthesize`)."""
+        return self._workers.peek(self.cache_key(text, voice, language))
 
     async def synthesize(self, text: str, voice: str, language: str) -> bytes:
         key = self.cache_key(text, voice, language)

@@ -332,11 +332,18 @@ class MediaWorkers:
         return await asyncio.to_thread(fn, *args)
 
     # -- the cache --------------------------------------------------------------------------------------
-    async def lookup(self, key: str) -> bytes | None:
-        """Cached PCM for ``key`` (memory, then disk) or ``None``; never produces."""
+    def peek(self, key: str) -> bytes | None:
+        """PCM for ``key`` if it is in memory, else ``None``: no I/O, no task (a caller on the hot path tries
+        this first and awaits :meth:`cached` only on a miss)."""
         pcm = self._memory.get(key)
         if pcm is not None:
             self.stats.memory_hits += 1
+        return pcm
+
+    async def lookup(self, key: str) -> bytes | None:
+        """Cached PCM for ``key`` (memory, then disk) or ``None``; never produces."""
+        pcm = self.peek(key)
+        if pcm is not None:
             return pcm
         pcm = await asyncio.to_thread(self.cache.get, key)
         if pcm is not None:
@@ -350,9 +357,8 @@ class MediaWorkers:
         ``store=False`` (HTTP ``no-store``) neither reads nor writes the cache.
         """
         if store:
-            pcm = self._memory.get(key)
+            pcm = self.peek(key)
             if pcm is not None:
-                self.stats.memory_hits += 1
                 return pcm
 
         async def job() -> bytes:
