@@ -70,8 +70,10 @@ class EngineStack:
             host=options.media_host, port_range=options.rtp_ports, ids=ids, rtcp_interval=options.rtcp_interval
         )
         self.workers = MediaWorkers(options.data / "cache" / "pcm")
-        self.audio = HttpAudioCache(self.workers, options.data / "cache" / "http")
         self.web = WebClient(options.fetch_limits)
+        # <Play> fetches share the webhooks' pooled client (closed with it; the cache sets its own timeout and
+        # follows redirects itself, within its limits).
+        self.audio = HttpAudioCache(self.workers, options.data / "cache" / "http", client=self.web.http)
         self.writer = RecordWriter(db, config.instance_id)
         self.outbox = StoreOutbox(TableOutbox(db, config.instance_id), self.writer)
         self.deliverer = Deliverer(

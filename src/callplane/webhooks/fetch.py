@@ -218,6 +218,11 @@ class WebClient:
         )
         self._urls: dict[str, httpx.URL] = {}  # parsed once: status callbacks go to the same few URLs all day
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The pooled httpx client underneath, for other fetches of the node (``<Play>`` audio) to share."""
+        return self._client
+
     async def close(self) -> None:
         await self._client.aclose()
 
