@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from callplane.core.errors import Conflict, StoreError
 from callplane.store import calls as store_calls
 from callplane.store import notifications as store_notifications
@@ -170,42 +172,43 @@ class RecordWriter:
 
     async def _transaction(self, batch: list[Write]) -> list[bool]:
         """The whole batch in one transaction and few statements (executemany per shape)."""
-        results = [True] * len(batch)
-        async with self.db.write() as conn:
-            inserts = [r for w in batch for r in w.inserts]
-            if inserts:
-                await store_calls.insert_many_with(conn, inserts)
-                await save_targets(conn, self.instance_id, [t for w in batch for t in w.targets])
-            updating = [i for i, w in enumerate(batch) if w.values]
-            applied = await store_calls.update_calls_with(
-                conn, [(batch[i].call_sid, batch[i].values, batch[i].expect[0]) for i in updating]
-            )
-            for i, ok in zip(updating, applied, strict=True):
-                results[i] = ok
-                if not ok:
-                    self.conflicts += 1
-                    log.info(
-                        "[%s] record already moved on; %s not applied", batch[i].call_sid, batch[i].values.get("status")
-                    )
-            callbacks: list[NewCallback] = []
-            finished: list[str] = []
-            for w, ok in zip(batch, results, strict=True):
-                if ok:
-                    callbacks.extend(
-                        NewCallback(w.call_sid, w.account_sid, c.url, c.method, c.params) for c in w.callbacks
-                    )
-                    if w.final:
-                        finished.append(w.call_sid)
-                if w.retarget is not None:
-                    await update_target(conn, w.call_sid, *w.retarget)
-            now = max((w.now for w in batch), default=0.0)
-            await enqueue_many(conn, self.instance_id, callbacks, now)
-            await forget_targets(conn, finished)
-            notes = [w.notification for w in batch if w.notification is not None]
-            if notes:
-                await store_notifications.insert_many_with(conn, notes)
-            await remove_many(conn, [i for w in batch for i in w.outbox_done])
-            await reschedule_many(conn, [r for w in batch for r in w.outbox_retry])
+        results = await self.db.run(lambda conn: self._apply(conn, batch))
+        for w, ok in zip(batch, results, strict=True):
+            if w.values and not ok:
+                self.conflicts += 1
+                log.info("[%s] record already moved on; %s not applied", w.call_sid, w.values.get("status"))
         self.written += len(batch)
         self.transactions += 1
+        return results
+
+    def _apply(self, conn: Connection, batch: list[Write]) -> list[bool]:
+        """The batch's statements (a unit of ``Database.run``: on SQLite it runs in the store's thread)."""
+        results = [True] * len(batch)
+        inserts = [r for w in batch for r in w.inserts]
+        if inserts:
+            store_calls.insert_many_with(conn, inserts)
+            save_targets(conn, self.instance_id, [t for w in batch for t in w.targets])
+        updating = [i for i, w in enumerate(batch) if w.values]
+        applied = store_calls.update_calls_with(
+            conn, [(batch[i].call_sid, batch[i].values, batch[i].expect[0]) for i in updating]
+        )
+        for i, ok in zip(updating, applied, strict=True):
+            results[i] = ok
+        callbacks: list[NewCallback] = []
+        finished: list[str] = []
+        for w, ok in zip(batch, results, strict=True):
+            if ok:
+                callbacks.extend(NewCallback(w.call_sid, w.account_sid, c.url, c.method, c.params) for c in w.callbacks)
+                if w.final:
+                    finished.append(w.call_sid)
+            if w.retarget is not None:
+                update_target(conn, w.call_sid, *w.retarget)
+        now = max((w.now for w in batch), default=0.0)
+        enqueue_many(conn, self.instance_id, callbacks, now)
+        forget_targets(conn, finished)
+        notes = [w.notification for w in batch if w.notification is not None]
+        if notes:
+            store_notifications.insert_many_with(conn, notes)
+        remove_many(conn, [i for w in batch for i in w.outbox_done])
+        reschedule_many(conn, [r for w in batch for r in w.outbox_retry])
         return results

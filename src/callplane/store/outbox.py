@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callplane.store.db import Database
@@ -60,11 +61,20 @@ class NewCallback:
     params: Sequence[tuple[str, str]]
 
 
-async def enqueue_many(conn: AsyncConnection, instance_id: str, items: Sequence[NewCallback], now: float) -> None:
-    """Queue callbacks inside the caller's transaction, in the given order."""
+_INSERT = insert(t)
+_REMOVE = delete(t).where(t.c.id == bindparam("b_id"))
+_RESCHEDULE = (
+    update(t).where(t.c.id == bindparam("b_id")).values(attempts=bindparam("b_attempts"), next_at=bindparam("b_at"))
+)
+_SAVE_TARGET = insert(targets)
+_FORGET_TARGET = delete(targets).where(targets.c.call_sid == bindparam("b_sid"))
+
+
+def enqueue_many(conn: Connection, instance_id: str, items: Sequence[NewCallback], now: float) -> None:
+    """Queue callbacks inside the caller's transaction (a unit of ``Database.run``), in the given order."""
     if items:
-        await conn.execute(
-            insert(t),
+        conn.execute(
+            _INSERT,
             [
                 {
                     "instance_id": instance_id,
@@ -82,28 +92,28 @@ async def enqueue_many(conn: AsyncConnection, instance_id: str, items: Sequence[
         )
 
 
-async def remove_many(conn: AsyncConnection, ids: Sequence[int]) -> None:
+def remove_many(conn: Connection, ids: Sequence[int]) -> None:
     """Delivered or abandoned callbacks leave the outbox."""
     if ids:
-        await conn.execute(delete(t).where(t.c.id.in_(list(ids))))
+        conn.execute(_REMOVE, [{"b_id": i} for i in ids])
 
 
-async def reschedule_many(conn: AsyncConnection, retries: Sequence[tuple[int, int, float]]) -> None:
+def reschedule_many(conn: Connection, retries: Sequence[tuple[int, int, float]]) -> None:
     """``(id, attempts, next_at)`` for callbacks to try again later."""
-    for row_id, attempts, next_at in retries:
-        await conn.execute(update(t).where(t.c.id == row_id).values(attempts=attempts, next_at=_us(next_at)))
+    if retries:
+        conn.execute(_RESCHEDULE, [{"b_id": i, "b_attempts": attempts, "b_at": _us(at)} for i, attempts, at in retries])
 
 
-async def forget_targets(conn: AsyncConnection, call_sids: Sequence[str]) -> None:
+def forget_targets(conn: Connection, call_sids: Sequence[str]) -> None:
     if call_sids:
-        await conn.execute(delete(targets).where(targets.c.call_sid.in_(list(call_sids))))
+        conn.execute(_FORGET_TARGET, [{"b_sid": sid} for sid in call_sids])
 
 
-async def save_targets(conn: AsyncConnection, instance_id: str, items: Sequence[CallbackTarget]) -> None:
+def save_targets(conn: Connection, instance_id: str, items: Sequence[CallbackTarget]) -> None:
     """Keep where each new call's callbacks go, inside the caller's transaction."""
     if items:
-        await conn.execute(
-            insert(targets),
+        conn.execute(
+            _SAVE_TARGET,
             [
                 {
                     "call_sid": target.call_sid,
@@ -131,7 +141,7 @@ async def enqueue(
     now: float,
 ) -> None:
     """Queue one callback inside the caller's transaction (``now``: wall-clock epoch seconds)."""
-    await enqueue_many(conn, instance_id, [NewCallback(call_sid, account_sid, url, method, params)], now)
+    await conn.run_sync(enqueue_many, instance_id, [NewCallback(call_sid, account_sid, url, method, params)], now)
 
 
 class TableOutbox:
@@ -152,8 +162,7 @@ class TableOutbox:
         if exclude:
             stmt = stmt.where(t.c.call_sid.not_in(sorted(exclude)))
         stmt = stmt.order_by(t.c.next_at, t.c.id).limit(limit)
-        async with self.db.read() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
+        rows = await self.db.run(lambda conn: conn.execute(stmt).mappings().all())
         return [
             OutboxRow(
                 id=r["id"],
@@ -169,8 +178,7 @@ class TableOutbox:
 
     async def next_due(self) -> float | None:
         heads = self._heads().subquery()
-        async with self.db.read() as conn:
-            value = (await conn.execute(select(func.min(heads.c.next_at)))).scalar_one_or_none()
+        value = await self.db.run(lambda conn: conn.execute(select(func.min(heads.c.next_at))).scalar_one_or_none())
         return None if value is None else value / 1_000_000
 
     async def pending(self, call_sid: str | None = None) -> int:
@@ -193,8 +201,8 @@ class CallbackTarget:
     api_version: str = "2012-04-24"
 
 
-async def update_target(conn: AsyncConnection, call_sid: str, url: str, method: str) -> None:
-    await conn.execute(update(targets).where(targets.c.call_sid == call_sid).values(url=url, method=method))
+def update_target(conn: Connection, call_sid: str, url: str, method: str) -> None:
+    conn.execute(update(targets).where(targets.c.call_sid == call_sid).values(url=url, method=method))
 
 
 async def orphan_targets(db: Database, instance_id: str) -> list[CallbackTarget]:
