@@ -99,6 +99,7 @@ class Database:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         self._sync: Engine | None = None
+        self._sync_conn: Connection | None = None  # the store thread's own, kept open (no pool checkout per unit)
         self._thread: ThreadPoolExecutor | None = None
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
@@ -151,8 +152,18 @@ class Database:
 
     def _run_sync(self, unit: Callable[[Connection], T]) -> T:
         assert self._sync is not None
-        with self._sync.begin() as conn:
+        conn = self._sync_conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._sync_conn = self._sync.connect()
+        with conn.begin():
             return unit(conn)
+
+    def _close_sync(self) -> None:
+        if self._sync_conn is not None:
+            self._sync_conn.close()
+            self._sync_conn = None
+        if self._sync is not None:
+            self._sync.dispose()
 
     async def analyze(self) -> None:
         """Refresh planner statistics after a bulk load. On PostgreSQL also VACUUM, which sets the visibility map
@@ -168,7 +179,7 @@ class Database:
 
     async def close(self) -> None:
         if self._sync is not None and self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._sync.dispose)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_sync)
             self._thread.shutdown()
         await self.engine.dispose()
 

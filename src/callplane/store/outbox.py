@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import Integer, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -144,6 +144,23 @@ async def enqueue(
     await conn.run_sync(enqueue_many, instance_id, [NewCallback(call_sid, account_sid, url, method, params)], now)
 
 
+# The heads: per call of this node, its lowest pending id. Built once (they run on every delivery pass).
+_HEADS = select(t).where(
+    t.c.id.in_(
+        select(func.min(t.c.id)).where(t.c.instance_id == bindparam("b_node")).group_by(t.c.call_sid).scalar_subquery()
+    )
+)
+_ORDER = (t.c.next_at, t.c.id)
+_LIMIT = bindparam("b_limit", type_=Integer)
+_DUE = _HEADS.where(t.c.next_at <= bindparam("b_now")).order_by(*_ORDER).limit(_LIMIT)
+_DUE_EXCEPT = (
+    _HEADS.where(t.c.next_at <= bindparam("b_now"), t.c.call_sid.not_in(bindparam("b_busy", expanding=True)))
+    .order_by(*_ORDER)
+    .limit(_LIMIT)
+)
+_NEXT_DUE = select(func.min(_HEADS.subquery().c.next_at))
+
+
 class TableOutbox:
     """The database side of ``webhooks.outbox.OutboxStore`` for one node (rows of other nodes are theirs)."""
 
@@ -151,18 +168,12 @@ class TableOutbox:
         self.db = db
         self.instance_id = instance_id
 
-    def _heads(self) -> Select[Any]:
-        first = (
-            select(func.min(t.c.id)).where(t.c.instance_id == self.instance_id).group_by(t.c.call_sid).scalar_subquery()
-        )
-        return select(t).where(t.c.id.in_(first))
-
     async def due(self, now: float, limit: int, exclude: frozenset[str]) -> list[OutboxRow]:
-        stmt = self._heads().where(t.c.next_at <= _us(now))
+        params: dict[str, Any] = {"b_node": self.instance_id, "b_now": _us(now), "b_limit": limit}
         if exclude:
-            stmt = stmt.where(t.c.call_sid.not_in(sorted(exclude)))
-        stmt = stmt.order_by(t.c.next_at, t.c.id).limit(limit)
-        rows = await self.db.run(lambda conn: conn.execute(stmt).mappings().all())
+            params["b_busy"] = sorted(exclude)
+        stmt = _DUE_EXCEPT if exclude else _DUE
+        rows = await self.db.run(lambda conn: conn.execute(stmt, params).mappings().all())
         return [
             OutboxRow(
                 id=r["id"],
@@ -177,8 +188,8 @@ class TableOutbox:
         ]
 
     async def next_due(self) -> float | None:
-        heads = self._heads().subquery()
-        value = await self.db.run(lambda conn: conn.execute(select(func.min(heads.c.next_at))).scalar_one_or_none())
+        params = {"b_node": self.instance_id}
+        value = await self.db.run(lambda conn: conn.execute(_NEXT_DUE, params).scalar_one_or_none())
         return None if value is None else value / 1_000_000
 
     async def pending(self, call_sid: str | None = None) -> int:
