@@ -7,10 +7,16 @@ import base64
 import hashlib
 from xml.etree import ElementTree
 
+import httpx
 import pytest
 
+from callplane.api.app import create_app
+from callplane.core.clock import FakeClock
+from callplane.core.ids import IdSource
+from callplane.core.secrets import hash_token
 from callplane.store import accounts
-from tests.api.conftest import ADMIN, ADMIN_SID, ADMIN_TOKEN, Api
+from callplane.store.db import Database
+from tests.api.conftest import ADMIN, ADMIN_SID, ADMIN_TOKEN, T0, Api
 
 CHILD = ("AC" + "c" * 32, "child-token-0000000")
 GRANDCHILD = ("AC" + "d" * 32, "grandchild-token-000")
@@ -206,3 +212,29 @@ async def test_a_rename_by_the_parent_and_a_token_rotation_at_once_both_take_eff
     now = await tree.client.get(url, auth=fresh)  # the rotation held
     assert now.status_code == 200 and now.json()["friendly_name"] == "Renamed by parent"  # and so did the rename
     assert (await tree.client.get(url, auth=CHILD)).status_code == 401
+
+
+async def test_a_change_made_elsewhere_applies_within_a_second_and_a_token_rotated_elsewhere_at_once(
+    db: Database,
+) -> None:
+    clock = FakeClock(wall=T0)
+    app = create_app(db, ids=IdSource(7), clock=clock)
+    api = Api(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://callplane.test"), db)
+    await api.add_account(ADMIN_SID, ADMIN_TOKEN)
+    await api.add_account(*CHILD, parent=ADMIN_SID)
+    async with api.client:
+        assert (await api.client.get(_calls(CHILD[0]), auth=CHILD)).status_code == 200
+        # Another node suspends the account: this node reuses the row it read for up to a second.
+        await accounts.update(db, CHILD[0], {"status": "suspended"})
+        assert (await api.client.get(_calls(CHILD[0]), auth=CHILD)).status_code == 200
+        clock.advance(1.0)
+        assert (await api.client.get(_calls(CHILD[0]), auth=CHILD)).status_code == 403
+        await accounts.update(db, CHILD[0], {"status": "active"})
+        clock.advance(1.0)
+        assert (await api.client.get(_calls(CHILD[0]), auth=CHILD)).status_code == 200
+        # Another node rotates the token: the new one works at once.
+        fresh = "rotated-token-000000"
+        await accounts.update(db, CHILD[0], {"auth_token_hash": hash_token(fresh, iterations=1000)})
+        assert (await api.client.get(_calls(CHILD[0]), auth=(CHILD[0], fresh))).status_code == 200
+        clock.advance(1.0)
+        assert (await api.client.get(_calls(CHILD[0]), auth=CHILD)).status_code == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from callplane.engine.writer import Callback, RecordWriter, Write
@@ -78,3 +79,25 @@ async def test_a_transition_that_finds_the_call_moved_on_is_not_applied(api: Api
     stored = await store_calls.get(db, record(2).sid)
     assert stored is not None and stored.status == "canceled"
     assert await TableOutbox(db, NODE).pending(record(2).sid) == 0  # no callback for a transition that lost
+
+
+async def test_an_idle_writer_commits_at_once_and_a_busy_one_gathers_writes_into_one_transaction(api: Api) -> None:
+    db: Database = api.db
+    writer = RecordWriter(db, NODE, batch_interval=30.0)
+    writer.start()
+    try:
+        # Idle: committed at once (waiting out the interval would take 30 s).
+        await asyncio.wait_for(writer.apply(Write(record(10).sid, ADMIN_SID, inserts=[record(10)])), 10)
+        assert writer.transactions == 1
+        writer.batch_interval = 1.0
+        # Busy: writes that arrive one at a time within the interval share the next transaction.
+        pending = []
+        for n in range(11, 16):
+            pending.append(asyncio.ensure_future(writer.apply(Write(record(n).sid, ADMIN_SID, inserts=[record(n)]))))
+            await asyncio.sleep(0.02)
+        assert await asyncio.gather(*pending) == [True] * 5
+    finally:
+        await writer.close()
+    assert writer.transactions == 2
+    for n in range(10, 16):
+        assert await store_calls.get(db, record(n).sid) is not None

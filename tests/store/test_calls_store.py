@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
 
 from callplane.core.errors import Conflict
 from callplane.core.ids import IdSource
@@ -104,3 +105,22 @@ async def test_complete_stale_gives_each_call_the_outcome_of_a_hang_up(api: Api)
     assert (r.status, r.end_time, r.duration, r.ring_duration) == ("canceled", NOW, 0, 8)
     assert (q.status, q.end_time, q.duration, q.ring_duration) == ("canceled", NOW, 0, None)
     assert t.date_updated == r.date_updated == q.date_updated == NOW
+
+
+async def test_a_unit_of_work_commits_whole_or_not_at_all(api: Api) -> None:
+    """``Database.run`` (the writer's path: on SQLite the store's own thread): a unit that fails leaves nothing, and
+    a duplicate key is the store's Conflict."""
+    first, second = live_call(1, "queued", NOW), live_call(2, "queued", NOW)
+    assert await api.db.run(lambda conn: calls.insert_many_with(conn, [first])) == 1
+
+    def both_then_fail(conn: Connection) -> int:
+        calls.insert_many_with(conn, [second])
+        raise RuntimeError("the unit fails after its first statement")
+
+    with pytest.raises(RuntimeError):
+        await api.db.run(both_then_fail)
+    assert await calls.get(api.db, second.sid) is None
+    with pytest.raises(Conflict):
+        await api.db.run(lambda conn: calls.insert_many_with(conn, [second, first]))
+    assert await calls.get(api.db, second.sid) is None
+    assert await calls.get(api.db, first.sid) == first

@@ -44,11 +44,10 @@ async def test_outbox_gives_one_head_per_call_in_id_order(api: Api) -> None:
     assert [h.call_sid for h in await box.due(200.0, 10, frozenset({"CA2"}))] == ["CA1"]
     assert await box.due(60.0, 10, frozenset()) == [heads[0]]
 
-    async with api.db.write() as conn:  # CA1's head is retried later: CA1's next rows wait behind it
-        await reschedule_many(conn, [(heads[1].id, 1, 300.0)])
+    # CA1's head is retried later: CA1's next rows wait behind it
+    await api.db.run(lambda conn: reschedule_many(conn, [(heads[1].id, 1, 300.0)]))
     assert [h.call_sid for h in await box.due(200.0, 10, frozenset())] == ["CA2"]
-    async with api.db.write() as conn:
-        await remove_many(conn, [heads[1].id])
+    await api.db.run(lambda conn: remove_many(conn, [heads[1].id]))
     (again,) = await box.due(200.0, 10, frozenset({"CA2"}))
     assert (again.call_sid, again.params[0][1], again.attempts) == ("CA1", "e1", 0)
     assert await box.pending() == 3

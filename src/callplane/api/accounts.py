@@ -158,6 +158,7 @@ def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock)
             changed = await store_accounts.update(db, account.sid, {**changes, "date_updated": now})
             if "status" in changes:
                 await store_accounts.cascade_status(db, changed.sid, changed.status, now)
+            auth.forget()  # a suspension or a new token takes effect with the next request
         return _one(request, changed, token)
 
     return router

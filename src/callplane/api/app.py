@@ -94,7 +94,7 @@ def create_app(
         static_url="/docs/static",
     )
     app.add_api_route("/", _index, methods=["GET"], include_in_schema=False)
-    auth = Authenticator(db)
+    auth = Authenticator(db, clock)
     for prefix in PREFIXES:
         app.include_router(accounts.build_router(db, auth, ids, clock), prefix=prefix)
         app.include_router(calls.build_router(db, auth), prefix=prefix)

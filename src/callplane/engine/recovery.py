@@ -57,7 +57,7 @@ async def recover_callbacks(db: Database, instance_id: str, when: datetime) -> i
                     now=when.timestamp(),
                 )
                 queued += 1
-            await forget_targets(conn, [target.call_sid])
+            await conn.run_sync(forget_targets, [target.call_sid])
     if queued:
         log.info("queued the completed callback of %d calls cut off by the previous run", queued)
     return queued

@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, select, tuple_, update
 from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callplane.core.errors import NotFound
 from callplane.store.db import Database, from_us, to_us
@@ -161,17 +160,20 @@ async def insert_one(db: Database, record: CallRecord) -> None:
         await conn.execute(insert(calls).values(**values_of(record)))
 
 
-async def insert_many_with(conn: AsyncConnection, records: Iterable[CallRecord]) -> int:
-    """:func:`insert_many` inside the caller's transaction."""
+_INSERT = insert(calls)
+
+
+def insert_many_with(conn: Connection, records: Iterable[CallRecord]) -> int:
+    """:func:`insert_many` inside the caller's transaction (a unit of ``Database.run``)."""
     rows = [values_of(r) for r in records]
     if rows:
-        await conn.execute(insert(calls), rows)
+        conn.execute(_INSERT, rows)
     return len(rows)
 
 
 async def insert_many(db: Database, records: Iterable[CallRecord]) -> int:
-    async with db.write() as conn:
-        return await insert_many_with(conn, records)
+    items = list(records)
+    return await db.run(lambda conn: insert_many_with(conn, items))
 
 
 async def bulk_load(db: Database, batches: Iterable[list[CallRecord]]) -> int:
@@ -255,7 +257,7 @@ def _batch_statement(columns: tuple[str, ...]) -> Any:
     return stmt
 
 
-async def update_calls_with(conn: AsyncConnection, updates: Sequence[tuple[str, Mapping[str, Any], str]]) -> list[bool]:
+def update_calls_with(conn: Connection, updates: Sequence[tuple[str, Mapping[str, Any], str]]) -> list[bool]:
     """Many conditional updates ``(sid, changes, expected status)`` in the caller's transaction, in order, as few
     statements as possible (one executemany per shape); True for each that applied.
 
@@ -266,7 +268,7 @@ async def update_calls_with(conn: AsyncConnection, updates: Sequence[tuple[str, 
     run: list[int] = []
     seen: set[str] = set()
 
-    async def flush() -> None:
+    def flush() -> None:
         shapes: dict[tuple[str, ...], list[int]] = {}
         rows: dict[int, dict[str, Any]] = {}
         for i in run:
@@ -276,23 +278,23 @@ async def update_calls_with(conn: AsyncConnection, updates: Sequence[tuple[str, 
             shapes.setdefault(tuple(sorted(values)), []).append(i)
         for columns, members in shapes.items():
             stmt = _batch_statement(columns)
-            result = await conn.execute(stmt, [rows[i] for i in members])
+            result = conn.execute(stmt, [rows[i] for i in members])
             if result.rowcount == len(members):
                 for i in members:
                     results[i] = True
                 continue
             for i in members:  # someone else moved a call on: find out which applied
-                results[i] = bool((await conn.execute(stmt, rows[i])).rowcount == 1)
+                results[i] = bool(conn.execute(stmt, rows[i]).rowcount == 1)
         run.clear()
         seen.clear()
 
     for i, (sid, _, _) in enumerate(updates):
         if sid in seen:
-            await flush()
+            flush()
         run.append(i)
         seen.add(sid)
     if run:
-        await flush()
+        flush()
     return results
 
 

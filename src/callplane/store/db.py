@@ -6,18 +6,22 @@ import asyncio
 import contextlib
 import fcntl
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Table, event, exc, text
+from sqlalchemy import Table, create_engine, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from callplane.core.errors import Conflict, StoreError
+
+T = TypeVar("T")
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -82,15 +86,32 @@ def _sqlite_file_lock(url: str) -> Iterator[None]:
 
 
 class Database:
-    """One engine per process. SQLite runs in WAL mode; PostgreSQL uses asyncpg with a bounded pool."""
+    """One engine per process. SQLite runs in WAL mode; PostgreSQL uses asyncpg with a bounded pool.
+
+    :meth:`run` executes a whole unit of work (a plain function of a sync ``Connection``) in one transaction. It is
+    the hot path's door (the engine's record writer, the outbox reads): on a SQLite file the unit runs in the
+    store's own thread on the synchronous driver, one hand-over for the whole transaction instead of several per
+    statement through aiosqlite (about a tenth of the CPU); elsewhere it runs on the async engine
+    (``AsyncConnection.run_sync``)."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
+        self._sync: Engine | None = None
+        self._sync_conn: Connection | None = None  # the store thread's own, kept open (no pool checkout per unit)
+        self._thread: ThreadPoolExecutor | None = None
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                self._sync = create_engine(
+                    parsed.set(drivername="sqlite+pysqlite"),
+                    pool_size=1,
+                    max_overflow=0,
+                    connect_args={"check_same_thread": False},  # used by the store thread only; closed from the loop
+                )
+                event.listen(self._sync, "connect", _sqlite_pragmas)
+                self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
             self.engine: AsyncEngine = create_async_engine(url, pool_size=pool_size, max_overflow=4)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
@@ -121,6 +142,29 @@ class Database:
             async with self.engine.begin() as conn:
                 yield conn
 
+    async def run(self, unit: Callable[[Connection], T]) -> T:
+        """``unit(conn)`` in one transaction, committed when it returns, rolled back when it raises (see the class)."""
+        with translate_errors():
+            if self._sync is None or self._thread is None:
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(unit)
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._run_sync, unit)
+
+    def _run_sync(self, unit: Callable[[Connection], T]) -> T:
+        assert self._sync is not None
+        conn = self._sync_conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._sync_conn = self._sync.connect()
+        with conn.begin():
+            return unit(conn)
+
+    def _close_sync(self) -> None:
+        if self._sync_conn is not None:
+            self._sync_conn.close()
+            self._sync_conn = None
+        if self._sync is not None:
+            self._sync.dispose()
+
     async def analyze(self) -> None:
         """Refresh planner statistics after a bulk load. On PostgreSQL also VACUUM, which sets the visibility map
         so the covering indexes answer counts with index-only scans instead of visiting every heap page."""
@@ -134,6 +178,9 @@ class Database:
                     await conn.commit()
 
     async def close(self) -> None:
+        if self._sync is not None and self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_sync)
+            self._thread.shutdown()
         await self.engine.dispose()
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, insert, select
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callplane.store.db import Database, from_us, to_us
@@ -82,9 +82,13 @@ async def insert_with(conn: AsyncConnection, n: NotificationRecord) -> None:
     await conn.execute(insert(t).values(**_values(n)))
 
 
-async def insert_many_with(conn: AsyncConnection, items: list[NotificationRecord]) -> None:
+_INSERT = insert(t)
+
+
+def insert_many_with(conn: Connection, items: list[NotificationRecord]) -> None:
+    """Insert inside the caller's transaction (a unit of ``Database.run``)."""
     if items:
-        await conn.execute(insert(t), [_values(n) for n in items])
+        conn.execute(_INSERT, [_values(n) for n in items])
 
 
 async def add(db: Database, n: NotificationRecord) -> None:

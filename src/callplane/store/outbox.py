@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Integer, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callplane.store.db import Database
@@ -60,11 +61,20 @@ class NewCallback:
     params: Sequence[tuple[str, str]]
 
 
-async def enqueue_many(conn: AsyncConnection, instance_id: str, items: Sequence[NewCallback], now: float) -> None:
-    """Queue callbacks inside the caller's transaction, in the given order."""
+_INSERT = insert(t)
+_REMOVE = delete(t).where(t.c.id == bindparam("b_id"))
+_RESCHEDULE = (
+    update(t).where(t.c.id == bindparam("b_id")).values(attempts=bindparam("b_attempts"), next_at=bindparam("b_at"))
+)
+_SAVE_TARGET = insert(targets)
+_FORGET_TARGET = delete(targets).where(targets.c.call_sid == bindparam("b_sid"))
+
+
+def enqueue_many(conn: Connection, instance_id: str, items: Sequence[NewCallback], now: float) -> None:
+    """Queue callbacks inside the caller's transaction (a unit of ``Database.run``), in the given order."""
     if items:
-        await conn.execute(
-            insert(t),
+        conn.execute(
+            _INSERT,
             [
                 {
                     "instance_id": instance_id,
@@ -82,28 +92,28 @@ async def enqueue_many(conn: AsyncConnection, instance_id: str, items: Sequence[
         )
 
 
-async def remove_many(conn: AsyncConnection, ids: Sequence[int]) -> None:
+def remove_many(conn: Connection, ids: Sequence[int]) -> None:
     """Delivered or abandoned callbacks leave the outbox."""
     if ids:
-        await conn.execute(delete(t).where(t.c.id.in_(list(ids))))
+        conn.execute(_REMOVE, [{"b_id": i} for i in ids])
 
 
-async def reschedule_many(conn: AsyncConnection, retries: Sequence[tuple[int, int, float]]) -> None:
+def reschedule_many(conn: Connection, retries: Sequence[tuple[int, int, float]]) -> None:
     """``(id, attempts, next_at)`` for callbacks to try again later."""
-    for row_id, attempts, next_at in retries:
-        await conn.execute(update(t).where(t.c.id == row_id).values(attempts=attempts, next_at=_us(next_at)))
+    if retries:
+        conn.execute(_RESCHEDULE, [{"b_id": i, "b_attempts": attempts, "b_at": _us(at)} for i, attempts, at in retries])
 
 
-async def forget_targets(conn: AsyncConnection, call_sids: Sequence[str]) -> None:
+def forget_targets(conn: Connection, call_sids: Sequence[str]) -> None:
     if call_sids:
-        await conn.execute(delete(targets).where(targets.c.call_sid.in_(list(call_sids))))
+        conn.execute(_FORGET_TARGET, [{"b_sid": sid} for sid in call_sids])
 
 
-async def save_targets(conn: AsyncConnection, instance_id: str, items: Sequence[CallbackTarget]) -> None:
+def save_targets(conn: Connection, instance_id: str, items: Sequence[CallbackTarget]) -> None:
     """Keep where each new call's callbacks go, inside the caller's transaction."""
     if items:
-        await conn.execute(
-            insert(targets),
+        conn.execute(
+            _SAVE_TARGET,
             [
                 {
                     "call_sid": target.call_sid,
@@ -131,7 +141,24 @@ async def enqueue(
     now: float,
 ) -> None:
     """Queue one callback inside the caller's transaction (``now``: wall-clock epoch seconds)."""
-    await enqueue_many(conn, instance_id, [NewCallback(call_sid, account_sid, url, method, params)], now)
+    await conn.run_sync(enqueue_many, instance_id, [NewCallback(call_sid, account_sid, url, method, params)], now)
+
+
+# The heads: per call of this node, its lowest pending id. Built once (they run on every delivery pass).
+_HEADS = select(t).where(
+    t.c.id.in_(
+        select(func.min(t.c.id)).where(t.c.instance_id == bindparam("b_node")).group_by(t.c.call_sid).scalar_subquery()
+    )
+)
+_ORDER = (t.c.next_at, t.c.id)
+_LIMIT = bindparam("b_limit", type_=Integer)
+_DUE = _HEADS.where(t.c.next_at <= bindparam("b_now")).order_by(*_ORDER).limit(_LIMIT)
+_DUE_EXCEPT = (
+    _HEADS.where(t.c.next_at <= bindparam("b_now"), t.c.call_sid.not_in(bindparam("b_busy", expanding=True)))
+    .order_by(*_ORDER)
+    .limit(_LIMIT)
+)
+_NEXT_DUE = select(func.min(_HEADS.subquery().c.next_at))
 
 
 class TableOutbox:
@@ -141,19 +168,12 @@ class TableOutbox:
         self.db = db
         self.instance_id = instance_id
 
-    def _heads(self) -> Select[Any]:
-        first = (
-            select(func.min(t.c.id)).where(t.c.instance_id == self.instance_id).group_by(t.c.call_sid).scalar_subquery()
-        )
-        return select(t).where(t.c.id.in_(first))
-
     async def due(self, now: float, limit: int, exclude: frozenset[str]) -> list[OutboxRow]:
-        stmt = self._heads().where(t.c.next_at <= _us(now))
+        params: dict[str, Any] = {"b_node": self.instance_id, "b_now": _us(now), "b_limit": limit}
         if exclude:
-            stmt = stmt.where(t.c.call_sid.not_in(sorted(exclude)))
-        stmt = stmt.order_by(t.c.next_at, t.c.id).limit(limit)
-        async with self.db.read() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
+            params["b_busy"] = sorted(exclude)
+        stmt = _DUE_EXCEPT if exclude else _DUE
+        rows = await self.db.run(lambda conn: conn.execute(stmt, params).mappings().all())
         return [
             OutboxRow(
                 id=r["id"],
@@ -168,9 +188,8 @@ class TableOutbox:
         ]
 
     async def next_due(self) -> float | None:
-        heads = self._heads().subquery()
-        async with self.db.read() as conn:
-            value = (await conn.execute(select(func.min(heads.c.next_at)))).scalar_one_or_none()
+        params = {"b_node": self.instance_id}
+        value = await self.db.run(lambda conn: conn.execute(_NEXT_DUE, params).scalar_one_or_none())
         return None if value is None else value / 1_000_000
 
     async def pending(self, call_sid: str | None = None) -> int:
@@ -193,8 +212,8 @@ class CallbackTarget:
     api_version: str = "2012-04-24"
 
 
-async def update_target(conn: AsyncConnection, call_sid: str, url: str, method: str) -> None:
-    await conn.execute(update(targets).where(targets.c.call_sid == call_sid).values(url=url, method=method))
+def update_target(conn: Connection, call_sid: str, url: str, method: str) -> None:
+    conn.execute(update(targets).where(targets.c.call_sid == call_sid).values(url=url, method=method))
 
 
 async def orphan_targets(db: Database, instance_id: str) -> list[CallbackTarget]:
