@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from callplane.sip.headers import TOKEN_CHARS, URI, Address, CSeq, SipParseError, Via, split_list
 
@@ -199,6 +199,7 @@ _CANONICAL: dict[str, str] = {}
 
 
 _T = TypeVar("_T")
+_MISSING: Any = object()
 
 
 class Headers:
@@ -260,8 +261,9 @@ class Headers:
     def add(self, name: str, value: object) -> None:
         """Append a line."""
         key = canonical_name(name)
-        self._lines.append((key, name, str(value)))
-        self._changed(key)
+        text = str(value)
+        self._lines.append((key, name, text))
+        self._changed(key, appended=text)
 
     def set(self, name: str, value: object) -> None:
         """Replace every line of ``name`` by one line (at the position of the first, else at the end)."""
@@ -336,21 +338,30 @@ class Headers:
                 return parts[0] if parts else None
         return None
 
-    def _changed(self, key: str) -> None:
-        """Forget the views of header ``key``: the first-value map, ``key`` itself and ``key:<view>``."""
+    def _changed(self, key: str, *, appended: str | None = None) -> None:
+        """Forget the views of header ``key``: the first-value map, ``key`` itself and ``key:<view>``. A line
+        ``appended`` at the end changes the first-value map only when it is the first line of ``key``."""
         cache = self._cache
-        if cache:
-            for name in [name for name in cache if not name or name == key or name.startswith(key + ":")]:
-                del cache[name]
+        if not cache:
+            return
+        prefix = key + ":"
+        for name in [name for name in cache if name == key or name.startswith(prefix)]:
+            del cache[name]
+        first = cache.get("")
+        if first is not None:
+            if appended is None:
+                del cache[""]
+            elif key not in first:
+                first[key] = appended
 
     def typed(self, key: str, parse: Callable[[Headers], _T]) -> _T:
         """Cache a typed view of this store under ``key`` until that header changes. ``key`` is the canonical header
         name (the view of its first value) or ``name:<view>`` (another view of the same header)."""
-        try:
-            value: _T = self._cache[key]
-        except KeyError:
-            value = self._cache[key] = parse(self)
-        return value
+        cache = self._cache
+        value = cache.get(key, _MISSING)  # not try/except: a miss is the usual case on a new message, and costly
+        if value is _MISSING:
+            value = cache[key] = parse(self)
+        return cast(_T, value)
 
 
 def _required(headers: Headers, key: str, label: str) -> str:
