@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from callplane.core.errors import SipError
+from callplane.sip.headers import remember
 
 __all__ = [
     "AUDIO_CODECS",
@@ -193,9 +194,7 @@ class SessionDescription:
         if cached is not None:
             return cached
         sdp = cls._parse(text)
-        if len(_PARSED) >= _PARSED_MAX:
-            del _PARSED[next(iter(_PARSED))]
-        _PARSED[text] = sdp
+        remember(_PARSED, text, sdp, _PARSED_MAX)
         return sdp
 
     @classmethod
