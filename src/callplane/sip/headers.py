@@ -16,7 +16,7 @@ Public names::
     CSeq.parse("314159 INVITE")                                -> CSeq(seq, method)
     split_list(value)    top-level comma split (not inside quotes or <>), RFC 3261 §7.3.1
     parse_params(text)   ";a=b;c" -> (("a", "b"), ("c", None))
-    remember(cache, text, value, limit)   FIFO-bounded memo table (the URI, Address and SDP parse caches)
+    remember(cache, key, value, limit)    FIFO-bounded memo table (the URI, Address and SDP parse caches)
 """
 
 from __future__ import annotations
@@ -234,15 +234,16 @@ _CACHE_MAX = 8192
 _URI_CACHE: dict[str, URI] = {}
 _ADDRESS_CACHE: dict[str, Address] = {}
 
+_K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
-def remember(cache: dict[str, _V], text: str, value: _V, limit: int = _CACHE_MAX) -> None:
-    """``cache[text] = value`` in a FIFO-bounded memo table of at most ``limit`` entries."""
+def remember(cache: dict[_K, _V], key: _K, value: _V, limit: int = _CACHE_MAX) -> None:
+    """``cache[key] = value`` in a FIFO-bounded memo table of at most ``limit`` entries."""
     if len(cache) >= limit:
         for old in list(islice(cache, max(1, limit // 8))):
             del cache[old]
-    cache[text] = value
+    cache[key] = value
 
 
 def _format_hostport(host: str, port: int | None) -> str:

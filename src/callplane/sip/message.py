@@ -170,6 +170,9 @@ REASONS = {
     606: "Not Acceptable",
 }
 
+# Copied from a request into its responses after the Via lines, in this order (§8.2.6.2).
+_COPIED = ("from", "to", "call-id", "cseq")
+
 _MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
 
 
@@ -526,14 +529,14 @@ class Request(Message):
         src = self.headers
         h = Headers()
         lines = h._lines
+        copied: dict[str, tuple[str, str, str]] = {}
         for line in src._lines:
-            if line[0] == "via":
+            key = line[0]
+            if key == "via":
                 lines.append(line)
-        for key in ("from", "to", "call-id", "cseq"):
-            for line in src._lines:
-                if line[0] == key:
-                    lines.append(line)
-                    break
+            elif key in _COPIED and key not in copied:
+                copied[key] = line
+        lines.extend(copied[key] for key in _COPIED if key in copied)
         # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
         cache = h._cache
         for key in ("via", "via:all", "from", "to", "call-id", "cseq"):
