@@ -235,8 +235,8 @@ class Headers:
         new._lines = list(self._lines)
         return new
 
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """The first line's value for ``name`` (not split on commas)."""
+    def first_values(self) -> dict[str, str]:
+        """Canonical name -> its first line's value (cached; do not change the dict)."""
         first: dict[str, str] | None = self._cache.get("")
         if first is None:
             first = {}
@@ -244,6 +244,13 @@ class Headers:
                 if k not in first:
                     first[k] = v
             self._cache[""] = first
+        return first
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first line's value for ``name`` (not split on commas)."""
+        first: dict[str, str] | None = self._cache.get("")
+        if first is None:
+            first = self.first_values()
         value = first.get(name)  # already canonical (the stack's own lookups): one probe
         if value is None:
             key = name.lower()
@@ -492,9 +499,9 @@ class Message:
 
     def validate(self) -> None:
         """Check the mandatory headers and parse the top Via, From, To and CSeq (raises SipParseError)."""
-        h = self.headers
+        first = self.headers.first_values()
         for key, label in _MANDATORY:
-            if h.get(key) is None:
+            if key not in first:
                 raise SipParseError(f"missing mandatory header {label}")
         if not self.call_id:
             raise SipParseError("malformed Call-ID")

@@ -317,7 +317,7 @@ def _forwarded(request: Request) -> tuple[tuple[str, str], ...]:
     return tuple(
         (name, value)
         for name, value in request.headers
-        if name.lower().startswith("x-") or name.lower() in FORWARDED_HEADERS
+        if (lower := name.lower()).startswith("x-") or lower in FORWARDED_HEADERS
     )
 
 
