@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from callplane.core.errors import SipError
-from callplane.sip.headers import _CACHE_MAX, URI, Address, CSeq, SipParseError, Via, parse_params, split_list
+from callplane.sip.headers import (
+    _CACHE_MAX,
+    _URI_CACHE,
+    URI,
+    Address,
+    CSeq,
+    SipParseError,
+    Via,
+    parse_params,
+    split_list,
+)
 
 
 def test_sip_uri_all_parts() -> None:
@@ -165,10 +175,13 @@ def test_public_names_exist() -> None:
 
 
 def test_uri_cache_evicts_the_oldest_instead_of_emptying() -> None:
+    _URI_CACHE.clear()
     texts = [f"sip:user{n}@cache.example.com" for n in range(_CACHE_MAX + 10)]
     parsed = [URI.parse(t) for t in texts]
     recent = _CACHE_MAX - 100
     assert URI.parse(texts[recent]) is parsed[recent]  # still cached: the table did not collapse
     assert URI.parse(texts[0]) is not parsed[0]  # the oldest made room
+    # An eighth at once: deleting the oldest entry one at a time makes every later eviction scan the deleted slots.
+    assert URI.parse(texts[_CACHE_MAX // 8 - 1]) is not parsed[_CACHE_MAX // 8 - 1]
     addresses = [Address.parse(f"<{t}>;tag=x") for t in texts]
     assert Address.parse(f"<{texts[recent]}>;tag=x") is addresses[recent]

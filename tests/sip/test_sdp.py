@@ -176,6 +176,24 @@ def test_dynamic_pt_for_pcmu_is_accepted_by_name() -> None:
     assert (md.payload_type, md.codec) == (97, "PCMU")
 
 
+def test_static_payload_type_with_a_leading_zero_is_still_known() -> None:
+    md = describe(
+        SessionDescription.parse(SIPP_OFFER.replace("RTP/AVP 0", "RTP/AVP 00").replace("a=rtpmap:0 PCMU/8000\r\n", ""))
+    )
+    assert (md.payload_type, md.codec) == (0, "PCMU")
+
+
+def test_the_same_text_is_parsed_once() -> None:
+    # The UA parses an INVITE's offer and the engine parses the event's copy of it: the second parse is a lookup.
+    first = SessionDescription.parse(BARESIP_OFFER.encode())
+    assert SessionDescription.parse(BARESIP_OFFER) is first
+    assert SessionDescription.parse(str(first)) is first
+    with pytest.raises(SdpParseError):
+        SessionDescription.parse(BARESIP_OFFER.replace("m=audio 26004", "m=audio x"))
+    with pytest.raises(SdpParseError):  # an error is not remembered as a value
+        SessionDescription.parse(BARESIP_OFFER.replace("m=audio 26004", "m=audio x"))
+
+
 def test_describe_values() -> None:
     md = describe(SessionDescription.parse(BARESIP_OFFER))
     assert md == MediaDescription(

@@ -54,7 +54,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 
 from callplane.core.ids import IdSource
-from callplane.sip.headers import KNOWN_TRANSPORTS, SipParseError
+from callplane.sip.headers import KNOWN_TRANSPORTS, SipParseError, remember
 from callplane.sip.message import (
     MAX_DATAGRAM,
     FramingError,
@@ -261,6 +261,7 @@ class SipEndpoint:
         self._deadline: float | None = None
         self._pumping = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._udp_peers: dict[tuple[str, int], Peer] = {}
 
     @property
     def local(self) -> dict[str, tuple[str, int]]:
@@ -352,7 +353,11 @@ class SipEndpoint:
             return
         if not data.strip(b"\r\n"):
             return  # keep-alive
-        self._on_message(data, Peer("UDP", host, port), stream=False)
+        peer = self._udp_peers.get((host, port))
+        if peer is None:  # one Peer per address: fewer objects for every live transaction to hold
+            peer = Peer("UDP", host, port)
+            remember(self._udp_peers, (host, port), peer, 1024)
+        self._on_message(data, peer, stream=False)
 
     def _on_message(self, data: bytes, peer: Peer, *, stream: bool) -> None:
         self.stats["received"] += 1

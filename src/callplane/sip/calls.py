@@ -137,7 +137,7 @@ class Call:
         new = TRANSITIONS.get((self.state, event))
         if new is None:
             raise CallStateError(f"call {self.handle}: {event} not allowed in state {self.state}")
-        if new != self.state:
+        if new != self.state and logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s] %s -> %s (%s)", self.handle, self.state, new, event)
         self.state = new
         return new

@@ -180,7 +180,7 @@ class Dialog:
         new = TRANSITIONS.get((self.state, event))
         if new is None:
             raise DialogStateError(f"dialog {self.id}: {event.value} not allowed in {self.state.value}")
-        if new is not self.state:
+        if new is not self.state and logger.isEnabledFor(logging.DEBUG):  # no Enum.value lookups when off
             logger.debug("[%s] dialog %s -> %s", self.id.call_id, self.state.value, new.value)
         self.state = new
         return new

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from callplane.sip.headers import TOKEN_CHARS, URI, Address, CSeq, SipParseError, Via, split_list
 
@@ -170,6 +170,9 @@ REASONS = {
     606: "Not Acceptable",
 }
 
+# Copied from a request into its responses after the Via lines, in this order (§8.2.6.2).
+_COPIED = ("from", "to", "call-id", "cseq")
+
 _MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
 
 
@@ -199,6 +202,7 @@ _CANONICAL: dict[str, str] = {}
 
 
 _T = TypeVar("_T")
+_MISSING: Any = object()
 
 
 class Headers:
@@ -231,8 +235,8 @@ class Headers:
         new._lines = list(self._lines)
         return new
 
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """The first line's value for ``name`` (not split on commas)."""
+    def first_values(self) -> dict[str, str]:
+        """Canonical name -> its first line's value (cached; do not change the dict)."""
         first: dict[str, str] | None = self._cache.get("")
         if first is None:
             first = {}
@@ -240,6 +244,13 @@ class Headers:
                 if k not in first:
                     first[k] = v
             self._cache[""] = first
+        return first
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first line's value for ``name`` (not split on commas)."""
+        first: dict[str, str] | None = self._cache.get("")
+        if first is None:
+            first = self.first_values()
         value = first.get(name)  # already canonical (the stack's own lookups): one probe
         if value is None:
             key = name.lower()
@@ -260,8 +271,9 @@ class Headers:
     def add(self, name: str, value: object) -> None:
         """Append a line."""
         key = canonical_name(name)
-        self._lines.append((key, name, str(value)))
-        self._changed(key)
+        text = str(value)
+        self._lines.append((key, name, text))
+        self._changed(key, appended=text)
 
     def set(self, name: str, value: object) -> None:
         """Replace every line of ``name`` by one line (at the position of the first, else at the end)."""
@@ -336,21 +348,30 @@ class Headers:
                 return parts[0] if parts else None
         return None
 
-    def _changed(self, key: str) -> None:
-        """Forget the views of header ``key``: the first-value map, ``key`` itself and ``key:<view>``."""
+    def _changed(self, key: str, *, appended: str | None = None) -> None:
+        """Forget the views of header ``key``: the first-value map, ``key`` itself and ``key:<view>``. A line
+        ``appended`` at the end changes the first-value map only when it is the first line of ``key``."""
         cache = self._cache
-        if cache:
-            for name in [name for name in cache if not name or name == key or name.startswith(key + ":")]:
-                del cache[name]
+        if not cache:
+            return
+        prefix = key + ":"
+        for name in [name for name in cache if name == key or name.startswith(prefix)]:
+            del cache[name]
+        first = cache.get("")
+        if first is not None:
+            if appended is None:
+                del cache[""]
+            elif key not in first:
+                first[key] = appended
 
     def typed(self, key: str, parse: Callable[[Headers], _T]) -> _T:
         """Cache a typed view of this store under ``key`` until that header changes. ``key`` is the canonical header
         name (the view of its first value) or ``name:<view>`` (another view of the same header)."""
-        try:
-            value: _T = self._cache[key]
-        except KeyError:
-            value = self._cache[key] = parse(self)
-        return value
+        cache = self._cache
+        value = cache.get(key, _MISSING)  # not try/except: a miss is the usual case on a new message, and costly
+        if value is _MISSING:
+            value = cache[key] = parse(self)
+        return cast(_T, value)
 
 
 def _required(headers: Headers, key: str, label: str) -> str:
@@ -478,9 +499,9 @@ class Message:
 
     def validate(self) -> None:
         """Check the mandatory headers and parse the top Via, From, To and CSeq (raises SipParseError)."""
-        h = self.headers
+        first = self.headers.first_values()
         for key, label in _MANDATORY:
-            if h.get(key) is None:
+            if key not in first:
                 raise SipParseError(f"missing mandatory header {label}")
         if not self.call_id:
             raise SipParseError("malformed Call-ID")
@@ -515,14 +536,14 @@ class Request(Message):
         src = self.headers
         h = Headers()
         lines = h._lines
+        copied: dict[str, tuple[str, str, str]] = {}
         for line in src._lines:
-            if line[0] == "via":
+            key = line[0]
+            if key == "via":
                 lines.append(line)
-        for key in ("from", "to", "call-id", "cseq"):
-            for line in src._lines:
-                if line[0] == key:
-                    lines.append(line)
-                    break
+            elif key in _COPIED and key not in copied:
+                copied[key] = line
+        lines.extend(copied[key] for key in _COPIED if key in copied)
         # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
         cache = h._cache
         for key in ("via", "via:all", "from", "to", "call-id", "cseq"):

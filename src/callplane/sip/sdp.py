@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from callplane.core.errors import SipError
+from callplane.sip.headers import remember
 
 __all__ = [
     "AUDIO_CODECS",
@@ -42,6 +43,7 @@ _DIRECTIONS: tuple[Direction, ...] = ("sendrecv", "sendonly", "recvonly", "inact
 #: Codec names we can carry, with their static RTP payload types (RFC 3551 table 4).
 AUDIO_CODECS: dict[str, int] = {"PCMU": 0, "PCMA": 8}
 _STATIC_NAMES: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
+_STATIC_BY_TEXT = {str(pt): value for pt, value in _STATIC_NAMES.items()}
 _TELEPHONE_EVENT = "telephone-event"
 
 # RFC 4566 §5: the order in which session-level and media-level lines appear.
@@ -144,9 +146,14 @@ class MediaSection:
         """Payload type -> (encoding name, clock rate), from ``a=rtpmap`` plus the static table (RFC 3551)."""
         result: dict[str, tuple[str, int]] = {}
         for fmt in self.formats:
-            if _number(fmt) and int(fmt) in _STATIC_NAMES:
-                result[fmt] = _STATIC_NAMES[int(fmt)]
-        for value in self.attribute_values("rtpmap"):
+            static = _STATIC_BY_TEXT.get(fmt)
+            if static is None and fmt[:1] == "0" and _number(fmt):  # "00" is payload type 0 too
+                static = _STATIC_NAMES.get(int(fmt))
+            if static is not None:
+                result[fmt] = static
+        for key, value in self.attributes:
+            if key != "rtpmap" or value is None:
+                continue
             pt, _, encoding = value.partition(" ")
             name, _, rest = encoding.strip().partition("/")
             rate = rest.split("/")[0]
@@ -183,6 +190,15 @@ class SessionDescription:
                 text = text.decode("utf-8")
             except UnicodeDecodeError:
                 raise SdpParseError("SDP is not UTF-8") from None
+        cached = _PARSED.get(text)
+        if cached is not None:
+            return cached
+        sdp = cls._parse(text)
+        remember(_PARSED, text, sdp, _PARSED_MAX)
+        return sdp
+
+    @classmethod
+    def _parse(cls, text: str) -> SessionDescription:
         origin: Origin | None = None
         name = "-"
         connection: Connection | None = None
@@ -269,6 +285,13 @@ class SessionDescription:
     def with_version(self, version: int) -> SessionDescription:
         """The same description with ``o=`` version set (RFC 3264 §8: each new offer increments it)."""
         return replace(self, origin=replace(self.origin, version=version))
+
+
+# The same text is often parsed twice: the UA parses an INVITE's offer and hands its text (``IncomingCall.sdp``) to the
+# engine, which parses it again to answer. Values are immutable, so recent parses are memoised; FIFO-bounded, so junk
+# cannot grow it (a parse error is not remembered).
+_PARSED_MAX = 256
+_PARSED: dict[str, SessionDescription] = {}
 
 
 def _number(text: str) -> bool:

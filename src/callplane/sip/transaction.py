@@ -688,6 +688,8 @@ class TransactionLayer:
             return source
         via: Via = request.via
         host, port = response_destination(via, source.host, source.port)
+        if host == source.host and port == source.port:
+            return source  # the usual case (rport, or a sent-by that is the source): no new object
         return Peer(source.transport, host, port)
 
     @staticmethod

@@ -400,9 +400,11 @@ class UserAgent(UasCore, UacCore):
         if message is not None:
             try:
                 _ = message.contacts
+                first = message.headers.first_values()
                 for name in ("record-route", "route"):
-                    for value in message.headers.get_all(name):
-                        Address.parse(value)
+                    if name in first:
+                        for value in message.headers.get_all(name):
+                            Address.parse(value)
             except SipParseError as exc:
                 self._malformed(ev, exc, now)
                 return

@@ -18,7 +18,7 @@ from callplane.sip.calls import Call, CallStateError, PendingReinvite
 from callplane.sip.dialog import next_hop, uri_destination
 from callplane.sip.digest import Credentials, DigestClient, best_challenge
 from callplane.sip.events import Event, MediaUpdated
-from callplane.sip.headers import URI, Address
+from callplane.sip.headers import URI, Address, remember
 from callplane.sip.message import Request, Response
 from callplane.sip.regclient import Registration, RegistrationClient
 from callplane.sip.sdp import MediaDescription, NegotiationError, SdpParseError, SessionDescription, describe
@@ -100,6 +100,7 @@ class UaCore:
         self._seq = 0
         self.faults = 0  # internal errors caught at the UA's error boundary (see UserAgent.on_tx_event)
         self.registrations = RegistrationClient(self)
+        self._contact_texts: dict[tuple[str | None, str, str, int], str] = {}
 
     def call(self, handle: str) -> Call:
         """The live call record (read it, do not change it). Raises :class:`CallStateError` if unknown."""
@@ -172,6 +173,15 @@ class UaCore:
         host, port = self.local.get(transport, ("127.0.0.1", 5060))
         params = (("transport", transport.lower()),) if transport != "UDP" else ()
         return Address(URI("sip", host, user or None, None, port, params))
+
+    def contact_text(self, user: str | None, transport: str) -> str:
+        """``str(self.contact(user, transport))``, remembered: every dialog-creating response carries it."""
+        key = (user, transport, *self.local.get(transport.upper(), ("", 0)))
+        text = self._contact_texts.get(key)
+        if text is None:
+            text = str(self.contact(user, transport))
+            remember(self._contact_texts, key, text, 256)
+        return text
 
     def _ua_headers(self) -> tuple[tuple[str, str], ...]:
         return (("User-Agent", self.user_agent),)
@@ -331,7 +341,7 @@ class UaCore:
         for value in request.headers.get_all("record-route"):
             response.headers.add("Record-Route", value)
         user = call.dialog.local.uri.user if call.dialog is not None else None
-        response.headers.add("Contact", self.contact(user, call.peer.transport))
+        response.headers.add("Contact", self.contact_text(user, call.peer.transport))
         if status >= 200:
             response.headers.add("Allow", self.allow)
         for name, value in headers:

@@ -23,7 +23,14 @@ from callplane.sip.events import (
 )
 from callplane.sip.headers import TOKEN_CHARS
 from callplane.sip.message import Request, canonical_name
-from callplane.sip.sdp import NegotiationError, SdpParseError, SessionDescription, answer_offer, describe
+from callplane.sip.sdp import (
+    MediaDescription,
+    NegotiationError,
+    SdpParseError,
+    SessionDescription,
+    answer_offer,
+    describe,
+)
 from callplane.sip.transaction_events import CancelReceived, Peer, TransactionKey
 from callplane.sip.uacore import ALLOWED, FORWARDED_HEADERS, KNOWN_METHODS, UaCore
 
@@ -94,6 +101,7 @@ class UasCore(UaCore):
             self._reply(request, 400, now, "Missing Contact")
             return
         offer: SessionDescription | None = None
+        media: MediaDescription | None = None
         if request.body:
             ctype = (request.content_type or "").split(";")[0].strip().lower()
             if ctype != "application/sdp":
@@ -101,7 +109,7 @@ class UasCore(UaCore):
                 return
             try:
                 offer = SessionDescription.parse(request.body)
-                describe(offer, self.supported)
+                media = describe(offer, self.supported)
             except (SdpParseError, NegotiationError):
                 self._reply(request, 488, now)
                 return
@@ -117,7 +125,7 @@ class UasCore(UaCore):
                 from_uri=str(request.from_.uri),
                 from_display=request.from_.display_name,
                 to_uri=str(request.to.uri),
-                media=self._describe(offer),
+                media=media,
                 sdp=str(offer) if offer is not None else None,
                 headers=_forwarded(request),
                 source=(source.host, source.port, source.transport),
@@ -309,7 +317,7 @@ def _forwarded(request: Request) -> tuple[tuple[str, str], ...]:
     return tuple(
         (name, value)
         for name, value in request.headers
-        if name.lower().startswith("x-") or name.lower() in FORWARDED_HEADERS
+        if (lower := name.lower()).startswith("x-") or lower in FORWARDED_HEADERS
     )
 
 
