@@ -106,6 +106,8 @@ def web_app(conn: Connection, delivered: Any) -> None:
 
         loop.add_reader(conn.fileno(), stopping)
         await stop
+        loop.remove_reader(conn.fileno())
+        os.set_blocking(conn.fileno(), True)  # the loop made it non-blocking: a large answer would not fit at once
         conn.recv()
         server.close()
         conn.send({"completed": completed, "requests": dict(seen)})
