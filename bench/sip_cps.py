@@ -48,6 +48,7 @@ HOLD_MS = 1000
 # ------------------------------------------------------------------------------------------------- the UAS process
 async def uas_main(port: int) -> None:
     from callplane.core.ids import IdSource
+    from callplane.core.runtime import tune_gc
     from callplane.sip.aio import SipEndpoint
     from callplane.sip.events import CallConfirmed, CallEnded, CallFailed, IncomingCall
     from callplane.sip.sdp import NegotiationError, SessionDescription, answer_offer
@@ -92,6 +93,8 @@ async def uas_main(port: int) -> None:
             gc_cpu[0] += time.process_time() - gc_cpu[1]
 
     gc.callbacks.append(on_gc)
+    if os.environ.get("SIP_CPS_GC") != "default":
+        tune_gc()  # as callplane serve does once it has started
 
     def on_stdin() -> None:
         line = sys.stdin.readline().strip()

@@ -25,6 +25,7 @@ from callplane.core.clock import SystemClock
 from callplane.core.errors import CallplaneError, ConfigError
 from callplane.core.ids import IdSource
 from callplane.core.nodes import MAX_WORKERS, control_address, worker_instance_id
+from callplane.core.runtime import tune_gc
 from callplane.core.settings import Settings
 from callplane.store import calls as store_calls
 from callplane.store.bootstrap import AdminCredentials, ensure_admin, ensure_instance_id
@@ -245,6 +246,7 @@ async def _serve(settings: Settings, role: _Role) -> None:
     )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
+    tune_gc()  # everything built so far lives as long as the process
     serving = asyncio.create_task(server.serve(sockets=[http_sock, control_sock]))
     watch: asyncio.Task[None] | None = None
     try:

@@ -151,7 +151,10 @@ def _get(params: Params, name: str) -> str | None:
 def _has(params: Params, name: str) -> bool:
     lname = name.lower()
     size = len(lname)
-    return any(len(n) == size and n.lower() == lname for n, _ in params)
+    for n, _ in params:  # a loop, not any(<generator>): this runs for every response's Via (rport)
+        if len(n) == size and n.lower() == lname:
+            return True
+    return False
 
 
 def _with(params: Params, name: str, value: str | None) -> Params:
