@@ -8,9 +8,11 @@ that dies is started again and closes the calls its previous life left; SIGTERM 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,11 +22,27 @@ from callplane.store import registrations
 from callplane.store.db import Database
 from callplane.store.registrations import BindingRow
 from tests.interop.conftest import need
-from tests.interop.peers import LOOPBACK, PeerGroup
+from tests.interop.peers import LOOPBACK, PeerGroup, SippRun
 from tests.interop.test_serve_calls import ACCOUNT, TOKEN, Node, start_node
 from tests.webapp import Answer, WebApp
 
 pytestmark = pytest.mark.interop
+
+
+@contextlib.asynccontextmanager
+async def _rig(tmp_path: Path, peers: PeerGroup, pause: int) -> AsyncIterator[tuple[PeerGroup, WebApp, SippRun]]:
+    """A group for the node, a web app whose RCML pauses ``pause`` seconds, and a SIPp callee answering 30 calls."""
+    need("sipp")
+    group = PeerGroup(tmp_path / "node")
+    async with WebApp() as app:
+        app.route("/rcml", Answer.xml(f"<Response><Pause length='{pause}'/></Response>"))
+        app.route("/status", Answer(204))
+        uas = peers.sipp("uas_answer", calls=30, timeout=pause + 30.0)
+        try:
+            yield group, app, uas
+        finally:
+            group.close()
+    uas.peer._signal(signal.SIGTERM)
 
 
 def _children(pid: int) -> dict[int, int]:
@@ -78,90 +96,72 @@ async def _until(node: Node, sid: str, status: str, timeout: float = 20.0) -> No
 
 
 async def test_two_workers_share_the_port_and_forward_live_call_modification(tmp_path: Path, peers: PeerGroup) -> None:
-    need("sipp")
-    group = PeerGroup(tmp_path / "node")
-    async with WebApp() as app:
-        app.route("/rcml", Answer.xml("<Response><Pause length='30'/></Response>"))
-        app.route("/status", Answer(204))
-        uas = peers.sipp("uas_answer", calls=24, timeout=60.0)
-        try:
-            node = start_node(group, tmp_path / "data", workers=2)
-            node_id = _node_id(node)
-            sids: list[str] = []
-            for _ in range(24):  # until both workers have a call (each new connection is a coin toss)
-                sids.append(await _place(node, app, uas.port))
-                if len({sid[:34] for sid in sids}) == 2 and len(sids) >= 4:
-                    break
-            owners = {sid[:34] for sid in sids}
-            assert len(owners) == 2 and node_id in owners, sids  # worker 0 keeps the node's InstanceId
-            for sid in sids:
-                await _until(node, sid, "in-progress")
-            # Hang each call up through fresh connections: about half land on the worker that does not run it.
+    async with _rig(tmp_path, peers, 30) as (group, app, uas):
+        node = start_node(group, tmp_path / "data", workers=2)
+        node_id = _node_id(node)
+        sids: list[str] = []
+        for _ in range(24):  # until both workers have a call (each new connection is a coin toss)
+            sids.append(await _place(node, app, uas.port))
+            if len({sid[:34] for sid in sids}) == 2 and len(sids) >= 4:
+                break
+        owners = {sid[:34] for sid in sids}
+        assert len(owners) == 2 and node_id in owners, sids  # worker 0 keeps the node's InstanceId
+        for sid in sids:
+            await _until(node, sid, "in-progress")
+        # Hang each call up through fresh connections: about half land on the worker that does not run it.
+        async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
+            xml = await client.post(
+                node.calls_url.replace("Calls.json", f"Calls/{sids[0]}"), data={"Status": "completed"}
+            )
+        assert xml.status_code == 200, xml.text
+        assert xml.headers["content-type"].startswith("application/xml")
+        assert f"<Sid>{sids[0]}</Sid>" in xml.text and "<Status>completed</Status>" in xml.text
+        for sid in sids[1:]:
             async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
-                xml = await client.post(
-                    node.calls_url.replace("Calls.json", f"Calls/{sids[0]}"), data={"Status": "completed"}
-                )
-            assert xml.status_code == 200, xml.text
-            assert xml.headers["content-type"].startswith("application/xml")
-            assert f"<Sid>{sids[0]}</Sid>" in xml.text and "<Status>completed</Status>" in xml.text
-            for sid in sids[1:]:
-                async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
-                    r = await client.post(
-                        node.calls_url.replace("Calls.json", f"Calls/{sid}.json"), data={"Status": "completed"}
-                    )
-                assert r.status_code == 200, r.text
-                assert (r.json()["sid"], r.json()["status"]) == (sid, "completed")
-            # A wrong token is refused by whichever worker answers, forwarded or not.
-            async with httpx.AsyncClient(auth=(ACCOUNT, "wrong-token-0123456")) as client:
                 r = await client.post(
-                    node.calls_url.replace("Calls.json", f"Calls/{sids[-1]}.json"), data={"Status": "completed"}
+                    node.calls_url.replace("Calls.json", f"Calls/{sid}.json"), data={"Status": "completed"}
                 )
-            assert r.status_code == 401
-            supervisor = node.proc.pid
-            workers = _children(supervisor)
-            assert sorted(workers) == [0, 1]
-            node.proc._signal(signal.SIGTERM)  # to the process group, as Ctrl-C in a terminal
-            assert node.proc.wait(30) == 0, node.proc.output()
-            assert "starting it again" not in node.proc.stderr()  # workers ending on the signal are not restarted
-            assert not any(Path(f"/proc/{pid}").exists() for pid in workers.values())
-        finally:
-            group.close()
-    uas.peer._signal(signal.SIGTERM)
+            assert r.status_code == 200, r.text
+            assert (r.json()["sid"], r.json()["status"]) == (sid, "completed")
+        # A wrong token is refused by whichever worker answers, forwarded or not.
+        async with httpx.AsyncClient(auth=(ACCOUNT, "wrong-token-0123456")) as client:
+            r = await client.post(
+                node.calls_url.replace("Calls.json", f"Calls/{sids[-1]}.json"), data={"Status": "completed"}
+            )
+        assert r.status_code == 401
+        supervisor = node.proc.pid
+        workers = _children(supervisor)
+        assert sorted(workers) == [0, 1]
+        node.proc._signal(signal.SIGTERM)  # to the process group, as Ctrl-C in a terminal
+        assert node.proc.wait(30) == 0, node.proc.output()
+        assert "starting it again" not in node.proc.stderr()  # workers ending on the signal are not restarted
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers.values())
     # Every call got our BYE, from the worker that placed it.
     byes = [m for m in uas.messages(received=True) if m.is_request and m.method == "BYE"]
     assert len(byes) == len(sids), uas.report()
 
 
 async def test_a_worker_killed_mid_call_is_started_again_and_closes_its_call(tmp_path: Path, peers: PeerGroup) -> None:
-    need("sipp")
-    group = PeerGroup(tmp_path / "node")
-    async with WebApp() as app:
-        app.route("/rcml", Answer.xml("<Response><Pause length='60'/></Response>"))
-        app.route("/status", Answer(204))
-        uas = peers.sipp("uas_answer", calls=24, timeout=90.0)
-        try:
-            node = start_node(group, tmp_path / "data", workers=2)
-            node_id = _node_id(node)
-            sid = ""
-            for _ in range(24):
-                sid = await _place(node, app, uas.port)
-                if not sid.startswith(node_id):
-                    break
-            assert not sid.startswith(node_id), "no call landed on worker 1"
-            await _until(node, sid, "in-progress")
-            await asyncio.sleep(1.2)
-            workers = _children(node.proc.pid)
-            os.kill(workers[1], signal.SIGKILL)
-            node.proc.wait_output(r"worker 1 stopped \(exit -9\); starting it again", timeout=10)
-            await _until(node, sid, "completed", timeout=60)  # the new worker 1 closes its predecessor's call
-            seen = await app.wait_for("/status", count=1, timeout=30)
-            done = [s for s in seen if s.param("CallSid") == sid]
-            assert done and done[0].param("CallStatus") == "completed"
-            assert int(done[0].param("CallDuration") or 0) >= 2
-            assert _children(node.proc.pid)[1] != workers[1]
-        finally:
-            group.close()
-    uas.peer._signal(signal.SIGTERM)
+    async with _rig(tmp_path, peers, 60) as (group, app, uas):
+        node = start_node(group, tmp_path / "data", workers=2)
+        node_id = _node_id(node)
+        sid = ""
+        for _ in range(24):
+            sid = await _place(node, app, uas.port)
+            if not sid.startswith(node_id):
+                break
+        assert not sid.startswith(node_id), "no call landed on worker 1"
+        await _until(node, sid, "in-progress")
+        await asyncio.sleep(1.2)
+        workers = _children(node.proc.pid)
+        os.kill(workers[1], signal.SIGKILL)
+        node.proc.wait_output(r"worker 1 stopped \(exit -9\); starting it again", timeout=10)
+        await _until(node, sid, "completed", timeout=60)  # the new worker 1 closes its predecessor's call
+        seen = await app.wait_for("/status", count=1, timeout=30)
+        done = [s for s in seen if s.param("CallSid") == sid]
+        assert done and done[0].param("CallStatus") == "completed"
+        assert int(done[0].param("CallDuration") or 0) >= 2
+        assert _children(node.proc.pid)[1] != workers[1]
 
 
 async def test_after_a_crash_one_worker_closes_every_workers_calls_and_a_lone_worker_stops_with_its_supervisor(
@@ -169,49 +169,40 @@ async def test_after_a_crash_one_worker_closes_every_workers_calls_and_a_lone_wo
 ) -> None:
     """The whole node dies (kill -9) with calls on both workers; it comes back with one worker, which ends both calls
     and delivers both ``completed`` callbacks. Then a worker whose supervisor is killed stops by itself."""
-    need("sipp")
-    group = PeerGroup(tmp_path / "node")
     data = tmp_path / "data"
-    async with WebApp() as app:
-        app.route("/rcml", Answer.xml("<Response><Pause length='60'/></Response>"))
-        app.route("/status", Answer(204))
-        uas = peers.sipp("uas_answer", calls=30, timeout=90.0)
-        try:
-            node = start_node(group, data, workers=2)
-            node_id = _node_id(node)
-            placed: list[str] = []
-            for _ in range(24):
-                placed.append(await _place(node, app, uas.port))
-                if len({sid.startswith(node_id) for sid in placed}) == 2:
-                    break
-            assert len({sid.startswith(node_id) for sid in placed}) == 2, "the calls did not land on both workers"
-            for sid in placed:
-                await _until(node, sid, "in-progress")
-            await asyncio.sleep(1.2)
-            workers = _children(node.proc.pid)
-            for pid in (*workers.values(), node.proc.pid):
-                os.kill(pid, signal.SIGKILL)
-            node.proc.wait(5)
-            node = start_node(group, data, workers=1)
-            for sid in placed:
-                await _until(node, sid, "completed", timeout=30)
-            async with asyncio.timeout(30):
-                while sorted(s.param("CallSid") or "" for s in app.requests("/status")) != sorted(placed):
-                    await asyncio.sleep(0.2)
-            for seen in app.requests("/status"):
-                assert seen.param("CallStatus") == "completed" and int(seen.param("CallDuration") or 0) >= 2
-            node.proc._signal(signal.SIGTERM)
-            assert node.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+    async with _rig(tmp_path, peers, 60) as (group, app, uas):
+        node = start_node(group, data, workers=2)
+        node_id = _node_id(node)
+        placed: list[str] = []
+        for _ in range(24):
+            placed.append(await _place(node, app, uas.port))
+            if len({sid.startswith(node_id) for sid in placed}) == 2:
+                break
+        assert len({sid.startswith(node_id) for sid in placed}) == 2, "the calls did not land on both workers"
+        for sid in placed:
+            await _until(node, sid, "in-progress")
+        await asyncio.sleep(1.2)
+        workers = _children(node.proc.pid)
+        for pid in (*workers.values(), node.proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        node.proc.wait(5)
+        node = start_node(group, data, workers=1)
+        for sid in placed:
+            await _until(node, sid, "completed", timeout=30)
+        async with asyncio.timeout(30):
+            while sorted(s.param("CallSid") or "" for s in app.requests("/status")) != sorted(placed):
+                await asyncio.sleep(0.2)
+        for seen in app.requests("/status"):
+            assert seen.param("CallStatus") == "completed" and int(seen.param("CallDuration") or 0) >= 2
+        node.proc._signal(signal.SIGTERM)
+        assert node.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
 
-            node = start_node(group, data, workers=2)
-            workers = _children(node.proc.pid)
-            os.kill(node.proc.pid, signal.SIGKILL)
-            async with asyncio.timeout(30):
-                while any(Path(f"/proc/{pid}").exists() for pid in workers.values()):
-                    await asyncio.sleep(0.2)
-        finally:
-            group.close()
-    uas.peer._signal(signal.SIGTERM)
+        node = start_node(group, data, workers=2)
+        workers = _children(node.proc.pid)
+        os.kill(node.proc.pid, signal.SIGKILL)
+        async with asyncio.timeout(30):
+            while any(Path(f"/proc/{pid}").exists() for pid in workers.values()):
+                await asyncio.sleep(0.2)
 
 
 async def test_calls_to_a_client_are_placed_by_the_worker_that_holds_the_sip_port(
