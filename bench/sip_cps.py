@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"steps {rates} cps x {duration} s, hold {HOLD_MS} ms, SIPp uac_basic.xml over UDP")
     failures = 0
     verdicts: list[str] = []
+    ours: dict[int, float] = {}  # rate -> our UAS's CPU ms per call
+    ratios: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sip_cps-") as tmp:
         peers = PeerGroup(Path(tmp))
         uas = UasProcess()
@@ -247,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(row("callplane", rate, run, wall, cpu, " ".join(f"{k}={v}" for k, v in seen.items()) + gc_share))
                 stats = run.stats()
                 failures += stats.failed
+                if stats.successful:
+                    ours[rate] = cpu / stats.successful * 1000
                 met = (
                     stats.failed == 0
                     and stats.successful == rate * duration
@@ -262,10 +266,15 @@ def main(argv: list[str] | None = None) -> int:
                     run, wall = step(peers, (LOOPBACK, ceiling.port), rate, duration)
                     cpu = proc_cpu(ceiling.peer.pid) - cpu0 if ceiling.peer.poll() is None else None
                     print(row("sipp -sn", rate, run, wall, cpu))
+                    done = run.stats().successful
+                    if cpu and done and rate in ours:
+                        ratios.append(f"{rate} cps {ours[rate] / (cpu / done * 1000):.1f}x")
                     ceiling.peer.stop()
         finally:
             uas.close()
             peers.close()
+    if ratios:
+        print("our UAS's CPU per call / SIPp's own UAS's, same run (issue 7: <= 4x, goal 3x): " + ", ".join(ratios))
     print("target: >= 500 cps for 60 s, 0 failed, <= 2 ms CPU per call (issue 3); per step (0 failed, all calls")
     print("  completed, achieved >= 97% of the rate, <= 2 ms CPU per call): " + "; ".join(verdicts))
     return 1 if failures else 0
