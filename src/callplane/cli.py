@@ -212,9 +212,10 @@ async def _serve(settings: Settings, role: _Role) -> None:
     closed = await store_calls.complete_stale(db, instance_id, clock.wall())
     if role.index == 0:
         # Workers of an earlier run with more workers than now: worker 0 ends their calls and delivers their callbacks.
-        for orphan in (worker_instance_id(node_id, i) for i in range(max(role.count, 1), MAX_WORKERS)):
+        orphans = [worker_instance_id(node_id, i) for i in range(role.count, MAX_WORKERS)]
+        for orphan in orphans:
             closed += await store_calls.complete_stale(db, orphan, clock.wall())
-            await adopt_callbacks(db, orphan, instance_id)
+        await adopt_callbacks(db, orphans, instance_id)
     if closed:
         log.info("closed %d call records left unfinished by this node's previous run", closed)
     sip_port = sip.local["UDP"][1]
@@ -253,7 +254,7 @@ async def _serve(settings: Settings, role: _Role) -> None:
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if role.ready_fd is not None:
-            os.write(role.ready_fd, f"{role.index} {instance_id} {sip_port}\n".encode())
+            os.write(role.ready_fd, f"{role.index} {sip_port}\n".encode())
             watch = asyncio.create_task(_orphaned(server))
         elif not serving.done():
             print(f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {instance_id})", flush=True)

@@ -33,7 +33,6 @@ RESTART_WINDOW = 60.0
 @dataclass(frozen=True, slots=True)
 class Ready:
     index: int
-    instance_id: str
     sip_port: int
 
 
@@ -56,7 +55,6 @@ def supervise(argv: list[str], count: int, announce: Callable[[list[Ready]], Non
     pending = b""
     deadline = time.monotonic() + START_TIMEOUT
     restarts: deque[float] = deque()
-    status = 0
     try:
         while not stopping:
             readable, _, _ = select.select([read_fd], [], [], 0.2)
@@ -64,9 +62,9 @@ def supervise(argv: list[str], count: int, announce: Callable[[list[Ready]], Non
                 pending += os.read(read_fd, 4096)
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    index_text, instance_id, port = line.decode().split()
+                    index_text, port = line.decode().split()
                     first = len(ready) < count
-                    ready[int(index_text)] = Ready(int(index_text), instance_id, int(port))
+                    ready[int(index_text)] = Ready(int(index_text), int(port))
                     if first and len(ready) == count:
                         announce(sorted(ready.values(), key=lambda r: r.index))
             started = len(ready) == count
@@ -85,16 +83,14 @@ def supervise(argv: list[str], count: int, announce: Callable[[list[Ready]], Non
                     restarts.popleft()
                 if len(restarts) > MAX_RESTARTS:
                     print(f"callplane: worker {index} keeps stopping (exit {code}); giving up", file=sys.stderr)
-                    status = 1
-                    stopping.append(0)
-                    break
+                    return 1
                 print(f"callplane: worker {index} stopped (exit {code}); starting it again", file=sys.stderr)
                 time.sleep(RESTART_DELAY)
                 workers[index] = spawn(index)
             if not started and time.monotonic() > deadline:
                 print(f"callplane: the workers did not start within {START_TIMEOUT:g} s", file=sys.stderr)
                 return 2
-        return status if stopping[0] == 0 else 0
+        return 0
     finally:
         _stop(list(workers.values()))
         for sig, handler in previous.items():

@@ -233,10 +233,9 @@ async def orphan_targets(db: Database, instance_id: str) -> list[CallbackTarget]
     ]
 
 
-async def adopt_callbacks(db: Database, from_instance: str, to_instance: str) -> None:
-    """Hand another instance's queued callbacks and callback targets to this one (a worker that no longer runs)."""
+async def adopt_callbacks(db: Database, from_instances: Sequence[str], to_instance: str) -> None:
+    """Hand other instances' queued callbacks and callback targets to this one (workers that no longer run)."""
     async with db.write() as conn:
         for table in (t, targets):
-            await conn.execute(
-                update(table).where(table.c.instance_id == from_instance).values(instance_id=to_instance)
-            )
+            moved = update(table).where(table.c.instance_id.in_(from_instances)).values(instance_id=to_instance)
+            await conn.execute(moved)
