@@ -114,7 +114,7 @@ async def test_two_nodes_migrating_an_empty_database_at_once(empty_url: str) -> 
     try:
         async with node.read() as conn:
             versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
-            assert versions == ["0003"]  # the newest revision
+            assert versions == ["0004"]  # the newest revision
     finally:
         await node.close()
 

@@ -49,6 +49,12 @@ class IdSource:
     def recording_sid(self) -> str:
         return "RE" + self.hex(16)
 
+    def client_sid(self) -> str:
+        return "CL" + self.hex(16)
+
+    def phone_number_sid(self) -> str:
+        return "PN" + self.hex(16)
+
     # SIP ------------------------------------------------------------------------------------
     def branch(self) -> str:
         """RFC 3261 §8.1.1.7: branch ids start with the magic cookie."""

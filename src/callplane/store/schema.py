@@ -168,3 +168,68 @@ call_callbacks = Table(
     Column("events", String(64), nullable=False),  # comma-separated
     Column("api_version", String(16), nullable=False, server_default="2012-04-24"),
 )
+
+# SIP Clients (restcomm-behaviour §6): the registrar authenticates against them and `client:` / <Dial><Client>
+# ring their registrations. A login is unique on the whole node cluster (the registrar has one realm and a REGISTER
+# names only the login). The password is never stored: only the RFC 7616 HA1 digests, H(login:realm:password).
+clients = Table(
+    "clients",
+    metadata,
+    Column("sid", String(34), primary_key=True),
+    Column("account_sid", String(34), ForeignKey("accounts.sid"), nullable=False),
+    Column("date_created", BigInteger, nullable=False),
+    Column("date_updated", BigInteger, nullable=False),
+    Column("api_version", String(16), nullable=False, server_default="2012-04-24"),
+    Column("friendly_name", String(256), nullable=False),
+    Column("login", String(64), nullable=False, unique=True),
+    Column("realm", String(128), nullable=False),  # the realm the HA1s were computed for
+    Column("ha1_md5", String(32), nullable=False),
+    Column("ha1_sha256", String(64), nullable=False),
+    Column("status", Integer, nullable=False, server_default="1"),  # 1 enabled, 0 disabled
+    Column("voice_url", Text, nullable=True),
+    Column("voice_method", String(8), nullable=False, server_default="POST"),
+    Column("voice_fallback_url", Text, nullable=True),
+    Column("voice_fallback_method", String(8), nullable=False, server_default="POST"),
+    Column("voice_application_sid", String(34), nullable=True),
+    Index("ix_clients_account_date", "account_sid", "date_created", "sid"),
+)
+
+# IncomingPhoneNumbers (restcomm-behaviour §6): numbers the trunk delivers to us, in E.164, unique on the cluster.
+incoming_phone_numbers = Table(
+    "incoming_phone_numbers",
+    metadata,
+    Column("sid", String(34), primary_key=True),
+    Column("account_sid", String(34), ForeignKey("accounts.sid"), nullable=False),
+    Column("date_created", BigInteger, nullable=False),
+    Column("date_updated", BigInteger, nullable=False),
+    Column("api_version", String(16), nullable=False, server_default="2012-04-24"),
+    Column("friendly_name", bytewise_string(256), nullable=False),
+    Column("phone_number", bytewise_string(64), nullable=False, unique=True),
+    Column("voice_url", Text, nullable=True),
+    Column("voice_method", String(8), nullable=False, server_default="POST"),
+    Column("voice_fallback_url", Text, nullable=True),
+    Column("voice_fallback_method", String(8), nullable=False, server_default="POST"),
+    Column("status_callback", Text, nullable=True),
+    Column("status_callback_method", String(8), nullable=False, server_default="POST"),
+    Column("voice_caller_id_lookup", Integer, nullable=False, server_default="0"),
+    Column("voice_application_sid", String(34), nullable=True),
+    Column("sms_url", Text, nullable=True),
+    Column("sms_method", String(8), nullable=False, server_default="POST"),
+    Column("sms_fallback_url", Text, nullable=True),
+    Column("sms_fallback_method", String(8), nullable=False, server_default="POST"),
+    Column("sms_application_sid", String(34), nullable=True),
+    Column("ussd_url", Text, nullable=True),
+    Column("ussd_method", String(8), nullable=False, server_default="POST"),
+    Column("ussd_fallback_url", Text, nullable=True),
+    Column("ussd_fallback_method", String(8), nullable=False, server_default="POST"),
+    Column("ussd_application_sid", String(34), nullable=True),
+    Column("refer_url", Text, nullable=True),
+    Column("refer_method", String(8), nullable=False, server_default="POST"),
+    Column("refer_application_sid", String(34), nullable=True),
+    Column("voice_capable", Integer, nullable=False, server_default="1"),
+    Column("sms_capable", Integer, nullable=False, server_default="0"),
+    Column("mms_capable", Integer, nullable=False, server_default="0"),
+    Column("fax_capable", Integer, nullable=False, server_default="0"),
+    Index("ix_numbers_account_number", "account_sid", "phone_number", "sid"),
+    Index("ix_numbers_account_name", "account_sid", "friendly_name", "sid"),
+)
