@@ -31,3 +31,11 @@ def unusable_hash() -> str:
     """A value in :func:`hash_token`'s form that no token matches, costing a full check: for unknown users, so a
     refusal takes as long whether or not the account exists."""
     return f"pbkdf2_sha256${_ITERATIONS}${secrets.token_hex(16)}${'0' * 64}"
+
+
+def digest_ha1(login: str, realm: str, password: str) -> tuple[str, str]:
+    """The RFC 7616 §3.4.2 HA1 of a SIP Client's password, ``H(login:realm:password)``, as (MD5, SHA-256) hex.
+
+    This is what a registrar needs to check a digest response; a Client's password is stored as nothing else."""
+    a1 = f"{login}:{realm}:{password}".encode()
+    return hashlib.md5(a1, usedforsecurity=False).hexdigest(), hashlib.sha256(a1).hexdigest()

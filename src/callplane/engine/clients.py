@@ -1,0 +1,46 @@
+"""Clients as the registrar and the inbound-call authentication see them: the stored HA1s of ``store.clients``.
+
+A Client whose HA1s were computed for another realm (the node's realm changed since its password was set) cannot be
+checked, so it is treated as unknown (and a warning says why); so is a disabled Client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from callplane.sip.registrar import Secret
+from callplane.store import clients as store_clients
+from callplane.store.clients import ClientRecord
+from callplane.store.db import Database
+
+__all__ = ["StoreClientSecrets", "secret_of"]
+
+log = logging.getLogger("callplane.engine")
+
+
+def secret_of(client: ClientRecord, realm: str) -> Secret | None:
+    """What digest verification needs for ``client`` in ``realm``; None when it cannot authenticate there."""
+    if not client.enabled:
+        return None
+    if client.realm != realm:
+        log.warning(
+            "client %r has a password for realm %r, not %r: set its password again", client.login, client.realm, realm
+        )
+        return None
+    return Secret(ha1=(("MD5", client.ha1_md5), ("SHA-256", client.ha1_sha256)))
+
+
+class StoreClientSecrets:
+    """The registrar's :class:`~callplane.engine.sip_service.ClientSecrets`, backed by the Clients table."""
+
+    def __init__(self, db: Database, realm: str) -> None:
+        self.db = db
+        self.realm = realm
+
+    async def secret(self, login: str) -> Secret | None:
+        client = await store_clients.by_login(self.db, login)
+        return secret_of(client, self.realm) if client is not None else None
+
+    async def account_sid(self, login: str) -> str:
+        client = await store_clients.by_login(self.db, login)
+        return client.account_sid if client is not None else ""
