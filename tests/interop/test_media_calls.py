@@ -28,7 +28,16 @@ from callplane.media.workers import MediaWorkers
 from callplane.sip.events import CallAnswered, CallConfirmed, CallEnded, IncomingCall
 from tests.engine.medianode import MediaNode
 from tests.interop.conftest import need
-from tests.interop.peers import LOOPBACK, Peer, PeerGroup, SippRun, free_port, free_port_block, wait_udp_bound
+from tests.interop.peers import (
+    LOOPBACK,
+    BaresipControl,
+    Peer,
+    PeerGroup,
+    SippRun,
+    free_port,
+    free_port_block,
+    wait_udp_bound,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -178,6 +187,7 @@ class Recorder:
     peer: Peer
     sip_port: int
     rec: Path
+    control: BaresipControl | None = None
 
     def dumps(self) -> dict[str, tuple[int, np.ndarray]]:
         """``{"enc": (rate, samples), "dec": (rate, samples)}`` of the one call recorded."""
@@ -196,11 +206,22 @@ class Recorder:
         return [(m.group(1), int(m.group(2))) for m in re.finditer(r"received event: '(.)' \(end=(\d)\)", text)]
 
 
-def baresip(peers: PeerGroup, tmp: Path, *commands: str) -> Recorder:
-    """baresip (appendix B of the reference, without stdio.so) answering automatically, recording with sndfile, its
-    own audio a 10 s tone at BARESIP_TONE_HZ; ``commands`` run at start (``/dial ...``)."""
+def baresip(
+    peers: PeerGroup,
+    tmp: Path,
+    *commands: str,
+    account: str = f"<sip:bob@{LOOPBACK}>;regint=0;answermode=auto;audio_codecs=PCMU",
+    tone_hz: float = BARESIP_TONE_HZ,
+    seconds: float = 10.0,
+    name: str = "baresip-rec",
+    control: bool = False,
+) -> Recorder:
+    """baresip (appendix B of the reference, without stdio.so) recording with sndfile, its own audio a tone of
+    ``tone_hz`` for ``seconds``, with one ``account`` line (default: bob, answering automatically, not
+    registering); ``commands`` run at start (``/dial ...``). ``control``: also listen for ctrl_tcp commands
+    (:attr:`Recorder.control`: ``/sndcode 12#``, ``/hangup``...). ``name`` keeps two phones' files apart."""
     need("baresip")
-    d = tmp / "baresip-rec"
+    d = tmp / name
     rec = d / "rec"
     rec.mkdir(parents=True)
     source = d / "source.wav"
@@ -208,7 +229,7 @@ def baresip(peers: PeerGroup, tmp: Path, *commands: str) -> Recorder:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)
-        w.writeframes(tone_pcm([BARESIP_TONE_HZ], 10.0, 0.25))
+        w.writeframes(tone_pcm([tone_hz], seconds, 0.25))
     sip_port, rtp = free_port(), free_port_block(20)
     config = [
         "poll_method epoll",
@@ -226,15 +247,23 @@ def baresip(peers: PeerGroup, tmp: Path, *commands: str) -> Recorder:
         "module_app account.so",
         "module_app menu.so",
     ]
+    ctrl_port = free_port() if control else None
+    if ctrl_port is not None:
+        config += ["module_app ctrl_tcp.so", f"ctrl_tcp_listen {LOOPBACK}:{ctrl_port}"]
     (d / "config").write_text("\n".join(config) + "\n")
-    (d / "accounts").write_text(f"<sip:bob@{LOOPBACK}>;regint=0;answermode=auto;audio_codecs=PCMU\n")
+    (d / "accounts").write_text(account + "\n")
     (d / "contacts").write_text("")
     argv = ["baresip", "-f", str(d)]
     for cmd in commands:
         argv += ["-e", cmd]
-    peer = peers.start("baresip", argv, cwd=d)
+    peer = peers.start(name, argv, cwd=d)
     wait_udp_bound(sip_port, peer=peer, timeout=10)
-    return Recorder(peer, sip_port, rec)
+    control_client = None
+    if ctrl_port is not None:
+        wait_udp_bound(ctrl_port, proto="tcp", peer=peer, timeout=10)
+        control_client = BaresipControl(ctrl_port)
+        peers._closers.append(control_client.close)
+    return Recorder(peer, sip_port, rec, control_client)
 
 
 async def play_to_baresip(node: MediaNode, phone: Recorder, source: Source) -> None:

@@ -32,13 +32,22 @@ class Node:
     def calls_url(self) -> str:
         return f"http://{LOOPBACK}:{self.http}/2012-04-24/Accounts/{ACCOUNT}/Calls.json"
 
+    def url(self, path: str) -> str:
+        """``/Clients.json`` -> the administrator account's resource on this node."""
+        return f"http://{LOOPBACK}:{self.http}/2012-04-24/Accounts/{ACCOUNT}{path}"
 
-def start_node(group: PeerGroup, data: Path, *, workers: int = 1) -> Node:
+
+def start_node(group: PeerGroup, data: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Node:
     sip, http, rtp = free_port(), free_port(), free_port_block(200)
     argv = [sys.executable, "-m", "callplane", "serve", "--sip", f"{LOOPBACK}:{sip}", "--http", f"{LOOPBACK}:{http}"]
     argv += ["--data", str(data), "--rtp-ports", f"{rtp}-{rtp + 199}", "--workers", str(workers)]
-    env = {**os.environ, "CALLPLANE_ADMIN_ACCOUNT_SID": ACCOUNT, "CALLPLANE_ADMIN_AUTH_TOKEN": TOKEN}
-    proc = group.start("callplane-serve", argv, env=env)
+    full_env = {
+        **os.environ,
+        "CALLPLANE_ADMIN_ACCOUNT_SID": ACCOUNT,
+        "CALLPLANE_ADMIN_AUTH_TOKEN": TOKEN,
+        **(env or {}),
+    }
+    proc = group.start("callplane-serve", argv, env=full_env)
     try:
         proc.wait_output(r"HTTP API on", timeout=30 * workers)
     except PeerError as exc:
