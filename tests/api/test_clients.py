@@ -187,6 +187,14 @@ async def test_the_password_is_stored_as_ha1_only_and_never_returned(api: Api) -
             "VoiceApplicationSid must be AP followed by 32 hex digits, got 'AP1'",
         ),
         ({"Login": "alice", "Password": PASSWORD, "FriendlyName": " "}, "FriendlyName must be 1 to 256 characters"),
+        (
+            {"Login": "alice", "Password": PASSWORD, "FriendlyName": "a\x00b"},
+            "FriendlyName must not contain control characters",
+        ),
+        (
+            {"Login": "alice", "Password": PASSWORD, "VoiceUrl": "http://app.test/a\x00"},
+            "VoiceUrl must be an absolute http or https URL, got 'http://app.test/a\\x00'",
+        ),
     ],
 )
 async def test_bad_input_is_400_naming_the_field(api: Api, form: dict[str, str], message: str) -> None:

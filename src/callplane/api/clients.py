@@ -84,6 +84,8 @@ def _friendly_name(fields: dict[str, str]) -> str:
     name = fields["FriendlyName"].strip()
     if not name or len(name) > 256:
         raise bad_request("FriendlyName must be 1 to 256 characters")
+    if any(ord(c) < 0x20 for c in name):
+        raise bad_request("FriendlyName must not contain control characters")
     return name
 
 

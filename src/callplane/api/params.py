@@ -25,7 +25,8 @@ def url_param(fields: dict[str, str], name: str, *, required: bool = False) -> s
         parts = urlsplit(value)
     except ValueError:
         parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    controls = any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)  # never valid in a URL; PostgreSQL refuses NUL
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or controls:
         raise bad_request(f"{name} must be an absolute http or https URL, got {value!r}")
     return value
 
