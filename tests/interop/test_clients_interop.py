@@ -7,7 +7,7 @@ phone's registration at once (``client:`` calls answer 404).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,22 +15,15 @@ import pytest
 
 from callplane.store import registrations
 from callplane.store.db import Database
+from tests.interop import test_serve_calls
 from tests.interop.conftest import need
 from tests.interop.peers import LOOPBACK, PeerGroup
-from tests.interop.test_serve_calls import ACCOUNT, TOKEN, Node, start_node
+from tests.interop.test_serve_calls import ACCOUNT, TOKEN, Node
 
 pytestmark = pytest.mark.interop
+node = test_serve_calls.node  # a fresh `callplane serve` per test, with the administrator ACCOUNT/TOKEN
 
 PASSWORD = "Strong-Pass-42"
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    group = PeerGroup(tmp_path / "node")
-    try:
-        yield start_node(group, tmp_path / "data")
-    finally:
-        group.close()
 
 
 @pytest.fixture
@@ -49,12 +42,14 @@ async def store(tmp_path: Path, node: Node) -> AsyncIterator[Database]:
 
 
 def _sipp_register(peers: PeerGroup, node: Node, login: str, password: str) -> list[int | None]:
-    """SIPp's REGISTER, digest, un-REGISTER as ``login``; the statuses it received (it stops at an unexpected one)."""
+    """SIPp's REGISTER, digest, un-REGISTER as ``login``; the final status of each REGISTER it sent, in order (it
+    stops at an unexpected one). A retransmission's repeated answer counts once."""
     run = peers.sipp(
-        "uac_register", (LOOPBACK, node.sip), timeout=5.0, keys={"user": login}, extra=["-au", login, "-ap", password]
+        "uac_register", (LOOPBACK, node.sip), timeout=10.0, keys={"user": login}, extra=["-au", login, "-ap", password]
     )
     run.wait()
-    return [m.status for m in run.messages(received=True) if m.status != 100]
+    answers = [(m.cseq, m.status) for m in run.messages(received=True) if m.status != 100]
+    return [status for _, status in dict.fromkeys(answers)]
 
 
 async def test_a_client_made_by_the_api_registers_and_deleting_it_drops_the_registration(
@@ -79,7 +74,7 @@ async def test_a_client_made_by_the_api_registers_and_deleting_it_drops_the_regi
 
     # A phone stays registered...
     phone = peers.baresip(f"<sip:dave@{LOOPBACK}:{node.sip}>;auth_pass={PASSWORD};regint=600;audio_codecs=PCMU")
-    assert "[1 binding]" in phone.wait_registered(timeout=5.0)
+    assert "[1 binding]" in phone.wait_registered(timeout=10.0)
     bound = await registrations.lookup_login(store, "dave", 0.0, account_sid=ACCOUNT)
     assert [b.contact for b in bound] and all(f":{phone.sip_port}" in b.contact for b in bound)
 

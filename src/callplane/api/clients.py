@@ -192,19 +192,7 @@ def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock,
         login = check_login(fields.get("Login", ""))
         password = check_password(fields.get("Password", ""), login)
         changes = _voice_changes(fields)
-        md5, sha256 = digest_ha1(login, realm, password)
-        now = clock.wall()
-        client = ClientRecord(
-            sid=ids.client_sid(),
-            account_sid=account.sid,
-            date_created=now,
-            date_updated=now,
-            friendly_name=login,
-            login=login,
-            realm=realm,
-            ha1_md5=md5,
-            ha1_sha256=sha256,
-        )
+        client = store_clients.new(ids.client_sid(), account.sid, login, password, realm=realm, now=clock.wall())
         client = replace(client, **changes)  # type: ignore[arg-type]
         try:
             await store_clients.add(db, client)

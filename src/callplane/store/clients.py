@@ -22,7 +22,7 @@ from callplane.store import registrations
 from callplane.store.db import Database, from_us, to_us
 from callplane.store.schema import clients as t
 
-__all__ = ["ClientRecord", "add", "by_login", "get", "list_for", "remove", "seed", "update"]
+__all__ = ["ClientRecord", "add", "by_login", "get", "list_for", "new", "remove", "seed", "update"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,22 @@ class ClientRecord:
     @property
     def enabled(self) -> bool:
         return self.status == 1
+
+
+def new(sid: str, account_sid: str, login: str, password: str, *, realm: str, now: datetime) -> ClientRecord:
+    """A fresh, enabled Client named after its login, its password kept only as the HA1s for ``realm``."""
+    md5, sha256 = digest_ha1(login, realm, password)
+    return ClientRecord(
+        sid=sid,
+        account_sid=account_sid,
+        date_created=now,
+        date_updated=now,
+        friendly_name=login,
+        login=login,
+        realm=realm,
+        ha1_md5=md5,
+        ha1_sha256=sha256,
+    )
 
 
 def _record(r: RowMapping) -> ClientRecord:
@@ -135,18 +151,7 @@ async def seed(
     for login, password in passwords.items():
         if await by_login(db, login) is not None:
             continue
-        md5, sha256 = digest_ha1(login, realm, password)
-        rec = ClientRecord(
-            sid=ids.client_sid(),
-            account_sid=account_sid,
-            date_created=now,
-            date_updated=now,
-            friendly_name=login,
-            login=login,
-            realm=realm,
-            ha1_md5=md5,
-            ha1_sha256=sha256,
-        )
+        rec = new(ids.client_sid(), account_sid, login, password, realm=realm, now=now)
         try:
             await add(db, rec)
         except Conflict:
