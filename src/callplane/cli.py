@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import uvloop
 
 from callplane import __version__
-from callplane.core.clock import SystemClock
+from callplane.core.clock import Clock, SystemClock
 from callplane.core.errors import CallplaneError, ConfigError
 from callplane.core.ids import IdSource
 from callplane.core.nodes import MAX_WORKERS, control_address, worker_instance_id
 from callplane.core.runtime import tune_gc
 from callplane.core.settings import Settings
 from callplane.store import calls as store_calls
+from callplane.store import clients as store_clients
 from callplane.store.bootstrap import AdminCredentials, ensure_admin, ensure_instance_id
 from callplane.store.db import Database
 from callplane.store.synthetic import generate_rows
@@ -169,9 +170,10 @@ async def _serve(settings: Settings, role: _Role) -> None:
 
     from callplane.api.app import create_app
     from callplane.api.forward import Forwarder
+    from callplane.engine.clients import StoreClientSecrets
     from callplane.engine.dispatch import SipEventDispatcher
     from callplane.engine.engine import EngineConfig
-    from callplane.engine.sip_service import SipService, StaticClientSecrets
+    from callplane.engine.sip_service import SipService
     from callplane.engine.stack import EngineStack, StackOptions
     from callplane.store.outbox import adopt_callbacks
 
@@ -186,6 +188,7 @@ async def _serve(settings: Settings, role: _Role) -> None:
     admin = await ensure_admin(db, ids, clock, settings.admin_account_sid, settings.admin_auth_token)
     if role.alone:
         _print_admin(admin)
+    await _seed_clients(db, ids, clock, settings, admin.account.sid)
     sip_host, sip_port = settings.sip_address
     dispatcher = SipEventDispatcher()  # the SIP endpoint's one event handler; the engine's parts subscribe
     sip = SipService(
@@ -196,7 +199,7 @@ async def _serve(settings: Settings, role: _Role) -> None:
         port=sip_port if role.index == 0 else 0,  # the other workers place calls from a port of their own
         instance_id=instance_id,
         realm=settings.sip_realm,
-        clients=StaticClientSecrets(settings.sip_client_passwords, account_sid=admin.account.sid),
+        clients=StoreClientSecrets(db, settings.sip_realm),
         digest_algorithms=settings.sip_digest_algorithms,
         dispatcher=dispatcher,
     )
@@ -244,6 +247,7 @@ async def _serve(settings: Settings, role: _Role) -> None:
         control=stack.engine,
         recordings_dir=engine_config.recordings_dir,
         forwarder=forwarder,
+        sip_realm=settings.sip_realm,
     )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
@@ -268,6 +272,16 @@ async def _serve(settings: Settings, role: _Role) -> None:
         control_sock.close()
         await sip.close()
         await db.close()
+
+
+async def _seed_clients(db: Database, ids: IdSource, clock: Clock, settings: Settings, admin: str) -> None:
+    """Development seed: each ``CALLPLANE_SIP_CLIENTS`` login without a Client becomes one of the administrator.
+    Every worker runs it; a login another worker created meanwhile is skipped."""
+    seeded = await store_clients.seed(
+        db, settings.sip_client_passwords, account_sid=admin, realm=settings.sip_realm, ids=ids, now=clock.wall()
+    )
+    if seeded:
+        log.info("created Clients %s of the administrator from CALLPLANE_SIP_CLIENTS", ", ".join(seeded))
 
 
 async def _orphaned(server: uvicorn.Server, every: float = 0.5) -> None:

@@ -31,7 +31,7 @@ from callplane.core.ids import IdSource
 from callplane.engine.control import CallControl
 from callplane.store.db import Database
 
-from . import accounts, call_control, calls, notifications, recordings
+from . import accounts, call_control, calls, clients, notifications, recordings
 from .auth import Authenticator
 from .errors import api_error_handler, http_error_handler, unexpected_error_handler
 from .formats import API_VERSION
@@ -79,9 +79,11 @@ def create_app(
     control: CallControl | None = None,
     recordings_dir: Path | None = None,
     forwarder: Forwarder | None = None,
+    sip_realm: str = "callplane",
 ) -> FastAPI:
     """The API over ``db``. ``control`` is the call engine (POST Calls answers 503 without one); recordings are
-    served from ``recordings_dir``; ``forwarder`` replays requests for calls that run in another process."""
+    served from ``recordings_dir``; ``forwarder`` replays requests for calls that run in another process;
+    ``sip_realm`` is the registrar's digest realm, which Clients' passwords are hashed for."""
     ids = ids or IdSource()
     clock = clock or SystemClock()
     app = FastAPIOffline(
@@ -101,6 +103,7 @@ def create_app(
         app.include_router(call_control.build_router(auth, control, forwarder), prefix=prefix)
         app.include_router(recordings.build_router(db, auth, recordings_dir), prefix=prefix)
         app.include_router(notifications.build_router(db, auth), prefix=prefix)
+        app.include_router(clients.build_router(db, auth, ids, clock, sip_realm), prefix=prefix)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _with_allow(app))
     app.add_exception_handler(Exception, unexpected_error_handler)

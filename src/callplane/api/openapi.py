@@ -23,7 +23,7 @@ __all__ = ["DESCRIPTION", "OPERATIONS", "install_openapi"]
 
 DESCRIPTION = """\
 The callplane REST API: the Restcomm Connect `2012-04-24` API (Accounts, Calls with live call modification,
-Recordings and Notifications), served under both
+Recordings, Notifications and Clients), served under both
 `/2012-04-24` and `/restcomm/2012-04-24`.
 
 **Authentication.** HTTP Basic on every operation: the AccountSid (or the account's email address) as the user
@@ -62,7 +62,8 @@ _ERROR_TEXT = {
     401: "No credentials, or an unknown AccountSid or wrong AuthToken",
     403: "The caller's account is not active, or the account is not the caller's nor one of its sub-accounts",
     404: "No such account or resource",
-    409: "A conflict: the EmailAddress is taken, or the call has already ended (or lives on another node)",
+    409: "A conflict: the EmailAddress or the Client Login is taken, or the call has already ended (or lives on "
+    "another node)",
     413: "The body is larger than the API accepts",
     415: "The body is not application/x-www-form-urlencoded",
     503: "The call engine is not running on this node",
@@ -327,6 +328,81 @@ SCHEMAS.update(
         },
     }
 )
+_CLIENT_FIELDS: dict[str, Any] = {
+    "FriendlyName": {**_FRIENDLY_NAME, "description": "1 to 256 characters, no control characters; default the Login"},
+    "Status": {"type": "string", "enum": ["1", "0", "true", "false"], "description": "1 enabled (default), 0 disabled"},
+    "VoiceUrl": _URL,
+    "VoiceMethod": _METHOD,
+    "VoiceFallbackUrl": _URL,
+    "VoiceFallbackMethod": _METHOD,
+    "VoiceApplicationSid": {"type": "string", "pattern": "^(AP[0-9a-fA-F]{32})?$"},
+}
+_LOGIN = {
+    "type": "string",
+    "pattern": r"^[A-Za-z0-9\-_.!~*'()&=+$]{1,64}$",
+    "description": "A SIP user name, unique on the cluster (409 when taken); it cannot change",
+}
+_PASSWORD = {
+    "type": "string",
+    "minLength": 8,
+    "maxLength": 128,
+    "description": "Three of lower-case letters, capitals, digits and symbols, not containing the Login (else 400 "
+    "Password too weak). Stored only as digest HA1s; never returned",
+}
+_NULLABLE = {"type": "string", "description": "Absent when not set"}
+SCHEMAS.update(
+    {
+        "Client": {
+            "type": "object",
+            "required": [
+                "sid",
+                "date_created",
+                "date_updated",
+                "account_sid",
+                "api_version",
+                "friendly_name",
+                "login",
+                "password_algorithm",
+                "status",
+                "voice_method",
+                "voice_fallback_method",
+                "uri",
+            ],
+            "properties": {
+                "sid": {"type": "string", "pattern": "^CL[0-9a-f]{32}$"},
+                "date_created": {"type": "string", "description": "RFC 2822 date"},
+                "date_updated": {"type": "string", "description": "RFC 2822 date"},
+                "account_sid": _STRING,
+                "api_version": _STRING,
+                "friendly_name": _STRING,
+                "login": _STRING,
+                "password_algorithm": {"type": "string", "enum": ["MD5"]},
+                "status": {"type": "integer", "enum": [0, 1]},
+                "voice_url": _NULLABLE,
+                "voice_method": {"type": "string", "enum": ["GET", "POST"]},
+                "voice_fallback_url": _NULLABLE,
+                "voice_fallback_method": {"type": "string", "enum": ["GET", "POST"]},
+                "voice_application_sid": _NULLABLE,
+                "uri": _STRING,
+            },
+            "additionalProperties": False,
+        },
+        "ClientList": {"type": "array", "items": {"$ref": "#/components/schemas/Client"}},
+        "ClientCreate": {
+            "type": "object",
+            "required": ["Login", "Password"],
+            "properties": {"Login": _LOGIN, "Password": _PASSWORD, **_CLIENT_FIELDS},
+        },
+        "ClientUpdate": {
+            "type": "object",
+            "properties": {
+                "Login": {**_LOGIN, "description": "Only the Client's own Login (400 otherwise): it cannot change"},
+                "Password": _PASSWORD,
+                **_CLIENT_FIELDS,
+            },
+        },
+    }
+)
 SCHEMAS["RecordingList"] = _paged("recordings", "Recording")
 SCHEMAS["NotificationList"] = _paged("notifications", "Notification")
 
@@ -347,6 +423,12 @@ OPERATIONS: dict[str, tuple[str, str | None, tuple[int, ...]]] = {
     "list_notifications": ("NotificationList", None, (400, 401, 403, 404)),
     "list_call_notifications": ("NotificationList", None, (400, 401, 403, 404)),
     "get_notification": ("Notification", None, (401, 403, 404)),
+    "list_clients": ("ClientList", None, (401, 403, 404)),
+    "create_client": ("Client", "ClientCreate", (400, 401, 403, 404, 409, 413, 415)),
+    "get_client": ("Client", None, (401, 403, 404)),
+    "update_client": ("Client", "ClientUpdate", (400, 401, 403, 404, 413, 415)),
+    "replace_client": ("Client", "ClientUpdate", (400, 401, 403, 404, 413, 415)),
+    "delete_client": ("", None, (401, 403, 404)),
 }
 
 _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -358,6 +440,7 @@ _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
 _PATH_PARAMS = {
     "AccountSid": "The account's Sid (AC + 32 hex digits)",
     "CallSid": "The call's Sid",
+    "ClientSid": "The Client's Sid (CL + 32 hex digits)",
 }
 
 

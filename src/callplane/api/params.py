@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 from .errors import bad_request
 
@@ -11,6 +12,31 @@ _DATE_TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?)?"
 )
+
+
+def url_param(fields: dict[str, str], name: str, *, required: bool = False) -> str | None:
+    """An absolute http(s) URL field (``Url``, ``VoiceUrl``…); None when absent or blank (unless ``required``)."""
+    value = fields.get(name, "").strip()
+    if not value:
+        if required:
+            raise bad_request(f"{name} is required")
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    controls = any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)  # never valid in a URL; PostgreSQL refuses NUL
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or controls:
+        raise bad_request(f"{name} must be an absolute http or https URL, got {value!r}")
+    return value
+
+
+def method_param(fields: dict[str, str], name: str) -> str:
+    """A GET/POST field (``Method``, ``VoiceMethod``…), any case; POST when absent or blank."""
+    value = fields.get(name, "").strip().upper() or "POST"
+    if value not in ("GET", "POST"):
+        raise bad_request(f"{name} must be GET or POST, got {fields[name]!r}")
+    return value
 
 
 def parse_instant(name: str, raw: str) -> tuple[datetime, bool]:

@@ -67,7 +67,8 @@ class Settings:
     sip_clients: str = _opt(
         "",
         "SIP_CLIENTS",
-        "Clients allowed to REGISTER, login:password[,login:password...] (until the Clients API exists)",
+        "development seed: login:password[,login:password...]; each login that has no Client yet becomes a "
+        "Client of the administrator at start-up (no strength check; later changes go through the Clients API)",
     )
     rtp_ports: str = _opt("20000-29999", "RTP_PORTS", "RTP port range LOW-HIGH")
     workers: str = _opt(

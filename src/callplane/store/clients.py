@@ -6,16 +6,23 @@ realm the node had when the password was set; the password itself is never store
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
+from sqlalchemy import update as update_
 from sqlalchemy.engine import RowMapping
 
+from callplane.core.errors import Conflict, NotFound
+from callplane.core.ids import IdSource
+from callplane.core.secrets import digest_ha1
+from callplane.store import registrations
 from callplane.store.db import Database, from_us, to_us
 from callplane.store.schema import clients as t
 
-__all__ = ["ClientRecord", "add", "by_login", "get"]
+__all__ = ["ClientRecord", "add", "by_login", "get", "list_for", "new", "remove", "seed", "update"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,22 @@ class ClientRecord:
     @property
     def enabled(self) -> bool:
         return self.status == 1
+
+
+def new(sid: str, account_sid: str, login: str, password: str, *, realm: str, now: datetime) -> ClientRecord:
+    """A fresh, enabled Client named after its login, its password kept only as the HA1s for ``realm``."""
+    md5, sha256 = digest_ha1(login, realm, password)
+    return ClientRecord(
+        sid=sid,
+        account_sid=account_sid,
+        date_created=now,
+        date_updated=now,
+        friendly_name=login,
+        login=login,
+        realm=realm,
+        ha1_md5=md5,
+        ha1_sha256=sha256,
+    )
 
 
 def _record(r: RowMapping) -> ClientRecord:
@@ -73,3 +96,65 @@ async def by_login(db: Database, login: str) -> ClientRecord | None:
     async with db.read() as conn:
         row = (await conn.execute(select(t).where(t.c.login == login))).mappings().first()
     return _record(row) if row is not None else None
+
+
+async def list_for(db: Database, account_sid: str) -> list[ClientRecord]:
+    """Every Client of ``account_sid``, oldest first (Restcomm's list has no paging)."""
+    stmt = select(t).where(t.c.account_sid == account_sid).order_by(t.c.date_created, t.c.sid)
+    async with db.read() as conn:
+        return [_record(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+_CHANGEABLE = frozenset(ClientRecord.__slots__) - {"sid", "account_sid", "login", "date_created", "api_version"}
+
+
+async def update(db: Database, sid: str, changes: Mapping[str, Any]) -> ClientRecord:
+    """Write only ``changes`` (ClientRecord field names) and return the Client as stored afterwards.
+
+    Disabling a Client (``status`` 0) drops its registrations in the same transaction, so ``client:login`` stops
+    ringing at once."""
+    values = dict(changes)
+    unknown = set(values) - _CHANGEABLE
+    if unknown:
+        raise ValueError(f"{sorted(unknown)} are not changeable Client fields")
+    if "date_updated" in values:
+        values["date_updated"] = to_us(values["date_updated"])
+    async with db.write() as conn:
+        stmt = update_(t).where(t.c.sid == sid).values(**values).returning(*t.c)
+        row = (await conn.execute(stmt)).mappings().first()
+        if row is None:
+            raise NotFound(f"client {sid} not found")
+        rec = _record(row)
+        if not rec.enabled:
+            await conn.execute(registrations.remove_login(rec.login, account_sid=rec.account_sid))
+    return rec
+
+
+async def remove(db: Database, sid: str) -> bool:
+    """Delete the Client and its registrations in one transaction; False when there was none."""
+    async with db.write() as conn:
+        stmt = delete(t).where(t.c.sid == sid).returning(t.c.login, t.c.account_sid)
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            return False
+        await conn.execute(registrations.remove_login(row.login, account_sid=row.account_sid))
+    return True
+
+
+async def seed(
+    db: Database, passwords: Mapping[str, str], *, account_sid: str, realm: str, ids: IdSource, now: datetime
+) -> list[str]:
+    """Create a Client of ``account_sid`` for each login of ``passwords`` that has none yet (development seeding);
+    the logins created. Idempotent, and safe when several processes seed at once: a login taken meanwhile is
+    skipped."""
+    created = []
+    for login, password in passwords.items():
+        if await by_login(db, login) is not None:
+            continue
+        rec = new(ids.client_sid(), account_sid, login, password, realm=realm, now=now)
+        try:
+            await add(db, rec)
+        except Conflict:
+            continue
+        created.append(login)
+    return created

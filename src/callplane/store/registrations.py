@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import ColumnElement, Delete, and_, delete, or_, select
 
 from callplane.store.db import Database
 from callplane.store.schema import registrations
@@ -98,15 +98,23 @@ async def purge(db: Database, now: float) -> int:
     return int(result.rowcount)
 
 
+def _login_aors(login: str, schemes: tuple[str, ...] = ("sip", "sips")) -> ColumnElement[bool]:
+    """The AORs ``scheme:login@any-domain`` (the registrar stores ``sip:user@host``, ``sips:`` for a sips To):
+    an index range per scheme, ``@`` and the character after it bounding the user part exactly."""
+    ranges = []
+    for scheme in schemes:
+        prefix = f"{scheme}:{login}@"
+        ranges.append(and_(registrations.c.aor >= prefix, registrations.c.aor < prefix[:-1] + chr(ord("@") + 1)))
+    return or_(*ranges)
+
+
 async def lookup_login(db: Database, login: str, now: float, *, account_sid: str) -> list[BindingRow]:
     """Unexpired bindings of ``account_sid``'s Client ``login`` in any domain (``client:alice`` rings every one),
     oldest first."""
-    prefix = f"sip:{login}@"
     stmt = (
         select(registrations)
         .where(
-            registrations.c.aor >= prefix,
-            registrations.c.aor < prefix[:-1] + chr(ord("@") + 1),
+            _login_aors(login, ("sip",)),
             registrations.c.expires_at > _us(now),
             registrations.c.account_sid == account_sid,
         )
@@ -114,3 +122,9 @@ async def lookup_login(db: Database, login: str, now: float, *, account_sid: str
     )
     async with db.read() as conn:
         return [_binding(m) for m in (await conn.execute(stmt)).mappings()]
+
+
+def remove_login(login: str, *, account_sid: str) -> Delete:
+    """The statement that drops every binding of ``account_sid``'s Client ``login`` (any domain, sip or sips),
+    for the caller to run in the transaction that deletes or disables the Client."""
+    return delete(registrations).where(_login_aors(login), registrations.c.account_sid == account_sid)
