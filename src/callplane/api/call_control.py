@@ -8,7 +8,6 @@ Parameters are validated here and every bad value is a 400 naming the parameter;
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -23,33 +22,13 @@ from .errors import bad_request, wants_json
 from .formats import dumps, xml_document
 from .forms import form_fields
 from .forward import Forwarder
+from .params import form_method as _method
+from .params import form_url as _url
 
 __all__ = ["build_router", "parse_call_request", "parse_call_update"]
 
 MAX_TIMEOUT = 600
 _HEADER_NAME = re.compile(r"X-[A-Za-z0-9!#$%&'*+.^_`|~-]+")
-
-
-def _url(fields: dict[str, str], name: str, *, required: bool = False) -> str | None:
-    value = fields.get(name, "").strip()
-    if not value:
-        if required:
-            raise bad_request(f"{name} is required")
-        return None
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise bad_request(f"{name} must be an absolute http or https URL, got {value!r}")
-    return value
-
-
-def _method(fields: dict[str, str], name: str) -> str:
-    value = fields.get(name, "").strip().upper() or "POST"
-    if value not in ("GET", "POST"):
-        raise bad_request(f"{name} must be GET or POST, got {fields[name]!r}")
-    return value
 
 
 def _events(fields: dict[str, str]) -> tuple[str, ...]:

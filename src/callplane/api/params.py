@@ -1,9 +1,10 @@
-"""Parsing of query/form values shared by the list resources; every failure names the parameter."""
+"""Parsing of query/form values shared by the resources; every failure names the parameter."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 from .errors import bad_request
 
@@ -33,3 +34,27 @@ def parse_instant(name: str, raw: str) -> tuple[datetime, bool]:
     except ValueError:
         raise bad_request(f"{name} is not a valid date or date-time: {raw!r}") from None
     return value.astimezone(UTC), hour is None
+
+
+def form_url(fields: dict[str, str], name: str, *, required: bool = False) -> str | None:
+    """An absolute http(s) URL field; None when absent or empty (400 when ``required``)."""
+    value = fields.get(name, "").strip()
+    if not value:
+        if required:
+            raise bad_request(f"{name} is required")
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad_request(f"{name} must be an absolute http or https URL, got {value!r}")
+    return value
+
+
+def form_method(fields: dict[str, str], name: str) -> str:
+    """A webhook method field: GET or POST in any case; POST when absent or empty."""
+    value = fields.get(name, "").strip().upper() or "POST"
+    if value not in ("GET", "POST"):
+        raise bad_request(f"{name} must be GET or POST, got {fields[name]!r}")
+    return value
