@@ -510,9 +510,21 @@ async def test_sorted_cursor_pages_follow_the_sort(node: Node) -> None:
         ),
         ("PageSize=0", "PageSize must be between 1 and 1000, got 0"),
         ("AfterSid=PN1", "AfterSid 'PN1' is not in this list"),
+        ("FriendlyName=a%00", "FriendlyName must not contain NUL characters"),
     ],
 )
 async def test_bad_list_parameters(node: Node, query: str, message: str) -> None:
     await _provision(node, _ENTRIES[:1])
     r = await node.client.get(f"{BASE}.json?{query}", auth=ADMIN)
     assert (r.status_code, r.json()["message"]) == (400, message)
+
+
+async def test_unsupported_methods_are_405_with_allow(node: Node) -> None:
+    # /Local is also a {PhoneNumberSid} path: its GET, PUT and DELETE answer 404 (no number has that sid).
+    for path, allowed in [
+        (BASE, "GET, POST"),
+        (f"{BASE}/PN1", "GET, POST, PUT, DELETE"),
+        (f"{BASE}/Local", "GET, POST, PUT, DELETE"),
+    ]:
+        r = await node.client.patch(f"{path}.json", auth=ADMIN)
+        assert (r.status_code, r.headers["allow"]) == (405, allowed), path

@@ -33,12 +33,21 @@ from .listing import render_list
 from .paging import check_page_exists, list_doc, parse_paging
 from .params import form_method, form_url
 
-__all__ = ["build_router", "number_json", "number_xml", "parse_changes"]
+__all__ = [
+    "APPLICATION_FIELDS",
+    "FLAG_FIELDS",
+    "METHOD_FIELDS",
+    "URL_FIELDS",
+    "build_router",
+    "number_json",
+    "number_xml",
+    "parse_changes",
+]
 
 CONFLICT = 20409
 MAX_NAME = 256
 # Form field -> record field, by kind of value.
-_URLS = {
+URL_FIELDS = {
     "VoiceUrl": "voice_url",
     "VoiceFallbackUrl": "voice_fallback_url",
     "StatusCallback": "status_callback",
@@ -48,7 +57,7 @@ _URLS = {
     "UssdFallbackUrl": "ussd_fallback_url",
     "ReferUrl": "refer_url",
 }
-_METHODS = {
+METHOD_FIELDS = {
     "VoiceMethod": "voice_method",
     "VoiceFallbackMethod": "voice_fallback_method",
     "StatusCallbackMethod": "status_callback_method",
@@ -58,13 +67,13 @@ _METHODS = {
     "UssdFallbackMethod": "ussd_fallback_method",
     "ReferMethod": "refer_method",
 }
-_APPLICATIONS = {
+APPLICATION_FIELDS = {
     "VoiceApplicationSid": "voice_application_sid",
     "SmsApplicationSid": "sms_application_sid",
     "UssdApplicationSid": "ussd_application_sid",
     "ReferApplicationSid": "refer_application_sid",
 }
-_FLAGS = {
+FLAG_FIELDS = {
     "VoiceCallerIdLookup": "voice_caller_id_lookup",
     "VoiceCapable": "voice_capable",
     "SmsCapable": "sms_capable",
@@ -185,10 +194,10 @@ def _friendly_name(raw: str) -> str:
 
 
 _PARSERS: list[tuple[Mapping[str, str], Callable[[dict[str, str], str], object]]] = [
-    (_URLS, form_url),
-    (_METHODS, form_method),
-    (_APPLICATIONS, _application),
-    (_FLAGS, _flag),
+    (URL_FIELDS, form_url),
+    (METHOD_FIELDS, form_method),
+    (APPLICATION_FIELDS, _application),
+    (FLAG_FIELDS, _flag),
 ]
 
 
@@ -217,7 +226,10 @@ def _number_filter(request: Request) -> NumberFilter:
                 f"PhoneNumber filter must be up to 15 digits, optionally after +, with * for any one digit; "
                 f"got {q['PhoneNumber']!r}"
             )
-    return NumberFilter(phone_number=number, friendly_name=q.get("FriendlyName") or None)
+    name = q.get("FriendlyName") or None
+    if name is not None and "\x00" in name:
+        raise bad_request("FriendlyName must not contain NUL characters")
+    return NumberFilter(phone_number=number, friendly_name=name)
 
 
 def _order(request: Request) -> Sort:
