@@ -31,7 +31,7 @@ from callplane.core.ids import IdSource
 from callplane.engine.control import CallControl
 from callplane.store.db import Database
 
-from . import accounts, call_control, calls, clients, notifications, recordings
+from . import accounts, call_control, calls, clients, notifications, numbers, recordings
 from .auth import Authenticator
 from .errors import api_error_handler, http_error_handler, unexpected_error_handler
 from .formats import API_VERSION
@@ -104,6 +104,7 @@ def create_app(
         app.include_router(recordings.build_router(db, auth, recordings_dir), prefix=prefix)
         app.include_router(notifications.build_router(db, auth), prefix=prefix)
         app.include_router(clients.build_router(db, auth, ids, clock, sip_realm), prefix=prefix)
+        app.include_router(numbers.build_router(db, auth, ids, clock), prefix=prefix)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _with_allow(app))
     app.add_exception_handler(Exception, unexpected_error_handler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,7 +16,7 @@ from callplane.store.db import Database
 from .auth import Authenticator
 from .errors import bad_request, not_found, wants_json
 from .formats import API_VERSION, dumps, iso8601, rfc2822, xml_attrs, xml_document, xml_element
-from .paging import Paging, check_page_exists, envelope, parse_paging
+from .paging import Paging, check_page_exists, envelope, list_doc, parse_paging
 from .params import parse_instant
 
 _LIST_PARAMS = {
@@ -26,10 +27,6 @@ _LIST_PARAMS = {
     "EndTime": "Only calls that ended at or before this ISO-8601 date (whole day) or date-time",
     "ParentCallSid": "Only calls spawned by the call with this Sid",
     "SortBy": "Field[:asc|desc], field one of " + ", ".join(SORT_KEYS) + "; default DateCreated:desc",
-    "Page": "Zero-based page number (default 0)",
-    "PageSize": "Records per page, 1 to 1000 (default 50)",
-    "Limit": "Maximum number of matching records the whole listing spans, 1 to 100000 (default 10000)",
-    "AfterSid": "Cursor: list the records that follow this CallSid in the chosen order",
 }
 
 
@@ -97,22 +94,23 @@ def call_xml(call: CallRecord) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Sort:
+class Sort:
     key: str
     descending: bool
 
 
-def parse_sort(raw: str | None) -> _Sort:
+def parse_sort(raw: str | None, keys: Mapping[str, str] = SORT_KEYS, default: Sort | None = None) -> Sort:
+    """``SortBy=Field[:asc|desc]`` over ``keys`` (API field -> column); ``default`` (newest first) when absent."""
     if raw is None or raw == "":
-        return _Sort("date_created", True)
+        return default or Sort("date_created", True)
     name, sep, direction = raw.partition(":")
     if not name:
         raise bad_request("Error parsing the SortBy parameter: missing field to sort by")
-    if name not in SORT_KEYS:
-        raise bad_request(f"SortBy field {name!r} is not one of {', '.join(SORT_KEYS)}")
+    if name not in keys:
+        raise bad_request(f"SortBy field {name!r} is not one of {', '.join(keys)}")
     if sep and direction.lower() not in ("asc", "desc"):
         raise bad_request("Error parsing the SortBy parameter: sort direction needs to be either ASC or DESC")
-    return _Sort(SORT_KEYS[name], sep != "" and direction.lower() == "desc")
+    return Sort(keys[name], sep != "" and direction.lower() == "desc")
 
 
 def normalize_status(raw: str) -> str:
@@ -151,15 +149,7 @@ def build_router(db: Database, auth: Authenticator) -> APIRouter:
     @router.get(
         "/Accounts/{AccountSid}/Calls",
         summary="List calls",
-        description="Filter, sort and page the account's call records. Query parameters: "
-        + "; ".join(f"{k}: {v}" for k, v in _LIST_PARAMS.items())
-        + ". Parameter names are case-sensitive.",
-        openapi_extra={
-            "parameters": [
-                {"name": k, "in": "query", "required": False, "schema": {"type": "string"}, "description": v}
-                for k, v in _LIST_PARAMS.items()
-            ]
-        },
+        **list_doc("the account's call records", _LIST_PARAMS),
     )
     async def list_calls(request: Request, AccountSid: str) -> Response:  # noqa: N803 (Restcomm's path name)
         _, account = await auth.authorize(request, AccountSid)

@@ -17,13 +17,14 @@ from fastapi.openapi.utils import get_openapi
 from callplane.store.accounts import STATUSES as ACCOUNT_STATUSES
 from callplane.store.calls import STATUSES as CALL_STATUSES
 
+from .numbers import APPLICATION_FIELDS, FLAG_FIELDS, METHOD_FIELDS, URL_FIELDS
 from .paging import MAX_LIMIT, MAX_PAGE_SIZE
 
 __all__ = ["DESCRIPTION", "OPERATIONS", "install_openapi"]
 
 DESCRIPTION = """\
 The callplane REST API: the Restcomm Connect `2012-04-24` API (Accounts, Calls with live call modification,
-Recordings, Notifications and Clients), served under both
+Recordings, Notifications, Clients and IncomingPhoneNumbers), served under both
 `/2012-04-24` and `/restcomm/2012-04-24`.
 
 **Authentication.** HTTP Basic on every operation: the AccountSid (or the account's email address) as the user
@@ -62,8 +63,8 @@ _ERROR_TEXT = {
     401: "No credentials, or an unknown AccountSid or wrong AuthToken",
     403: "The caller's account is not active, or the account is not the caller's nor one of its sub-accounts",
     404: "No such account or resource",
-    409: "A conflict: the EmailAddress or the Client Login is taken, or the call has already ended (or lives on "
-    "another node)",
+    409: "A conflict: the EmailAddress or the Client Login is taken, the PhoneNumber is provisioned already, or the "
+    "call has already ended (or lives on another node)",
     413: "The body is larger than the API accepts",
     415: "The body is not application/x-www-form-urlencoded",
     503: "The call engine is not running on this node",
@@ -245,6 +246,7 @@ def _paged(key: str, item: str) -> dict[str, Any]:
 
 
 _URL = {"type": "string", "format": "uri", "description": "Absolute http(s) URL"}
+_WEBHOOK_FIELDS = ("url", "method", "fallback_url", "fallback_method", "application_sid")
 _METHOD = {"type": "string", "enum": ["GET", "POST"], "description": "Default POST"}
 SCHEMAS.update(
     {
@@ -403,6 +405,75 @@ SCHEMAS.update(
         },
     }
 )
+_TRUE_FALSE = {"type": "string", "enum": ["true", "false"], "description": "true or false, in any case"}
+_NUMBER_FORM: dict[str, Any] = {
+    "PhoneNumber": {
+        "type": "string",
+        "description": "The number, stored in E.164: +, country code and number (spaces, dashes, dots and "
+        "parentheses are ignored; 00 is read as +; digits without + are taken to include the country code)",
+    },
+    "FriendlyName": {"type": "string", "maxLength": 256, "description": "1 to 256 characters; default the number"},
+    **dict.fromkeys(URL_FIELDS, _URL),
+    **dict.fromkeys(METHOD_FIELDS, _METHOD),
+    **dict.fromkeys(
+        APPLICATION_FIELDS,
+        {"type": "string", "pattern": "^AP[0-9a-fA-F]{32}$", "description": "Stored and returned; not used"},
+    ),
+    **dict.fromkeys(FLAG_FIELDS, _TRUE_FALSE),
+}
+_NUMBER_FIELDS = [
+    "sid",
+    "account_sid",
+    "friendly_name",
+    "phone_number",
+    "voice_url",
+    "voice_method",
+    "voice_fallback_url",
+    "voice_fallback_method",
+    "status_callback",
+    "status_callback_method",
+    "voice_caller_id_lookup",
+    "voice_application_sid",
+    "date_created",
+    "date_updated",
+    *(f"{kind}_{field}" for kind in ("sms", "ussd") for field in _WEBHOOK_FIELDS),
+    "refer_url",
+    "refer_method",
+    "refer_application_sid",
+    "capabilities",
+    "api_version",
+    "uri",
+]
+_NUMBER_UNSET = {*URL_FIELDS.values(), *APPLICATION_FIELDS.values()}  # JSON leaves these out while unset
+SCHEMAS.update(
+    {
+        "IncomingPhoneNumber": {
+            "type": "object",
+            "required": [f for f in _NUMBER_FIELDS if f not in _NUMBER_UNSET],
+            "properties": {
+                **{f: _STRING for f in _NUMBER_FIELDS},
+                "sid": {"type": "string", "pattern": "^PN[0-9a-f]{32}$"},
+                "phone_number": {"type": "string", "pattern": r"^\+[1-9][0-9]{1,14}$", "description": "E.164"},
+                "voice_caller_id_lookup": {"type": "boolean"},
+                "capabilities": {
+                    "type": "object",
+                    "required": ["voice_capable", "sms_capable", "mms_capable", "fax_capable"],
+                    "properties": {
+                        name: {"type": "boolean"}
+                        for name in ("voice_capable", "sms_capable", "mms_capable", "fax_capable")
+                    },
+                },
+            },
+        },
+        "IncomingPhoneNumberCreate": {"type": "object", "required": ["PhoneNumber"], "properties": _NUMBER_FORM},
+        "IncomingPhoneNumberUpdate": {
+            "type": "object",
+            "description": "Only the fields given change. PhoneNumber, if given, must be the number's own",
+            "properties": _NUMBER_FORM,
+        },
+    }
+)
+SCHEMAS["IncomingPhoneNumberList"] = _paged("incomingPhoneNumbers", "IncomingPhoneNumber")
 SCHEMAS["RecordingList"] = _paged("recordings", "Recording")
 SCHEMAS["NotificationList"] = _paged("notifications", "Notification")
 
@@ -429,6 +500,20 @@ OPERATIONS: dict[str, tuple[str, str | None, tuple[int, ...]]] = {
     "update_client": ("Client", "ClientUpdate", (400, 401, 403, 404, 413, 415)),
     "replace_client": ("Client", "ClientUpdate", (400, 401, 403, 404, 413, 415)),
     "delete_client": ("", None, (401, 403, 404)),
+    "list_incoming_numbers": ("IncomingPhoneNumberList", None, (400, 401, 403, 404)),
+    **{
+        name: ("IncomingPhoneNumber", "IncomingPhoneNumberCreate", (400, 401, 403, 404, 409, 413, 415))
+        for name in (
+            "create_incoming_number",
+            "create_local_incoming_number",
+            "create_tollfree_incoming_number",
+            "create_mobile_incoming_number",
+        )
+    },
+    "get_incoming_number": ("IncomingPhoneNumber", None, (401, 403, 404)),
+    "update_incoming_number": ("IncomingPhoneNumber", "IncomingPhoneNumberUpdate", (400, 401, 403, 404, 413, 415)),
+    "put_incoming_number": ("IncomingPhoneNumber", "IncomingPhoneNumberUpdate", (400, 401, 403, 404, 413, 415)),
+    "delete_incoming_number": ("", None, (401, 403, 404)),
 }
 
 _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -436,11 +521,13 @@ _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "PageSize": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
     "Limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
     "Status": {"type": "string", "enum": list(CALL_STATUSES)},
+    "Reverse": {"type": "string", "enum": ["true", "false"]},
 }
 _PATH_PARAMS = {
     "AccountSid": "The account's Sid (AC + 32 hex digits)",
     "CallSid": "The call's Sid",
     "ClientSid": "The Client's Sid (CL + 32 hex digits)",
+    "PhoneNumberSid": "The incoming phone number's Sid (PN + 32 hex digits)",
 }
 
 

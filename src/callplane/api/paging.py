@@ -11,6 +11,7 @@ The seed's four examples fix the arithmetic (reproduced exactly, quirks included
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 
@@ -20,6 +21,31 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000  # the count behind `total` stops at Limit: this bounds the work of one list request
+
+
+PAGING_PARAMS = {
+    "Page": "Zero-based page number (default 0)",
+    "PageSize": f"Records per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})",
+    "Limit": f"Maximum number of matching records the whole listing spans, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})",
+    "AfterSid": "Cursor: list the records that follow the one with this Sid in the chosen order",
+}
+
+
+def list_doc(what: str, params: dict[str, str]) -> dict[str, Any]:
+    """Route keywords documenting a list's query parameters ``params`` (name -> meaning) and :data:`PAGING_PARAMS`;
+    the router parses them itself, so FastAPI cannot infer them."""
+    every = params | PAGING_PARAMS
+    return {
+        "description": f"Filter, sort and page {what}. Query parameters: "
+        + "; ".join(f"{k}: {v}" for k, v in every.items())
+        + ". Parameter names are case-sensitive.",
+        "openapi_extra": {
+            "parameters": [
+                {"name": k, "in": "query", "required": False, "schema": {"type": "string"}, "description": v}
+                for k, v in every.items()
+            ]
+        },
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Parsing of query/form values shared by the list resources; every failure names the parameter."""
+"""Parsing of query/form values shared by the resources; every failure names the parameter."""
 
 from __future__ import annotations
 

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["E164", "to_e164"]
+__all__ = ["E164", "compact", "to_e164"]
 
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 _SEPARATORS = str.maketrans("", "", " -.()\t")
 
 
+def compact(value: str) -> str:
+    """``value`` without surrounding white space and visual separators; nothing else is checked or changed."""
+    return value.strip().translate(_SEPARATORS)
+
+
 def to_e164(value: str) -> str | None:
     """``value`` in E.164, or None when it is not a phone number (a SIP user name, too long, empty)."""
-    digits = value.strip().translate(_SEPARATORS)
+    digits = compact(value)
     if digits.startswith("00"):
         digits = "+" + digits[2:]
     elif not digits.startswith("+"):

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, select, tuple_, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, literal, select, tuple_, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from callplane.core.errors import NotFound
 from callplane.store.db import Database, from_us, to_us
+from callplane.store.listing import like, prefix_range
 from callplane.store.schema import calls
 
 STATUSES = ("queued", "ringing", "in-progress", "canceled", "completed", "failed", "busy", "no-answer")
@@ -340,18 +341,11 @@ def _suffix_match(dialect: str, forward: Any, reversed_col: Any, value: str) -> 
     Without wildcards it is a prefix range on the reversed column (an index range scan). With them, ``%`` and ``_``
     are the only special characters; everything else, a backslash included, matches itself.
     """
-    if "%" not in value and "_" not in value and ord(value[-1]) < 0x10FFFF:
-        prefix = value[::-1]
-        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        return and_(reversed_col >= prefix, reversed_col < upper)
-    pattern = "%" + value
-    if dialect == "sqlite":
-        # SQLite's LIKE ignores ASCII case; GLOB does not. Translate: % -> *, _ -> ?, and GLOB's own specials
-        # (*, ?, [) become one-character classes that match themselves.
-        table = {"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}
-        return forward.op("GLOB")("".join(table.get(c, c) for c in pattern))  # type: ignore[no-any-return]
-    # PostgreSQL's LIKE treats a backslash as its escape character: double it so it matches itself.
-    return forward.like(pattern.replace("\\", "\\\\"), escape="\\")  # type: ignore[no-any-return]
+    if "%" not in value and "_" not in value:
+        prefix = prefix_range(reversed_col, value[::-1])
+        if prefix is not None:
+            return prefix
+    return like(dialect, forward, "%" + value)
 
 
 def _where(dialect: str, query: CallQuery) -> list[ColumnElement[bool]]:
