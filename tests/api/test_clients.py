@@ -6,12 +6,16 @@ import asyncio
 import hashlib
 import xml.etree.ElementTree as ET
 
+import httpx
 import pytest
 
+from callplane.api.app import create_app
+from callplane.core.clock import FakeClock
+from callplane.core.ids import IdSource
 from callplane.store import clients as store_clients
 from callplane.store import registrations
 from callplane.store.registrations import BindingRow
-from tests.api.conftest import ADMIN, ADMIN_SID, Api
+from tests.api.conftest import ADMIN, ADMIN_SID, T0, Api
 
 CHILD = ("AC" + "c" * 32, "child-token-0123456789")
 SIBLING = ("AC" + "e" * 32, "sibling-token-0123456789")
@@ -333,9 +337,6 @@ async def test_deleting_or_disabling_a_client_removes_its_registrations(api: Api
 
 
 async def test_seeding_creates_missing_clients_once(api: Api) -> None:
-    from callplane.core.ids import IdSource
-    from tests.api.conftest import T0
-
     await _create(api, "alice")
     passwords = {"alice": "ignored", "dev": "dev"}
     made = await store_clients.seed(
@@ -353,3 +354,19 @@ async def test_seeding_creates_missing_clients_once(api: Api) -> None:
     assert set(listed) == {"alice", "dev", "eve"} and listed["dev"]["friendly_name"] == "dev"
     alice = await store_clients.by_login(api.db, "alice")
     assert alice is not None and alice.ha1_md5 == hashlib.md5(f"alice:callplane:{PASSWORD}".encode()).hexdigest()
+
+
+async def test_an_update_stamps_date_updated_and_a_no_op_does_not(api: Api) -> None:
+    clock = FakeClock(wall=T0)
+    app = create_app(api.db, ids=IdSource(5), clock=clock, sip_realm="example.org")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://callplane.test") as client:
+        made = (await client.post(f"{BASE}.json", data={"Login": "alice", "Password": PASSWORD}, auth=ADMIN)).json()
+        url = f"{BASE}/{made['sid']}.json"
+        clock.advance(90)
+        same = (await client.post(url, data={"FriendlyName": "alice", "Status": "1"}, auth=ADMIN)).json()
+        assert same["date_updated"] == DATE
+        changed = (await client.put(url, data={"FriendlyName": "Alice"}, auth=ADMIN)).json()
+        assert (changed["date_created"], changed["date_updated"]) == (DATE, "Thu, 1 Jan 2026 00:01:30 +0000")
+    stored = await store_clients.get(api.db, made["sid"])
+    assert stored is not None and stored.realm == "example.org"  # the node's realm, given to the app
+    assert stored.ha1_md5 == hashlib.md5(f"alice:example.org:{PASSWORD}".encode()).hexdigest()

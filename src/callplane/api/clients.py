@@ -96,8 +96,9 @@ def _application_sid(fields: dict[str, str]) -> str | None:
     return sid or None
 
 
-def _voice_changes(fields: dict[str, str]) -> dict[str, object]:
-    """The voice fields present in ``fields`` (a blank URL clears it, a blank method is POST)."""
+def _field_changes(fields: dict[str, str]) -> dict[str, object]:
+    """The optional fields present in ``fields``, as ClientRecord changes (a blank URL clears it, a blank method is
+    POST)."""
     changes: dict[str, object] = {}
     for name, key in (("VoiceUrl", "voice_url"), ("VoiceFallbackUrl", "voice_fallback_url")):
         if name in fields:
@@ -191,7 +192,7 @@ def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock,
         fields = await form_fields(request)
         login = check_login(fields.get("Login", ""))
         password = check_password(fields.get("Password", ""), login)
-        changes = _voice_changes(fields)
+        changes = _field_changes(fields)
         client = store_clients.new(ids.client_sid(), account.sid, login, password, realm=realm, now=clock.wall())
         client = replace(client, **changes)  # type: ignore[arg-type]
         try:
@@ -209,7 +210,7 @@ def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock,
         fields = await form_fields(request)
         if "Login" in fields and fields["Login"].strip() != client.login:
             raise bad_request("Login cannot be changed: delete the Client and create another")
-        changes = _voice_changes(fields)
+        changes = _field_changes(fields)
         if "Password" in fields:
             md5, sha256 = digest_ha1(client.login, realm, check_password(fields["Password"], client.login))
             changes.update(realm=realm, ha1_md5=md5, ha1_sha256=sha256)
