@@ -260,3 +260,19 @@ async def test_a_from_that_makes_no_uri_is_refused(db: Any, tmp_path: Path, peer
         assert r.json()["code"] == 21212 and repr(from_) in r.json()["message"]
         assert (await n.get("Calls.json"))["calls"] == []
     assert stopped(trunk) == []
+
+
+async def test_an_unresolvable_trunk_fails_over_every_time(
+    db: Any, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    """The first call waits for the failed lookup; the second, placed while that failure is cached (1 s), fails at
+    once inside the send. Both go to B."""
+    b = carrier(peers, "uas_answer_bye", calls=2)
+    async with node(db, tmp_path, trunks("sip:trunk-a.invalid", b)) as n:
+        first = await call(n, app)
+        await n.wait_status(first, "ringing", "in-progress", "completed")
+        second = await call(n, app)
+        await n.wait_status(first, "completed")
+        await n.wait_status(second, "completed", timeout=5)
+    await finished(b)
+    assert [m.header("X-RestComm-CallSid") for m in invites(b)] == [first, second]

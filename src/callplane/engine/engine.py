@@ -9,7 +9,8 @@ call an RTP leg. From then on the engine is driven by events (:meth:`CallEngine.
 
 * ``CallProgress`` 180/183 -> ``ringing``; ``CallAnswered`` -> ``in-progress`` and the RCML script starts;
 * ``CallFailed`` -> ``busy`` (486/600/603), ``no-answer`` (our ring timeout, 408, 480), ``canceled`` (the API
-  canceled it) or ``failed`` (anything else);
+  canceled it) or ``failed`` (anything else); but a call to a number whose proxy answered 503 or timed out is first
+  re-sent to the next proxy (:mod:`.trunks`, :meth:`CallEngine._fail_over`);
 * ``CallEnded`` -> ``completed`` with ``duration = ceil(end - answer)``;
 * digits and media events go to the call's script.
 
@@ -406,6 +407,10 @@ class CallEngine:
         except Exception as e:
             log.warning("[%s] cannot place the call to %s: %s", call.sid, call.target, e)
             return False
+        if self.media.get(mc.call) is None:
+            # It failed inside the send (a host whose failed lookup is cached), before its handle was known here.
+            log.warning("[%s] cannot reach %s", call.sid, call.target)
+            return self._next_proxy(call, 503) and self._invite(call)
         call.handle = mc.call
         self._by_handle[mc.call] = call
         return True
@@ -518,6 +523,15 @@ class CallEngine:
     def _fail_over(self, call: LiveCall, status: int) -> bool:
         """A trunk call whose proxy answered 503 or timed out goes to the next proxy (:mod:`.trunks`): same call
         and CallSid, a new INVITE; its ring timeout keeps running. True when it was re-sent."""
+        if not self._next_proxy(call, status):
+            return False
+        if call.handle is not None:
+            self._by_handle.pop(call.handle, None)
+        call.handle = None
+        return self._invite(call)
+
+    def _next_proxy(self, call: LiveCall, status: int) -> bool:
+        """Count the INVITE's outcome against its proxy; on a proxy failure, aim the call at the next proxy."""
         now = self.clock.monotonic()
         if not self.trunks.ended(call.target, status, now) or call.end_reason is not None:
             return False
@@ -525,11 +539,8 @@ class CallEngine:
         if following is None:
             return False
         log.info("[%s] %s failed with %d: trying %s", call.sid, call.target, status, following[0])
-        if call.handle is not None:
-            self._by_handle.pop(call.handle, None)
-        call.handle = None
         call.target, call.to_uri = following
-        return self._invite(call)
+        return True
 
     # -- state changes --------------------------------------------------------------------------------------
     def _advance(self, call: LiveCall, event: str, *, end: bool = False) -> asyncio.Future[bool]:
