@@ -38,6 +38,7 @@ def test_parse_keeps_the_order_of_preference() -> None:
         ("sip:10.0.0.9;transport=sctp", "entry 'sip:10.0.0.9;transport=sctp' is not usable: transport must be"),
         (f"{A},,{B}", "CALLPLANE_OUTBOUND_PROXY has an empty entry"),
         (f"{A},{B},{A}", f"CALLPLANE_OUTBOUND_PROXY lists '{A}' twice"),
+        (f"{A},SIP:10.0.0.1;transport=UDP", "CALLPLANE_OUTBOUND_PROXY lists 'SIP:10.0.0.1;transport=UDP' twice"),
     ],
 )
 def test_a_bad_entry_is_named(text: str, message: str) -> None:

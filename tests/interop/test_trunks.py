@@ -29,11 +29,11 @@ ALL_EVENTS = "initiated,ringing,answered,completed"
 
 @pytest.fixture
 async def app() -> AsyncIterator[WebApp]:
-    async with WebApp() as a:
-        a.route("/status", Answer(200))
-        a.route("/rcml", Answer.xml("<Response><Pause length='30'/></Response>"))
-        a.route("/short", Answer.xml("<Response><Pause length='1'/></Response>"))
-        yield a
+    """The developer's server: status callbacks, and RCML that hangs up after 1 s (if the carrier has not)."""
+    async with WebApp() as web:
+        web.route("/status", Answer(200))
+        web.route("/rcml", Answer.xml("<Response><Pause length='1'/></Response>"))
+        yield web
 
 
 def proxy(run: SippRun, transport: str = "") -> str:
@@ -67,9 +67,9 @@ def node(db: Any, tmp_path: Path, proxies: str, **outbound: Any) -> EngineNode:
     return EngineNode(db, tmp_path, outbound_proxy=proxies, outbound=outbound, timers=timers)
 
 
-async def call(n: EngineNode, app: WebApp, *, url: str = "/rcml", **fields: str) -> str:
+async def call(n: EngineNode, app: WebApp, **fields: str) -> str:
     fields = {"To": NUMBER, "StatusCallback": app.url("/status"), "StatusCallbackEvent": ALL_EVENTS, **fields}
-    r = await n.post_call(Url=app.url(url), **fields)
+    r = await n.post_call(Url=app.url("/rcml"), **fields)
     assert r.status_code == 200, r.text
     sid: str = r.json()["sid"]
     return sid
@@ -170,7 +170,7 @@ async def test_after_n_failures_trunk_a_is_skipped_for_new_calls(
     async with node(db, tmp_path, trunks(a, b), outbound_proxy_failures=2, outbound_proxy_retry=60.0) as n:
         sids = []
         for _ in range(3):
-            sids.append(await call(n, app, url="/rcml"))
+            sids.append(await call(n, app))
             await n.wait_status(sids[-1], "completed")
         await finished(a)
     await finished(b)
@@ -185,7 +185,7 @@ async def test_a_trunk_challenging_with_401_gets_the_outbound_credentials(
 ) -> None:
     trunk = carrier(peers, "uas_auth401")  # SIPp's verifyauth checks alice/secret itself
     async with node(db, tmp_path, proxy(trunk), outbound_username="alice", outbound_password="secret") as n:
-        sid = await call(n, app, url="/short")
+        sid = await call(n, app)
         await n.wait_status(sid, "completed")
     await finished(trunk)
     assert [m.method for m in received(trunk)] == ["INVITE", "ACK", "INVITE", "ACK", "BYE"]
@@ -200,7 +200,7 @@ async def test_a_trunk_challenging_with_407_gets_the_outbound_credentials(
 ) -> None:
     trunk = carrier(peers, "uas_auth407", keys={"algorithm": algorithm})
     async with node(db, tmp_path, proxy(trunk), outbound_username="alice", outbound_password="secret") as n:
-        sid = await call(n, app, url="/short")
+        sid = await call(n, app)
         await n.wait_status(sid, "completed")
     await finished(trunk)
     assert [m.method for m in received(trunk)] == ["INVITE", "ACK", "INVITE", "ACK", "BYE"]

@@ -69,13 +69,13 @@ def _transport(uri: URI) -> str:
 def parse_proxies(text: str | None) -> tuple[Proxy, ...]:
     """``CALLPLANE_OUTBOUND_PROXY``: comma-separated SIP URIs, in order of preference. Raises :class:`ConfigError`
     naming the first bad entry."""
-    proxies: list[Proxy] = []
-    if not (text or "").strip():
+    if not text or not text.strip():
         return ()
-    for entry in (text or "").split(","):
+    proxies: list[Proxy] = []
+    for entry in text.split(","):
         entry = entry.strip()
         proxy = _parse_proxy(entry)
-        if any(p.uri == proxy.uri for p in proxies):
+        if any(p.serves(proxy.uri) for p in proxies):
             raise ConfigError(f"CALLPLANE_OUTBOUND_PROXY lists {entry!r} twice")
         proxies.append(proxy)
     return tuple(proxies)
