@@ -144,6 +144,14 @@ def _rtp_slice(low: int, high: int, index: int, count: int) -> tuple[int, int]:
     return low + 2 * first, low + 2 * last + 1
 
 
+def _check_trunks(settings: Settings) -> None:
+    """The outbound proxy settings, checked before anything starts (a bad one is one clear error)."""
+    from callplane.engine.trunks import parse_proxies
+
+    parse_proxies(settings.outbound_proxy)
+    _ = settings.outbound_proxy_failure_limit, settings.outbound_proxy_retry_seconds  # each raises if it is bad
+
+
 def _report_tts() -> None:
     from callplane.media.tts import espeak_missing
 
@@ -229,6 +237,8 @@ async def _serve(settings: Settings, role: _Role) -> None:
         instance_id=instance_id,
         domain=f"{sip_host}:{sip_port}",
         outbound_proxy=settings.outbound_proxy or None,
+        outbound_proxy_failures=settings.outbound_proxy_failure_limit,
+        outbound_proxy_retry=settings.outbound_proxy_retry_seconds,
         outbound_username=settings.outbound_username or None,
         outbound_password=settings.outbound_password or None,
         public_url=settings.public_url or f"http://{host}:{port}",
@@ -380,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step on every start
             logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per webhook; failures are logged by us
         if args.command == "serve":
+            _check_trunks(settings)
             if args.worker is None and settings.worker_count > 1:
                 return _supervise(settings, argv)
             role = _Role(args.worker or 0, settings.worker_count, args.ready_fd)

@@ -26,6 +26,7 @@ from callplane.engine.dispatch import SipEventDispatcher
 from callplane.engine.engine import EngineConfig
 from callplane.engine.stack import EngineStack, StackOptions
 from callplane.sip.aio import SipEndpoint
+from callplane.sip.transaction import TimerConfig
 from callplane.sip.ua import UserAgent
 from callplane.store import accounts
 from callplane.store import calls as store_calls
@@ -53,12 +54,16 @@ class EngineNode:
         scripts: bool = True,
         retry: RetryPolicy | None = None,
         outbound_proxy: str | None = None,
+        outbound: dict[str, Any] | None = None,
+        timers: TimerConfig | None = None,
     ) -> None:
         self.db = db
         self.data = data
         self.scripts = scripts
         self.retry = retry or RetryPolicy(first=0.2)
         self.outbound_proxy = outbound_proxy
+        self.outbound = outbound or {}  # more EngineConfig outbound_* fields (credentials, fail-over settings)
+        self.timers = timers  # SIP timers (a short T1 makes Timer B, the INVITE timeout, short)
         self.ids = IdSource()
         self.clock = SystemClock()
 
@@ -68,7 +73,7 @@ class EngineNode:
             self.db,
             AccountRecord(ACCOUNT, "engine tests", "active", hash_token(TOKEN, iterations=1000), now, now),
         )
-        self.endpoint = SipEndpoint(ids=self.ids, host=LOOPBACK, port=0)
+        self.endpoint = SipEndpoint(ids=self.ids, timers=self.timers, host=LOOPBACK, port=0)
         await self.endpoint.start()
         self.ua = UserAgent(self.ids, self.endpoint.local, tl=self.endpoint.layer)
         self.dispatcher = SipEventDispatcher()
@@ -77,6 +82,7 @@ class EngineNode:
             instance_id=INSTANCE,
             domain=f"{LOOPBACK}:{self.endpoint.port}",
             outbound_proxy=self.outbound_proxy,
+            **self.outbound,
             public_url=PUBLIC_URL,
             recordings_dir=self.data / "recordings",
         )

@@ -78,7 +78,21 @@ class Settings:
         "the --sip port and the others on a port of their own, each with a slice of --rtp-ports",
     )
     outbound_proxy: str = _opt(
-        "", "OUTBOUND_PROXY", "SIP URI of the trunk/proxy that numbers are called through, e.g. sip:10.0.0.5:5060"
+        "",
+        "OUTBOUND_PROXY",
+        "SIP URIs of the trunks/proxies that numbers are called through, in order of preference, separated by "
+        "commas, each sip:host[:port][;transport=tcp], e.g. sip:10.0.0.5:5060,sip:10.0.0.6:5060;transport=tcp; "
+        "a call that one answers with 503 or lets time out goes to the next",
+    )
+    outbound_proxy_failures: str = _opt(
+        "3",
+        "OUTBOUND_PROXY_FAILURES",
+        "failures in a row (503, timeout, unreachable) after which an outbound proxy is skipped for new calls",
+    )
+    outbound_proxy_retry: str = _opt(
+        "30",
+        "OUTBOUND_PROXY_RETRY",
+        "seconds a failing outbound proxy is skipped before it is tried again",
     )
     outbound_username: str = _opt("", "OUTBOUND_USERNAME", "digest username for the outbound proxy")
     outbound_password: str = _opt("", "OUTBOUND_PASSWORD", "digest password for the outbound proxy")
@@ -150,6 +164,28 @@ class Settings:
         if not value.isdigit() or not 1 <= int(value) <= 32:
             raise ConfigError(f"CALLPLANE_WORKERS is a number from 1 to 32 or auto, got {self.workers!r}")
         return int(value)
+
+    @property
+    def outbound_proxy_failure_limit(self) -> int:
+        value = self.outbound_proxy_failures.strip()
+        if not value.isdigit() or not 1 <= int(value) <= 1000:
+            raise ConfigError(
+                f"CALLPLANE_OUTBOUND_PROXY_FAILURES is a number from 1 to 1000, got {self.outbound_proxy_failures!r}"
+            )
+        return int(value)
+
+    @property
+    def outbound_proxy_retry_seconds(self) -> float:
+        try:
+            value = float(self.outbound_proxy_retry)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 86400:
+            raise ConfigError(
+                "CALLPLANE_OUTBOUND_PROXY_RETRY is a number of seconds from 0 to 86400, "
+                f"got {self.outbound_proxy_retry!r}"
+            )
+        return value
 
     @property
     def rtp_port_range(self) -> tuple[int, int]:

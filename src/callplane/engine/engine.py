@@ -9,7 +9,8 @@ call an RTP leg. From then on the engine is driven by events (:meth:`CallEngine.
 
 * ``CallProgress`` 180/183 -> ``ringing``; ``CallAnswered`` -> ``in-progress`` and the RCML script starts;
 * ``CallFailed`` -> ``busy`` (486/600/603), ``no-answer`` (our ring timeout, 408, 480), ``canceled`` (the API
-  canceled it) or ``failed`` (anything else);
+  canceled it) or ``failed`` (anything else); but a call to a number whose proxy answered 503 or timed out is first
+  re-sent to the next proxy (:mod:`.trunks`, :meth:`CallEngine._fail_over`);
 * ``CallEnded`` -> ``completed`` with ``duration = ceil(end - answer)``;
 * digits and media events go to the call's script.
 
@@ -46,6 +47,7 @@ from callplane.engine.control import (
 )
 from callplane.engine.media_session import MediaCalls
 from callplane.engine.params import CallFacts, status_params
+from callplane.engine.trunks import ProxyPool, Trunks, parse_proxies
 from callplane.engine.writer import Callback, RecordWriter, Write
 from callplane.media import events as media_events
 from callplane.sip import events as sip
@@ -69,7 +71,9 @@ NO_ANSWER = {408, 480}
 class EngineConfig:
     instance_id: str
     domain: str  # host part of the From URI we send: sip:{From}@{domain}
-    outbound_proxy: str | None = None  # sip:host[:port][;transport=tcp], where numbers go
+    outbound_proxy: str | None = None  # sip:host[:port][;transport=tcp][, ...]: where numbers go (engine.trunks)
+    outbound_proxy_failures: int = 3  # failures in a row that skip a proxy...
+    outbound_proxy_retry: float = 30.0  # ...for this many seconds
     outbound_username: str | None = None
     outbound_password: str | None = None
     public_url: str = "http://127.0.0.1:8080"
@@ -115,6 +119,7 @@ class LiveCall:
     status_callback: str | None = None
     status_callback_method: str = "POST"
     events: frozenset[str] = field(default_factory=frozenset)
+    custom_headers: tuple[tuple[str, str], ...] = ()  # from To's ?query, kept for a fail-over's new INVITE
 
     @property
     def sid(self) -> str:
@@ -129,6 +134,8 @@ def user_part(value: str) -> str:
     """What the call record shows for a destination: the user of a SIP URI, the login of ``client:``, a number."""
     if value.startswith("client:"):
         return value[len("client:") :]
+    if value.lower().startswith("tel:"):
+        return value[len("tel:") :].partition(";")[0]
     if value.startswith(("sip:", "sips:")) or "@" in value:
         try:
             uri = URI.parse(value if value.startswith(("sip:", "sips:")) else "sip:" + value)
@@ -177,6 +184,13 @@ class CallEngine:
         self._by_handle: dict[str, LiveCall] = {}
         self._leg_owner: dict[str, LiveCall] = {}  # legs whose media events go to a script, until it closes
         self.placed = 0
+        self.trunks = Trunks(
+            ProxyPool(
+                parse_proxies(config.outbound_proxy),
+                failures=config.outbound_proxy_failures,
+                retry=config.outbound_proxy_retry,
+            )
+        )
 
     # -- lookups --------------------------------------------------------------------------------------------
     def live(self, sid: str) -> LiveCall | None:
@@ -192,6 +206,7 @@ class CallEngine:
     # -- CallControl ----------------------------------------------------------------------------------------
     async def place(self, request: CallRequest) -> list[CallRecord]:
         dest, custom = split_headers(request.to)
+        self._from_uri(request.from_)  # a From that makes no URI is refused before anything is written
         targets = await self._targets(dest, request.account_sid)
         now = self.clock.wall()
         records: list[CallRecord] = []
@@ -326,29 +341,50 @@ class CallEngine:
         number = dest.replace(" ", "")
         if not number or not all(c.isdigit() or c in "+*#" for c in number):
             raise EngineError(f"To {dest!r} is neither a number, a client: nor a SIP URI", 400, 21210)
-        if not self.config.outbound_proxy:
+        target = self.trunks.target(number, self.clock.monotonic())
+        if target is None:
             raise NoRoute(
                 f"Cannot call the number {dest}: no outbound proxy is configured (set CALLPLANE_OUTBOUND_PROXY)",
                 400,
                 21210,
             )
-        proxy = URI.parse(self.config.outbound_proxy)
-        port = f":{proxy.port}" if proxy.port else ""
-        params = "".join(f";{k}={v}" if v is not None else f";{k}" for k, v in proxy.params)
-        uri = f"sip:{number}@{proxy.host}{port}{params}"
-        return [(uri, f"sip:{number}@{proxy.host}{port}")]
+        return [target]
 
     def _from_uri(self, from_: str) -> str:
-        if from_.startswith(("sip:", "sips:")):
-            return from_
-        if "@" in from_:
-            return "sip:" + from_
-        return f"sip:{from_}@{self.config.domain}"
+        """Our INVITE's From URI: ``From`` itself when it is a ``sip:``/``sips:``/``tel:`` URI, ``sip:`` + From when it
+        has an ``@``, else ``sip:{From}@{our domain}`` (a number without its spaces; ``client:alice`` as ``alice``).
+        Raises EngineError (400, 21212) when that makes no valid URI."""
+        value = from_.strip()
+        if value.lower().startswith(("sip:", "sips:", "tel:")):
+            uri = value
+        elif "@" in value:
+            uri = "sip:" + value
+        else:
+            user = value.removeprefix("client:")
+            number = user.replace(" ", "")
+            if number and all(c.isdigit() or c in "+*#" for c in number):
+                user = number
+            uri = f"sip:{user}@{self.config.domain}" if user and ":" not in user else ""
+        try:
+            URI.parse(uri)
+        except ValueError:
+            raise EngineError(f"From {from_!r} is neither a number, a client name nor a SIP URI", 400, 21212) from None
+        return uri
 
     def _dial(self, call: LiveCall, custom: list[tuple[str, str]]) -> None:
+        call.custom_headers = tuple(custom)
+        if not self._invite(call):
+            self._advance(call, "fail", end=True)
+            return
+        loop = asyncio.get_running_loop()
+        call.timer = loop.call_later(call.request.timeout, self._ring_timeout, call)
+        self._advance(call, "dial")
+
+    def _invite(self, call: LiveCall) -> bool:
+        """Send the call's INVITE to ``call.target``; False when it could not be sent."""
         req = call.request
         headers = (
-            *custom,
+            *call.custom_headers,
             *req.headers,
             ("X-RestComm-ApiVersion", req.api_version),
             ("X-RestComm-AccountSid", req.account_sid),
@@ -357,7 +393,8 @@ class CallEngine:
         credentials = None
         if req.username:
             credentials = Credentials(req.username, req.password or "")
-        elif self.config.outbound_username and not call.target.startswith(("sip:client", "client:")):
+        elif self.config.outbound_username and self.trunks.proxy_of(call.target) is not None:
+            # The trunk's credentials answer the trunk's challenges only (never a Client's or another URI's).
             credentials = Credentials(self.config.outbound_username, self.config.outbound_password or "")
         try:
             mc = self.media.invite(
@@ -369,13 +406,14 @@ class CallEngine:
             )
         except Exception as e:
             log.warning("[%s] cannot place the call to %s: %s", call.sid, call.target, e)
-            self._advance(call, "fail", end=True)
-            return
+            return False
+        if self.media.get(mc.call) is None:
+            # It failed inside the send (a host whose failed lookup is cached), before its handle was known here.
+            log.warning("[%s] cannot reach %s", call.sid, call.target)
+            return self._next_proxy(call, 503) and self._invite(call)
         call.handle = mc.call
         self._by_handle[mc.call] = call
-        loop = asyncio.get_running_loop()
-        call.timer = loop.call_later(req.timeout, self._ring_timeout, call)
-        self._advance(call, "dial")
+        return True
 
     def _ring_timeout(self, call: LiveCall) -> None:
         call.timer = None
@@ -453,6 +491,7 @@ class CallEngine:
             call.timer = None
         if call.state not in (CallState.INITIATED, CallState.RINGING):
             return
+        self.trunks.ended(call.target, 200, self.clock.monotonic())
         self._advance(call, "answer")
         if self.script_factory is not None:
             call.script = call.runner = self.script_factory(call)
@@ -466,6 +505,8 @@ class CallEngine:
         if call.state.final:
             self._forget(call)
             return
+        if self._fail_over(call, status):
+            return
         if call.end_reason is not None:
             event = call.end_reason
         elif status in BUSY:
@@ -478,6 +519,28 @@ class CallEngine:
             event = "fail"
         log.info("[%s] INVITE failed with %d: %s", call.sid, status, event)
         self._advance(call, event, end=True)
+
+    def _fail_over(self, call: LiveCall, status: int) -> bool:
+        """A trunk call whose proxy answered 503 or timed out goes to the next proxy (:mod:`.trunks`): same call
+        and CallSid, a new INVITE; its ring timeout keeps running. True when it was re-sent."""
+        if not self._next_proxy(call, status):
+            return False
+        if call.handle is not None:
+            self._by_handle.pop(call.handle, None)
+        call.handle = None
+        return self._invite(call)
+
+    def _next_proxy(self, call: LiveCall, status: int) -> bool:
+        """Count the INVITE's outcome against its proxy; on a proxy failure, aim the call at the next proxy."""
+        now = self.clock.monotonic()
+        if not self.trunks.ended(call.target, status, now) or call.end_reason is not None:
+            return False
+        following = self.trunks.next_target(call.target, now)
+        if following is None:
+            return False
+        log.info("[%s] %s failed with %d: trying %s", call.sid, call.target, status, following[0])
+        call.target, call.to_uri = following
+        return True
 
     # -- state changes --------------------------------------------------------------------------------------
     def _advance(self, call: LiveCall, event: str, *, end: bool = False) -> asyncio.Future[bool]:
