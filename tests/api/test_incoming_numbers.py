@@ -253,6 +253,12 @@ async def test_update_writes_only_the_given_fields(node: Node) -> None:
     node.clock.advance(5)
     same = await node.client.post(f"{BASE}/{sid}.json", data={"FriendlyName": "Renamed"}, auth=ADMIN)
     assert same.json() == put.json()
+    # In XML, the update answers the document GET gives.
+    xml = await node.client.post(f"{BASE}/{sid}", data={"MmsCapable": "true"}, auth=ADMIN)
+    assert xml.headers["content-type"] == "application/xml"
+    assert "<FriendlyName>Renamed</FriendlyName>" in xml.text and "<MmsCapable>true</MmsCapable>" in xml.text
+    assert "<VoiceUrl/>" in xml.text and "<DateUpdated>Thu, 1 Jan 2026 00:01:15 +0000</DateUpdated>" in xml.text
+    assert xml.text == (await node.client.get(f"{BASE}/{sid}", auth=ADMIN)).text
 
 
 async def test_the_number_itself_cannot_be_changed(node: Node) -> None:
