@@ -69,3 +69,25 @@ async def test_an_undeclared_oversized_body_is_refused_before_it_is_read_whole(a
     assert r.status_code == 413
     assert sent <= MAX_BODY // 16_384 + 2
     assert await _name(api) != "x"
+
+
+async def test_a_nul_in_a_form_field_is_400_and_changes_nothing(api: Api) -> None:
+    before = await _name(api)
+    r = await api.client.post(
+        ACCOUNT,
+        content=b"FriendlyName=a%00b",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=ADMIN,
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["message"] == "Parameter 'FriendlyName' contains a NUL character"
+    assert await _name(api) == before
+
+
+@pytest.mark.parametrize("query", ["To=%00", "From=a%00", "StartTime=%002020-01-01", "Status=%00"])
+async def test_a_nul_in_a_query_parameter_is_400(api: Api, query: str) -> None:
+    r = await api.client.get(f"/2012-04-24/Accounts/{ADMIN_SID}/Calls.json?{query}", auth=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json()["message"] == "Query parameters may not contain a NUL character (%00)"
+    r = await api.client.get(f"/2012-04-24/Accounts/{ADMIN_SID}/Calls?{query}", auth=ADMIN)
+    assert r.status_code == 400 and r.text.startswith("<?xml") and "NUL character" in r.text

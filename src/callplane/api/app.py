@@ -33,7 +33,7 @@ from callplane.store.db import Database
 
 from . import accounts, call_control, calls, clients, notifications, numbers, recordings
 from .auth import Authenticator
-from .errors import api_error_handler, http_error_handler, unexpected_error_handler
+from .errors import BAD_REQUEST, api_error_handler, error_response, http_error_handler, unexpected_error_handler
 from .formats import API_VERSION
 from .forward import Forwarder
 from .openapi import DESCRIPTION, install_openapi
@@ -63,6 +63,12 @@ class RestcommFormat:
                 as_json = b"json" in accept.lower()
             scope = dict(scope)
             scope["callplane.json"] = as_json
+            if b"%00" in scope.get("query_string", b""):
+                # No parameter of the API may hold a NUL (PostgreSQL refuses one in text, with a 500).
+                message = "Query parameters may not contain a NUL character (%00)"
+                response = error_response(Request(scope), 400, message, BAD_REQUEST)
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

@@ -48,4 +48,9 @@ async def form_fields(request: Request) -> dict[str, str]:
         text = body.decode()
     except UnicodeDecodeError:
         raise bad_request("Body is not UTF-8") from None
-    return dict(parse_qsl(text, keep_blank_values=True))
+    fields = dict(parse_qsl(text, keep_blank_values=True))
+    for name, value in fields.items():
+        if "\x00" in name or "\x00" in value:
+            # Never meaningful, and PostgreSQL refuses a NUL in text (a 500 instead of an answer).
+            raise bad_request(f"Parameter {name.replace(chr(0), '%00')!r} contains a NUL character")
+    return fields
