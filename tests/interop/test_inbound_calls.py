@@ -258,6 +258,25 @@ async def test_the_callers_bye_ends_the_rcml(db: Database, tmp_path: Path, peers
     assert [s.param("CallStatus") for s in statuses] == ["ringing", "in-progress", "completed"]
 
 
+async def test_live_modification_redirects_a_ringing_call(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    app.route("/rcml", Answer.xml("<Response><Pause length='10'/><Say>Too late.</Say></Response>"))
+    app.route("/busy", Answer.xml("<Response><Reject reason='busy'/></Response>"))
+    async with EngineNode(db, tmp_path, inbound=TRUNK) as node:
+        await provision(db, app)
+        run = caller(peers, "uac_inbound_refused", node, NUMBER)
+        (fetch,) = await app.wait_for("/rcml")
+        sid = fetch.param("CallSid") or ""
+        r = await node.modify(sid, Url=app.url("/busy"))
+        assert r.status_code == 200, r.text
+        await sipp_done(run)
+        record = await node.wait_status(sid, "busy")
+    assert finals(run) == [486]
+    (redirected,) = app.requests("/busy")
+    assert redirected.param("CallStatus") == "ringing" and record.start_time is None
+
+
 @pytest.mark.parametrize(("answer", "status", "code"), [(Answer(404), 404, 21402), (Answer(500), 500, 11200)])
 async def test_a_failed_rcml_fetch_refuses_the_call(
     db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp, answer: Answer, status: int, code: int
