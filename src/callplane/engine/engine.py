@@ -154,6 +154,26 @@ def user_part(value: str) -> str:
     return value
 
 
+def first_record(facts: CallFacts, status: str, api_version: str, *, phone_number_sid: str | None = None) -> CallRecord:
+    """A new call's record: what its facts say, in ``status``."""
+    return CallRecord(
+        sid=facts.sid,
+        instance_id=facts.instance_id,
+        account_sid=facts.account_sid,
+        date_created=facts.created,
+        date_updated=facts.created,
+        to=facts.to,
+        from_=facts.from_,
+        status=status,
+        direction=facts.direction,
+        parent_call_sid=facts.parent_call_sid,
+        phone_number_sid=phone_number_sid,
+        api_version=api_version,
+        forwarded_from=facts.forwarded_from,
+        caller_name=facts.caller_name,
+    )
+
+
 def split_headers(to: str) -> tuple[str, list[tuple[str, str]]]:
     """``client:alice?X-a=1&b=2`` -> (``client:alice``, [("X-a", "1"), ("X-b", "2")]) (restcomm-behaviour §2.2)."""
     dest, sep, query = to.partition("?")
@@ -237,21 +257,7 @@ class CallEngine:
                 events=frozenset(request.status_callback_events),
             )
             calls.append(call)
-            records.append(
-                CallRecord(
-                    sid=sid,
-                    instance_id=self.config.instance_id,
-                    account_sid=request.account_sid,
-                    date_created=now,
-                    date_updated=now,
-                    to=facts.to,
-                    from_=facts.from_,
-                    status="queued",
-                    direction="outbound-api",
-                    api_version=request.api_version,
-                    caller_name=facts.caller_name,
-                )
-            )
+            records.append(first_record(facts, "queued", request.api_version))
         cb_targets = [
             CallbackTarget(
                 call.sid,
@@ -677,21 +683,7 @@ class CallEngine:
             events=frozenset(CALLBACK_EVENTS),
             incoming=event,
         )
-        record = CallRecord(
-            sid=sid,
-            instance_id=self.config.instance_id,
-            account_sid=route.account_sid,
-            date_created=wall,
-            date_updated=wall,
-            to=facts.to,
-            from_=facts.from_,
-            status="ringing",
-            direction="inbound",
-            phone_number_sid=route.phone_number_sid,
-            api_version=route.api_version,
-            forwarded_from=facts.forwarded_from,
-            caller_name=facts.caller_name,
-        )
+        record = first_record(facts, "ringing", route.api_version, phone_number_sid=route.phone_number_sid)
         targets: list[CallbackTarget] = []
         callbacks: list[Callback] = []
         if route.status_callback:
