@@ -8,7 +8,9 @@ and the call records.
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
+import wave
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ from callplane.store.numbers import NumberRecord
 from tests.engine.enginenode import ACCOUNT, INSTANCE, REALM, EngineNode
 from tests.interop.conftest import need, sipp_done
 from tests.interop.peers import LOOPBACK, PeerGroup, SippRun, TraceMessage, free_port
+from tests.interop.test_media_calls import dominant_hz
 from tests.webapp import Answer, Seen, WebApp
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db", ["sqlite"], indirect=True)]
@@ -353,3 +356,28 @@ async def test_a_client_with_a_wrong_password_is_forbidden(
         await no_call(node)
     assert finals(run)[:2] == [407, 403] and set(finals(run)) == {407, 403}
     assert app.seen == []
+
+
+async def test_a_baresip_client_calls_a_number_and_is_recorded(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    need("baresip")
+    app.route("/rcml", Answer.xml("<Response><Record action='/recorded' maxLength='2' playBeep='false'/></Response>"))
+    app.route("/recorded", Answer.xml("<Response><Hangup/></Response>"))
+    async with EngineNode(db, tmp_path, inbound=UNTRUSTED) as node:
+        await provision(db, app)
+        await add_client(db, app, "alice", "s3cret-Pass", voice_url=None)
+        account = f"<sip:alice@{LOOPBACK}:{node.sip_port}>;auth_pass=s3cret-Pass;regint=0;audio_codecs=PCMU"
+        dial = f"/dial sip:{NUMBER}@{LOOPBACK}:{node.sip_port}"
+        # Started off the loop: the node must answer baresip's INVITE while the harness waits for it.
+        phone = await asyncio.to_thread(peers.baresip, account, audio_seconds=8.0, commands=[dial])
+        (action,) = await app.wait_for("/recorded", timeout=15)
+        record = await node.wait_status(action.param("CallSid") or "", "completed")
+        audio = await node.fetch(action.param("RecordingUrl") or "")
+    got = [m.status for m in phone.messages() if m.direction == "received" and m.cseq[1] == "INVITE"]
+    assert [status for status in got if status != 100] == [407, 180, 200], got
+    assert (record.direction, record.from_, record.to, record.phone_number_sid) == ("inbound", "alice", NUMBER, PN_SID)
+    with wave.open(io.BytesIO(audio.content)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    assert len(pcm[np.abs(pcm) > 500]) > 4000, "the recording is silent"
+    assert abs(dominant_hz(pcm[-8000:]) - 440.0) < 10.0
