@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from callplane.core.secrets import digest_ha1
 from callplane.engine.inbound import InboundPolicy
@@ -305,6 +306,19 @@ async def test_an_unknown_number_is_404(db: Database, tmp_path: Path, peers: Pee
         await no_call(node)
     assert finals(run) == [404]
     assert app.seen == []
+
+
+async def test_a_store_failure_while_routing_is_a_500(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    async with EngineNode(db, tmp_path, inbound=TRUNK) as node:
+        async with db.write() as conn:  # the database breaks under the node
+            await conn.execute(text("DROP TABLE incoming_phone_numbers"))
+        run = caller(peers, "uac_inbound_refused", node, NUMBER)
+        await sipp_done(run)
+        await no_call(node)
+    assert finals(run) == [500]
+    assert received(run, 500).start_line == "SIP/2.0 500 Routing Failure"
 
 
 # -- who may call ----------------------------------------------------------------------------------------------

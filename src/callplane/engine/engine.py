@@ -61,6 +61,7 @@ from callplane.engine.params import CallFacts, rcml_params, status_params
 from callplane.engine.writer import Callback, RecordWriter, Write
 from callplane.media import events as media_events
 from callplane.sip import events as sip
+from callplane.sip.aio import RateLimitedLog
 from callplane.sip.digest import Credentials
 from callplane.sip.headers import URI
 from callplane.sip.ua import CallStateError
@@ -216,6 +217,7 @@ class CallEngine:
         self.inbound: routing.InboundRouter | None = None  # None: INVITEs are not claimed (the 404 fallback)
         self.received = 0
         self._routing: set[asyncio.Task[None]] = set()
+        self._routing_failures = RateLimitedLog(10.0, log, "inbound")
 
     # -- lookups --------------------------------------------------------------------------------------------
     def live(self, sid: str) -> LiveCall | None:
@@ -617,8 +619,9 @@ class CallEngine:
             decision = await self.inbound.route(event, credentials, body, self.clock.wall().timestamp())
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("routing the INVITE %s -> %s failed", event.from_uri, event.request_uri)
+        except Exception as exc:  # one line, rate-limited: a peer must not be able to flood the log
+            what = f"{event.from_uri} -> {event.request_uri}: {exc!r}"
+            self._routing_failures.warn("INVITE routing failed", asyncio.get_running_loop().time(), what)
             decision = routing.Refusal(500, "Routing Failure")
         try:
             if self.media.ua.call(event.call).state != "received":
