@@ -208,7 +208,7 @@ async def test_a_first_pause_delays_the_answer(db: Database, tmp_path: Path, pee
     ringing, answered = received(run, 180), received(run, 200)
     delay = datetime.fromisoformat(answered.wall) - datetime.fromisoformat(ringing.wall)
     assert 1.9 <= delay.total_seconds() <= 4.0
-    assert record.status == "completed" and record.ring_duration == 2
+    assert record.status == "completed" and record.ring_duration is not None and record.ring_duration >= 2
 
 
 @pytest.mark.parametrize(("reason", "status", "final"), [("busy", 486, "busy"), ("rejected", 603, "no-answer")])
