@@ -228,6 +228,20 @@ async def test_reject_refuses_without_answering(
     assert statuses[1].form[-1] == ("CallDuration", "0")
 
 
+@pytest.mark.parametrize("rcml", ["<Response><Hangup/><Say>Never.</Say></Response>", "<Response/>"])
+async def test_a_hangup_before_the_answer_is_487(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp, rcml: str
+) -> None:
+    app.route("/rcml", Answer.xml(rcml))
+    async with EngineNode(db, tmp_path, inbound=TRUNK) as node:
+        await provision(db, app)
+        run = caller(peers, "uac_inbound_refused", node, NUMBER)
+        await sipp_done(run)
+        record = await only_call(node)
+    assert finals(run) == [487]
+    assert (record.status, record.duration, record.start_time) == ("canceled", 0, None)
+
+
 async def test_the_callers_cancel_before_the_answer(
     db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
 ) -> None:
