@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
+from callplane.core.errors import ConfigError
+from callplane.core.settings import Settings
 from callplane.store.db import Database
 
 
@@ -87,6 +90,8 @@ def test_help_documents_every_setting() -> None:
     for flag, env in [("--data", "DATA"), ("--database-url", "DATABASE_URL"), ("--http", "HTTP"), ("--sip", "SIP")]:
         assert flag in out and f"CALLPLANE_{env}" in out
     assert "CALLPLANE_ADMIN_ACCOUNT_SID" in out and "CALLPLANE_ADMIN_AUTH_TOKEN" in out
+    assert "--trusted-peers" in out and "CALLPLANE_TRUSTED_PEERS" in out
+    assert "--allow-anonymous-inbound" in out and "CALLPLANE_ALLOW_ANONYMOUS_INBOUND" in out
     top = _cli("--help").stdout
     assert "serve" in top and "migrate" in top and "calls" in top
     assert "--database-url" in _cli("calls", "generate", "--help").stdout
@@ -136,6 +141,9 @@ def test_bad_settings_fail_clearly(tmp_path: Path) -> None:
     done = _cli("serve", "--data", str(tmp_path), *addrs, env=env)
     assert done.returncode == 2
     assert "CALLPLANE_ADMIN_ACCOUNT_SID must be AC followed by 32" in done.stderr
+    done = _cli("serve", "--data", str(tmp_path), *addrs, "--trusted-peers", "10.0.0.0/24,trunk", env=_clean_env({}))
+    assert done.returncode == 2
+    assert "CALLPLANE_TRUSTED_PEERS lists CIDRs like 10.0.0.0/24, got 'trunk'" in done.stderr
     done = _cli("calls", "generate", "--account", "AC" + "0" * 32, "--count", "1", "--data", str(tmp_path), env=env)
     assert done.returncode == 2 and "does not exist" in done.stderr
 
@@ -183,3 +191,12 @@ def test_data_help_names_what_the_directory_holds(tmp_path: Path) -> None:
     names = {p.name for p in tmp_path.iterdir()}
     node_files = {"instance_id", "recordings", "cache"}
     assert node_files <= names and all(n.startswith("callplane.db") for n in names - node_files), names
+
+
+def test_inbound_settings() -> None:
+    settings = Settings.from_env({"CALLPLANE_TRUSTED_PEERS": " 10.0.0.7/24, 2001:db8::/32 ,192.0.2.1"})
+    assert [str(n) for n in settings.trusted_networks] == ["10.0.0.0/24", "2001:db8::/32", "192.0.2.1/32"]
+    assert Settings().trusted_networks == () and Settings().anonymous_inbound is False
+    assert Settings.from_env({"CALLPLANE_ALLOW_ANONYMOUS_INBOUND": "ON"}).anonymous_inbound is True
+    with pytest.raises(ConfigError, match="is on or off, got 'maybe'"):
+        _ = Settings(allow_anonymous_inbound="maybe").anonymous_inbound

@@ -181,12 +181,14 @@ async def _serve(settings: Settings, role: _Role) -> None:
     from callplane.engine.clients import StoreClientSecrets
     from callplane.engine.dispatch import SipEventDispatcher
     from callplane.engine.engine import EngineConfig
+    from callplane.engine.inbound import InboundPolicy
     from callplane.engine.sip_service import SipService
     from callplane.engine.stack import EngineStack, StackOptions
     from callplane.store.outbox import adopt_callbacks
 
     ids, clock = IdSource(), SystemClock()
     host, port = settings.http_address
+    inbound = InboundPolicy(settings.trusted_networks, settings.anonymous_inbound)  # bad values stop here
     # First: a second node on the same address stops before touching anything.
     http_sock = _bind_http(host, port, shared=not role.alone)
     db = await _open_store(settings)
@@ -246,8 +248,8 @@ async def _serve(settings: Settings, role: _Role) -> None:
         registrar_instance=None if role.alone else node_id,
     )
     rtp_ports = _rtp_slice(*settings.rtp_port_range, role.index, role.count)
-    options = StackOptions(media_host=sip_host, rtp_ports=rtp_ports, data=settings.data)
-    stack = EngineStack(db, ids, clock, sip.endpoint, sip.ua, dispatcher, engine_config, options)
+    options = StackOptions(media_host=sip_host, rtp_ports=rtp_ports, data=settings.data, inbound=inbound)
+    stack = EngineStack(db, ids, clock, sip.endpoint, sip.ua, dispatcher, engine_config, options, digest=sip.digest)
     await stack.start()  # also queues the completed callbacks of the calls the previous run was cut off from
     forwarder = Forwarder(instance_id)
     app = create_app(

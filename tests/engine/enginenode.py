@@ -24,6 +24,8 @@ from callplane.core.ids import IdSource
 from callplane.core.secrets import hash_token
 from callplane.engine.dispatch import SipEventDispatcher
 from callplane.engine.engine import EngineConfig
+from callplane.engine.inbound import InboundPolicy
+from callplane.engine.sip_service import node_digest
 from callplane.engine.stack import EngineStack, StackOptions
 from callplane.sip.aio import SipEndpoint
 from callplane.sip.transaction import TimerConfig
@@ -36,13 +38,14 @@ from callplane.store.db import Database
 from callplane.webhooks.fetch import Limits
 from callplane.webhooks.outbox import RetryPolicy
 
-__all__ = ["ACCOUNT", "INSTANCE", "PUBLIC_URL", "TOKEN", "EngineNode"]
+__all__ = ["ACCOUNT", "INSTANCE", "PUBLIC_URL", "REALM", "TOKEN", "EngineNode"]
 
 LOOPBACK = "127.0.0.1"
 ACCOUNT = "AC" + "e" * 32
 TOKEN = "engine-token-0123456789"
 INSTANCE = "ID" + "7" * 32
 PUBLIC_URL = "http://callplane.test"
+REALM = "callplane"  # the digest realm of inbound calls from Clients
 
 
 class EngineNode:
@@ -56,6 +59,7 @@ class EngineNode:
         outbound_proxy: str | None = None,
         outbound: dict[str, Any] | None = None,
         timers: TimerConfig | None = None,
+        inbound: InboundPolicy | None = None,
     ) -> None:
         self.db = db
         self.data = data
@@ -64,6 +68,7 @@ class EngineNode:
         self.outbound_proxy = outbound_proxy
         self.outbound = outbound or {}  # more EngineConfig outbound_* fields (credentials, fail-over settings)
         self.timers = timers  # SIP timers (a short T1 makes Timer B, the INVITE timeout, short)
+        self.inbound = inbound  # take INVITEs to the node (issue 9), with this policy
         self.ids = IdSource()
         self.clock = SystemClock()
 
@@ -94,9 +99,11 @@ class EngineNode:
             fetch_limits=Limits(connect_timeout=1.0, total_timeout=2.0),
             retry=self.retry,
             scripts=self.scripts,
+            inbound=self.inbound,
         )
+        digest = await node_digest(self.db, self.ids, REALM)
         self.stack = EngineStack(
-            self.db, self.ids, self.clock, self.endpoint, self.ua, self.dispatcher, config, options
+            self.db, self.ids, self.clock, self.endpoint, self.ua, self.dispatcher, config, options, digest=digest
         )
         await self.stack.start()
         self.engine, self.writer, self.deliverer, self.media = (

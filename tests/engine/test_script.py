@@ -12,6 +12,7 @@ import pytest
 
 from callplane.core.errors import RcmlError
 from callplane.core.ids import IdSource
+from callplane.engine.callstate import CallState
 from callplane.engine.control import CallRequest
 from callplane.engine.params import CallFacts
 from callplane.engine.script import ParsedDocuments, RcmlScript, ScriptServices
@@ -91,7 +92,14 @@ async def test_a_timer_the_loop_runs_a_little_early_is_due() -> None:
         public_url="http://127.0.0.1",
     )
     facts = CallFacts("CA1", "ID1", "AC1", "+1", "+2", "outbound-api", datetime(2026, 1, 1, tzinfo=UTC))
-    call = SimpleNamespace(sid="CA1", account_sid="AC1", facts=facts, request=CallRequest("AC1", "+1", "+2", URL))
+    call = SimpleNamespace(
+        sid="CA1",
+        account_sid="AC1",
+        facts=facts,
+        request=CallRequest("AC1", "+1", "+2", URL),
+        state=CallState.IN_PROGRESS,
+        incoming=None,
+    )
     script = RcmlScript(services, cast(Any, call))
     script.start()
     loop = asyncio.get_running_loop()

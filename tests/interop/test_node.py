@@ -1,7 +1,8 @@
 """The real node, ``callplane serve``, as a subprocess: its SIP endpoint as SIPp sees it (issue 3 item 7).
 
-OPTIONS is answered 200 with Allow and Accept (also after a burst of garbage datagrams), an INVITE that nothing
-can route yet is answered 404, ACKed, and its retransmission absorbed by the server transaction, and real
+OPTIONS is answered 200 with Allow and Accept (also after a burst of garbage datagrams), an INVITE from the trusted
+trunk address (``CALLPLANE_TRUSTED_PEERS=127.0.0.1/32``) that routes nowhere is answered 404, ACKed, and its
+retransmission absorbed by the server transaction, the same INVITE from another address is refused 403, and real
 clients register to its registrar (Client ``alice``/``secret`` from ``CALLPLANE_SIP_CLIENTS``).
 """
 
@@ -29,7 +30,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Peer, int]]
     sip, http = free_port(), free_port()
     argv = [sys.executable, "-m", "callplane", "serve"]
     argv += ["--sip", f"{LOOPBACK}:{sip}", "--http", f"{LOOPBACK}:{http}", "--data", str(tmp / "data")]
-    env = {**os.environ, "CALLPLANE_SIP_CLIENTS": "alice:secret"}
+    env = {**os.environ, "CALLPLANE_SIP_CLIENTS": "alice:secret", "CALLPLANE_TRUSTED_PEERS": "127.0.0.1/32"}
     try:
         proc = group.start("callplane-serve", argv, env=env)
         try:
@@ -72,6 +73,14 @@ def test_node_answers_unroutable_invite_404(peers: PeerGroup, node: tuple[Peer, 
     finals = [m for m in run.messages(received=True) if m.status != 100]
     assert [m.status for m in finals] == [404, 404]
     assert finals[0].to_tag == finals[1].to_tag
+
+
+def test_node_refuses_an_untrusted_anonymous_invite_403(peers: PeerGroup, node: tuple[Peer, int]) -> None:
+    need("sipp")
+    _, port = node
+    run = peers.sipp("uac_inbound_refused", (LOOPBACK, port), service="+15551230000", extra=["-i", "127.0.0.2"])
+    assert run.wait() == 0, run.report()
+    assert [m.status for m in run.messages(received=True) if m.status != 100] == [403]
 
 
 def test_node_registers_sipp(peers: PeerGroup, node: tuple[Peer, int]) -> None:

@@ -206,3 +206,27 @@ def test_baresip_dials_out(peers: PeerGroup) -> None:
     # The 2 s tone ends and baresip hangs up on its own.
     assert server.wait(timeout=15) == 0, server.report()
     assert received(server) == ["INVITE", "ACK", "BYE"]
+
+
+def test_inbound_caller_sends_its_headers_and_takes_the_callees_bye(peers: PeerGroup) -> None:
+    server, client = pair(peers, "uas_answer_bye", "uac_inbound")
+    invite = server.messages(received=True)[0]
+    assert (invite.header("From") or "").startswith('"Alice Smith" <sip:+15550001111@')
+    assert invite.header("X-My-Custom-Header") == "My Custom Value"
+    assert len(invite.headers("Diversion")) == 2 and invite.header("History-Info") is not None
+    assert received(client)[-1] == "BYE"
+
+
+@pytest.mark.parametrize(("uas", "status"), [("uas_busy", 486), ("uas_reject", 404)])
+def test_inbound_refused_caller_acks_in_the_invite_transaction(peers: PeerGroup, uas: str, status: int) -> None:
+    server, client = pair(peers, uas, "uac_inbound_refused")
+    assert received(client)[-1] == f"INVITE {status}"
+    ack = server.messages(received=True)[-1]
+    assert ack.method == "ACK" and ack.branch == server.messages(received=True)[0].branch
+
+
+def test_inbound_refused_caller_fails_on_a_200(peers: PeerGroup) -> None:
+    need("sipp")
+    server = peers.sipp("uas_answer")
+    client = peers.sipp("uac_inbound_refused", (LOOPBACK, server.port), service="svc")
+    assert client.wait() != 0

@@ -5,6 +5,7 @@ Precedence: command-line flag > environment variable > embedded default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -69,6 +70,17 @@ class Settings:
         "SIP_CLIENTS",
         "development seed: login:password[,login:password...]; each login that has no Client yet becomes a "
         "Client of the administrator at start-up (no strength check; later changes go through the Clients API)",
+    )
+    trusted_peers: str = _opt(
+        "",
+        "TRUSTED_PEERS",
+        "addresses of SIP trunks and proxies whose INVITEs are not challenged, as CIDRs "
+        "(10.0.0.0/24,192.0.2.7/32); loopback is not trusted unless listed",
+    )
+    allow_anonymous_inbound: str = _opt(
+        "off",
+        "ALLOW_ANONYMOUS_INBOUND",
+        "on: INVITEs from untrusted addresses that are not from a Client may call provisioned numbers (off: 403)",
     )
     rtp_ports: str = _opt("20000-29999", "RTP_PORTS", "RTP port range LOW-HIGH")
     workers: str = _opt(
@@ -155,6 +167,25 @@ class Settings:
         if not names or any(n not in ("MD5", "SHA-256") for n in names):
             raise ConfigError(f"CALLPLANE_SIP_DIGEST lists MD5 and/or SHA-256, got {self.sip_digest!r}")
         return names
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        networks = []
+        for item in filter(None, (part.strip() for part in self.trusted_peers.split(","))):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(f"CALLPLANE_TRUSTED_PEERS lists CIDRs like 10.0.0.0/24, got {item!r}") from None
+        return tuple(networks)
+
+    @property
+    def anonymous_inbound(self) -> bool:
+        value = self.allow_anonymous_inbound.strip().lower()
+        if value in ("on", "true", "yes", "1"):
+            return True
+        if value in ("off", "false", "no", "0", ""):
+            return False
+        raise ConfigError(f"CALLPLANE_ALLOW_ANONYMOUS_INBOUND is on or off, got {self.allow_anonymous_inbound!r}")
 
     @property
     def worker_count(self) -> int:

@@ -9,6 +9,10 @@ A call placed through the API starts ``queued``; an inbound call starts ``ringin
       |                 +--busy / fail / no_answer / cancel--> busy | failed | no-answer | canceled
       +--fail / cancel--> failed | canceled          (ringing takes the same four)
 
+An inbound call (issue 9) needs no transition to start: its record is written ``ringing`` when the INVITE is
+routed, and from there it takes the same events (``answer``; ``busy``/``no_answer`` for a ``<Reject>``,
+``fail`` for an RCML fetch that failed, ``cancel`` for the caller's CANCEL or a Hangup before the answer).
+
 ``initiated`` is the engine's name for "INVITE sent, nothing heard yet"; the call record shows it as ``queued``
 (the seed's status list has no ``initiated``), while the status callback reports the ``initiated`` event.
 :func:`step` raises :class:`IllegalTransition` for a pair the table lacks: a caller bug, never a silent no-op.

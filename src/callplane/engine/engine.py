@@ -14,6 +14,14 @@ call an RTP leg. From then on the engine is driven by events (:meth:`CallEngine.
 * ``CallEnded`` -> ``completed`` with ``duration = ceil(end - answer)``;
 * digits and media events go to the call's script.
 
+Inbound calls (issue 9) take the other way in: :meth:`CallEngine.on_incoming` (subscribed to the dispatcher's
+``IncomingCall`` at ``APP`` order) claims every INVITE and routes it in a task with :mod:`.inbound` (store lookups,
+digest). A refused INVITE gets its final response there; a routed one becomes an ``inbound`` LiveCall that starts
+``ringing`` (180 sent, record written, ``ringing`` callback), and its RCML script starts at once, unanswered. The
+script answers it (:meth:`CallEngine.answer`), rejects it (:meth:`CallEngine.refuse`), or the caller gives up
+(``CallCancelled`` -> ``canceled``). The number's StatusCallback gets the RCML parameters (§4.2) with the call's
+status at each change, and ``CallDuration`` on the last one.
+
 Every state change goes through :mod:`.callstate` (one table) and is persisted by the :class:`RecordWriter` as a
 conditional update, together with the status callback it fires (queued in the outbox in the same transaction).
 Nothing here blocks: store writes and webhook deliveries are tasks; SIP and media calls are synchronous sans-IO
@@ -23,6 +31,7 @@ steps behind MediaCalls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -34,9 +43,11 @@ from typing import Any, Protocol
 from callplane.core.clock import Clock
 from callplane.core.errors import EngineError
 from callplane.core.ids import IdSource
+from callplane.engine import inbound as routing
 from callplane.engine import media_session
-from callplane.engine.callstate import CallState, IllegalTransition, is_live, step
+from callplane.engine.callstate import CallState, IllegalTransition, Step, is_live, step
 from callplane.engine.control import (
+    CALLBACK_EVENTS,
     CallElsewhere,
     CallEnded,
     CallRequest,
@@ -45,14 +56,17 @@ from callplane.engine.control import (
     UnknownCall,
     UnknownClient,
 )
+from callplane.engine.dispatch import APP, SipEventDispatcher, Subscription
 from callplane.engine.media_session import MediaCalls
-from callplane.engine.params import CallFacts, status_params
+from callplane.engine.params import CallFacts, rcml_params, status_params
 from callplane.engine.trunks import ProxyPool, Trunks, parse_proxies
 from callplane.engine.writer import Callback, RecordWriter, Write
 from callplane.media import events as media_events
 from callplane.sip import events as sip
+from callplane.sip.aio import RateLimitedLog
 from callplane.sip.digest import Credentials
 from callplane.sip.headers import URI
+from callplane.sip.ua import CallStateError
 from callplane.store import calls as store_calls
 from callplane.store import registrations
 from callplane.store.calls import CallRecord
@@ -65,6 +79,8 @@ log = logging.getLogger("callplane.engine")
 
 BUSY = {486, 600, 603}
 NO_ANSWER = {408, 480}
+MAX_ROUTING = 256
+"""INVITEs being routed at once (store lookups); beyond this an INVITE is answered 503 with Retry-After."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +136,7 @@ class LiveCall:
     status_callback_method: str = "POST"
     events: frozenset[str] = field(default_factory=frozenset)
     custom_headers: tuple[tuple[str, str], ...] = ()  # from To's ?query, kept for a fail-over's new INVITE
+    incoming: sip.IncomingCall | None = None  # an inbound call: the INVITE it answers
 
     @property
     def sid(self) -> str:
@@ -143,6 +160,26 @@ def user_part(value: str) -> str:
             return value
         return uri.user or uri.host
     return value
+
+
+def first_record(facts: CallFacts, status: str, api_version: str, *, phone_number_sid: str | None = None) -> CallRecord:
+    """A new call's record: what its facts say, in ``status``."""
+    return CallRecord(
+        sid=facts.sid,
+        instance_id=facts.instance_id,
+        account_sid=facts.account_sid,
+        date_created=facts.created,
+        date_updated=facts.created,
+        to=facts.to,
+        from_=facts.from_,
+        status=status,
+        direction=facts.direction,
+        parent_call_sid=facts.parent_call_sid,
+        phone_number_sid=phone_number_sid,
+        api_version=api_version,
+        forwarded_from=facts.forwarded_from,
+        caller_name=facts.caller_name,
+    )
 
 
 def split_headers(to: str) -> tuple[str, list[tuple[str, str]]]:
@@ -191,6 +228,10 @@ class CallEngine:
                 retry=config.outbound_proxy_retry,
             )
         )
+        self.inbound: routing.InboundRouter | None = None  # None: INVITEs are not claimed (the 404 fallback)
+        self.received = 0
+        self._routing: set[asyncio.Task[None]] = set()
+        self._routing_failures = RateLimitedLog(10.0, log, "inbound")
 
     # -- lookups --------------------------------------------------------------------------------------------
     def live(self, sid: str) -> LiveCall | None:
@@ -233,21 +274,7 @@ class CallEngine:
                 events=frozenset(request.status_callback_events),
             )
             calls.append(call)
-            records.append(
-                CallRecord(
-                    sid=sid,
-                    instance_id=self.config.instance_id,
-                    account_sid=request.account_sid,
-                    date_created=now,
-                    date_updated=now,
-                    to=facts.to,
-                    from_=facts.from_,
-                    status="queued",
-                    direction="outbound-api",
-                    api_version=request.api_version,
-                    caller_name=facts.caller_name,
-                )
-            )
+            records.append(first_record(facts, "queued", request.api_version))
         cb_targets = [
             CallbackTarget(
                 call.sid,
@@ -295,7 +322,7 @@ class CallEngine:
         ):
             pending = self._hang_up(call, "cancel")
         elif update.url is not None:
-            if call.state is CallState.IN_PROGRESS and call.script is not None:
+            if call.script is not None:  # answered, or an inbound call whose script runs while it rings
                 call.script.redirect(update.url, update.method, update.fallback_url, update.fallback_method)
             elif not call.state.final:
                 # Not answered yet: the new document is the one fetched on answer.
@@ -463,6 +490,8 @@ class CallEngine:
                 self._answered(call)
             elif isinstance(event, sip.CallFailed):
                 self._failed(call, event.status)
+            elif isinstance(event, sip.CallCancelled):
+                self._advance(call, "cancel", end=True)  # the caller gave up before the answer
             elif isinstance(event, sip.CallEnded):
                 if call.state is CallState.IN_PROGRESS:
                     self._advance(call, "hangup", end=True)
@@ -574,9 +603,7 @@ class CallEngine:
             values["duration"] = duration
         callbacks: list[Callback] = []
         if s.callback is not None and call.status_callback and s.callback in call.events:
-            params = status_params(
-                call.facts, s.callback, wall, duration=duration, api_version=call.request.api_version
-            )
+            params = self._callback_params(call, s, wall, duration)
             callbacks.append(Callback(call.status_callback, call.status_callback_method, tuple(params)))
         write = Write(
             call.sid,
@@ -607,8 +634,184 @@ class CallEngine:
             self._by_handle.pop(call.handle, None)
         self._calls.pop(call.sid, None)
 
+    def _callback_params(self, call: LiveCall, s: Step, wall: datetime, duration: int | None) -> list[tuple[str, str]]:
+        if call.incoming is not None:
+            # A number's StatusCallback (restcomm-behaviour §4.2, last paragraph): the RCML parameters with the
+            # call's status, as the seed's example shows; CallDuration on the last one.
+            params = rcml_params(call.facts, s.new.record_status, call.request.api_version)
+            if s.new.final:
+                params.append(("CallDuration", str(duration or 0)))
+            return params
+        assert s.callback is not None
+        return status_params(call.facts, s.callback, wall, duration=duration, api_version=call.request.api_version)
+
     async def close(self) -> None:
         """Hang up every live call (the node is stopping) and write their final records."""
+        for task in list(self._routing):
+            task.cancel()
+        await asyncio.gather(*self._routing, return_exceptions=True)
         pending = [self._hang_up(c, "cancel") for c in list(self._calls.values())]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- inbound calls (issue 9) ----------------------------------------------------------------------------
+    def attach(self, dispatcher: SipEventDispatcher) -> Subscription:
+        """Take new INVITEs from the node's dispatcher at ``APP`` order (after MediaCalls, before the 404 fallback)."""
+        return dispatcher.subscribe(self.on_incoming, types=(sip.IncomingCall,), order=APP, name="call-engine")
+
+    def on_incoming(self, event: sip.IncomingCall) -> bool:
+        """Claim a new INVITE and route it in a task (:mod:`.inbound`); False (unclaimed: 404) without a router."""
+        if self.inbound is None:
+            return False
+        ua = self.media.ua
+        now = asyncio.get_running_loop().time()
+        if len(self._routing) >= MAX_ROUTING:
+            ua.reject(event.call, 503, now, headers=(("Retry-After", "5"),))
+            self.media.endpoint.flush()
+            return True
+        invite = ua.call(event.call).invite
+        credentials = tuple(invite.headers.get_all("proxy-authorization"))
+        task = asyncio.get_running_loop().create_task(self._take_incoming(event, credentials, invite.body))
+        self._routing.add(task)
+        task.add_done_callback(self._routing.discard)
+        return True
+
+    async def _take_incoming(self, event: sip.IncomingCall, credentials: tuple[str, ...], body: bytes) -> None:
+        assert self.inbound is not None
+        try:
+            decision = await self.inbound.route(event, credentials, body, self.clock.wall().timestamp())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one line, rate-limited: a peer must not be able to flood the log
+            what = f"{event.from_uri} -> {event.request_uri}: {exc!r}"
+            self._routing_failures.warn("INVITE routing failed", asyncio.get_running_loop().time(), what)
+            decision = routing.Refusal(500, "Routing Failure")
+        try:
+            if self.media.ua.call(event.call).state != "received":
+                return
+        except CallStateError:  # the caller gave up while we looked
+            return
+        if isinstance(decision, routing.Refusal):
+            self.media.ua.reject(
+                event.call,
+                decision.status,
+                asyncio.get_running_loop().time(),
+                decision.reason,
+                headers=decision.headers,
+            )
+            self.media.endpoint.flush()
+            return
+        try:
+            self._start_inbound(event, decision)
+        except Exception:
+            log.exception("starting the inbound call %s failed", event.call)
+            with contextlib.suppress(Exception):
+                self.media.hangup(event.call, 500)
+
+    def _start_inbound(self, event: sip.IncomingCall, route: routing.Route) -> None:
+        """The call rings (180), its record and ``ringing`` callback are written, and its script starts."""
+        wall = self.clock.wall()
+        sid = self.ids.call_sid(self.config.instance_id)
+        facts = CallFacts(
+            sid=sid,
+            instance_id=self.config.instance_id,
+            account_sid=route.account_sid,
+            from_=routing.uri_user(event.from_uri),
+            to=routing.uri_user(event.request_uri),
+            direction="inbound",
+            created=wall,
+            caller_name=event.from_display or None,
+            forwarded_from=routing.forwarded_from(event.headers),
+            sip_headers=routing.sip_header_params(event.headers),
+        )
+        request = CallRequest(
+            account_sid=route.account_sid,
+            from_=facts.from_,
+            to=facts.to,
+            url=route.url,
+            method=route.method,
+            fallback_url=route.fallback_url,
+            fallback_method=route.fallback_method,
+            status_callback=route.status_callback,
+            status_callback_method=route.status_callback_method,
+            status_callback_events=CALLBACK_EVENTS,
+            api_version=route.api_version,
+        )
+        call = LiveCall(
+            facts,
+            request,
+            event.request_uri,
+            event.to_uri,
+            state=CallState.RINGING,
+            handle=event.call,
+            status_callback=route.status_callback,
+            status_callback_method=route.status_callback_method,
+            events=frozenset(CALLBACK_EVENTS),
+            incoming=event,
+        )
+        record = first_record(facts, "ringing", route.api_version, phone_number_sid=route.phone_number_sid)
+        targets: list[CallbackTarget] = []
+        callbacks: list[Callback] = []
+        if route.status_callback:
+            targets.append(
+                CallbackTarget(
+                    sid,
+                    route.account_sid,
+                    route.status_callback,
+                    route.status_callback_method,
+                    CALLBACK_EVENTS,
+                    route.api_version,
+                )
+            )
+            params = rcml_params(facts, "ringing", route.api_version)
+            callbacks.append(Callback(route.status_callback, route.status_callback_method, tuple(params)))
+        self.media.ua.ring(event.call, asyncio.get_running_loop().time())
+        self.media.endpoint.flush()
+        self._calls[sid] = call
+        self._by_handle[event.call] = call
+        self.received += 1
+        log.info("[%s] inbound %s -> %s (%s): ringing", sid, event.from_uri, event.request_uri, route.kind)
+        self.writer.submit(
+            Write(sid, route.account_sid, inserts=[record], targets=targets, callbacks=callbacks, now=wall.timestamp())
+        )
+        if self.script_factory is None:
+            self.refuse(call, 480, "fail")
+            return
+        call.script = call.runner = self.script_factory(call)
+        call.script.start()
+
+    def answer(self, call: LiveCall) -> bool:
+        """Answer a ringing inbound call: 200 with our SDP (MediaCalls), then ``in-progress``. True when the call is
+        answered (already or now); False when it is not an inbound call that rings, or the answer failed (the
+        offer had nothing we can carry: 488; no RTP port: 503), which ends the call ``failed``."""
+        if call.state is CallState.IN_PROGRESS:
+            return True
+        if call.incoming is None or call.state is not CallState.RINGING or call.sid not in self._calls:
+            return False
+        try:
+            mc = self.media.answer(call.incoming)
+        except Exception as e:
+            log.warning("[%s] cannot answer: %s", call.sid, e)
+            with contextlib.suppress(Exception):
+                self.media.hangup(call.incoming.call, 500)  # no-op when MediaCalls already answered 488/503
+            self._advance(call, "fail", end=True)
+            return False
+        if call.runner is not None:
+            call.leg = mc.leg_id
+            self._leg_owner[mc.leg_id] = call
+        self._advance(call, "answer")
+        return True
+
+    def refuse(self, call: LiveCall, sip_status: int, event: str) -> None:
+        """End a ringing inbound call without answering it: ``sip_status`` to the INVITE, ``event`` (``busy``,
+        ``no_answer``, ``fail``, ``cancel``) for its record. Once answered, this is a hang-up."""
+        if call.sid not in self._calls:
+            return
+        if call.state is not CallState.RINGING or call.incoming is None:
+            self._hang_up(call, "cancel")
+            return
+        try:
+            self.media.hangup(call.incoming.call, sip_status)
+        except Exception:
+            log.exception("[%s] refusing the call failed", call.sid)
+        self._advance(call, event, end=True)

@@ -14,7 +14,12 @@ interpreter's commands and runs each:
 * ``StartRecord`` / ``StopRecord``: an optional beep, then the media engine's recorder; the WAV lands under
   the recordings directory, a Recording row is written (empty recordings are dropped) and ``RecordingDone``
   carries the absolute ``RecordingUrl``;
-* ``Hangup`` / ``Reject`` and the end of the script: the engine hangs the call up;
+* ``Answer`` (an inbound call's first verb that needs the call answered): the engine answers it
+  (:meth:`CallEngine.answer`), then ``Answered`` goes back to the interpreter;
+* ``Hangup`` / ``Reject`` and the end of the script: the engine hangs the call up. An inbound call that was not
+  answered is refused instead (:meth:`CallEngine.refuse`): ``Reject`` with 603 (``rejected``: the record ends
+  ``no-answer``) or 486 (``busy``); a document that could not be fetched with 404 (Notification 21402) or 500, and
+  the record ends ``failed``; a Hangup or an empty document with 487, ``canceled`` (restcomm-behaviour §4.3, §5);
 * ``Notify``: a Notification row for the call.
 
 Every task is the call's own: a failure in one ends in a Notification and, at worst, a hang-up of that call.
@@ -33,6 +38,7 @@ from urllib.parse import urlencode
 
 from callplane.core.errors import CallplaneError, RcmlError
 from callplane.core.ids import IdSource
+from callplane.engine.callstate import CallState
 from callplane.engine.params import rcml_params
 from callplane.engine.writer import RecordWriter, Write
 from callplane.media import events as media_events
@@ -48,7 +54,7 @@ from callplane.rcml.verbs import Document
 from callplane.store import recordings as store_recordings
 from callplane.store.notifications import ERROR, WARNING, NotificationRecord
 from callplane.store.recordings import RecordingRecord
-from callplane.webhooks.fetch import FetchError, WebClient
+from callplane.webhooks.fetch import NOT_FOUND, FetchError, WebClient
 
 if TYPE_CHECKING:
     from callplane.engine.engine import CallEngine, LiveCall
@@ -60,6 +66,8 @@ log = logging.getLogger("callplane.engine.script")
 INLINE_PARSE_BYTES = 16 * 1024
 BEEP = tone_pcm([1000.0], 0.25)
 PROMPT_FAILED = 12400
+#: ``<Reject reason>`` -> (SIP status, call-record event): 603 Decline ends ``no-answer``, 486 Busy Here ``busy``.
+REJECTS = {"rejected": (603, "no_answer"), "busy": (486, "busy")}
 
 
 class AudioSource(Protocol):
@@ -134,7 +142,7 @@ class RcmlScript:
             req.method,  # type: ignore[arg-type]
             req.fallback_url,
             req.fallback_method,  # type: ignore[arg-type]
-            answered=True,
+            answered=call.incoming is None or call.answered_at is not None,
             name=call.sid,
         )
         self.loop = asyncio.get_running_loop()
@@ -146,6 +154,7 @@ class RcmlScript:
         self._ended = False
         self._hung_up = False
         self._failed_fetch: tuple[int, str, str, list[tuple[str, str]], bytes] | None = None
+        self._fetch_error: int | None = None  # the code of the last fetch, while it failed
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -180,7 +189,7 @@ class RcmlScript:
             self.interp.handle_event(event, self.loop.time())
         except Exception:
             log.exception("[%s] the interpreter failed on %r", self.call.sid, event)
-            self._hangup()
+            self._hangup(failed=True)
             return
         self._pump()
 
@@ -214,7 +223,7 @@ class RcmlScript:
             self.interp.handle_timer(self.loop.time() if armed is None else max(self.loop.time(), armed))
         except Exception:
             log.exception("[%s] the interpreter timer failed", self.call.sid)
-            self._hangup()
+            self._hangup(failed=True)
             return
         self._pump()
 
@@ -255,7 +264,13 @@ class RcmlScript:
             leg = self._leg()
             if leg is not None:
                 self.s.media.stop_recording(leg)
-        elif isinstance(c, cmd.Hangup | cmd.Reject):
+        elif isinstance(c, cmd.Reject):
+            if self._unanswered():
+                self._hung_up = True
+                self.s.engine.refuse(self.call, *REJECTS[c.reason])
+            else:
+                self._hangup()
+        elif isinstance(c, cmd.Hangup):
             self._hangup()
         elif isinstance(c, cmd.Notify):
             failed, self._failed_fetch = self._failed_fetch, None
@@ -266,7 +281,8 @@ class RcmlScript:
             else:
                 self._notify(c.code, c.message, level)
         elif isinstance(c, cmd.Answer):
-            self._feed(ev.Answered())
+            if self.s.engine.answer(self.call):
+                self._feed(ev.Answered())
         elif isinstance(c, cmd.Dial):
             self._notify(13200, "Dial is not supported yet on this node; the call continues", WARNING)
             self._feed(ev.DialDone(c.ref, (("DialCallStatus", "failed"), ("DialCallSid", "null"))))
@@ -274,13 +290,17 @@ class RcmlScript:
 
     # -- fetch ----------------------------------------------------------------------------------------------
     async def _fetch(self, c: cmd.Fetch) -> None:
-        status = "completed" if self._ended else "in-progress"
+        if self._ended:
+            status = "completed"
+        else:
+            status = "ringing" if self.call.state is CallState.RINGING else "in-progress"
         params = [*rcml_params(self.call.facts, status, self.call.request.api_version), *c.params]
         try:
             reply = await self.s.web.request(c.url, c.method, params)
         except FetchError as e:
             # The interpreter reports the failure (Notify); this lets it carry the request's details.
             self._failed_fetch = (e.code, e.url, c.method, params, e.body)
+            self._fetch_error = e.code
             self._feed(ev.FetchFailed(c.ref, e.url, str(e), e.code))
             return
         try:
@@ -291,8 +311,10 @@ class RcmlScript:
         except RcmlError as e:
             code = e.code or 12100
             self._failed_fetch = (code, reply.url, c.method, params, reply.body)
+            self._fetch_error = code
             self._feed(ev.FetchFailed(c.ref, reply.url, str(e), code))
             return
+        self._fetch_error = None
         self._feed(ev.DocumentLoaded(c.ref, document))
 
     # -- prompts --------------------------------------------------------------------------------------------
@@ -379,11 +401,22 @@ class RcmlScript:
         self._spawn(save())
 
     # -- endings and notifications --------------------------------------------------------------------------
-    def _hangup(self) -> None:
+    def _unanswered(self) -> bool:
+        """An inbound call that still rings: it is refused, not hung up."""
+        return self.call.incoming is not None and self.call.state is CallState.RINGING
+
+    def _hangup(self, *, failed: bool = False) -> None:
         if self._hung_up or self._ended:
             return
         self._hung_up = True
-        self.s.engine.hang_up(self.call)
+        if not self._unanswered():
+            self.s.engine.hang_up(self.call)
+        elif self._fetch_error is not None:
+            self.s.engine.refuse(self.call, 404 if self._fetch_error == NOT_FOUND else 500, "fail")
+        elif failed:
+            self.s.engine.refuse(self.call, 500, "fail")
+        else:
+            self.s.engine.refuse(self.call, 487, "cancel")
 
     def _close(self) -> None:
         self.s.engine.script_closed(self.call)

@@ -36,6 +36,14 @@ MAX_PENDING_REGISTERS = 256
 """REGISTERs being processed at once; beyond this a REGISTER is answered 503 with Retry-After."""
 
 
+async def node_digest(db: Database, ids: IdSource, realm: str, algorithms: tuple[str, ...] = ("MD5",)) -> DigestServer:
+    """The node's digest server: its nonce secret is shared by every node on this database (and by the registrar
+    and the inbound-call authentication of one node), so a nonce issued by one verifies on another. Nodes that
+    start together keep whichever secret was written first."""
+    secret = await node_settings.setdefault_setting(db, NONCE_SECRET_KEY, ids.token(32))
+    return DigestServer(realm, bytes.fromhex(secret), ids, algorithms=algorithms)
+
+
 class KeyedLocks:
     """One asyncio lock per key, held only while someone uses it: the table holds the keys in use, no more."""
 
@@ -156,6 +164,7 @@ class SipService:
         self.dispatcher = dispatcher if dispatcher is not None else SipEventDispatcher()
         self._ua: UserAgent | None = None
         self._registrar: Registrar | None = None
+        self.digest: DigestServer | None = None  # after start(): the registrar's, shared with inbound calls
         self.aor_locks = KeyedLocks()
         self._failures = RateLimitedLog(10.0, log, "registrar")
         self._registering = 0
@@ -172,11 +181,8 @@ class SipService:
         return self.endpoint.local
 
     async def start(self) -> None:
-        # Shared by every node on this database, so a nonce issued by one node verifies on another; nodes that
-        # start together keep whichever secret was written first.
-        secret = await node_settings.setdefault_setting(self.db, NONCE_SECRET_KEY, self.ids.token(32))
-        digest = DigestServer(self.realm, bytes.fromhex(secret), self.ids, algorithms=self.digest_algorithms)
-        self._registrar = Registrar(digest, self.ids)
+        self.digest = await node_digest(self.db, self.ids, self.realm, self.digest_algorithms)
+        self._registrar = Registrar(self.digest, self.ids)
         await self.endpoint.start()
         self._ua = UserAgent(self.ids, self.endpoint.local, tl=self.endpoint.layer, accept_register=True)
         self.dispatcher.attach(self.endpoint, self._ua)

@@ -4,6 +4,8 @@
 the media engine, the off-loop workers (TTS, audio decoding), the HTTP client for developers' servers, the record
 writer, the status-callback delivery worker, and the :class:`~callplane.engine.engine.CallEngine` itself, which is
 the API's :class:`~callplane.engine.control.CallControl`. ``start`` and ``close`` bring them up and down in order.
+With ``StackOptions.inbound`` the engine also takes the INVITEs to the node (:mod:`.inbound`), authenticating
+Clients with ``digest``, the node's shared digest server (``SipService.digest``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from callplane.core.ids import IdSource
 from callplane.engine.delivery import StoreOutbox, failure_notification
 from callplane.engine.dispatch import SipEventDispatcher
 from callplane.engine.engine import CallEngine, EngineConfig
+from callplane.engine.inbound import InboundPolicy, InboundRouter
 from callplane.engine.media_session import MediaCalls
 from callplane.engine.recovery import recover_callbacks
 from callplane.engine.script import ScriptServices
@@ -27,6 +30,7 @@ from callplane.media.httpcache import HttpAudioCache
 from callplane.media.tts import make_default_tts
 from callplane.media.workers import MediaWorkers
 from callplane.sip.aio import SipEndpoint
+from callplane.sip.digest import DigestServer
 from callplane.sip.ua import UserAgent
 from callplane.store.db import Database
 from callplane.store.outbox import TableOutbox
@@ -47,6 +51,7 @@ class StackOptions:
     fetch_limits: Limits = Limits()
     retry: RetryPolicy = RetryPolicy()
     scripts: bool = True
+    inbound: InboundPolicy | None = None  # None: INVITEs to the node are left to the 404 fallback
 
 
 class EngineStack:
@@ -60,6 +65,8 @@ class EngineStack:
         dispatcher: SipEventDispatcher,
         config: EngineConfig,
         options: StackOptions,
+        *,
+        digest: DigestServer | None = None,
     ) -> None:
         self.db = db
         self.ids = ids
@@ -100,6 +107,9 @@ class EngineStack:
             )
         self.calls.on_event = self.engine.on_event
         self.calls.attach(dispatcher)
+        if options.inbound is not None:
+            self.engine.inbound = InboundRouter(db, digest, options.inbound)
+            self.engine.attach(dispatcher)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
