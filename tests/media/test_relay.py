@@ -210,6 +210,27 @@ def test_a_switch_waits_for_the_digit_crossing_to_end() -> None:
     assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))]
 
 
+def test_a_mute_mid_digit_still_ends_the_passed_through_event() -> None:
+    br = Bridged()
+    br.talk(0)
+    for d in (160, 320):
+        br.tick(build(101, br.seq, 4481, SRC_SSRC, bytes(TelephoneEvent(7, False, 10, d)), marker=d == 160))
+        br.seq += 1
+    br.a.muted = True  # a mute acts at once, mid-digit
+    for k in range(3, 8):
+        br.talk(k)
+    ev = [p for _, p, _ in br.sent if p.payload_type == 96]
+    assert [TelephoneEvent.parse(p.payload) for p in ev] == [
+        TelephoneEvent(7, False, 10, 160),
+        TelephoneEvent(7, False, 10, 320),
+    ] + [TelephoneEvent(7, True, 10, 320)] * 3
+    assert len({p.timestamp for p in ev}) == 1  # the same event, ended by b on the tick
+    assert [kind for _, p, kind in br.sent if p.payload_type == 96] == ["relay"] * 2 + ["tick"] * 3
+    seqs = [p.sequence for _, p, _ in br.sent]
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))]
+    assert {p.payload for _, p, kind in br.sent if kind == "tick" and p.payload_type == 0} == {bytes([0xFF]) * 160}
+
+
 def test_a_strangers_packets_are_dropped_while_relaying() -> None:
     br = Bridged()
     for k in range(3):

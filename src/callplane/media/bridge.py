@@ -22,8 +22,8 @@ being recorded, ``src`` is not muted, neither side is held, ``dst`` has telephon
 transcode PCMU <-> PCMA, a recording, hold music, a mute). A switch waits while a digit crosses that direction
 (a digit that started one way ends the same way, end packets included, so the far peer never sees it twice;
 a relayed digit counts as crossing until the next audio packet is relayed), unless it is a mute or a
-hold, which act at once (a passed-through digit then gets no end packets: the far peer ends it by its own
-timeout, RFC 4733 §2.5.2). ``relay=False`` decodes every direction (for comparison).
+hold, which act at once: a passed-through digit then gets its three end packets from the receiving leg (its
+timestamp, the duration it reached). ``relay=False`` decodes every direction (for comparison).
 """
 
 from __future__ import annotations

@@ -203,6 +203,7 @@ class RtpLeg:
         self._rl_ts_off = 0
         self._rl_last = 0  # highest source sequence number relayed
         self.relaying_event = False  # the last packet relayed was RFC 4733 (its end may be retransmitted yet)
+        self._rl_open: tuple[int, int, int] | None = None  # (event, timestamp, duration) relayed, its end not yet
         self._rl_at = 0.0  # when we last sent a relayed packet
         self.filler_for: float | None = None  # the send time of the last silence filler made (see the adapter)
         self._regrid = False  # the tick's clock continues from the last relayed packet
@@ -330,6 +331,10 @@ class RtpLeg:
         if dst is not None:
             dst.relayed = False
             dst._regrid = dst.packets_sent > 0
+            if dst._rl_open is not None:  # stopped mid-digit (a mute, a hold): its end packets still go out
+                dst.dtmf_out.finish(*dst._rl_open)
+                dst._dtmf_active = True
+                dst._rl_open = None
 
     def _next_ts(self, now: float) -> int:
         """The timestamp that continues our stream at ``now``: the last frame's plus the frames elapsed since
@@ -367,6 +372,11 @@ class RtpLeg:
         if d >= 0:  # in order (a late packet goes out with its own, older number)
             self._rl_last = seq
             self.relaying_event = event
+            if event:
+                te = payload[1] if len(payload) >= 4 else 0x80
+                self._rl_open = None if te & 0x80 else (payload[0], out_ts, int.from_bytes(payload[2:4]))
+            else:
+                self._rl_open = None
             self._seq = (out_seq + 1) & 0xFFFF
             if not event:
                 self._out_ts, self._out_at = out_ts, now
