@@ -577,6 +577,7 @@ async def bridges_main(args: argparse.Namespace, relay: bool) -> dict[str, Any]:
     result.update(
         {
             "mode": "relay" if relay else "decode",
+            "streams": n,
             "engine_cpu_pct": 100 * cpu / wall,
             "engine_sys_pct": 100 * (ru1.ru_stime - ru0.ru_stime) / wall,
             "engine_cpu_pct_per_stream": 100 * cpu / wall / n,
@@ -599,7 +600,8 @@ def print_bridges(res: dict[str, Any]) -> None:
         f"ticks {res['tick_cpu_pct']:.1f}%, overruns {res['tick_overruns']}); "
         f"gap median {res['gap_median_ms']:.2f} / p99 {res['gap_p99_ms']:.2f} / max {res['gap_max_ms']:.1f} ms; "
         f"per-stream p99 median {res['stream_p99_median_ms']:.2f} / worst {res['stream_p99_max_ms']:.2f} ms; "
-        f"lost {res['lost']} of {res['received']}; legs relaying {res['legs_relaying']}, "
+        f"lost {res['lost']} of {res['received']} (the peer skipped {res['send_overruns'] * res['streams']} frames of "
+        f"its own: a relay passes them on as gaps); legs relaying {res['legs_relaying']}, "
         f"frames decoded {res['frames_decoded']}; peer CPU {res['peer_cpu_pct']:.0f}%, "
         f"send overruns {res['send_overruns']}, its send gaps p99 {res['send_gap_p99_ms']:.2f} / "
         f"max {res['send_gap_max_ms']:.1f} ms"
