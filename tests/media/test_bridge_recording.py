@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -102,14 +101,6 @@ def test_closing_either_leg_ends_the_recording_with_the_first_legs_event() -> No
     core.tick(0.2, 10)
     assert core.drain_events() == [RecordingFinished("a", "stopped", 0.2)]
     assert channels(rec.wav())[0].size == 10 * 160
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[MediaEngine]:
-    eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0)
-    await eng.start()
-    yield eng
-    await eng.close()
 
 
 async def next_recording(eng: MediaEngine, timeout: float = 5.0) -> RecordingFinished:

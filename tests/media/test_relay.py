@@ -4,9 +4,6 @@ continuity across switches to decoding and back, RFC 4733 pass-through, mute and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from callplane.core.ids import IdSource
 from callplane.media import g711
@@ -263,14 +260,6 @@ def test_other_ptime_or_a_new_sender_and_the_sender_report() -> None:
     br.tick(build(0, 40003, 683, 0xBEEF, bytes(240)))
     assert br.sent[-1][2] == "tick"
     assert_one_stream(br.sent, br.b.ssrc)
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[MediaEngine]:
-    eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0)
-    await eng.start()
-    yield eng
-    await eng.close()
 
 
 async def test_relay_on_the_wire(engine: MediaEngine) -> None:
