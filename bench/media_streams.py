@@ -35,7 +35,9 @@ what leg 2i sends its peer is what the peer sent leg 2i+1, relayed without decod
 still takes for a transcode, a recording, hold or mute). Printed: engine CPU (% of one core, and per stream),
 the gap between packets at the peer (all gaps: median / p99 / max; per stream: the median and the worst of the
 streams' own p99), lost frames. ``--compare`` runs relay and decode back to back (``--repeat`` times,
-alternating) against fresh peers and prints each run and the same-run ratios.
+alternating) against fresh peers and prints each run and the same-run ratios. ``--no-io`` measures the same
+bridges without sockets or peer (the sans-IO core in virtual time: every leg gets one packet per tick): the Python
+work per packet of each mode, free of the machine's scheduling and of system calls.
 """
 
 from __future__ import annotations
@@ -593,6 +595,30 @@ async def bridges_main(args: argparse.Namespace, relay: bool) -> dict[str, Any]:
     return result
 
 
+def bridges_no_io(bridges: int, relay: bool, ticks: int = 500) -> float:
+    """``--no-io``: microseconds of CPU per packet (receive + tick) for ``bridges`` bridged pairs in virtual time."""
+    from callplane.core.ids import IdSource
+    from callplane.media.core import MediaCore
+    from callplane.media.leg import RtpLeg
+
+    core = MediaCore(IdSource(1))
+    core.relay = relay
+    n = 2 * bridges
+    addrs = [("127.0.0.1", 40000 + 2 * i) for i in range(n)]
+    legs = [core.add_leg(RtpLeg(f"L{i}", core.ids, remote=addrs[i], rtcp_interval=5.0)) for i in range(n)]
+    for i in range(0, n, 2):
+        core.bridge(legs[i].leg_id, legs[i + 1].leg_id)
+    frames = [g711.encode(ToneSource([400 + 10 * (i % 50)], None, 0.05).read() or SILENCE, 0) for i in range(n)]
+    started = time.thread_time()
+    for k in range(ticks):
+        now = k * 0.02
+        core.tick(now, k)
+        for i, leg in enumerate(legs):
+            leg.receive_rtp(HDR.pack(0x80, 0, k & 0xFFFF, 160 * k, 0x10000 + i) + frames[i], addrs[i], now + 0.005)
+    assert all((leg.relay_to is not None) == relay for leg in legs)
+    return (time.thread_time() - started) / (ticks * n) * 1e6
+
+
 def print_bridges(res: dict[str, Any]) -> None:
     print(
         f"  {res['mode']:>6}: engine CPU {res['engine_cpu_pct']:5.1f}% of one core "
@@ -609,6 +635,15 @@ def print_bridges(res: dict[str, Any]) -> None:
 
 
 def run_bridges(args: argparse.Namespace) -> None:
+    if args.no_io:
+        print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
+        for _ in range(args.repeat):
+            relay, decode = bridges_no_io(args.bridges, True), bridges_no_io(args.bridges, False)
+            print(
+                f"  {args.bridges} bridges, no I/O: relay {relay:.2f} us, decode {decode:.2f} us of CPU per packet "
+                f"(receive + tick); decode / relay {decode / relay:.2f}x"
+            )
+        return
     import uvloop
 
     runner = uvloop.run if args.loop == "uvloop" else asyncio.run
@@ -785,6 +820,7 @@ def main() -> None:
     ap.add_argument("--force-decode", action="store_true", help="--bridges: decode every bridge (no relay)")
     ap.add_argument("--compare", action="store_true", help="--bridges: relay and decode back to back")
     ap.add_argument("--repeat", type=int, default=1, help="--bridges: runs of each mode")
+    ap.add_argument("--no-io", action="store_true", help="--bridges: the sans-IO core alone, both modes")
     args = ap.parse_args()
     if args.streams is None:
         args.streams = 0 if args.conference else (100 if args.quick else 500)
