@@ -3,6 +3,7 @@
     .venv/bin/python bench/call_cps.py                          # 100 calls/s for 60 s
     .venv/bin/python bench/call_cps.py --quick                  # 30 calls/s for 10 s
     .venv/bin/python bench/call_cps.py --rate 50 --duration 20 --workers 2
+    .venv/bin/python bench/call_cps.py --dial                   # bridged calls: 50/s, 10 s each, for 60 s
 
 The rig, all on 127.0.0.1:
 
@@ -27,6 +28,15 @@ POST latency p50/p99, answer -> first RTP and answer -> first audio p50/p99, CPU
 rig, and the RTP gap p50/p99/max. Baseline: Restcomm's best published figure, 26 calls/s for an IVR on a laptop
 (shared/reference/peers.md). Target: >= 100 calls/s, 0 failed calls, every ``completed`` callback delivered, RTP gap
 p99 <= 30 ms. The packet observer needs root (CAP_NET_RAW); without it the RTP figures are skipped.
+
+``--dial`` (issue 9) drives bridged calls instead, all inbound: a SIPp UAC calls a number provisioned in the
+node's database (``bench/rig_dial.py``: ``NUMBER``, VoiceUrl on the web app) at ``--rate``; the web app answers
+``<Dial><Sip>`` to a SIPp UAS with ``-rtp_echo``; the caller plays a PCMU tone from a pcap for ``--hold`` seconds
+and hangs up. The node runs with ``CALLPLANE_TRUSTED_PEERS=127.0.0.0/8`` (SIPp is a trusted trunk). Printed:
+bridged calls/s sustained (successful calls over the time they completed in), failed calls (SIPp's count at
+the caller), the most calls up at once at the caller and at the callee, node CPU per bridged call, and the
+gaps between the node's RTP packets to the callee (the caller's audio crossing the bridge; packet observer).
+Target: >= 50 bridged calls/s with 0 failures, 500 concurrent bridged calls, gap p99 <= 30 ms.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -53,9 +64,10 @@ sys.path.insert(0, str(ROOT))
 import uvloop  # noqa: E402
 
 from bench.common import machine, pct  # noqa: E402
+from bench.rig_dial import NUMBER, dial_rcml, max_concurrent, provision, uac_scenario, write_tone_pcap  # noqa: E402
 from bench.rig_http import HttpClient, HttpError, Request, build_request, response_bytes, start_server  # noqa: E402
 from bench.rig_observer import observe  # noqa: E402
-from tests.interop.peers import LOOPBACK, PeerGroup, free_port, free_port_block, wait_udp_bound  # noqa: E402
+from tests.interop.peers import LOOPBACK, Peer, PeerGroup, free_port, free_port_block, wait_udp_bound  # noqa: E402
 
 ACCOUNT = "AC" + "b" * 32
 TOKEN = "bench-token-0123456789"
@@ -63,18 +75,20 @@ RCML = "<Response><Say>Hello.</Say><Hangup/></Response>"
 TARGET_CPS = 100.0
 BASELINE_CPS = 26.0
 WARM_CALLS = 3
+TARGET_DIAL_CPS = 50.0  # --dial: issue 9's targets
+TARGET_BRIDGED = 500
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------------- the user's web app
-def web_app(conn: Connection, delivered: Any) -> None:
+def web_app(conn: Connection, delivered: Any, rcml_text: str = RCML) -> None:
     """Runs in its own process: serves /rcml and /status until told to stop, then sends what it saw.
 
     ``delivered`` (shared memory) is the number of distinct CallSids with a ``completed`` callback so far, so the
     orchestrator can wait for them without asking."""
     completed: dict[str, float] = {}  # CallSid -> wall time its completed callback arrived
     seen: Counter[str] = Counter()
-    rcml = response_bytes(200, RCML.encode(), "application/xml")
+    rcml = response_bytes(200, rcml_text.encode(), "application/xml")
     no_content, not_found = response_bytes(204), response_bytes(404, b"no such route")
 
     def handle(request: Request) -> bytes:
@@ -237,6 +251,28 @@ def machine_busy() -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------------------------------ the rig
+def start_node(
+    group: PeerGroup, workdir: Path, workers: int, env: dict[str, str] | None = None
+) -> tuple[Peer, int, int]:
+    """``callplane serve`` as a user runs it, with its data in ``workdir/data``; returns (peer, SIP port, HTTP port)
+    once its API answers."""
+    sip, http = free_port(), free_port()
+    argv = [sys.executable, "-m", "callplane", "serve", "--sip", f"{LOOPBACK}:{sip}"]
+    argv += ["--http", f"{LOOPBACK}:{http}", "--data", str(workdir / "data"), "--log-level", "WARNING"]
+    argv += ["--rtp-ports", "20000-39999"]
+    argv += ["--workers", str(workers)]  # 1: one process; N > 1: a supervisor and N workers
+    full_env = {
+        **os.environ,
+        "CALLPLANE_ADMIN_ACCOUNT_SID": ACCOUNT,
+        "CALLPLANE_ADMIN_AUTH_TOKEN": TOKEN,
+        "PYTHONPATH": str(ROOT / "src"),
+        **(env or {}),
+    }
+    node = group.start("callplane", argv, env=full_env)
+    node.wait_output(r"HTTP API on", timeout=60)
+    return node, sip, http
+
+
 def _recv(conn: Connection, timeout: float, what: str) -> Any:
     if not conn.poll(timeout):
         raise SystemExit(f"call_cps: no answer from the {what} within {timeout:g} s")
@@ -261,19 +297,7 @@ def run(args: argparse.Namespace) -> int:
             cwd=workdir,
         )
         wait_udp_bound(sipp_port, peer=sipp)
-        sip, http = free_port(), free_port()
-        argv = [sys.executable, "-m", "callplane", "serve", "--sip", f"{LOOPBACK}:{sip}"]
-        argv += ["--http", f"{LOOPBACK}:{http}", "--data", str(workdir / "data"), "--log-level", "WARNING"]
-        argv += ["--rtp-ports", "20000-39999"]
-        argv += ["--workers", str(args.workers)]  # 1: one process; N > 1: a supervisor and N workers
-        env = {
-            **os.environ,
-            "CALLPLANE_ADMIN_ACCOUNT_SID": ACCOUNT,
-            "CALLPLANE_ADMIN_AUTH_TOKEN": TOKEN,
-            "PYTHONPATH": str(ROOT / "src"),
-        }
-        node = group.start("callplane", argv, env=env)
-        node.wait_output(r"HTTP API on", timeout=60)
+        node, _sip, http = start_node(group, workdir, args.workers)
         ready, stop = ctx.Event(), ctx.Event()
         obs_conn, obs_end = ctx.Pipe()
         observer = ctx.Process(target=observe, args=(sipp_port, sipp_media, ready, stop, obs_end), daemon=True)
@@ -396,13 +420,142 @@ def run(args: argparse.Namespace) -> int:
     return 0 if met else 1
 
 
+def run_dial(args: argparse.Namespace) -> int:
+    """``--dial``: bridged calls, inbound from SIPp to a number whose RCML dials a SIPp UAS (see the docstring)."""
+    workdir = Path(tempfile.mkdtemp(prefix="call-cps-dial-"))
+    group = PeerGroup(workdir)
+    ctx = mp.get_context("fork")
+    delivered = ctx.RawValue("i", 0)
+    callee_port, callee_media = free_port(), free_port_block(4)
+    web_conn, web_end = ctx.Pipe()
+    web = ctx.Process(target=web_app, args=(web_end, delivered, dial_rcml(callee_port, LOOPBACK)), daemon=True)
+    web.start()
+    web_port = _recv(web_conn, 10, "web app")
+    total = int(args.rate * args.duration)
+    hold_ms = int(args.hold * 1000)
+    figures = None
+    try:
+        callee = group.start(
+            "sipp-callee",
+            ["sipp", "-sn", "uas", "-rtp_echo", "-i", LOOPBACK, "-p", str(callee_port), "-mi", LOOPBACK]
+            + ["-mp", str(callee_media), "-nostdin", "-trace_stat", "-stf", "callee.csv", "-fd", "1"],
+            cwd=workdir,
+        )
+        wait_udp_bound(callee_port, peer=callee)
+        (workdir / "data").mkdir()
+        uvloop.run(
+            provision(
+                f"sqlite+aiosqlite:///{(workdir / 'data' / 'callplane.db').as_posix()}",
+                ACCOUNT,
+                TOKEN,
+                f"http://{LOOPBACK}:{web_port}/rcml",
+                f"http://{LOOPBACK}:{web_port}/status",
+            )
+        )
+        node, sip, _http = start_node(group, workdir, args.workers, {"CALLPLANE_TRUSTED_PEERS": "127.0.0.0/8"})
+        ready, stop = ctx.Event(), ctx.Event()
+        obs_conn, obs_end = ctx.Pipe()
+        observer = ctx.Process(target=observe, args=(callee_port, callee_media, ready, stop, obs_end), daemon=True)
+        observer.start()
+        ready.wait(10)
+        pcap = workdir / "tone.pcap"
+        write_tone_pcap(pcap, args.hold + 1.0)
+        scenario = workdir / "caller.xml"
+        scenario.write_text(uac_scenario(hold_ms, pcap))
+        node_cpu0, callee_cpu0, busy0 = tree_cpu(node.pid), cpu_seconds(callee.pid), machine_busy()
+        reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        caller = group.sipp(
+            str(scenario),
+            (LOOPBACK, sip),
+            calls=total,
+            rate=args.rate,
+            limit=max(10, int(args.rate * (args.hold + 5) * 2)),
+            timeout=args.duration + args.hold + 120,
+            service=NUMBER,
+            trace_msg=False,
+        )
+        caller.wait(args.duration + args.hold + 180)
+        node_cpu, callee_cpu = tree_cpu(node.pid) - node_cpu0, cpu_seconds(callee.pid) - callee_cpu0
+        reaped1, busy1 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy()
+        # the caller has exited and been reaped: its CPU time is in our children's (the only child reaped since)
+        caller_cpu = reaped1.ru_utime + reaped1.ru_stime - reaped0.ru_utime - reaped0.ru_stime
+        stats = caller.stats()
+        up_caller = max_concurrent(caller.stat_path)
+        up_callee = max_concurrent(workdir / "callee.csv") if (workdir / "callee.csv").exists() else 0
+        stop.set()
+        figures = obs_conn.recv() if obs_conn.poll(15) else None
+        web_conn.send("stop")
+        seen = _recv(web_conn, 10, "web app")
+        for child in (observer, web):
+            child.join(5)
+    finally:
+        group.close()
+        for proc in mp.active_children():
+            proc.kill()
+    ok = stats.successful
+    achieved = ok / max(1e-9, stats.elapsed - args.hold)
+    per_call = 1000 / max(1, ok)
+    cores = os.cpu_count() or 1
+    busy = (busy1[0] - busy0[0]) / max(1e-9, busy1[1] - busy0[1]) * cores
+    print(f"machine: {machine()}")
+    print(
+        f"offered: {args.rate:g} bridged calls/s for {args.duration:g} s ({total} calls), {args.hold:g} s each "
+        f"(caller's tone, echoed by the callee)"
+    )
+    print(
+        f"caller (SIPp): {stats.created} created, {ok} successful, {stats.failed} failed "
+        f"(unexpected {stats.failed_unexpected}, timeouts {stats.failed_recv_timeout}, "
+        f"max retrans {stats.failed_max_udp_retrans}); sustained {achieved:.1f} bridged calls/s"
+    )
+    print(f"concurrent calls (most at once): caller {up_caller}, callee {up_callee}")
+    print(f"web app saw (whole run): {seen['requests']}; status callbacks completed: {len(seen['completed'])}")
+    print(
+        f"node CPU: {node_cpu:.1f} s = {node_cpu * per_call:.2f} ms per bridged call; SIPp caller "
+        f"{caller_cpu * per_call:.2f} ms, callee {callee_cpu * per_call:.2f} ms per call; machine-wide busy "
+        f"{busy:.2f} of {cores} cores"
+    )
+    gap_p99 = float("nan")
+    if figures:
+        gaps = figures["gaps"]
+        gap_p99 = pct(gaps, 0.99)
+        print(
+            f"RTP to the callee (the caller's audio across the bridge): gaps p50 {pct(gaps, 0.5):.1f} ms, p99 "
+            f"{gap_p99:.1f} ms, max {max(gaps, default=0):.1f} ms ({len(gaps)} gaps, kernel drops "
+            f"{figures['drops']}); callee answer -> first RTP p50 {pct(figures['to_rtp'], 0.5):.1f} ms"
+        )
+    else:
+        print("RTP figures skipped (the packet observer needs root: CAP_NET_RAW for a packet socket on lo)")
+    met = (
+        achieved >= TARGET_DIAL_CPS * 0.98
+        and stats.failed == 0
+        and ok == total
+        and up_callee >= TARGET_BRIDGED
+        and (not figures or gap_p99 <= 30.0)
+    )
+    print(
+        f"target (>= {TARGET_DIAL_CPS:g} bridged calls/s, 0 failures, {TARGET_BRIDGED} concurrent, gap p99 <= 30 ms): "
+        f"{'met' if met else 'NOT met'}"
+    )
+    with contextlib.suppress(OSError):
+        shutil.rmtree(workdir)
+    return 0 if met else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rate", type=float, help=f"calls per second offered (default {TARGET_CPS:g}; --quick 30)")
     parser.add_argument("--duration", type=float, help="seconds of load (default 60; --quick 10)")
     parser.add_argument("--quick", action="store_true", help="a quick look: 30 calls/s for 10 s unless given")
     parser.add_argument("--workers", type=int, default=1, help="node worker processes (callplane serve --workers)")
+    parser.add_argument("--dial", action="store_true", help="bridged calls: SIPp -> number -> <Dial><Sip> -> SIPp")
+    parser.add_argument("--hold", type=float, default=10.0, help="--dial: seconds each bridged call lasts")
     args = parser.parse_args()
+    if args.dial:
+        if args.rate is None:
+            args.rate = 10.0 if args.quick else TARGET_DIAL_CPS
+        if args.duration is None:
+            args.duration = 10.0 if args.quick else 60.0
+        return run_dial(args)
     if args.rate is None:
         args.rate = 30.0 if args.quick else TARGET_CPS
     if args.duration is None:

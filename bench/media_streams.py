@@ -7,6 +7,7 @@
     .venv/bin/python bench/media_streams.py --streams 500 --api-load http://127.0.0.1:8080/...   # + HTTP GET load
     .venv/bin/python bench/media_streams.py --streams 500 --faulty 1   # one leg's source raises mid-run
     .venv/bin/python bench/media_streams.py --calls 40 --duration 20   # call churn: media CPU per call
+    .venv/bin/python bench/media_streams.py --bridges 500 --compare    # 500 bridged calls: relay vs decode
 
 The engine process (this one) plays a source to every leg (a tone, or ``--file`` decoded to 8 kHz) and records
 what arrives (streams mode: an in-memory recorder per leg) or mixes it (conference mode). The peer process sends
@@ -26,6 +27,17 @@ store: at RATE per second a leg is created (sockets, port), pointed at an echo p
 (``--prompt-s`` seconds of PCM, the same bytes object for every call, as the TTS cache hands out) through a
 playlist; when it ends the leg is closed (RTCP BYE, port released). Printed: engine CPU per call, and the gaps
 between each call's RTP packets as the echo peer receives them (kernel timestamps).
+
+``--bridges N`` measures bridged calls (issue 9): 2N legs, bridged in pairs, each pointed at one stream of the
+peer process, which sends 20 ms PCMU on every stream (a distinct tone each) and measures what comes back on each:
+what leg 2i sends its peer is what the peer sent leg 2i+1, relayed without decoding (the default) or, with
+``--force-decode``, decoded, jitter-buffered and re-encoded on the tick (the path every bridge took before, and
+still takes for a transcode, a recording, hold or mute). Printed: engine CPU (% of one core, and per stream),
+the gap between packets at the peer (all gaps: median / p99 / max; per stream: the median and the worst of the
+streams' own p99), lost frames. ``--compare`` runs relay and decode back to back (``--repeat`` times,
+alternating) against fresh peers and prints each run and the same-run ratios. ``--no-io`` measures the same
+bridges without sockets or peer (the sans-IO core in virtual time: every leg gets one packet per tick): the Python
+work per packet of each mode, free of the machine's scheduling and of system calls.
 """
 
 from __future__ import annotations
@@ -122,12 +134,17 @@ def peer_main(n: int, duration: float, tone_hz: int) -> None:
     k = 0
     next_send = t0
     send_overruns = 0
+    send_gaps: list[float] = []  # between our own send bursts: the input's pacing (what a relay passes on)
+    last_send = t0
     rusage0 = resource.getrusage(resource.RUSAGE_SELF)
     while True:
         now = time.monotonic()
         if now >= end:
             break
         if next_send <= end_send and now >= next_send:
+            if now >= warm:
+                send_gaps.append(now - last_send)
+            last_send = now
             frame_i = k % 50
             for i in range(n):
                 try:
@@ -195,6 +212,7 @@ def peer_main(n: int, duration: float, tone_hz: int) -> None:
             drifts.append(off_end[i] - off_start[i])
             late_max = max(late_max, off_max[i] - off_min[i])
     all_gaps = sorted(g for gs in gaps for g in gs)
+    stream_p99 = sorted(sorted(gs)[min(len(gs) - 1, int(0.99 * len(gs)))] * 1000 for gs in gaps if gs)
 
     def pct(p: float) -> float:
         return all_gaps[min(len(all_gaps) - 1, int(p * len(all_gaps)))] * 1000 if all_gaps else float("nan")
@@ -211,6 +229,10 @@ def peer_main(n: int, duration: float, tone_hz: int) -> None:
                 "gap_p99_ms": pct(0.99),
                 "gap_max_ms": all_gaps[-1] * 1000 if all_gaps else float("nan"),
                 "gap_mean_ms": 1000 * sum(all_gaps) / len(all_gaps) if all_gaps else float("nan"),
+                "stream_p99_median_ms": stream_p99[len(stream_p99) // 2] if stream_p99 else float("nan"),
+                "send_gap_p99_ms": 1000 * sorted(send_gaps)[int(0.99 * len(send_gaps))] if send_gaps else float("nan"),
+                "send_gap_max_ms": 1000 * max(send_gaps, default=float("nan")),
+                "stream_p99_max_ms": stream_p99[-1] if stream_p99 else float("nan"),
                 "drift_worst_ms": 1000 * max(drifts, key=abs) if drifts else float("nan"),
                 "lateness_max_ms": late_max * 1000,
                 "peer_cpu_pct": 100 * peer_cpu,
@@ -518,6 +540,133 @@ async def engine_main(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# ------------------------------------------------------------------------------------------ bridges
+async def bridges_main(args: argparse.Namespace, relay: bool) -> dict[str, Any]:
+    """``--bridges N``: N bridged pairs of legs fed by the peer process (see the docstring)."""
+    from callplane.media.aio import MediaEngine
+
+    n = 2 * args.bridges
+    eng = MediaEngine(port_range=(20000, 39998), io_mode=args.io, rtcp_interval=5.0, relay=relay)
+    await eng.start()
+    legs = [leg_id for leg_id, _ in (eng.create_leg() for _ in range(n))]
+    ports = [eng._socks[leg_id].port for leg_id in legs]
+    me = [sys.executable, __file__]
+    peer = await asyncio.create_subprocess_exec(
+        *me, "--role", "peer", "--streams", str(n), "--duration", str(args.duration),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert peer.stdin is not None and peer.stdout is not None
+    peer.stdin.write((json.dumps({"ports": ports}) + "\n").encode())
+    await peer.stdin.drain()
+    peer_ports = json.loads(await peer.stdout.readline())["ports"]
+    if args.gc_freeze:
+        gc.freeze()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    busy0, over0 = eng.ticker.busy_cpu_s, eng.ticker.overruns
+    for leg_id, port in zip(legs, peer_ports, strict=True):
+        eng.set_remote(leg_id, "127.0.0.1", port)
+    for i in range(0, n, 2):
+        eng.bridge(legs[i], legs[i + 1])
+    out = await peer.stdout.readline()
+    wall = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    busy, overruns = eng.ticker.busy_cpu_s - busy0, eng.ticker.overruns - over0
+    await peer.wait()
+    live = [eng.leg(leg_id) for leg_id in legs if leg_id in eng.core.legs]
+    result: dict[str, Any] = json.loads(out)
+    cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+    result.update(
+        {
+            "mode": "relay" if relay else "decode",
+            "streams": n,
+            "engine_cpu_pct": 100 * cpu / wall,
+            "engine_sys_pct": 100 * (ru1.ru_stime - ru0.ru_stime) / wall,
+            "engine_cpu_pct_per_stream": 100 * cpu / wall / n,
+            "tick_cpu_pct": 100 * busy / wall,
+            "tick_overruns": overruns,
+            "legs_relaying": sum(1 for leg in live if leg.relay_to is not None),
+            "frames_decoded": sum(leg.jitter.stats.pushed for leg in live),
+            "engine_received": sum(leg.packets_received for leg in live),
+            "engine_sent": sum(leg.packets_sent for leg in live),
+        }
+    )
+    await eng.close()
+    return result
+
+
+def bridges_no_io(bridges: int, relay: bool, ticks: int = 500) -> float:
+    """``--no-io``: microseconds of CPU per packet (receive + tick) for ``bridges`` bridged pairs in virtual time."""
+    from callplane.core.ids import IdSource
+    from callplane.media.core import MediaCore
+    from callplane.media.leg import RtpLeg
+
+    core = MediaCore(IdSource(1))
+    core.relay = relay
+    n = 2 * bridges
+    addrs = [("127.0.0.1", 40000 + 2 * i) for i in range(n)]
+    legs = [core.add_leg(RtpLeg(f"L{i}", core.ids, remote=addrs[i], rtcp_interval=5.0)) for i in range(n)]
+    for i in range(0, n, 2):
+        core.bridge(legs[i].leg_id, legs[i + 1].leg_id)
+    frames = [g711.encode(ToneSource([400 + 10 * (i % 50)], None, 0.05).read() or SILENCE, 0) for i in range(n)]
+    started = time.thread_time()
+    for k in range(ticks):
+        now = k * 0.02
+        core.tick(now, k)
+        for i, leg in enumerate(legs):
+            leg.receive_rtp(HDR.pack(0x80, 0, k & 0xFFFF, 160 * k, 0x10000 + i) + frames[i], addrs[i], now + 0.005)
+    assert all((leg.relay_to is not None) == relay for leg in legs)
+    return (time.thread_time() - started) / (ticks * n) * 1e6
+
+
+def print_bridges(res: dict[str, Any]) -> None:
+    print(
+        f"  {res['mode']:>6}: engine CPU {res['engine_cpu_pct']:5.1f}% of one core "
+        f"({res['engine_cpu_pct_per_stream'] * 1000:.1f} milli-% per stream; kernel {res['engine_sys_pct']:.1f}%; "
+        f"ticks {res['tick_cpu_pct']:.1f}%, overruns {res['tick_overruns']}); "
+        f"gap median {res['gap_median_ms']:.2f} / p99 {res['gap_p99_ms']:.2f} / max {res['gap_max_ms']:.1f} ms; "
+        f"per-stream p99 median {res['stream_p99_median_ms']:.2f} / worst {res['stream_p99_max_ms']:.2f} ms; "
+        f"lost {res['lost']} of {res['received']} (the peer skipped {res['send_overruns'] * res['streams']} frames of "
+        f"its own: a relay passes them on as gaps); legs relaying {res['legs_relaying']}, "
+        f"frames decoded {res['frames_decoded']}; peer CPU {res['peer_cpu_pct']:.0f}%, "
+        f"send overruns {res['send_overruns']}, its send gaps p99 {res['send_gap_p99_ms']:.2f} / "
+        f"max {res['send_gap_max_ms']:.1f} ms"
+    )
+
+
+def run_bridges(args: argparse.Namespace) -> None:
+    if args.no_io:
+        print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
+        for _ in range(args.repeat):
+            relay, decode = bridges_no_io(args.bridges, True), bridges_no_io(args.bridges, False)
+            print(
+                f"  {args.bridges} bridges, no I/O: relay {relay:.2f} us, decode {decode:.2f} us of CPU per packet "
+                f"(receive + tick); decode / relay {decode / relay:.2f}x"
+            )
+        return
+    import uvloop
+
+    runner = uvloop.run if args.loop == "uvloop" else asyncio.run
+    modes = [True, False] * args.repeat if args.compare else [not args.force_decode] * args.repeat
+    results = []
+    for relay in modes:
+        results.append(runner(bridges_main(args, relay)))
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
+    print(
+        f"run: {args.bridges} bridged calls ({2 * args.bridges} legs, PCMU both sides, fed by one peer process), "
+        f"{args.duration:.0f} s each, loop={args.loop}, io={args.io}"
+    )
+    for res in results:
+        print_bridges(res)
+    if args.compare:
+        for key, label in (("engine_cpu_pct", "CPU"), ("gap_p99_ms", "p99 gap"), ("gap_max_ms", "max gap")):
+            ratios = [d[key] / r[key] for r, d in zip(results[0::2], results[1::2], strict=True) if r[key]]
+            print(f"  decode / relay {label}: " + ", ".join(f"{x:.2f}x" for x in ratios))
+
+
 # ------------------------------------------------------------------------------------------ call churn
 def echo_main(duration: float) -> None:
     """The callee of ``--calls``: echo every datagram to its sender; the gaps between RTP packets per sender."""
@@ -667,6 +816,11 @@ def main() -> None:
     )
     ap.add_argument("--faulty", type=int, default=0, metavar="N", help="N streams get a source that fails mid-run")
     ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after setup")
+    ap.add_argument("--bridges", type=int, default=0, metavar="N", help="N bridged calls (2N legs), see the docstring")
+    ap.add_argument("--force-decode", action="store_true", help="--bridges: decode every bridge (no relay)")
+    ap.add_argument("--compare", action="store_true", help="--bridges: relay and decode back to back")
+    ap.add_argument("--repeat", type=int, default=1, help="--bridges: runs of each mode")
+    ap.add_argument("--no-io", action="store_true", help="--bridges: the sans-IO core alone, both modes")
     args = ap.parse_args()
     if args.streams is None:
         args.streams = 0 if args.conference else (100 if args.quick else 500)
@@ -680,6 +834,9 @@ def main() -> None:
         return
     if args.role == "echo":
         echo_main(args.duration)
+        return
+    if args.bridges:
+        run_bridges(args)
         return
     import uvloop
 

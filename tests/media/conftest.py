@@ -1,4 +1,5 @@
-"""Fixtures shared by the media tests: one decode process pool per module and a worker facade per test."""
+"""Fixtures shared by the media tests: one decode process pool per module, a worker facade per test, and a running
+engine with RTCP out of the way (modules that test every io_mode define their own ``engine``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from callplane.media.aio import MediaEngine
 from callplane.media.workers import MediaWorkers, make_decode_pool
 
 
@@ -23,3 +25,11 @@ async def workers(tmp_path: Path, pool: ProcessPoolExecutor) -> AsyncIterator[Me
     w = MediaWorkers(tmp_path / "pcm", executor=pool)
     yield w
     await w.aclose()
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[MediaEngine]:
+    eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0)
+    await eng.start()
+    yield eng
+    await eng.close()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from callplane.core.ids import IdSource
 from callplane.media import g711
@@ -97,14 +94,6 @@ def test_no_relay_to_a_leg_without_telephone_event() -> None:
     sent = run(core, a, {1: [build(101, 1, 0, 99, te(1, True, 800))]}, 5)
     assert {p.payload_type for p in sent} == {0}
     assert not b.dtmf_out.busy
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[MediaEngine]:
-    eng = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0)
-    await eng.start()
-    yield eng
-    await eng.close()
 
 
 async def test_bridge_relays_rfc4733_on_the_wire(engine: MediaEngine) -> None:

@@ -90,3 +90,32 @@ def test_ticker_sleeps_about_once_per_tick_under_uvloop() -> None:
     sched = t.schedule
     assert sched is not None
     assert all(now >= sched.start + k * sched.period for k, now in enumerate(ran) if k >= t.overruns)
+
+
+async def test_late_ticks_still_let_the_loop_read_between_them() -> None:
+    """Ticks longer than a period (or a starved process) make every next tick due at once: the loop's other
+    callbacks (socket readers) must still run between two ticks, not only once the ticks are on time again."""
+    import time
+
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+    done = asyncio.Event()
+
+    def reader() -> None:
+        order.append("r")
+        if not done.is_set():
+            loop.call_soon(reader)  # a socket that always has a datagram waiting
+
+    def on_tick(now: float, n: int) -> None:
+        order.append("t")
+        if order.count("t") <= 6:
+            time.sleep(0.025)  # longer than a period: the next tick is due as this one ends
+        else:
+            done.set()
+
+    t = Ticker(on_tick)
+    t.start()
+    loop.call_soon(reader)
+    await asyncio.wait_for(done.wait(), 5)
+    await t.stop()
+    assert "t,t" not in ",".join(order)  # never two ticks without a read between them

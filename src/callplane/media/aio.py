@@ -33,7 +33,7 @@ from callplane.core.ids import IdSource
 from callplane.media import g711
 from callplane.media.core import MediaCore
 from callplane.media.events import LegFailed, MediaEvent, RecordingFinished
-from callplane.media.leg import RtpLeg
+from callplane.media.leg import Relayed, RtpLeg
 from callplane.media.mixer import Conference
 from callplane.media.recorder import Recorder
 from callplane.media.sources import Sink, Source
@@ -96,16 +96,18 @@ class _Socks:
 class _RtpProtocol(asyncio.DatagramProtocol):
     """io_mode "protocol": the loop's own UDP transport reads (in C with uvloop) and hands us each datagram."""
 
-    def __init__(self, leg: RtpLeg, now: Callable[[], float], on_fault: Callable[[RtpLeg, Exception], None]) -> None:
+    def __init__(self, leg: RtpLeg, engine: MediaEngine) -> None:
         self.leg = leg
-        self.now = now
-        self.on_fault = on_fault
+        self.engine = engine
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
-            self.leg.receive_rtp(data, addr, self.now())
+            out = self.leg.receive_rtp(data, addr, self.engine._now())
         except Exception as exc:
-            self.on_fault(self.leg, exc)
+            self.engine._fail(self.leg, exc)
+            return
+        if out is not None:
+            self.engine._send_relayed(out)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP port unreachable from a peer that went away: the idle timer will tell
@@ -127,6 +129,7 @@ class MediaEngine:
         idle_timeout: float | None = None,
         io_mode: str = "reader",
         rtcp_interval: float = 5.0,
+        relay: bool = True,
     ) -> None:
         if io_mode not in ("reader", "poll", "protocol"):
             raise MediaError(f"unknown io_mode {io_mode!r}")
@@ -134,6 +137,7 @@ class MediaEngine:
         self.host = host
         self.ports = PortAllocator(port_range[0], port_range[1], host, self.ids)
         self.core = MediaCore(self.ids)
+        self.core.relay = relay
         self.ticker = Ticker(self._tick)
         self.on_event = on_event
         self.events: asyncio.Queue[MediaEvent] = asyncio.Queue()
@@ -142,6 +146,7 @@ class MediaEngine:
         self.rtcp_interval = rtcp_interval
         self._socks: dict[str, _Socks] = {}
         self._pending: list[tuple[str, bytes, tuple[str, int]]] = []  # frames prepared for the next tick
+        self._pending_for = 0.0  # the tick they are for
         self._epoll: select.epoll | None = None  # io_mode "poll"
         self._polled: dict[int, tuple[socket.socket, RtpLeg]] = {}
         self._recordings: dict[str, tuple[Recorder, str]] = {}  # leg id -> recording in progress, its path
@@ -214,9 +219,7 @@ class MediaEngine:
     async def _open_transport(self, leg: RtpLeg, socks: _Socks) -> None:
         assert self._loop is not None
         loop = self._loop
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _RtpProtocol(leg, loop.time, self._fail), sock=socks.rtp
-        )
+        transport, _ = await loop.create_datagram_endpoint(lambda: _RtpProtocol(leg, self), sock=socks.rtp)
         socks.transport = transport
         socks.opening = None
 
@@ -252,6 +255,20 @@ class MediaEngine:
             raise MediaError(f"leg {leg_id} is already recording")
         self.core.leg(leg_id).add_sink(recorder)
         self._recordings[leg_id] = (recorder, str(path))
+
+    def record_bridge(self, a: str, b: str, path: str | Path, recorder: Recorder) -> None:
+        """Record the bridge of legs ``a`` and ``b`` as a two-channel WAV (left: what ``a``'s peer says, right:
+        ``b``'s; see :mod:`callplane.media.bridge`). Only the recorder's ``max_length_s`` applies (its silence
+        timeout and finish-on-key are not used). It ends on the maximum length, on ``stop_recording(a)``, or when
+        either leg closes or the bridge ends; then, once the file is written off the loop, ``a``'s
+        :class:`RecordingFinished` (with ``path``) is delivered, as for :meth:`record`."""
+        br = self.core.bridges.get(a)
+        if br is None or {br.a.leg_id, br.b.leg_id} != {a, b}:
+            raise MediaError(f"legs {a} and {b} are not bridged together")
+        if a in self._recordings:
+            raise MediaError(f"leg {a} is already recording")
+        br.record(recorder, self.core.leg(a))
+        self._recordings[a] = (recorder, str(path))
 
     def stop_recording(self, leg_id: str) -> None:
         self._stop_recording(self.core.leg(leg_id))
@@ -346,10 +363,39 @@ class MediaEngine:
         try:
             if rtcp:
                 leg.receive_rtcp(data, addr, self._now())
-            else:
-                leg.receive_rtp(data, addr, self._now())
+                return
+            out = leg.receive_rtp(data, addr, self._now())
         except Exception as exc:  # nothing raises out of a receive path: the fault ends this leg only
             self._fail(leg, exc)
+            return
+        if out is not None:
+            self._send_relayed(out)
+
+    def _send_relayed(self, out: Relayed) -> None:
+        """A bridge relays this packet: it goes out on the receiving leg's socket now, not on the tick."""
+        leg_id, pkt, addr = out
+        s = self._socks.get(leg_id)
+        if s is None:
+            return
+        leg = self.core.legs.get(leg_id)
+        if leg is not None and leg.filler_for is not None:
+            if leg.filler_for == self._pending_for:  # its silence filler for the next tick goes first
+                self._send_pending_of(leg_id)
+            leg.filler_for = None
+        try:
+            s.rtp.sendto(pkt, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # send buffer full: drop it, as the tick does
+        except OSError as exc:
+            log.debug("relay on %s to %s failed: %s", leg_id, addr, exc)
+
+    def _send_pending_of(self, leg_id: str) -> None:
+        for i, (lid, pkt, addr) in enumerate(self._pending):
+            if lid == leg_id and not 200 <= pkt[1] <= 204:
+                del self._pending[i]
+                with contextlib.suppress(OSError):  # full send buffer or ICMP: dropped, as on the tick
+                    self._socks[leg_id].rtp.sendto(pkt, addr)
+                return
 
     def _poll(self, now: float) -> None:
         # One epoll_wait(0) for all RTP sockets, then one recvfrom per ready socket; a socket holding more than
@@ -369,9 +415,12 @@ class MediaEngine:
                 except OSError:  # EAGAIN after a spurious wake-up, or ICMP port unreachable
                     continue
                 try:
-                    leg.receive_rtp(data, addr, now)
+                    out = leg.receive_rtp(data, addr, now)
                 except Exception as exc:
                     self._fail(leg, exc)
+                    continue
+                if out is not None:
+                    self._send_relayed(out)
 
     def _fail(self, leg: RtpLeg, exc: Exception) -> None:
         self.core.fail(leg, exc)
@@ -399,6 +448,7 @@ class MediaEngine:
                 log.debug("send on %s to %s failed: %s", leg_id, addr, exc)
         if self.io_mode == "poll":
             self._poll(now)
+        self._pending_for = now + PERIOD
         self._pending = self.core.tick(now + PERIOD, n + 1)
         if self.core.events:
             for ev in self.core.drain_events():

@@ -40,6 +40,7 @@ class MediaCore:
         self.events: list[MediaEvent] = []
         self.failed: dict[str, RtpLeg] = {}  # legs taken out by a fault, until the adapter closes them
         self.faults = 0
+        self.relay = True  # bridges relay without decoding where nobody listens (False: always decode)
 
     # -- legs ---------------------------------------------------------------------------------
     def add_leg(self, leg: RtpLeg) -> RtpLeg:
@@ -69,7 +70,7 @@ class MediaCore:
         for x in (a, b):
             if x in self.bridges or x in self._conference_of:
                 raise MediaError(f"leg {x} is already bridged or in a conference")
-        br = Bridge(self.leg(a), self.leg(b))
+        br = Bridge(self.leg(a), self.leg(b), relay=self.relay)
         self.bridges[a] = self.bridges[b] = br
         return br
 

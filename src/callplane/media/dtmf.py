@@ -233,6 +233,12 @@ class DtmfSender:
                 tone.ticks = max(1, self._tick) if tone is self._tone else 1
         self.open_relays = 0
 
+    def finish(self, event: int, timestamp: int, duration: int) -> None:
+        """Send the three end packets of an event that went out elsewhere (a relay passed its packets through
+        under our SSRC and sequence numbers) and stopped before its end: ``timestamp`` and ``duration`` as sent."""
+        ticks = max(1, duration // 160)
+        self._tone, self._event_ts, self._tick = _Tone(event, ticks), timestamp, ticks
+
     def next_packet(self, timestamp: int) -> EventPacket | None:
         """Called once per tick with the leg's RTP timestamp for this tick; ``None`` means send audio."""
         tone = self._tone

@@ -28,6 +28,26 @@ yet in that window: the first valid RTP packet from it (a peer behind NAT) makes
 ``symmetric``, moves the remote address there (a :class:`RemoteLatched` event); RTCP follows to port + 1 until
 RTCP itself is seen. A new SSRC from the accepted source restarts the reception statistics and moves nothing.
 RTCP is learned the same way (its SDP address is the RTP address, port + 1).
+
+Relay (no decoding). A bridge whose direction ``src -> dst`` needs no listener (see :mod:`callplane.media.bridge`)
+sets ``src.relay_to = dst``: :meth:`receive_rtp` then hands each audio or RFC 4733 packet straight to
+:meth:`relay_packet` of ``dst``, which rewrites its header into ``dst``'s own stream and returns the datagram for
+the adapter to send at once (on arrival; ``dst`` sends nothing on the tick meanwhile). The payload is untouched.
+Rewriting (RFC 3550 §5.1, §8.2 for the SSRC): ``dst``'s SSRC; the sequence number and timestamp shifted by offsets
+fixed on the first packet relayed from a source SSRC, so that packet continues ``dst``'s stream (next sequence
+number; timestamp = the last one sent plus the 20 ms frames elapsed since, at least one). The source's own gaps,
+reordering and timing pass through unchanged: the far peer's jitter buffer sees the original sender, only
+renumbered. A new source SSRC, or a jump of more than ``RESYNC_GAP`` in its sequence, anchors afresh. When the
+relay stops, the tick's clock is re-anchored the same way from the last relayed packet (``_regrid``), so relay
+and decoded stretches follow each other without a jump backwards or a sequence gap. Packet and octet counts
+include relayed packets, and the sender report's RTP timestamp follows the relayed stream (its clock is anchored
+on each anchoring packet). RFC 4733 packets pass through under ``dst``'s telephone-event payload type; digits
+are still reported (``DigitReceived``). A muted source's packets are dropped at once; one whose audio packets do
+not hold 20 ms of the shared codec (another ptime, another payload type) sets ``relay_blocked``, and its bridge
+decodes from the next tick. When nothing was relayed for ``_RELAY_FILL`` (a source that went quiet), ``dst``'s
+tick sends silence meanwhile, as decoding would, so its peer's RTP timeout does not fire; the source's next
+packet then anchors afresh after the last filler. (A filler is made a tick ahead of its send time; the adapter
+sends one still waiting before the relayed packet that follows it, so the two never cross: ``filler_for``.)
 """
 
 from __future__ import annotations
@@ -48,7 +68,7 @@ from callplane.media.events import (
     RemoteLatched,
     SourceFinished,
 )
-from callplane.media.jitter import JitterBuffer
+from callplane.media.jitter import RESYNC_GAP, JitterBuffer
 from callplane.media.recorder import Recorder
 from callplane.media.rtcp import (
     Bye,
@@ -64,13 +84,16 @@ from callplane.media.rtcp import (
 from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE, Sink, Source
 
 Addr = tuple[str, int]
+Relayed = tuple[str, bytes, Addr]  # (the leg that sends it, datagram, destination)
 
-__all__ = ["Addr", "FrameError", "RtpLeg", "ip_literal"]
+__all__ = ["Addr", "FrameError", "Relayed", "RtpLeg", "ip_literal"]
 
 _HDR = rtp.HEADER
 # An in-band digit is dropped as a copy when an RFC 4733 event of the same digit arrived while its tone did. The
 # audio reaches the detector later than the events (jitter buffer, up to its capacity), hence the slack.
 _INBAND_SLACK = 0.3
+# A relay whose source sent nothing for this long is filled with silence on the tick (see the module docstring).
+_RELAY_FILL = 0.07
 
 
 @functools.lru_cache(maxsize=1024)  # the same few peers (a gateway, a proxy) in every call's SDP
@@ -170,6 +193,22 @@ class RtpLeg:
         self._encode = g711.encoder(payload_type)  # a bridge/conference feed: live audio
         self._encode_src = g711.shared_encoder(payload_type)  # a source: prompts and tones that repeat
         self._reframe_seq = 0
+        # Relay (see the module docstring). On the source leg:
+        self.relay_to: RtpLeg | None = None
+        self.relay_blocked = False  # its packets cannot be relayed as they are (ptime, payload type)
+        # On the destination leg:
+        self.relayed = False  # another leg's packets go to our peer as our stream; the tick sends nothing
+        self._rl_ssrc: int | None = None  # the source SSRC the offsets were anchored on
+        self._rl_seq_off = 0
+        self._rl_ts_off = 0
+        self._rl_last = 0  # highest source sequence number relayed
+        self.relaying_event = False  # the last packet relayed was RFC 4733 (its end may be retransmitted yet)
+        self._rl_open: tuple[int, int, int] | None = None  # (event, timestamp, duration) relayed, its end not yet
+        self._rl_at = 0.0  # when we last sent a relayed packet
+        self.filler_for: float | None = None  # the send time of the last silence filler made (see the adapter)
+        self._regrid = False  # the tick's clock continues from the last relayed packet
+        self._out_ts = 0  # RTP timestamp and time of the last audio frame we sent (either way)
+        self._out_at = 0.0
 
     # -- configuration ----------------------------------------------------------------------
     def set_remote(
@@ -221,21 +260,22 @@ class RtpLeg:
         self._dtmf_active = True
 
     # -- inbound ----------------------------------------------------------------------------
-    def receive_rtp(self, data: bytes, addr: Addr, now: float) -> None:
+    def receive_rtp(self, data: bytes, addr: Addr, now: float) -> Relayed | None:
+        """Take one datagram from ``addr``; returns the datagram to send at once when it is relayed."""
         if len(data) < 12 or data[0] >> 6 != 2:
-            return
+            return None
         b0, b1, seq, ts, ssrc = _HDR.unpack_from(data)
         if b0 & 0x3F:  # CSRCs, extension or padding: take the general path
             try:
                 p = rtp.RtpPacket.parse(data)
             except rtp.RtpParseError:
-                return
+                return None
             payload = p.payload
         else:
             payload = data[12:]
         if addr != self._rtp_from and not self._learn_rtp(addr, now):
             self.foreign_packets += 1
-            return
+            return None
         pt = b1 & 0x7F
         if ssrc != self.remote_ssrc:
             self.remote_ssrc = ssrc
@@ -247,6 +287,21 @@ class RtpLeg:
         assert self.stats is not None
         event = pt == self.dtmf_payload_type
         self.stats.update(seq, ts, now, not event)  # the packets of an event all carry its start timestamp
+        dst = self.relay_to
+        if dst is not None:
+            if event:
+                self._dtmf_rx = True
+                try:
+                    self._rfc4733(self.dtmf_in.feed(ts, payload, now))
+                except ValueError:
+                    return None
+            elif pt != self.payload_type or len(payload) != FRAME_SAMPLES:
+                if pt == 0 or pt == 8:
+                    self.relay_blocked = True  # the bridge decodes from the next tick on
+                return None
+            if self.muted:
+                return None
+            return dst.relay_packet(payload, seq, ts, b1 & 0x80, event, ssrc, now)
         if event:
             if self._listening():
                 self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
@@ -254,18 +309,89 @@ class RtpLeg:
             try:
                 self._rfc4733(self.dtmf_in.feed(ts, payload, now))
             except ValueError:
-                return
+                return None
         elif (pt == 0 or pt == 8) and self._listening():
             if len(payload) == FRAME_SAMPLES:
                 self.jitter.push(seq, g711.decode(payload, pt))
             elif payload:
                 self._reframe(g711.decode(payload, pt))
+        return None
+
+    # -- relay --------------------------------------------------------------------------------
+    def start_relay(self, dst: RtpLeg) -> None:
+        """Send what our peer says straight to ``dst``'s peer, as ``dst``'s stream (no decoding)."""
+        self.relay_to = dst
+        dst.relayed = True
+        dst._rl_ssrc = None  # the first packet anchors the offsets
+        dst._rl_at = dst._out_at
+
+    def stop_relay(self) -> None:
+        """Back to decoding; the destination's tick takes its stream over where the relay left it."""
+        dst, self.relay_to = self.relay_to, None
+        if dst is not None:
+            dst.relayed = False
+            dst._regrid = dst.packets_sent > 0
+            if dst._rl_open is not None:  # stopped mid-digit (a mute, a hold): its end packets still go out
+                dst.dtmf_out.finish(*dst._rl_open)
+                dst._dtmf_active = True
+                dst._rl_open = None
+
+    def _next_ts(self, now: float) -> int:
+        """The timestamp that continues our stream at ``now``: the last frame's plus the frames elapsed since
+        (at least one), so the peer sees neither a jump backwards nor a repeat."""
+        if not self.packets_sent:
+            return self.rtp_timestamp_at(now)
+        frames = max(1, round((now - self._out_at) * SAMPLE_RATE / FRAME_SAMPLES))
+        return (self._out_ts + FRAME_SAMPLES * frames) & 0xFFFFFFFF
+
+    def relay_packet(
+        self, payload: bytes, seq: int, ts: int, marker: int, event: bool, ssrc: int, now: float
+    ) -> Relayed | None:
+        """Another leg's packet, rewritten into our stream (see the module docstring), or ``None`` if we do not
+        send to our peer now."""
+        remote = self.remote
+        if not self.sending or remote is None:
+            self._marker = True
+            return None
+        if event:
+            pt = self.dtmf_payload_type
+            if pt is None:
+                return None
+        else:
+            pt = self.payload_type
+        d = rtp.seq_diff(seq, self._rl_last)
+        if ssrc != self._rl_ssrc or not -RESYNC_GAP <= d <= RESYNC_GAP:
+            self._rl_ssrc, self._rl_last = ssrc, seq
+            self._rl_seq_off = self._seq - seq
+            first = self._next_ts(now)
+            self._rl_ts_off = first - ts
+            self._ts0, self._t0 = first, now  # the sender report's clock follows the relayed stream
+            d = 0
+        out_seq = (seq + self._rl_seq_off) & 0xFFFF
+        out_ts = (ts + self._rl_ts_off) & 0xFFFFFFFF
+        if d >= 0:  # in order (a late packet goes out with its own, older number)
+            self._rl_last = seq
+            self.relaying_event = event
+            if event:
+                te = payload[1] if len(payload) >= 4 else 0x80
+                self._rl_open = None if te & 0x80 else (payload[0], out_ts, int.from_bytes(payload[2:4]))
+            else:
+                self._rl_open = None
+            self._seq = (out_seq + 1) & 0xFFFF
+            if not event:
+                self._out_ts, self._out_at = out_ts, now
+        if self._marker:
+            marker, self._marker = 0x80, False
+        self._rl_at = now
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+        return self.leg_id, _HDR.pack(0x80, marker | pt, out_seq, out_ts, self.ssrc) + payload, remote
 
     def _listening(self) -> bool:
         """Whether anyone hears the peer's audio (a sink, a bridge or a conference). A leg nobody hears (a call
         that only plays prompts) neither decodes nor buffers what arrives; when someone starts listening the
         buffer starts afresh, as for a new sender."""
-        if self.sinks or self.attached:
+        if self.sinks or (self.attached and self.relay_to is None):
             if not self._buffering:
                 self._buffering = True
                 self.jitter.reset()
@@ -388,19 +514,33 @@ class RtpLeg:
         # This runs for every leg every 20 ms: attribute reads are kept few and the header is packed inline.
         if self._tick0 is None:
             self._tick0, self._t0 = tick, now
+        elif self._regrid:  # a relay into us ended: continue its stream
+            self._regrid = False
+            self._ts0, self._tick0, self._t0 = self._next_ts(now), tick, now
         ts = (self._ts0 + FRAME_SAMPLES * (tick - self._tick0)) & 0xFFFFFFFF
         if self.idle_timeout is not None and not self._idle_reported and now - self._last_rx >= self.idle_timeout:
             self._idle_reported = True
             self.events.append(LegIdle(self.leg_id, now - self._last_rx))
+        if self.relayed:
+            if now - self._rl_at < _RELAY_FILL or not self.sending or self.remote is None:
+                return None
+            # The source went quiet (silence suppression, a peer on hold sending nothing): our peer still gets
+            # a stream, as when decoding, and the source's next packet anchors afresh after this one.
+            self._rl_ssrc = None
+            self.filler_for = now
+            return self._emit_audio(self._next_ts(now), self._encode_src(SILENCE), now)
         if self._dtmf_active:
             pkt = self._produce_dtmf(ts)
             if pkt is not None:
+                self._out_ts, self._out_at = ts, now
                 return pkt
         frame = self._read_frame()
         if not self.sending or self.remote is None:
             self._marker = True
             return None
-        payload = self._encode(frame) if self.attached else self._encode_src(frame)
+        return self._emit_audio(ts, self._encode(frame) if self.attached else self._encode_src(frame), now)
+
+    def _emit_audio(self, ts: int, payload: bytes, now: float) -> bytes:
         marker = self._marker
         if marker:
             self._marker = False
@@ -408,6 +548,7 @@ class RtpLeg:
         self._seq = (seq + 1) & 0xFFFF
         self.packets_sent += 1
         self.octets_sent += FRAME_SAMPLES
+        self._out_ts, self._out_at = ts, now
         return _HDR.pack(0x80, (0x80 if marker else 0) | self.payload_type, seq, ts, self.ssrc) + payload
 
     def _produce_dtmf(self, ts: int) -> bytes | None:

@@ -7,7 +7,9 @@ jumps to the latest deadline that has passed and counts the skipped ticks as ove
 period late runs the due tick at once; the next deadline is still on the grid.
 
 :class:`Ticker` is the one asyncio task that sleeps until the next deadline and calls the engine's tick. A wake-up
-within the loop clock's resolution (1 ms) before a deadline runs that tick, with ``now`` = the deadline.
+within the loop clock's resolution (1 ms) before a deadline runs that tick, with ``now`` = the deadline. When
+the next tick is already due as one ends, the task still yields to the loop once in between, so sockets are read
+however late the ticks run.
 """
 
 from __future__ import annotations
@@ -110,3 +112,7 @@ class Ticker:
                 log.exception("media tick %d failed", n)
             self.busy_s += loop.time() - started
             self.busy_cpu_s += time.thread_time() - cpu
+            if loop.time() >= sched.next_deadline - CLOCK_RESOLUTION:
+                # Late again (a tick longer than a period, or a process the OS starved): let the loop run its
+                # I/O callbacks once before the next tick, or no packet would be read until the ticks caught up.
+                await asyncio.sleep(0)

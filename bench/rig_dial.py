@@ -1,0 +1,166 @@
+"""The parts of ``bench/call_cps.py --dial`` that are not the node: the caller's SIPp scenario and its audio, the
+callee's RCML, the provisioned number, and SIPp's per-second statistics.
+
+The bridged call it drives: SIPp (UAC) INVITEs ``NUMBER`` at the node offering PCMU, and once answered plays a
+tone from a pcap (``play_pcap_audio``: 20 ms PCMU packets on its own clock) for the hold time, then sends BYE. The
+node runs the number's VoiceUrl, ``<Dial><Sip>`` to a SIPp UAS whose ``-rtp_echo`` returns every packet, and
+bridges the two legs: the tone crosses to the callee and its echo comes back.
+"""
+
+from __future__ import annotations
+
+import csv
+import struct
+from datetime import UTC, datetime
+from pathlib import Path
+
+from callplane.core.ids import IdSource
+from callplane.media import g711
+from callplane.media.sources import ToneSource
+
+__all__ = [
+    "NUMBER",
+    "dial_rcml",
+    "max_concurrent",
+    "provision",
+    "uac_scenario",
+    "write_tone_pcap",
+]
+
+NUMBER = "+15550100"  # the number the trunk (SIPp) calls; VoiceUrl -> dial_rcml
+_PCAP_HEADER = struct.Struct("<IHHiIII")
+_RECORD = struct.Struct("<IIII")
+_RTP = struct.Struct("!BBHII")
+
+
+def dial_rcml(callee_port: int, host: str = "127.0.0.1") -> str:
+    """The number's RCML: bridge the caller to the SIPp UAS."""
+    return f"<Response><Dial><Sip>sip:callee@{host}:{callee_port}</Sip></Dial></Response>"
+
+
+def uac_scenario(hold_ms: int, pcap: Path) -> str:
+    """SIPp UAC: INVITE [service] (PCMU + telephone-event), ACK, play ``pcap`` to the answer's media address, hold
+    for ``hold_ms`` (from the ACK), BYE. The pcap must last at least the hold time (``write_tone_pcap``)."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="bridged caller: tone for {hold_ms} ms, then BYE">
+  <send retrans="500"><![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:caller@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true" rrs="true"/>
+  <send><![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      [routes]
+      Contact: <sip:caller@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]></send>
+  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>
+  <pause milliseconds="{hold_ms}"/>
+  <send retrans="500"><![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      [routes]
+      Contact: <sip:caller@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]></send>
+  <recv response="200" crlf="true"/>
+  <ResponseTimeRepartition value="10, 20, 50, 100, 200, 500, 1000"/>
+</scenario>
+"""
+
+
+def write_tone_pcap(path: Path, seconds: float, hz: float = 1000.0, amplitude: float = 0.3) -> int:
+    """A classic libpcap file (Ethernet, IPv4, UDP) of ``seconds`` of PCMU RTP, one 20 ms packet every 20 ms
+    (capture timestamps), sequence and timestamp consecutive: what ``play_pcap_audio`` replays. Addresses and
+    ports in it are placeholders (SIPp sends from its media port to the answer's). Returns the packet count."""
+    tone = ToneSource([hz], None, amplitude)
+    frames = round(seconds * 50)
+    ids = IdSource()
+    ssrc = ids.ssrc()
+    out = bytearray(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for k in range(frames):
+        rtp = _RTP.pack(0x80, 0x80 if k == 0 else 0, k & 0xFFFF, (160 * k) & 0xFFFFFFFF, ssrc)
+        rtp += g711.encode(tone.read() or b"", g711.PCMU)
+        udp = struct.pack("!HHHH", 40000, 40002, 8 + len(rtp), 0) + rtp
+        lo = bytes([127, 0, 0, 1])
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), k & 0xFFFF, 0, 64, 17, 0, lo, lo)
+        frame = bytes(12) + b"\x08\x00" + ip + udp
+        usec = k * 20_000
+        out += _RECORD.pack(usec // 1_000_000, usec % 1_000_000, len(frame), len(frame)) + frame
+    path.write_bytes(bytes(out))
+    return frames
+
+
+async def provision(db_url: str, account: str, token: str, voice_url: str, status_callback: str | None) -> str:
+    """Migrate the node's database, create its administrator (as ``serve`` will find it) and provision ``NUMBER``
+    with ``voice_url`` (GET). Returns the number's sid."""
+    from callplane.core.clock import SystemClock
+    from callplane.store import numbers
+    from callplane.store.bootstrap import ensure_admin
+    from callplane.store.db import Database
+
+    ids = IdSource()
+    db = Database(db_url)
+    try:
+        await db.migrate()
+        await ensure_admin(db, ids, SystemClock(), account, token)
+        now = datetime.now(UTC)
+        sid = ids.phone_number_sid()
+        record = numbers.NumberRecord(
+            sid=sid,
+            account_sid=account,
+            date_created=now,
+            date_updated=now,
+            friendly_name="call_cps --dial",
+            phone_number=NUMBER,
+            voice_url=voice_url,
+            voice_method="GET",
+            status_callback=status_callback,
+        )
+        await numbers.add(db, record)
+    finally:
+        await db.close()
+    return sid
+
+
+def max_concurrent(stat_path: Path) -> int:
+    """The most calls SIPp had up at once, over the rows of its ``-trace_stat`` file (one per ``-fd`` period)."""
+    with stat_path.open(newline="") as f:
+        rows = [r for r in csv.reader(f, delimiter=";") if r]
+    if not rows:
+        return 0
+    col = rows[0].index("CurrentCall")
+    return max((int(r[col]) for r in rows[1:] if len(r) > col and r[col].isdigit()), default=0)
