@@ -15,7 +15,10 @@ interpreter's commands and runs each:
   the recordings directory, a Recording row is written (empty recordings are dropped) and ``RecordingDone``
   carries the absolute ``RecordingUrl``;
 * ``Hangup`` / ``Reject`` and the end of the script: the engine hangs the call up;
-* ``Notify``: a Notification row for the call.
+* ``Notify``: a Notification row for the call;
+* ``Dial``: a :class:`~callplane.engine.dial.DialRun` rings the nouns and bridges the winner; its outcome comes back
+  as ``DialDone`` (``StopDial``, on a redirect, ends it). A screening document (a Dial noun's ``url``) runs as a
+  script on the callee whose end of document lets the Dial bridge the call instead of hanging up.
 
 Every task is the call's own: a failure in one ends in a Notification and, at worst, a hang-up of that call.
 The interpreter's one deadline is one ``loop.call_at``, re-armed only when it changes.
@@ -33,6 +36,7 @@ from urllib.parse import urlencode
 
 from callplane.core.errors import CallplaneError, RcmlError
 from callplane.core.ids import IdSource
+from callplane.engine.dial import DialRun
 from callplane.engine.params import rcml_params
 from callplane.engine.writer import RecordWriter, Write
 from callplane.media import events as media_events
@@ -125,9 +129,16 @@ class ScriptServices:
 
 
 class RcmlScript:
-    def __init__(self, services: ScriptServices, call: LiveCall) -> None:
+    """The RCML of one call. With ``on_screened`` it is a <Dial> callee's screening document: running out of verbs
+    calls it instead of hanging up."""
+
+    def __init__(
+        self, services: ScriptServices, call: LiveCall, *, on_screened: Callable[[], None] | None = None
+    ) -> None:
         self.s = services
         self.call = call
+        self._on_screened = on_screened
+        self._dial: DialRun | None = None
         req = call.request
         self.interp = Interpreter(
             req.url,
@@ -255,6 +266,8 @@ class RcmlScript:
             leg = self._leg()
             if leg is not None:
                 self.s.media.stop_recording(leg)
+        elif isinstance(c, cmd.Hangup) and c.end_of_document and self._on_screened is not None:
+            self._screened()
         elif isinstance(c, cmd.Hangup | cmd.Reject):
             self._hangup()
         elif isinstance(c, cmd.Notify):
@@ -268,9 +281,36 @@ class RcmlScript:
         elif isinstance(c, cmd.Answer):
             self._feed(ev.Answered())
         elif isinstance(c, cmd.Dial):
-            self._notify(13200, "Dial is not supported yet on this node; the call continues", WARNING)
-            self._feed(ev.DialDone(c.ref, (("DialCallStatus", "failed"), ("DialCallSid", "null"))))
-        # Silence, StartGather, StopGather, StopDial: nothing to do on the media side.
+            self._dial = DialRun(self.s.engine, self.s.media, self.call, c.ref, c.verb, self)
+            self._dial.start()
+        elif isinstance(c, cmd.StopDial):
+            dial, self._dial = self._dial, None
+            if dial is not None:
+                dial.stop()
+        # Silence, StartGather, StopGather: nothing to do on the media side.
+
+    # -- Dial (DialOwner) -----------------------------------------------------------------------------------
+    def dial_done(self, ref: int, params: tuple[tuple[str, str], ...]) -> None:
+        self._dial = None
+        self.loop.call_soon(self._feed, ev.DialDone(ref, params))
+
+    def parent_answered(self) -> None:
+        self.loop.call_soon(self._feed, ev.Answered())
+
+    def dial_notice(self, code: int, message: str) -> None:
+        self._notify(code, message, WARNING)
+
+    def screen(self, call: LiveCall, on_screened: Callable[[], None]) -> RcmlScript:
+        return RcmlScript(self.s, call, on_screened=on_screened)
+
+    def _screened(self) -> None:
+        """The screening document ran out of verbs: the callee is accepted (the Dial bridges it)."""
+        done, self._on_screened = self._on_screened, None
+        if done is None or self._hung_up or self._ended:
+            return
+        self._hung_up = self._ended = True
+        self._close()
+        done()
 
     # -- fetch ----------------------------------------------------------------------------------------------
     async def _fetch(self, c: cmd.Fetch) -> None:
