@@ -163,7 +163,8 @@ class DialRun:
     def _request(self, noun: Callee) -> CallRequest:
         parent = self.parent
         if isinstance(noun, v.Number):
-            to = noun.number
+            number, sep, query = noun.number.partition("?")
+            to = "".join(number.split()) + sep + query  # "+1 555 0100" is +15550100
         elif isinstance(noun, v.Client):
             to = "client:" + noun.name
         else:
