@@ -6,9 +6,11 @@ records (``parent_call_sid``, direction, durations), the per-noun status callbac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from callplane.store.db import Database
@@ -16,6 +18,8 @@ from tests.engine.enginenode import ACCOUNT, EngineNode
 from tests.interop.conftest import sipp_callee as callee
 from tests.interop.conftest import sipp_done as finished
 from tests.interop.peers import LOOPBACK, PeerGroup
+from tests.interop.test_media_calls import Recorder, dominant_hz
+from tests.interop.test_media_calls import baresip as tone_phone
 from tests.webapp import Answer, WebApp
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db", ["sqlite"], indirect=True)]
@@ -164,3 +168,93 @@ async def test_forking_the_first_answer_wins_and_per_noun_callbacks(
         assert c.param("ParentCallSid") == sid and c.param("Direction") == "outbound-dial"
     assert seen["bob"] == [("initiated", "0"), ("ringing", "1"), ("answered", "2"), ("completed", "3")]
     assert seen["carol"] == [("initiated", "0"), ("ringing", "1"), ("completed", "3")]
+
+
+async def hung_up(phone: Recorder) -> None:
+    """baresip's dump files are complete once it has torn the call down."""
+    await asyncio.to_thread(phone.peer.wait_output, r"terminated \(duration", 10.0)
+
+
+def loud(pcm: np.ndarray) -> np.ndarray:
+    idx = np.flatnonzero(np.abs(pcm) > 1000)
+    return pcm[idx[0] : idx[-1]] if len(idx) else pcm[:0]
+
+
+async def test_both_sides_hear_each_other_across_pcmu_and_pcma(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    """The caller speaks PCMU at 600 Hz, the callee PCMA at 1000 Hz: each hears the other's tone (FFT), so the
+    bridge transcodes; timeLimit ends the child after 3 s."""
+    alice = tone_phone(peers, tmp_path, hz=600.0, codec="PCMU", name="alice")
+    bob = tone_phone(peers, tmp_path, hz=1000.0, codec="PCMA", name="bob")
+    app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.sip_port}</Sip>", timeLimit="3"))
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(To=f"sip:bob@{LOOPBACK}:{alice.sip_port}", Url=app.url("/rcml"))
+        sid = r.json()["sid"]
+        (action,) = await app.wait_for("/dialed", timeout=15)
+        await node.wait_status(sid, "completed", timeout=10)
+        (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+    await hung_up(alice)
+    await hung_up(bob)
+    assert action.param("DialCallStatus") == "completed"
+    # The BYE leaves at 3 s after the answer, a few ms late: the duration is rounded up (calls-api).
+    assert action.param("DialCallDuration") == str(child["duration"]) and child["duration"] in (3, 4)
+    rate, alice_heard = alice.dumps()["dec"]
+    heard = loud(alice_heard)
+    assert len(heard) > 2 * rate, "alice heard (almost) nothing"
+    assert abs(dominant_hz(heard, rate) - 1000.0) < 15.0
+    rate, bob_heard = bob.dumps()["dec"]
+    heard = loud(bob_heard)
+    assert len(heard) > 2 * rate, "bob heard (almost) nothing"
+    assert abs(dominant_hz(heard, rate) - 600.0) < 15.0
+
+
+async def test_rfc4733_digits_cross_and_hangup_on_star_ends_the_child(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    """The caller presses 1 then *: the callee receives the 1 (relayed), the * hangs the callee up and the
+    parent's RCML goes on with the action."""
+    caller = callee(peers, "media_uas_star")
+    bob = tone_phone(peers, tmp_path, name="bob")
+    app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.sip_port}</Sip>", hangupOnStar="true"))
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
+        sid = r.json()["sid"]
+        (action,) = await app.wait_for("/dialed", timeout=15)
+        await node.wait_status(sid, "completed", timeout=10)
+        (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+    await finished(caller)
+    await hung_up(bob)
+    assert action.param("DialCallStatus") == "completed" and action.param("CallStatus") == "in-progress"
+    assert child["status"] == "completed" and child["duration"] is not None and child["duration"] <= 3
+    assert [d for d, end in bob.received_events() if end][:1] == ["1"]
+
+
+async def test_hold_from_the_caller_is_relayed_and_the_caller_hanging_up_ends_the_child(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    """The caller re-INVITEs sendonly then sendrecv: the callee gets each offer (and answers recvonly, sendrecv),
+    the caller gets those answers back; then the caller hangs up, the callee gets a BYE, and the action (called
+    after the end) says completed."""
+    caller = callee(peers, "uas_answer_hold")
+    bob = callee(peers, "uas_held")
+    app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.port}</Sip>"))
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
+        sid = r.json()["sid"]
+        (action,) = await app.wait_for("/dialed", timeout=15)
+        await node.wait_status(sid, "completed", timeout=10)
+        (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+    await finished(caller)
+    await finished(bob)
+    assert [m.method or m.status for m in bob.messages(received=True)] == [
+        "INVITE",
+        "ACK",
+        "INVITE",
+        "ACK",
+        "INVITE",
+        "ACK",
+        "BYE",
+    ]
+    assert action.param("DialCallStatus") == "completed" and action.param("CallStatus") == "completed"
+    assert child["status"] == "completed"

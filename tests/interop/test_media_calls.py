@@ -196,11 +196,19 @@ class Recorder:
         return [(m.group(1), int(m.group(2))) for m in re.finditer(r"received event: '(.)' \(end=(\d)\)", text)]
 
 
-def baresip(peers: PeerGroup, tmp: Path, *commands: str) -> Recorder:
+def baresip(
+    peers: PeerGroup,
+    tmp: Path,
+    *commands: str,
+    hz: float = BARESIP_TONE_HZ,
+    codec: str = "PCMU",
+    name: str = "baresip-rec",
+) -> Recorder:
     """baresip (appendix B of the reference, without stdio.so) answering automatically, recording with sndfile, its
-    own audio a 10 s tone at BARESIP_TONE_HZ; ``commands`` run at start (``/dial ...``)."""
+    own audio a 10 s tone at ``hz`` in ``codec``; ``commands`` run at start (``/dial ...``). Several run side by
+    side under different ``name`` s."""
     need("baresip")
-    d = tmp / "baresip-rec"
+    d = tmp / name
     rec = d / "rec"
     rec.mkdir(parents=True)
     source = d / "source.wav"
@@ -208,7 +216,7 @@ def baresip(peers: PeerGroup, tmp: Path, *commands: str) -> Recorder:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)
-        w.writeframes(tone_pcm([BARESIP_TONE_HZ], 10.0, 0.25))
+        w.writeframes(tone_pcm([hz], 10.0, 0.25))
     sip_port, rtp = free_port(), free_port_block(20)
     config = [
         "poll_method epoll",
@@ -227,7 +235,7 @@ def baresip(peers: PeerGroup, tmp: Path, *commands: str) -> Recorder:
         "module_app menu.so",
     ]
     (d / "config").write_text("\n".join(config) + "\n")
-    (d / "accounts").write_text(f"<sip:bob@{LOOPBACK}>;regint=0;answermode=auto;audio_codecs=PCMU\n")
+    (d / "accounts").write_text(f"<sip:bob@{LOOPBACK}>;regint=0;answermode=auto;audio_codecs={codec}\n")
     (d / "contacts").write_text("")
     argv = ["baresip", "-f", str(d)]
     for cmd in commands:

@@ -297,7 +297,8 @@ class DialRun:
                 return
         self.early = None
         self._relay_reinvites(True)
-        self._limit = self.loop.call_later(self.verb.time_limit, self._time_limit)
+        talked = (self.engine.clock.wall() - call.answered_at).total_seconds() if call.answered_at else 0.0
+        self._limit = self.loop.call_later(max(0.0, self.verb.time_limit - talked), self._time_limit)
         log.info("[%s] <Dial>: %s answered, bridged", self.parent.sid, call.sid)
 
     def _early_media(self, branch: Branch) -> None:
