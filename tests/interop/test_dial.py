@@ -258,3 +258,62 @@ async def test_hold_from_the_caller_is_relayed_and_the_caller_hanging_up_ends_th
     ]
     assert action.param("DialCallStatus") == "completed" and action.param("CallStatus") == "completed"
     assert child["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("screen", "status"),
+    [("<Pause length='1'/>", "completed"), ("<Hangup/>", "no-answer")],
+    ids=["accepted", "refused"],
+)
+async def test_a_screening_url_runs_on_the_callee_before_the_bridge(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp, screen: str, status: str
+) -> None:
+    caller = callee(peers, "uas_answer")
+    bob = callee(peers, "uas_answer")
+    app.route("/screen", Answer.xml(f"<Response>{screen}</Response>"))
+    app.route("/rcml", dial(f"<Sip url='/screen' method='GET'>sip:bob@{LOOPBACK}:{bob.port}</Sip>", timeLimit="2"))
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
+        sid = r.json()["sid"]
+        (action,) = await app.wait_for("/dialed", timeout=15)
+        await node.wait_status(sid, "completed", timeout=10)
+        (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+    await finished(caller)
+    await finished(bob)
+    (screening,) = app.requests("/screen")
+    assert screening.method == "GET"
+    assert screening.param("CallSid") == child["sid"] and screening.param("Direction") == "outbound-dial"
+    assert screening.param("ParentCallSid") == sid
+    assert action.param("DialCallStatus") == status and action.param("DialCallSid") == child["sid"]
+    assert child["status"] == "completed"
+    if status == "completed":  # screened for 1 s, then bridged until the time limit (2 s after the answer)
+        assert action.param("DialCallDuration") in ("2", "3")
+    else:
+        assert action.param("DialCallDuration") == "0"
+
+
+async def test_the_caller_hanging_up_while_the_dial_rings_cancels_every_branch(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    caller = callee(peers, "uas_answer")
+    bob = callee(peers, "uas_cancel")
+    carol = callee(peers, "uas_cancel")
+    app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.port}</Sip><Sip>sip:carol@{LOOPBACK}:{carol.port}</Sip>"))
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
+        sid = r.json()["sid"]
+        await app.wait_for("/rcml")
+        async with asyncio.timeout(5):
+            while len((await node.get(f"Calls.json?ParentCallSid={sid}&Status=ringing"))["calls"]) < 2:
+                await asyncio.sleep(0.05)
+        hung = await node.modify(sid, Status="completed")
+        assert hung.status_code == 200
+        (action,) = await app.wait_for("/dialed", timeout=10)
+        children = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+    await finished(caller)
+    await finished(bob)
+    await finished(carol)
+    assert sorted(c["status"] for c in children) == ["canceled", "canceled"]
+    for peer in (bob, carol):
+        assert [m.method for m in peer.messages(received=True)] == ["INVITE", "CANCEL", "ACK"]
+    assert action.param("DialCallStatus") == "canceled" and action.param("CallStatus") == "completed"
