@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from callplane.store import registrations
 from callplane.store.db import Database
+from callplane.store.registrations import BindingRow
 from tests.engine.enginenode import ACCOUNT, EngineNode
 from tests.interop.conftest import sipp_callee as callee
 from tests.interop.conftest import sipp_done as finished
@@ -317,3 +319,33 @@ async def test_the_caller_hanging_up_while_the_dial_rings_cancels_every_branch(
     for peer in (bob, carol):
         assert [m.method for m in peer.messages(received=True)] == ["INVITE", "CANCEL", "ACK"]
     assert action.param("DialCallStatus") == "canceled" and action.param("CallStatus") == "completed"
+
+
+async def test_a_client_rings_every_registration_and_the_first_answer_wins(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    caller = callee(peers, "uas_answer")
+    desk, mobile = callee(peers, "uas_cancel"), callee(peers, "uas_answer_bye")
+    app.route("/rcml", dial("<Client>alice?X-Team=blue</Client>"))
+    async with EngineNode(db, tmp_path) as node:
+        now = node.clock.wall().timestamp()
+        aor = f"sip:alice@{LOOPBACK}"
+        bindings = [
+            BindingRow(aor, f"<sip:alice@{LOOPBACK}:{run.port}>", now + 600, f"c{run.port}", 1, account_sid=ACCOUNT)
+            for run in (desk, mobile)
+        ]
+        await registrations.apply(db, aor, bindings, [])
+        r = await node.post_call(To=f"sip:bob@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
+        sid = r.json()["sid"]
+        (action,) = await app.wait_for("/dialed", timeout=15)
+        await node.wait_status(sid, "completed", timeout=10)
+        children = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+    await finished(caller)
+    await finished(desk)
+    await finished(mobile)
+    assert sorted((c["to"], c["status"]) for c in children) == [("alice", "canceled"), ("alice", "completed")]
+    winner = next(c for c in children if c["status"] == "completed")
+    assert action.param("DialCallSid") == winner["sid"] and action.param("DialCallStatus") == "completed"
+    assert [m.method for m in desk.messages(received=True)] == ["INVITE", "CANCEL", "ACK"]
+    for run in (desk, mobile):
+        assert run.messages(received=True)[0].header("X-Team") == "blue"
