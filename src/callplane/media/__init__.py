@@ -12,6 +12,8 @@ Engine-facing API (``callplane.media.aio.MediaEngine``; everything else is sans-
     media.add_sink(leg_id, sink)                     # any sources.Sink (write(frame, now))
     media.record(leg_id, path, Recorder(max_length_s=..., silence_timeout_s=..., finish_on_key="#"))
     media.stop_recording(leg_id)
+    media.record_bridge(a, b, path, Recorder(max_length_s=...))   # two channels: a's peer left, b's right;
+                                                     # ends on max length, stop_recording(a), or a leg closing
     media.leg(leg_id).enable_inband_dtmf()           # Goertzel detector for peers without RFC 4733
     media.send_digits(leg_id, "1234w#")              # RFC 4733, paced by the ticker; then DigitsSent
     media.bridge(a, b); media.unbridge(a)           # each hears the other; RFC 4733 digits are relayed too

@@ -253,6 +253,20 @@ class MediaEngine:
         self.core.leg(leg_id).add_sink(recorder)
         self._recordings[leg_id] = (recorder, str(path))
 
+    def record_bridge(self, a: str, b: str, path: str | Path, recorder: Recorder) -> None:
+        """Record the bridge of legs ``a`` and ``b`` as a two-channel WAV (left: what ``a``'s peer says, right:
+        ``b``'s; see :mod:`callplane.media.bridge`). Only the recorder's ``max_length_s`` applies (its silence
+        timeout and finish-on-key are not used). It ends on the maximum length, on ``stop_recording(a)``, or when
+        either leg closes or the bridge ends; then, once the file is written off the loop, ``a``'s
+        :class:`RecordingFinished` (with ``path``) is delivered, as for :meth:`record`."""
+        br = self.core.bridges.get(a)
+        if br is None or {br.a.leg_id, br.b.leg_id} != {a, b}:
+            raise MediaError(f"legs {a} and {b} are not bridged together")
+        if a in self._recordings:
+            raise MediaError(f"leg {a} is already recording")
+        br.record(recorder, self.core.leg(a))
+        self._recordings[a] = (recorder, str(path))
+
     def stop_recording(self, leg_id: str) -> None:
         self._stop_recording(self.core.leg(leg_id))
 

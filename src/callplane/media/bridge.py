@@ -7,11 +7,19 @@ RFC 4733 digits are relayed as the receiving leg's own events (its timestamps, s
 the relayed event starts on the tick the first packet is heard and ends once the source event has ended. They
 follow the audio: nothing is relayed from a muted or held side, nor to a held side (a relayed event under way
 is ended at once).
+
+Recording (:meth:`Bridge.record`): a two-channel recording, left = what crosses the bridge from the first leg's
+peer, right = from the other's, one frame of each per tick (silence where nothing arrived, or while that side is
+muted or held: what is recorded is what the other side could hear). It ends on the recorder's maximum length,
+when stopped, or when the bridge closes (a leg closed or unbridged); the :class:`RecordingFinished` event is
+the first leg's, as for a recording of that leg alone.
 """
 
 from __future__ import annotations
 
+from callplane.media.events import RecordingFinished
 from callplane.media.leg import RtpLeg
+from callplane.media.recorder import Recorder
 from callplane.media.sources import SILENCE, Source
 
 __all__ = ["Bridge"]
@@ -22,6 +30,34 @@ class Bridge:
         self.a, self.b = a, b
         a.attached = b.attached = True
         self._held: dict[str, Source | None] = {}
+        self.recorder: Recorder | None = None
+        self._channels = (a, b)  # left, right; the RecordingFinished event is the left leg's
+
+    def record(self, recorder: Recorder, left: RtpLeg) -> None:
+        """Record both sides into ``recorder`` (two channels, ``left`` first) from this tick on."""
+        self.recorder = recorder
+        self._channels = (left, self.b if left is self.a else self.a)
+
+    def _finished(self, rec: Recorder) -> None:
+        left = self._channels[0]
+        left.events.append(RecordingFinished(left.leg_id, rec.finished or "stopped", rec.duration_s))
+
+    def _crossing(self, leg: RtpLeg) -> bytes:
+        """What the bridge passes on from ``leg``'s peer this tick (silence while muted or held)."""
+        heard = leg.heard
+        return SILENCE if heard is None or leg.leg_id in self._held else heard
+
+    def _record(self, now: float) -> None:
+        rec = self.recorder
+        assert rec is not None
+        if rec.finished is not None:  # stopped by its owner, who reported it
+            self.recorder = None
+            return
+        left, right = self._channels
+        rec.write_pair(self._crossing(left), self._crossing(right), now)
+        if rec.finished is not None:
+            self.recorder = None
+            self._finished(rec)
 
     def hold(self, leg: RtpLeg, music: Source | None = None) -> None:
         self._held[leg.leg_id] = music
@@ -36,6 +72,8 @@ class Bridge:
 
     def mix(self, now: float) -> None:
         """Phase 2 of the tick: set each leg's ``feed`` from the other's ``heard``."""
+        if self.recorder is not None:
+            self._record(now)
         for me, other in ((self.a, self.b), (self.b, self.a)):
             if me.leg_id in self._held:
                 music = self._held[me.leg_id]
@@ -59,6 +97,10 @@ class Bridge:
             me.relay_dtmf(other.heard_dtmf)
 
     def close(self) -> None:
+        rec, self.recorder = self.recorder, None
+        if rec is not None and rec.finished is None:
+            rec.stop()
+            self._finished(rec)
         for leg in (self.a, self.b):
             leg.attached = False
             leg.feed = None

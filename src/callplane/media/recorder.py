@@ -1,4 +1,8 @@
-"""Recorder: a sink that keeps 8 kHz 16-bit mono PCM in memory and renders a WAV at the end.
+"""Recorder: a sink that keeps 8 kHz 16-bit PCM in memory and renders a WAV at the end.
+
+A leg's recording is mono (:meth:`Recorder.write`, as a sink). A bridge's recording is two-channel
+(:meth:`Recorder.write_pair`, fed by the bridge: left and right are the two sides); it honours ``max_length_s``
+only, since a bridged call has no single speaker whose silence or key could end it.
 
 Finishes on maximum length, on a silence timeout (energy detector), on a finish-on-key digit (``on_digit``) or
 when stopped. Audio is buffered in memory (16 kB/s, a one-hour cap is 58 MB) so that nothing blocks the media
@@ -12,17 +16,19 @@ import io
 import wave
 from pathlib import Path
 
+import numpy as np
+
 from callplane.media.energy import EnergyDetector
-from callplane.media.sources import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE
+from callplane.media.sources import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE
 
 __all__ = ["Recorder", "wav_bytes"]
 
 
-def wav_bytes(pcm: bytes, rate: int = SAMPLE_RATE) -> bytes:
-    """A RIFF/WAVE file holding mono s16le PCM."""
+def wav_bytes(pcm: bytes, rate: int = SAMPLE_RATE, channels: int = 1) -> bytes:
+    """A RIFF/WAVE file holding s16le PCM (``channels`` interleaved)."""
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
+        w.setnchannels(channels)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(pcm)
@@ -59,6 +65,7 @@ class Recorder:
         self.digit: str | None = None
         self._frames: list[bytes] = []
         self._voiced: list[bool] = []
+        self.channels = 1  # 2 once :meth:`write_pair` is used
 
     def write(self, frame: bytes, now: float) -> None:
         if self.finished is not None:
@@ -75,6 +82,22 @@ class Recorder:
             self.finished = "max-length"
         elif self.silence_timeout_s is not None and self.detector.silent_for(now) >= self.silence_timeout_s - 1e-9:
             self.finished = "silence"
+
+    def write_pair(self, left: bytes, right: bytes, now: float) -> None:
+        """One 20 ms frame of each side of a bridge, kept as one two-channel frame. Only ``max_length_s`` can end
+        it (besides :meth:`stop`); trimming keeps the frames where either side speaks."""
+        if self.finished is not None:
+            return
+        self.channels = 2
+        self.detector.begin(now)
+        pair = np.empty(2 * FRAME_SAMPLES, dtype="<i2")
+        pair[0::2] = np.frombuffer(left, dtype="<i2")
+        pair[1::2] = np.frombuffer(right, dtype="<i2")
+        self._frames.append(pair.tobytes())
+        self._voiced.append(self.detector.is_voice(left) or self.detector.is_voice(right))
+        self.detector.frames += 1
+        if self.max_frames is not None and len(self._frames) >= self.max_frames:
+            self.finished = "max-length"
 
     def on_digit(self, digit: str) -> bool:
         """Feed a received digit; returns True if it finished the recording."""
@@ -102,10 +125,10 @@ class Recorder:
     @property
     def duration_s(self) -> float:
         """Seconds of audio in the result (after trimming)."""
-        return len(self._kept()) * FRAME_BYTES / 2 / SAMPLE_RATE
+        return len(self._kept()) * FRAME_SECONDS
 
     def wav(self) -> bytes:
-        return wav_bytes(self.pcm())
+        return wav_bytes(self.pcm(), channels=self.channels)
 
     def save(self, path: str | Path) -> float:
         """Write the WAV file (blocking: call it from a worker thread) and return the duration."""
