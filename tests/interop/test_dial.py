@@ -7,6 +7,8 @@ records (``parent_call_sid``, direction, durations), the per-noun status callbac
 from __future__ import annotations
 
 import asyncio
+import io
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from callplane.store import registrations
 from callplane.store.db import Database
 from callplane.store.registrations import BindingRow
-from tests.engine.enginenode import ACCOUNT, EngineNode
+from tests.engine.enginenode import ACCOUNT, PUBLIC_URL, EngineNode
 from tests.interop.conftest import sipp_callee as callee
 from tests.interop.conftest import sipp_done as finished
 from tests.interop.peers import LOOPBACK, PeerGroup
@@ -182,20 +184,26 @@ def loud(pcm: np.ndarray) -> np.ndarray:
     return pcm[idx[0] : idx[-1]] if len(idx) else pcm[:0]
 
 
-async def test_both_sides_hear_each_other_across_pcmu_and_pcma(
+async def test_both_sides_hear_each_other_across_pcmu_and_pcma_and_the_recording_holds_both(
     db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
 ) -> None:
     """The caller speaks PCMU at 600 Hz, the callee PCMA at 1000 Hz: each hears the other's tone (FFT), so the
-    bridge transcodes; timeLimit ends the child after 3 s."""
+    bridge transcodes; timeLimit ends the child after 3 s; record="true" keeps a two-channel WAV of both tones."""
     alice = tone_phone(peers, tmp_path, hz=600.0, codec="PCMU", name="alice")
     bob = tone_phone(peers, tmp_path, hz=1000.0, codec="PCMA", name="bob")
-    app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.sip_port}</Sip>", timeLimit="3"))
+    app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.sip_port}</Sip>", timeLimit="3", record="true"))
     async with EngineNode(db, tmp_path) as node:
         r = await node.post_call(To=f"sip:bob@{LOOPBACK}:{alice.sip_port}", Url=app.url("/rcml"))
         sid = r.json()["sid"]
         (action,) = await app.wait_for("/dialed", timeout=15)
         await node.wait_status(sid, "completed", timeout=10)
         (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+        url = action.param("RecordingUrl") or ""
+        assert url.startswith(f"{PUBLIC_URL}/2012-04-24/Accounts/{ACCOUNT}/Recordings/RE")
+        audio = await node.fetch(url)
+        assert audio.status_code == 200
+        listed = await node.get(f"Calls/{sid}/Recordings.json")
+        assert [x["sid"] for x in listed["recordings"]] == [url.rsplit("/", 1)[1].removesuffix(".wav")]
     await hung_up(alice)
     await hung_up(bob)
     assert action.param("DialCallStatus") == "completed"
@@ -209,6 +217,12 @@ async def test_both_sides_hear_each_other_across_pcmu_and_pcma(
     heard = loud(bob_heard)
     assert len(heard) > 2 * rate, "bob heard (almost) nothing"
     assert abs(dominant_hz(heard, rate) - 600.0) < 15.0
+    with wave.open(io.BytesIO(audio.content)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 2, 2)
+        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    assert 2.0 <= len(frames) / 8000 <= 3.5
+    assert abs(dominant_hz(loud(frames[:, 0].copy())) - 600.0) < 15.0  # left: the caller
+    assert abs(dominant_hz(loud(frames[:, 1].copy())) - 1000.0) < 15.0  # right: the callee
 
 
 async def test_rfc4733_digits_cross_and_hangup_on_star_ends_the_child(

@@ -77,6 +77,8 @@ class DialOwner(Protocol):
 
     def screen(self, call: LiveCall, on_screened: Callable[[], None]) -> Script: ...
 
+    def record_bridge(self, dial: DialRun, a: str, b: str) -> bool: ...
+
 
 @dataclass(eq=False)
 class Branch:
@@ -116,6 +118,7 @@ class DialRun:
         self.bridged: tuple[str, str] | None = None  # (parent leg, child leg)
         self.stopping: str | None = None  # why we end it ourselves: caller, redirect, star, time-limit
         self.finished = False
+        self.recording = "off"  # record="true": "running" from the bridge until its RecordingUrl is known
         self.recording_url: str | None = None
         self._limit: asyncio.TimerHandle | None = None
         self._relays: dict[str, tuple[str, str]] = {}  # handle re-INVITEd -> (handle waiting for the answer, offer)
@@ -296,6 +299,9 @@ class DialRun:
                 self.engine.hang_up(call)
                 return
         self.early = None
+        if self.verb.record and self.bridged is not None and self.recording == "off":
+            if self.owner.record_bridge(self, *self.bridged):
+                self.recording = "running"
         self._relay_reinvites(True)
         talked = (self.engine.clock.wall() - call.answered_at).total_seconds() if call.answered_at else 0.0
         self._limit = self.loop.call_later(max(0.0, self.verb.time_limit - talked), self._time_limit)
@@ -421,8 +427,17 @@ class DialRun:
     def _live(self) -> list[Branch]:
         return [b for b in self.branches if b.call is not None and b.status is None]
 
+    def recording_done(self, url: str | None) -> None:
+        """The bridge's recording is written (``url`` its RecordingUrl; None when it was empty)."""
+        self.recording = "done"
+        self.recording_url = url
+        self._check()
+
     def _check(self) -> None:
         if self.finished or self.placing or self._live():
+            return
+        if self.recording == "running":
+            self._unbridge()  # the recording ends with the bridge; recording_done comes once it is saved
             return
         self.finished = True
         self._cancel_limit()

@@ -139,6 +139,7 @@ class RcmlScript:
         self.call = call
         self._on_screened = on_screened
         self._dial: DialRun | None = None
+        self._dial_recording: tuple[DialRun, str, str] | None = None  # (its Dial, RecordingSid, path)
         req = call.request
         self.interp = Interpreter(
             req.url,
@@ -171,7 +172,10 @@ class RcmlScript:
 
     def on_media_event(self, event: object) -> None:
         if isinstance(event, media_events.RecordingFinished):
-            self._recording_finished(event)
+            if self._dial_recording is not None:
+                self._dial_recording_finished(event)
+            else:
+                self._recording_finished(event)
 
     def ended(self) -> None:
         """The call is over: stop what plays, keep what was recorded, let a last action run."""
@@ -300,6 +304,25 @@ class RcmlScript:
     def dial_notice(self, code: int, message: str) -> None:
         self._notify(code, message, WARNING)
 
+    def record_bridge(self, dial: DialRun, a: str, b: str) -> bool:
+        """``<Dial record="true">``: record the bridge of legs ``a`` (the caller's) and ``b`` in two channels."""
+        sid = self.s.ids.recording_sid()
+        self.s.recordings_dir.mkdir(parents=True, exist_ok=True)
+        path = str(self.s.recordings_dir / f"{sid}.wav")
+        try:
+            self.s.media.record_bridge(a, b, path, Recorder(max_length_s=None, start=self.loop.time()))
+        except CallplaneError as e:
+            self._notify(PROMPT_FAILED, f"the bridged call cannot be recorded: {e}", ERROR)
+            return False
+        self._dial_recording = (dial, sid, path)
+        return True
+
+    def _dial_recording_finished(self, event: media_events.RecordingFinished) -> None:
+        assert self._dial_recording is not None
+        dial, sid, path = self._dial_recording
+        self._dial_recording = None
+        self._keep_recording(sid, path, event, dial.recording_done)
+
     def screen(self, call: LiveCall, on_screened: Callable[[], None]) -> RcmlScript:
         return RcmlScript(self.s, call, on_screened=on_screened)
 
@@ -398,9 +421,21 @@ class RcmlScript:
         self._recording = None
         reasons = {"max-length": "max", "silence": "silence", "key": "key", "stopped": "stopped"}
         reason = "hangup" if self._ended else reasons.get(event.reason, "stopped")
+
+        def saved(url: str | None) -> None:
+            duration = event.duration_s if url is not None else 0.0
+            self._feed(ev.RecordingDone(ref, duration, reason, event.digit, url))  # type: ignore[arg-type]
+
+        self._keep_recording(sid, path, event, saved)
+
+    def _keep_recording(
+        self, sid: str, path: str, event: media_events.RecordingFinished, then: Callable[[str | None], None]
+    ) -> None:
+        """A Recording row for a finished recording, then ``then(RecordingUrl)``; an empty one is dropped
+        (``then(None)``)."""
         if event.duration_s <= 0 or event.path is None:
             Path(path).unlink(missing_ok=True)
-            self._feed(ev.RecordingDone(ref, 0.0, reason, event.digit))  # type: ignore[arg-type]
+            then(None)
             return
         url = f"{self.s.public_url.rstrip('/')}/2012-04-24/Accounts/{self.call.account_sid}/Recordings/{sid}.wav"
         record = RecordingRecord(
@@ -414,7 +449,7 @@ class RcmlScript:
 
         async def save() -> None:
             await store_recordings.add(self.s.engine.db, record)
-            self._feed(ev.RecordingDone(ref, event.duration_s, reason, event.digit, url))  # type: ignore[arg-type]
+            then(url)
 
         self._spawn(save())
 
