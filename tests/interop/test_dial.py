@@ -363,3 +363,80 @@ async def test_a_client_rings_every_registration_and_the_first_answer_wins(
     assert [m.method for m in desk.messages(received=True)] == ["INVITE", "CANCEL", "ACK"]
     for run in (desk, mobile):
         assert run.messages(received=True)[0].header("X-Team") == "blue"
+
+
+async def bridged(node: EngineNode, parent: str) -> str:
+    """Wait until the parent's Dial has a child in progress; its sid."""
+    async with asyncio.timeout(10):
+        while True:
+            calls = (await node.get(f"Calls.json?ParentCallSid={parent}&Status=in-progress"))["calls"]
+            if calls:
+                return str(calls[0]["sid"])
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["Hangup", "Move", "StayConnected", "MoveConnectedCallLeg"])
+async def test_redirecting_the_parent_with_each_child_call_mode(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp, mode: str
+) -> None:
+    caller = callee(peers, "uas_answer")
+    bob = callee(peers, "uas_answer")
+    app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.port}</Sip>"))
+    app.route("/after", Answer.xml("<Response><Pause length='1'/><Hangup/></Response>"))
+    fields = {"MoveConnectedCallLeg": "true"} if mode == "MoveConnectedCallLeg" else {"ChildCallMode": mode}
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
+        sid = r.json()["sid"]
+        child = await bridged(node, sid)
+        moved = await node.modify(sid, Url=app.url("/after"), **fields)
+        assert moved.status_code == 200, moved.text
+        await app.wait_for("/after")
+        child_now = await node.record(child)
+        await node.wait_status(sid, "completed", timeout=10)
+        ended = await node.wait_status(child, "completed", timeout=10)
+    await finished(caller)
+    await finished(bob)
+    fetched_by = sorted(s.param("CallSid") or "" for s in app.requests("/after"))
+    assert not app.requests("/dialed")  # a redirected Dial reports nothing: its action is not called
+    if mode == "Hangup":
+        assert child_now.status == "completed" and fetched_by == [sid]
+    elif mode == "StayConnected":
+        assert child_now.status == "in-progress" and fetched_by == [sid]
+        # It stayed bridged until the parent's new document hung the parent up, 1 s later.
+        assert ended.duration is not None and ended.duration >= 1
+    else:
+        assert sorted(fetched_by) == sorted([sid, child])
+        assert child_now.status == "in-progress"
+
+
+async def test_a_redirect_while_the_dial_rings_cancels_the_branches_and_lcm_on_a_child(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    caller = callee(peers, "uas_answer")
+    ringing = callee(peers, "uas_cancel")
+    bob = callee(peers, "uas_answer")
+    app.route("/rcml", dial(f"<Sip>sip:carol@{LOOPBACK}:{ringing.port}</Sip>"))
+    app.route("/second", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.port}</Sip>"))
+    app.route("/bob", Answer.xml("<Response><Pause length='1'/><Hangup/></Response>"))
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
+        sid = r.json()["sid"]
+        async with asyncio.timeout(5):
+            while not (await node.get(f"Calls.json?ParentCallSid={sid}&Status=ringing"))["calls"]:
+                await asyncio.sleep(0.05)
+        assert (await node.modify(sid, Url=app.url("/second"))).status_code == 200
+        child = await bridged(node, sid)
+        # LCM on the child: it leaves the bridge for its own document; the parent's Dial ends, its action runs.
+        assert (await node.modify(child, Url=app.url("/bob"))).status_code == 200
+        (action,) = await app.wait_for("/dialed", timeout=10)
+        (redirect,) = await app.wait_for("/bob", timeout=10)
+        await node.wait_status(sid, "completed", timeout=10)
+        await node.wait_status(child, "completed", timeout=10)
+        children = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+    await finished(caller)
+    await finished(ringing)
+    await finished(bob)
+    assert [m.method for m in ringing.messages(received=True)] == ["INVITE", "CANCEL", "ACK"]
+    assert sorted(c["status"] for c in children) == ["canceled", "completed"]
+    assert action.param("DialCallSid") == child and action.param("DialCallStatus") == "completed"
+    assert redirect.param("CallSid") == child and redirect.param("ParentCallSid") == sid

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from callplane.core.errors import CallplaneError
 from callplane.engine.callstate import CallState
-from callplane.engine.control import CallRequest
+from callplane.engine.control import CallRequest, CallUpdate
 from callplane.engine.media_session import CallDigit
 from callplane.rcml import verbs as v
 from callplane.sip import events as sip
@@ -207,8 +207,19 @@ class DialRun:
         if mode == "move" and self.parent.redirect_to is not None:
             self._release(winner)
             self.engine.move(winner.call, self.parent.redirect_to)
+            self._check()
             return
         self.engine.hang_up(winner.call)
+
+    def redirected(self, call: LiveCall, update: CallUpdate) -> None:
+        """The connected callee was redirected (live call modification on the child): it leaves the bridge and runs
+        its new document; the Dial ends (``completed``) and the parent goes on."""
+        branch = self._by_sid.get(call.sid)
+        if branch is None or branch is not self.winner or branch.status is not None:
+            return
+        self._release(branch)
+        self.engine.move(call, update)
+        self._check()
 
     # -- events (CallObserver) ------------------------------------------------------------------------------
     def on_call_event(self, call: LiveCall, event: object) -> None:

@@ -103,6 +103,8 @@ class CallObserver(Protocol):
 
     def call_over(self, call: LiveCall) -> None: ...
 
+    def redirected(self, call: LiveCall, update: CallUpdate) -> None: ...
+
 
 @dataclass(eq=False)
 class LiveCall:
@@ -316,7 +318,12 @@ class CallEngine:
             pending = self._hang_up(call, "cancel")
         elif update.url is not None:
             if call.state is CallState.IN_PROGRESS and call.script is not None:
+                # A <Dial> under way reads these when the redirect stops it (ChildCallMode).
+                call.child_call_mode, call.redirect_to = update.child_call_mode, update
                 call.script.redirect(update.url, update.method, update.fallback_url, update.fallback_method)
+                call.child_call_mode, call.redirect_to = "hangup", None
+            elif call.state is CallState.IN_PROGRESS and call.observer is not None:
+                call.observer.redirected(call, update)  # a <Dial> leg: it leaves the bridge for its new RCML
             elif not call.state.final:
                 # Not answered yet: the new document is the one fetched on answer.
                 call.request = replace(
