@@ -440,3 +440,22 @@ async def test_a_redirect_while_the_dial_rings_cancels_the_branches_and_lcm_on_a
     assert sorted(c["status"] for c in children) == ["canceled", "completed"]
     assert action.param("DialCallSid") == child and action.param("DialCallStatus") == "completed"
     assert redirect.param("CallSid") == child and redirect.param("ParentCallSid") == sid
+
+
+async def test_a_sip_noun_over_tcp_answers_a_digest_challenge(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    caller = callee(peers, "uas_answer")
+    bob = callee(peers, "uas_auth401", transport="t1")
+    uri = f"sip:bob@{LOOPBACK}:{bob.port};transport=tcp"
+    app.route("/rcml", dial(f"<Sip username='alice' password='secret'>{uri}</Sip>", timeLimit="1"))
+    async with EngineNode(db, tmp_path) as node:
+        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
+        sid = r.json()["sid"]
+        (action,) = await app.wait_for("/dialed", timeout=15)
+        await node.wait_status(sid, "completed", timeout=10)
+    await finished(caller)
+    await finished(bob)  # it checked the digest (verifyauth) before answering
+    invites = [m for m in bob.messages(received=True) if m.method == "INVITE"]
+    assert len(invites) == 2 and all(m.transport.upper() == "TCP" for m in invites)
+    assert action.param("DialCallStatus") == "completed" and action.param("DialSipResponseCode") == "200"
