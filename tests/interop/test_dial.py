@@ -11,20 +11,22 @@ import io
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from callplane.store import registrations
+from callplane.store.calls import CallRecord
 from callplane.store.db import Database
 from callplane.store.registrations import BindingRow
 from tests.engine.enginenode import ACCOUNT, PUBLIC_URL, EngineNode
 from tests.interop.conftest import sipp_callee as callee
 from tests.interop.conftest import sipp_done as finished
-from tests.interop.peers import LOOPBACK, PeerGroup
+from tests.interop.peers import LOOPBACK, PeerGroup, SippRun
 from tests.interop.test_media_calls import Recorder, dominant_hz
 from tests.interop.test_media_calls import baresip as tone_phone
-from tests.webapp import Answer, WebApp
+from tests.webapp import Answer, Seen, WebApp
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db", ["sqlite"], indirect=True)]
 
@@ -43,6 +45,26 @@ def dial(body: str, **attrs: str) -> Answer:
     return Answer.xml(f"<Response><Dial{attributes}>{body}</Dial></Response>")
 
 
+async def call(node: EngineNode, app: WebApp, port: int, user: str = "alice") -> str:
+    """Place the API call whose RCML (``/rcml``) Dials, to the peer on ``port``; its sid."""
+    r = await node.post_call(To=f"sip:{user}@{LOOPBACK}:{port}", Url=app.url("/rcml"))
+    assert r.status_code == 200, r.text
+    return str(r.json()["sid"])
+
+
+async def dialed(node: EngineNode, app: WebApp, sid: str) -> tuple[Seen, CallRecord, list[dict[str, Any]]]:
+    """Wait for the Dial's action and the parent's end: the action request, the parent's record, its children."""
+    (action,) = await app.wait_for("/dialed", timeout=15)
+    parent = await node.wait_status(sid, "completed", timeout=10)
+    children = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+    return action, parent, children
+
+
+async def all_finished(*runs: SippRun) -> None:
+    for run in runs:
+        await finished(run)
+
+
 async def test_the_callee_hangs_up_and_the_action_gets_completed(
     db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
 ) -> None:
@@ -50,13 +72,9 @@ async def test_the_callee_hangs_up_and_the_action_gets_completed(
     bob = callee(peers, "uas_answer_bye")
     app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.port}</Sip>"))
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
-        (action,) = await app.wait_for("/dialed", timeout=15)
-        parent = await node.wait_status(sid, "completed", timeout=10)
-        children = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
-    await finished(caller)
-    await finished(bob)
+        sid = await call(node, app, caller.port)
+        action, parent, children = await dialed(node, app, sid)
+    await all_finished(caller, bob)
     (child,) = children
     assert child["parent_call_sid"] == sid and child["direction"] == "outbound-dial"
     assert child["status"] == "completed" and child["to"] == "bob" and child["from"] == "+15550001111"
@@ -84,13 +102,9 @@ async def test_an_unanswered_dial_gets_exact_action_parameters(
     bob = callee(peers, scenario)
     app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.port}</Sip>", **attrs))
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
-        (action,) = await app.wait_for("/dialed", timeout=15)
-        parent = await node.wait_status(sid, "completed", timeout=10)
-        (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
-    await finished(caller)
-    await finished(bob)
+        sid = await call(node, app, caller.port)
+        action, parent, (child,) = await dialed(node, app, sid)
+    await all_finished(caller, bob)
     expected_ring = {"busy": 0, "no-answer": 2, "failed": 0}[status]
     call_id = bob.messages(received=True)[0].call_id
     extra = (
@@ -124,13 +138,9 @@ async def test_a_number_goes_through_the_outbound_proxy_with_custom_headers(
     trunk = callee(peers, "uas_answer_bye")
     app.route("/rcml", dial("<Number>+1 555 0002222?X-Account=42</Number>", callerId="+15550009999"))
     async with EngineNode(db, tmp_path, outbound_proxy=f"sip:{LOOPBACK}:{trunk.port}") as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
-        (action,) = await app.wait_for("/dialed", timeout=15)
-        await node.wait_status(sid, "completed", timeout=10)
-        (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
-    await finished(caller)
-    await finished(trunk)
+        sid = await call(node, app, caller.port)
+        action, _, (child,) = await dialed(node, app, sid)
+    await all_finished(caller, trunk)
     invite = trunk.messages(received=True)[0]
     assert invite.request_uri.startswith("sip:+15550002222@")
     assert invite.header("X-Account") == "42"
@@ -153,15 +163,12 @@ async def test_forking_the_first_answer_wins_and_per_noun_callbacks(
         dial(f"<Sip {cb}>sip:carol@{LOOPBACK}:{carol.port}</Sip><Sip {cb}>sip:bob@{LOOPBACK}:{bob.port}</Sip>"),
     )
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
+        sid = await call(node, app, caller.port)
         (action,) = await app.wait_for("/dialed", timeout=15)
         await node.wait_status(sid, "completed", timeout=10)
         callbacks = await app.wait_for("/cb", count=7, timeout=10)
         children = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
-    await finished(caller)
-    await finished(bob)
-    await finished(carol)
+    await all_finished(caller, bob, carol)
     by_to = {c["to"]: c for c in children}
     assert {c["to"]: c["status"] for c in children} == {"bob": "completed", "carol": "canceled"}
     assert [m.method for m in carol.messages(received=True)] == ["INVITE", "CANCEL", "ACK"]
@@ -193,11 +200,8 @@ async def test_both_sides_hear_each_other_across_pcmu_and_pcma_and_the_recording
     bob = tone_phone(peers, tmp_path, hz=1000.0, codec="PCMA", name="bob")
     app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.sip_port}</Sip>", timeLimit="3", record="true"))
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:bob@{LOOPBACK}:{alice.sip_port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
-        (action,) = await app.wait_for("/dialed", timeout=15)
-        await node.wait_status(sid, "completed", timeout=10)
-        (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+        sid = await call(node, app, alice.sip_port, "bob")
+        action, _, (child,) = await dialed(node, app, sid)
         url = action.param("RecordingUrl") or ""
         assert url.startswith(f"{PUBLIC_URL}/2012-04-24/Accounts/{ACCOUNT}/Recordings/RE")
         audio = await node.fetch(url)
@@ -234,11 +238,8 @@ async def test_rfc4733_digits_cross_and_hangup_on_star_ends_the_child(
     bob = tone_phone(peers, tmp_path, name="bob")
     app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.sip_port}</Sip>", hangupOnStar="true"))
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
-        (action,) = await app.wait_for("/dialed", timeout=15)
-        await node.wait_status(sid, "completed", timeout=10)
-        (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
+        sid = await call(node, app, caller.port)
+        action, _, (child,) = await dialed(node, app, sid)
     await finished(caller)
     await hung_up(bob)
     assert action.param("DialCallStatus") == "completed" and action.param("CallStatus") == "in-progress"
@@ -256,13 +257,9 @@ async def test_hold_from_the_caller_is_relayed_and_the_caller_hanging_up_ends_th
     bob = callee(peers, "uas_held")
     app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.port}</Sip>"))
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
-        (action,) = await app.wait_for("/dialed", timeout=15)
-        await node.wait_status(sid, "completed", timeout=10)
-        (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
-    await finished(caller)
-    await finished(bob)
+        sid = await call(node, app, caller.port)
+        action, _, (child,) = await dialed(node, app, sid)
+    await all_finished(caller, bob)
     assert [m.method or m.status for m in bob.messages(received=True)] == [
         "INVITE",
         "ACK",
@@ -289,13 +286,9 @@ async def test_a_screening_url_runs_on_the_callee_before_the_bridge(
     app.route("/screen", Answer.xml(f"<Response>{screen}</Response>"))
     app.route("/rcml", dial(f"<Sip url='/screen' method='GET'>sip:bob@{LOOPBACK}:{bob.port}</Sip>", timeLimit="2"))
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
-        (action,) = await app.wait_for("/dialed", timeout=15)
-        await node.wait_status(sid, "completed", timeout=10)
-        (child,) = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
-    await finished(caller)
-    await finished(bob)
+        sid = await call(node, app, caller.port)
+        action, _, (child,) = await dialed(node, app, sid)
+    await all_finished(caller, bob)
     (screening,) = app.requests("/screen")
     assert screening.method == "GET"
     assert screening.param("CallSid") == child["sid"] and screening.param("Direction") == "outbound-dial"
@@ -316,8 +309,7 @@ async def test_the_caller_hanging_up_while_the_dial_rings_cancels_every_branch(
     carol = callee(peers, "uas_cancel")
     app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.port}</Sip><Sip>sip:carol@{LOOPBACK}:{carol.port}</Sip>"))
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
+        sid = await call(node, app, caller.port)
         await app.wait_for("/rcml")
         async with asyncio.timeout(5):
             while len((await node.get(f"Calls.json?ParentCallSid={sid}&Status=ringing"))["calls"]) < 2:
@@ -326,9 +318,7 @@ async def test_the_caller_hanging_up_while_the_dial_rings_cancels_every_branch(
         assert hung.status_code == 200
         (action,) = await app.wait_for("/dialed", timeout=10)
         children = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
-    await finished(caller)
-    await finished(bob)
-    await finished(carol)
+    await all_finished(caller, bob, carol)
     assert sorted(c["status"] for c in children) == ["canceled", "canceled"]
     for peer in (bob, carol):
         assert [m.method for m in peer.messages(received=True)] == ["INVITE", "CANCEL", "ACK"]
@@ -349,14 +339,9 @@ async def test_a_client_rings_every_registration_and_the_first_answer_wins(
             for run in (desk, mobile)
         ]
         await registrations.apply(db, aor, bindings, [])
-        r = await node.post_call(To=f"sip:bob@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
-        (action,) = await app.wait_for("/dialed", timeout=15)
-        await node.wait_status(sid, "completed", timeout=10)
-        children = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
-    await finished(caller)
-    await finished(desk)
-    await finished(mobile)
+        sid = await call(node, app, caller.port, "bob")
+        action, _, children = await dialed(node, app, sid)
+    await all_finished(caller, desk, mobile)
     assert sorted((c["to"], c["status"]) for c in children) == [("alice", "canceled"), ("alice", "completed")]
     winner = next(c for c in children if c["status"] == "completed")
     assert action.param("DialCallSid") == winner["sid"] and action.param("DialCallStatus") == "completed"
@@ -385,8 +370,7 @@ async def test_redirecting_the_parent_with_each_child_call_mode(
     app.route("/after", Answer.xml("<Response><Pause length='1'/><Hangup/></Response>"))
     fields = {"MoveConnectedCallLeg": "true"} if mode == "MoveConnectedCallLeg" else {"ChildCallMode": mode}
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
+        sid = await call(node, app, caller.port)
         child = await bridged(node, sid)
         moved = await node.modify(sid, Url=app.url("/after"), **fields)
         assert moved.status_code == 200, moved.text
@@ -394,8 +378,7 @@ async def test_redirecting_the_parent_with_each_child_call_mode(
         child_now = await node.record(child)
         await node.wait_status(sid, "completed", timeout=10)
         ended = await node.wait_status(child, "completed", timeout=10)
-    await finished(caller)
-    await finished(bob)
+    await all_finished(caller, bob)
     fetched_by = sorted(s.param("CallSid") or "" for s in app.requests("/after"))
     assert not app.requests("/dialed")  # a redirected Dial reports nothing: its action is not called
     if mode == "Hangup":
@@ -419,8 +402,7 @@ async def test_a_redirect_while_the_dial_rings_cancels_the_branches_and_lcm_on_a
     app.route("/second", dial(f"<Sip>sip:bob@{LOOPBACK}:{bob.port}</Sip>"))
     app.route("/bob", Answer.xml("<Response><Pause length='1'/><Hangup/></Response>"))
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
+        sid = await call(node, app, caller.port)
         async with asyncio.timeout(5):
             while not (await node.get(f"Calls.json?ParentCallSid={sid}&Status=ringing"))["calls"]:
                 await asyncio.sleep(0.05)
@@ -433,9 +415,7 @@ async def test_a_redirect_while_the_dial_rings_cancels_the_branches_and_lcm_on_a
         await node.wait_status(sid, "completed", timeout=10)
         await node.wait_status(child, "completed", timeout=10)
         children = (await node.get(f"Calls.json?ParentCallSid={sid}"))["calls"]
-    await finished(caller)
-    await finished(ringing)
-    await finished(bob)
+    await all_finished(caller, ringing, bob)
     assert [m.method for m in ringing.messages(received=True)] == ["INVITE", "CANCEL", "ACK"]
     assert sorted(c["status"] for c in children) == ["canceled", "completed"]
     assert action.param("DialCallSid") == child and action.param("DialCallStatus") == "completed"
@@ -450,8 +430,7 @@ async def test_a_sip_noun_over_tcp_answers_a_digest_challenge(
     uri = f"sip:bob@{LOOPBACK}:{bob.port};transport=tcp"
     app.route("/rcml", dial(f"<Sip username='alice' password='secret'>{uri}</Sip>", timeLimit="1"))
     async with EngineNode(db, tmp_path) as node:
-        r = await node.post_call(To=f"sip:alice@{LOOPBACK}:{caller.port}", Url=app.url("/rcml"))
-        sid = r.json()["sid"]
+        sid = await call(node, app, caller.port)
         (action,) = await app.wait_for("/dialed", timeout=15)
         await node.wait_status(sid, "completed", timeout=10)
     await finished(caller)

@@ -326,13 +326,7 @@ class CallEngine:
                 call.observer.redirected(call, update)  # a <Dial> leg: it leaves the bridge for its new RCML
             elif not call.state.final:
                 # Not answered yet: the new document is the one fetched on answer.
-                call.request = replace(
-                    call.request,
-                    url=update.url,
-                    method=update.method,
-                    fallback_url=update.fallback_url,
-                    fallback_method=update.fallback_method,
-                )
+                call.request = _with_document(call.request, update)
         if pending is not None:
             await pending
         await self.writer.flush()  # the answer shows every change made so far, ours and the call's own
@@ -625,13 +619,7 @@ class CallEngine:
     def move(self, call: LiveCall, update: CallUpdate) -> None:
         """Run ``update``'s Url on the answered ``call`` (a <Dial> leg that follows its parent: ChildCallMode=Move)."""
         assert update.url is not None
-        call.request = replace(
-            call.request,
-            url=update.url,
-            method=update.method,
-            fallback_url=update.fallback_url,
-            fallback_method=update.fallback_method,
-        )
+        call.request = _with_document(call.request, update)
         if call.script is not None:
             call.script.redirect(update.url, update.method, update.fallback_url, update.fallback_method)
         elif self.script_factory is not None and call.state is CallState.IN_PROGRESS:
@@ -646,3 +634,15 @@ class CallEngine:
 
 def _x_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     return tuple((n, v) for n, v in headers if n[:2].lower() == "x-")
+
+
+def _with_document(request: CallRequest, update: CallUpdate) -> CallRequest:
+    """``request`` whose RCML is ``update``'s Url (live call modification)."""
+    assert update.url is not None
+    return replace(
+        request,
+        url=update.url,
+        method=update.method,
+        fallback_url=update.fallback_url,
+        fallback_method=update.fallback_method,
+    )
