@@ -126,7 +126,8 @@ class DialRun:
     # -- life cycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
         self.parent.observer = self
-        self.parent.dial_ringing_since = self.engine.clock.wall()
+        if self.parent.state is CallState.IN_PROGRESS:  # a caller still ringing is not billed before its answer anyway
+            self.parent.dial_ringing_since = self.engine.clock.wall()
         task = self.loop.create_task(self._place())
         task.add_done_callback(self._placed)
 
