@@ -438,3 +438,23 @@ async def test_a_sip_noun_over_tcp_answers_a_digest_challenge(
     invites = [m for m in bob.messages(received=True) if m.method == "INVITE"]
     assert len(invites) == 2 and all(m.transport.upper() == "TCP" for m in invites)
     assert action.param("DialCallStatus") == "completed" and action.param("DialSipResponseCode") == "200"
+
+
+async def test_early_media_from_the_callee_reaches_an_answered_caller(
+    db: Database, tmp_path: Path, peers: PeerGroup, app: WebApp
+) -> None:
+    """The callee plays an announcement in early media (183 with SDP, PCMA) and then is busy: the caller (PCMU)
+    heard the announcement, and the action says busy."""
+    alice = tone_phone(peers, tmp_path, name="alice")
+    carrier = callee(peers, "uas_early_media")
+    app.route("/rcml", dial(f"<Sip>sip:bob@{LOOPBACK}:{carrier.port}</Sip>"))
+    async with EngineNode(db, tmp_path) as node:
+        sid = await call(node, app, alice.sip_port, "bob")
+        action, _, _ = await dialed(node, app, sid)
+    await hung_up(alice)
+    await finished(carrier)
+    assert action.param("DialCallStatus") == "busy"
+    rate, heard = alice.dumps()["dec"]
+    announcement = loud(heard)
+    assert len(announcement) > rate, "the caller heard no early media"
+    assert np.sqrt(np.mean(announcement.astype(np.float64) ** 2)) > 300.0
