@@ -26,6 +26,7 @@ parent's ``dial_ringing_since`` is set while branches ring, and the engine subtr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -390,6 +391,12 @@ class DialRun:
         return self.parent, winner.call
 
     def _relay_reinvites(self, on: bool) -> None:
+        if not on:
+            # An offer still waiting for the other side's answer, which will not come now: refused.
+            for origin, _ in self._relays.values():
+                with contextlib.suppress(CallplaneError):
+                    self.calls.reject_reinvite(origin, 487)
+            self._relays.clear()
         pair = (self.parent, self.winner.call if self.winner is not None else None)
         for call in pair:
             if call is not None and call.handle is not None and not call.state.final:
@@ -412,8 +419,11 @@ class DialRun:
                     return
                 assert call.handle is not None
                 self._relays[other.handle] = (call.handle, event.sdp)
-            except CallplaneError as e:
+            except (CallplaneError, ValueError) as e:
                 log.warning("[%s] relaying a re-INVITE failed: %s", call.sid, e)
+                if call.handle is not None:
+                    with contextlib.suppress(CallplaneError):
+                        self.calls.reject_reinvite(call.handle, 488)
         elif isinstance(event, sip.MediaUpdated | sip.ReinviteFailed) and call.handle in self._relays:
             origin, offer = self._relays.pop(call.handle)
             try:
@@ -423,8 +433,10 @@ class DialRun:
                 else:
                     status = event.status if 400 <= event.status < 700 else 500
                     self.calls.reject_reinvite(origin, status)
-            except CallplaneError as e:
+            except (CallplaneError, ValueError) as e:
                 log.warning("[%s] answering a relayed re-INVITE failed: %s", call.sid, e)
+                with contextlib.suppress(CallplaneError):
+                    self.calls.reject_reinvite(origin, 488)  # never leave the peer's offer unanswered
 
     def _answer_here(self, call: LiveCall, event: sip.ReinviteReceived) -> None:
         assert call.handle is not None
