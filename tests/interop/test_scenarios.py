@@ -206,3 +206,14 @@ def test_baresip_dials_out(peers: PeerGroup) -> None:
     # The 2 s tone ends and baresip hangs up on its own.
     assert server.wait(timeout=15) == 0, server.report()
     assert received(server) == ["INVITE", "ACK", "BYE"]
+
+
+def test_early_media_then_busy(peers: PeerGroup) -> None:
+    server, client = pair(peers, "uas_early_media", "uac_busy")
+    assert received(server) == ["INVITE", "ACK"]
+    assert received(client) == ["INVITE 183", "INVITE 486"]
+
+
+def test_star_after_the_answer(peers: PeerGroup) -> None:
+    server, _ = pair(peers, "media_uas_star", "uac_basic", ("-d", "4500"))
+    assert received(server) == ["INVITE", "ACK", "BYE"]
