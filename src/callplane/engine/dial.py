@@ -12,7 +12,7 @@ every registration, so a noun may give several branches) and follows the parent 
   screening document that hangs up makes the branch unanswered); every other branch is CANCELed. The caller is
   answered if it was still ringing (:meth:`CallEngine.answer`), and the two legs are bridged in the media engine:
   audio both ways (each leg decodes and encodes its own codec, so PCMU meets PCMA), RFC 4733 digits relayed.
-  A re-INVITE (hold) from either side is relayed to the other and the answer back (the UA hands them to us);
+  A re-INVITE (hold) from either side is relayed to the other and the answer back (:mod:`.reinvites`);
 * the child is hung up at ``timeLimit``, on ``*`` from the caller with ``hangupOnStar``, when the caller hangs up,
   or when the parent is redirected (live call modification, per ``ChildCallMode``); the callee hanging up ends
   the Dial;
@@ -26,7 +26,6 @@ parent's ``dial_ringing_since`` is set while branches ring, and the engine subtr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -38,9 +37,9 @@ from callplane.core.errors import CallplaneError
 from callplane.engine.callstate import CallState
 from callplane.engine.control import CallRequest, CallUpdate
 from callplane.engine.media_session import CallDigit
+from callplane.engine.reinvites import ReinviteRelay, answer_here
 from callplane.rcml import verbs as v
 from callplane.sip import events as sip
-from callplane.sip.sdp import Direction
 
 if TYPE_CHECKING:
     from callplane.engine.engine import CallEngine, LiveCall, Script
@@ -122,7 +121,7 @@ class DialRun:
         self.recording = "off"  # record="true": "running" from the bridge until its RecordingUrl is known
         self.recording_url: str | None = None
         self._limit: asyncio.TimerHandle | None = None
-        self._relays: dict[str, tuple[str, str]] = {}  # handle re-INVITEd -> (handle waiting for the answer, offer)
+        self.reinvites: ReinviteRelay | None = None  # while bridged to the winner
 
     # -- life cycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -225,11 +224,11 @@ class DialRun:
 
     # -- events (CallObserver) ------------------------------------------------------------------------------
     def on_call_event(self, call: LiveCall, event: object) -> None:
-        if call is self.parent:
-            if isinstance(event, CallDigit):
-                self._parent_digit(event.digit)
-            else:
-                self._reinvite_event(call, event)
+        if call is self.parent and isinstance(event, CallDigit):
+            self._parent_digit(event.digit)
+            return
+        if isinstance(event, sip.ReinviteReceived | sip.MediaUpdated | sip.ReinviteFailed):
+            self._reinvite_event(call, event)
             return
         branch = self._by_sid.get(call.sid)
         if branch is None:
@@ -240,8 +239,6 @@ class DialRun:
         elif isinstance(event, sip.CallAnswered):
             if call.state is CallState.IN_PROGRESS:
                 self._answered(branch)
-        else:
-            self._reinvite_event(call, event)
 
     def call_over(self, call: LiveCall) -> None:
         if call is self.parent:
@@ -261,7 +258,7 @@ class DialRun:
             self.early = None
         if branch is self.winner:
             self._cancel_limit()
-            self._relay_reinvites(False)
+            self._stop_relaying()
         self._check()
 
     # -- answering and bridging -----------------------------------------------------------------------------
@@ -315,7 +312,9 @@ class DialRun:
         if self.verb.record and self.bridged is not None and self.recording == "off":
             if self.owner.record_bridge(self, *self.bridged):
                 self.recording = "running"
-        self._relay_reinvites(True)
+        if self.parent.handle is not None and call.handle is not None:
+            self.reinvites = ReinviteRelay(self.calls, self.parent.handle, call.handle)
+            self.reinvites.start()
         talked = (self.engine.clock.wall() - call.answered_at).total_seconds() if call.answered_at else 0.0
         self._limit = self.loop.call_later(max(0.0, self.verb.time_limit - talked), self._time_limit)
         log.info("[%s] <Dial>: %s answered, bridged", self.parent.sid, call.sid)
@@ -351,7 +350,7 @@ class DialRun:
         """Let the connected leg go on its own (ChildCallMode=Move): no bridge, no longer ours."""
         self._unbridge()
         self._cancel_limit()
-        self._relay_reinvites(False)
+        self._stop_relaying()
         if branch.call is not None:
             branch.call.observer = None
         branch.status = "completed"
@@ -384,68 +383,21 @@ class DialRun:
             self._limit.cancel()
             self._limit = None
 
-    def _connected(self) -> tuple[LiveCall, LiveCall] | None:
-        winner = self.winner
-        if winner is None or winner.call is None or winner.status is not None or self.bridged is None:
-            return None
-        return self.parent, winner.call
-
-    def _relay_reinvites(self, on: bool) -> None:
-        if not on:
-            # An offer still waiting for the other side's answer, which will not come now: refused.
-            for origin, _ in self._relays.values():
-                with contextlib.suppress(CallplaneError):
-                    self.calls.reject_reinvite(origin, 487)
-            self._relays.clear()
-        pair = (self.parent, self.winner.call if self.winner is not None else None)
-        for call in pair:
-            if call is not None and call.handle is not None and not call.state.final:
-                self.calls.relay_reinvites(call.handle, on)
+    def _stop_relaying(self) -> None:
+        relay, self.reinvites = self.reinvites, None
+        if relay is not None:
+            relay.stop()
 
     def _reinvite_event(self, call: LiveCall, event: object) -> None:
-        """Relay a re-INVITE (hold, resume) from one side of the bridge to the other, and the answer back."""
-        if isinstance(event, sip.ReinviteReceived):
-            pair = self._connected()
-            other = None if pair is None else pair[1] if call is pair[0] else pair[0]
+        if call.handle is None:
+            return
+        if self.reinvites is not None and call.handle in (self.reinvites.a, self.reinvites.b):
+            self.reinvites.on_event(call.handle, event)
+        elif isinstance(event, sip.ReinviteReceived):  # handed over just before the bridge ended
             try:
-                if event.sdp is None or event.media is None or other is None or other.handle is None:
-                    self._answer_here(call, event)
-                    return
-                try:
-                    self.calls.hold(other.handle, event.media.direction)
-                except CallplaneError:
-                    assert call.handle is not None
-                    self.calls.reject_reinvite(call.handle, 491)  # the other side is mid-offer itself
-                    return
-                assert call.handle is not None
-                self._relays[other.handle] = (call.handle, event.sdp)
+                answer_here(self.calls, call.handle, event)
             except (CallplaneError, ValueError) as e:
-                log.warning("[%s] relaying a re-INVITE failed: %s", call.sid, e)
-                if call.handle is not None:
-                    with contextlib.suppress(CallplaneError):
-                        self.calls.reject_reinvite(call.handle, 488)
-        elif isinstance(event, sip.MediaUpdated | sip.ReinviteFailed) and call.handle in self._relays:
-            origin, offer = self._relays.pop(call.handle)
-            try:
-                if isinstance(event, sip.MediaUpdated):
-                    # What the other side answered is what we answer: we only pass its audio on.
-                    self.calls.answer_reinvite(origin, offer, event.media.direction)
-                else:
-                    status = event.status if 400 <= event.status < 700 else 500
-                    self.calls.reject_reinvite(origin, status)
-            except (CallplaneError, ValueError) as e:
-                log.warning("[%s] answering a relayed re-INVITE failed: %s", call.sid, e)
-                with contextlib.suppress(CallplaneError):
-                    self.calls.reject_reinvite(origin, 488)  # never leave the peer's offer unanswered
-
-    def _answer_here(self, call: LiveCall, event: sip.ReinviteReceived) -> None:
-        assert call.handle is not None
-        if event.sdp is None:
-            self.calls.offer_reinvite(call.handle)
-        elif event.media is None:
-            self.calls.reject_reinvite(call.handle, 488)
-        else:
-            self.calls.answer_reinvite(call.handle, event.sdp, _MIRROR[event.media.direction])
+                log.warning("[%s] answering a re-INVITE failed: %s", call.sid, e)
 
     # -- the outcome ----------------------------------------------------------------------------------------
     def _live(self) -> list[Branch]:
@@ -511,14 +463,6 @@ class DialRun:
             params.append(("DialSipResponseCode", str(call.sip_status) if call.sip_status else "null"))
             params.extend((f"DialSipHeader_{name}", value) for name, value in call.sip_headers)
         return tuple(params)
-
-
-_MIRROR: dict[Direction, Direction] = {
-    "sendrecv": "sendrecv",
-    "sendonly": "recvonly",
-    "recvonly": "sendonly",
-    "inactive": "inactive",
-}
 
 
 def _seconds(start: datetime, end: datetime) -> int:
