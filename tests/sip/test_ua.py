@@ -952,14 +952,3 @@ def test_public_names_exist(module: str) -> None:
     exported = getattr(mod, "__all__", None)
     assert exported, f"{module} has no __all__"
     assert [name for name in exported if not hasattr(mod, name)] == []
-
-
-def test_a_failure_response_hands_its_x_headers_to_the_engine() -> None:
-    """<Dial><Sip> reports the X- headers of the final response as DialSipHeader_X-… (restcomm-behaviour §4.2)."""
-    link = Link()
-    handle, _ = start_call(link)
-    link.b.reject(handle, 503, link.now, headers=[("X-Carrier-Cause", "34"), ("Retry-After", "5")])
-    link.pump()
-    assert link.events(link.a) == [
-        CallFailed(handle, 503, "Service Unavailable", (("X-Carrier-Cause", "34"), ("Retry-After", "5")))
-    ]
