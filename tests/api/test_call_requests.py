@@ -83,6 +83,19 @@ def test_update_parsing() -> None:
         assert err.value.status == 400
 
 
+def test_child_call_mode_parsing() -> None:
+    url = {"Url": "http://h/x"}
+    assert parse_call_update(url).child_call_mode == "hangup"
+    assert parse_call_update({**url, "ChildCallMode": "StayConnected"}).child_call_mode == "stay"
+    assert parse_call_update({**url, "ChildCallMode": "move"}).child_call_mode == "move"
+    assert parse_call_update({**url, "MoveConnectedCallLeg": "TRUE"}).child_call_mode == "move"
+    assert parse_call_update({**url, "MoveConnectedCallLeg": "false"}).child_call_mode == "hangup"
+    for bad in ({"ChildCallMode": "Park"}, {"MoveConnectedCallLeg": "yes"}):
+        with pytest.raises(ApiError) as err:
+            parse_call_update({**url, **bad})
+        assert err.value.status == 400 and next(iter(bad)) in err.value.message
+
+
 async def test_without_an_engine_post_calls_answers_503_after_validation(api: Api) -> None:
     url = f"/2012-04-24/Accounts/{ADMIN_SID}/Calls.json"
     bad = await api.client.post(url, data={"From": "a", "To": "b"}, auth=ADMIN)

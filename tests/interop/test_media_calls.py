@@ -210,16 +210,18 @@ def baresip(
     peers: PeerGroup,
     tmp: Path,
     *commands: str,
-    account: str = f"<sip:bob@{LOOPBACK}>;regint=0;answermode=auto;audio_codecs=PCMU",
-    tone_hz: float = BARESIP_TONE_HZ,
+    hz: float = BARESIP_TONE_HZ,
+    codec: str = "PCMU",
     seconds: float = 10.0,
     name: str = "baresip-rec",
+    account: str | None = None,
     control: bool = False,
 ) -> Recorder:
     """baresip (appendix B of the reference, without stdio.so) recording with sndfile, its own audio a tone of
-    ``tone_hz`` for ``seconds``, with one ``account`` line (default: bob, answering automatically, not
+    ``hz`` for ``seconds`` in ``codec``, with one ``account`` line (default: bob, answering automatically, not
     registering); ``commands`` run at start (``/dial ...``). ``control``: also listen for ctrl_tcp commands
-    (:attr:`Recorder.control`: ``/sndcode 12#``, ``/hangup``...). ``name`` keeps two phones' files apart."""
+    (:attr:`Recorder.control`: ``/sndcode 12#``, ``/hangup``...). Several run side by side under different
+    ``name`` s."""
     need("baresip")
     d = tmp / name
     rec = d / "rec"
@@ -229,7 +231,7 @@ def baresip(
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)
-        w.writeframes(tone_pcm([tone_hz], seconds, 0.25))
+        w.writeframes(tone_pcm([hz], seconds, 0.25))
     sip_port, rtp = free_port(), free_port_block(20)
     config = [
         "poll_method epoll",
@@ -251,6 +253,8 @@ def baresip(
     if ctrl_port is not None:
         config += ["module_app ctrl_tcp.so", f"ctrl_tcp_listen {LOOPBACK}:{ctrl_port}"]
     (d / "config").write_text("\n".join(config) + "\n")
+    if account is None:
+        account = f"<sip:bob@{LOOPBACK}>;regint=0;answermode=auto;audio_codecs={codec}"
     (d / "accounts").write_text(account + "\n")
     (d / "contacts").write_text("")
     argv = ["baresip", "-f", str(d)]

@@ -230,3 +230,14 @@ def test_inbound_refused_caller_fails_on_a_200(peers: PeerGroup) -> None:
     server = peers.sipp("uas_answer")
     client = peers.sipp("uac_inbound_refused", (LOOPBACK, server.port), service="svc")
     assert client.wait() != 0
+
+
+def test_early_media_then_busy(peers: PeerGroup) -> None:
+    server, client = pair(peers, "uas_early_media", "uac_busy")
+    assert received(server) == ["INVITE", "ACK"]
+    assert received(client) == ["INVITE 183", "INVITE 486"]
+
+
+def test_star_after_the_answer(peers: PeerGroup) -> None:
+    server, _ = pair(peers, "media_uas_star", "uac_basic", ("-d", "4500"))
+    assert received(server) == ["INVITE", "ACK", "BYE"]

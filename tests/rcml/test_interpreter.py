@@ -122,6 +122,22 @@ def test_pause_before_the_answer_delays_it_and_the_first_media_verb_answers() ->
     assert call.at(2.3).feed(Answered()) == [cmd.Say(2, "Welcome", "man", "en", 1)]
 
 
+def test_a_dial_before_the_answer_leaves_the_caller_ringing_until_the_callee_answers() -> None:
+    call, out = started("<Dial>+15551234</Dial><Say>After</Say>", answered=False)
+    assert out == [cmd.Dial(2, v.Dial((v.Number("+15551234"),)))]
+    assert call.itp.state is State.DIALING and not call.itp.answered
+    assert call.feed(Answered()) == []  # the engine answered the caller when the callee did
+    assert call.itp.answered and call.feed(DialDone(2)) == [cmd.Say(3, "After", "man", "en", 1)]
+
+
+def test_the_end_of_the_document_says_so_in_its_hangup() -> None:
+    call, out = started("<Hangup/>")
+    assert out == [cmd.Hangup()] and not out[0].end_of_document  # type: ignore[union-attr]
+    call, out = started("<Pause length='1'/>")
+    (hangup,) = call.tick(1.0)
+    assert isinstance(hangup, cmd.Hangup) and hangup.end_of_document
+
+
 @pytest.mark.parametrize(("reason", "answered", "expected"), [
     ("busy", False, cmd.Reject("busy")),
     ("rejected", False, cmd.Reject("rejected")),

@@ -59,7 +59,8 @@ def test_reject_carries_reason_and_redirect_contact() -> None:
     link.pump()
     (busy,) = _responses(link, 486)
     assert busy.headers.get("Reason") == reason[1] and busy.headers.get("X-Why") == "busy"
-    assert link.events(link.a) == [CallFailed(handle, 486, "Busy Here", (reason,))]
+    # X- headers too: <Dial><Sip> reports them as DialSipHeader_X-… (restcomm-behaviour §4.2).
+    assert link.events(link.a) == [CallFailed(handle, 486, "Busy Here", (reason, ("X-Why", "busy")))]
 
     handle, incoming = start_call(link)
     target = "<sip:carol@127.0.0.1:5070>"

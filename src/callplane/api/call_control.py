@@ -95,6 +95,7 @@ def parse_call_update(fields: dict[str, str]) -> CallUpdate:
             raise bad_request(f"Mute must be true or false, got {fields['Mute']!r}")
         mute = raw == "true"
     update = CallUpdate(
+        child_call_mode=_child_call_mode(fields),
         url=_url(fields, "Url"),
         method=_method(fields, "Method"),
         fallback_url=_url(fields, "FallbackUrl"),
@@ -107,6 +108,24 @@ def parse_call_update(fields: dict[str, str]) -> CallUpdate:
     if update.url is None and update.status is None and update.mute is None:
         raise bad_request("Give at least one of Url, Status or Mute")
     return update
+
+
+_CHILD_CALL_MODES = {"hangup": "hangup", "move": "move", "stayconnected": "stay"}
+
+
+def _child_call_mode(fields: dict[str, str]) -> str:
+    """``ChildCallMode`` (Hangup, Move, StayConnected; any case), or Restcomm's ``MoveConnectedCallLeg=true``,
+    the deprecated form of Move. The default is Hangup."""
+    raw = fields.get("ChildCallMode", "").strip()
+    if raw:
+        mode = _CHILD_CALL_MODES.get(raw.lower())
+        if mode is None:
+            raise bad_request(f"ChildCallMode must be Hangup, Move or StayConnected, got {raw!r}")
+        return mode
+    move = fields.get("MoveConnectedCallLeg", "").strip().lower()
+    if move not in ("", "true", "false"):
+        raise bad_request(f"MoveConnectedCallLeg must be true or false, got {fields['MoveConnectedCallLeg']!r}")
+    return "move" if move == "true" else "hangup"
 
 
 def _engine_error(e: EngineError) -> ApiError:

@@ -288,6 +288,8 @@ SCHEMAS.update(
                 "StatusCallbackMethod": _METHOD,
                 "Status": {"type": "string", "enum": ["canceled", "completed"]},
                 "Mute": {"type": "string", "enum": ["true", "false"]},
+                "ChildCallMode": {"type": "string", "enum": ["Hangup", "Move", "StayConnected"]},
+                "MoveConnectedCallLeg": {"type": "string", "enum": ["true", "false"]},
             },
         },
         "Recording": {

@@ -64,6 +64,7 @@ class CallUpdate:
     status_callback_method: str = "POST"
     status: str | None = None  # "canceled" or "completed"
     mute: bool | None = None
+    child_call_mode: str = "hangup"  # the connected <Dial> leg on a redirect: "hangup", "move" or "stay"
 
 
 class UnknownClient(EngineError):

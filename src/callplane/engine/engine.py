@@ -73,7 +73,7 @@ from callplane.store.calls import CallRecord
 from callplane.store.db import Database, to_us
 from callplane.store.outbox import CallbackTarget
 
-__all__ = ["CallEngine", "EngineConfig", "LiveCall", "Script", "ScriptFactory"]
+__all__ = ["CallEngine", "CallObserver", "EngineConfig", "LiveCall", "Script", "ScriptFactory"]
 
 log = logging.getLogger("callplane.engine")
 
@@ -115,6 +115,17 @@ class Script(Protocol):
 ScriptFactory = Callable[["LiveCall"], Script]
 
 
+class CallObserver(Protocol):
+    """What follows a call besides its script: the ``<Dial>`` that placed it, or that its parent is running
+    (:mod:`.dial`). It sees the call's events after the engine has acted on them, and the call's end."""
+
+    def on_call_event(self, call: LiveCall, event: object) -> None: ...
+
+    def call_over(self, call: LiveCall) -> None: ...
+
+    def redirected(self, call: LiveCall, update: CallUpdate) -> None: ...
+
+
 @dataclass(eq=False)
 class LiveCall:
     """One call this node is running (mutable; owned by the engine)."""
@@ -137,6 +148,13 @@ class LiveCall:
     events: frozenset[str] = field(default_factory=frozenset)
     custom_headers: tuple[tuple[str, str], ...] = ()  # from To's ?query, kept for a fail-over's new INVITE
     incoming: sip.IncomingCall | None = None  # an inbound call: the INVITE it answers
+    observer: CallObserver | None = None  # a <Dial> this call is a leg of, or that it runs (see .dial)
+    sip_status: int | None = None  # the final response to our INVITE (200 when answered)
+    sip_headers: tuple[tuple[str, str], ...] = ()  # that response's X- headers
+    unbilled_s: float = 0.0  # <Dial> ringing time, left out of the duration (calls-api "Call Duration")
+    dial_ringing_since: datetime | None = None  # while a <Dial> of this call rings
+    child_call_mode: str = "hangup"  # what a redirect does to its connected <Dial> leg: hangup, move, stay
+    redirect_to: CallUpdate | None = None  # the live modification being applied (ChildCallMode=Move)
 
     @property
     def sid(self) -> str:
@@ -249,7 +267,23 @@ class CallEngine:
         dest, custom = split_headers(request.to)
         self._from_uri(request.from_)  # a From that makes no URI is refused before anything is written
         targets = await self._targets(dest, request.account_sid)
+        records, _ = await self._start_calls(request, dest, custom, targets)
+        return records
+
+    async def _start_calls(
+        self,
+        request: CallRequest,
+        dest: str,
+        custom: list[tuple[str, str]],
+        targets: list[tuple[str, str]],
+        *,
+        parent: LiveCall | None = None,
+        observer: CallObserver | None = None,
+    ) -> tuple[list[CallRecord], list[LiveCall]]:
+        """One call per target: records written as ``queued`` (with their callback targets), then the INVITEs.
+        With a ``parent`` they are ``outbound-dial`` legs of its ``<Dial>``, followed by ``observer``."""
         now = self.clock.wall()
+        direction = "outbound-api" if parent is None else "outbound-dial"
         records: list[CallRecord] = []
         calls: list[LiveCall] = []
         for target, to_uri in targets:
@@ -260,9 +294,10 @@ class CallEngine:
                 account_sid=request.account_sid,
                 from_=user_part(request.from_),
                 to=user_part(dest),
-                direction="outbound-api",
+                direction=direction,
                 created=now,
                 caller_name=user_part(request.from_),
+                parent_call_sid=parent.sid if parent is not None else None,
             )
             call = LiveCall(
                 facts,
@@ -272,6 +307,7 @@ class CallEngine:
                 status_callback=request.status_callback,
                 status_callback_method=request.status_callback_method,
                 events=frozenset(request.status_callback_events),
+                observer=observer,
             )
             calls.append(call)
             records.append(first_record(facts, "queued", request.api_version))
@@ -292,7 +328,7 @@ class CallEngine:
             self._calls[call.sid] = call
             self._dial(call, custom)
         self.placed += len(calls)
-        return records
+        return records, calls
 
     async def modify(self, account_sid: str, call_sid: str, update: CallUpdate) -> CallRecord:
         call = self._calls.get(call_sid)
@@ -323,16 +359,15 @@ class CallEngine:
             pending = self._hang_up(call, "cancel")
         elif update.url is not None:
             if call.script is not None:  # answered, or an inbound call whose script runs while it rings
+                # A <Dial> under way reads these when the redirect stops it (ChildCallMode).
+                call.child_call_mode, call.redirect_to = update.child_call_mode, update
                 call.script.redirect(update.url, update.method, update.fallback_url, update.fallback_method)
+                call.child_call_mode, call.redirect_to = "hangup", None
+            elif call.state is CallState.IN_PROGRESS and call.observer is not None:
+                call.observer.redirected(call, update)  # a <Dial> leg: it leaves the bridge for its new RCML
             elif not call.state.final:
                 # Not answered yet: the new document is the one fetched on answer.
-                call.request = replace(
-                    call.request,
-                    url=update.url,
-                    method=update.method,
-                    fallback_url=update.fallback_url,
-                    fallback_method=update.fallback_method,
-                )
+                call.request = _with_document(call.request, update)
         if pending is not None:
             await pending
         await self.writer.flush()  # the answer shows every change made so far, ours and the call's own
@@ -483,6 +518,10 @@ class CallEngine:
             call = self._by_handle.get(handle)
             if call is None:
                 return
+            if isinstance(event, sip.CallFailed):
+                call.sip_status, call.sip_headers = event.status, _x_headers(event.headers)
+            elif isinstance(event, sip.CallAnswered):
+                call.sip_status, call.sip_headers = 200, _x_headers(event.headers)
             if isinstance(event, sip.CallProgress):
                 if event.status in (180, 183) and call.state is CallState.INITIATED:
                     self._advance(call, "ring")
@@ -500,6 +539,8 @@ class CallEngine:
             elif isinstance(event, media_session.CallDigit):
                 if call.script is not None:
                     call.script.on_digit(event.digit)
+            if call.observer is not None:
+                call.observer.on_call_event(call, event)
             return
         leg_id = getattr(event, "leg_id", None)
         if isinstance(leg_id, str):
@@ -522,13 +563,17 @@ class CallEngine:
             return
         self.trunks.ended(call.target, 200, self.clock.monotonic())
         self._advance(call, "answer")
-        if self.script_factory is not None:
-            call.script = call.runner = self.script_factory(call)
-            leg = self.leg_of(call)
-            if leg is not None:
-                call.leg = leg
-                self._leg_owner[leg] = call
-            call.script.start()
+        if self.script_factory is not None and call.facts.parent_call_sid is None:  # a <Dial> leg is its Dial's
+            self.run_script(call, self.script_factory(call))
+
+    def run_script(self, call: LiveCall, script: Script) -> None:
+        """Give the answered ``call`` its ``script`` (its RCML, or a <Dial> callee's screening document), start it."""
+        call.script = call.runner = script
+        leg = self.leg_of(call)
+        if leg is not None:
+            call.leg = leg
+            self._leg_owner[leg] = call
+        script.start()
 
     def _failed(self, call: LiveCall, status: int) -> None:
         if call.state.final:
@@ -596,7 +641,10 @@ class CallEngine:
             call.ended_at = wall
             values["end_time"] = to_us(wall)
             if call.answered_at is not None:
-                duration = math.ceil((wall - call.answered_at).total_seconds())
+                unbilled = call.unbilled_s
+                if call.dial_ringing_since is not None:
+                    unbilled += max(0.0, (wall - call.dial_ringing_since).total_seconds())
+                duration = math.ceil(max(0.0, (wall - call.answered_at).total_seconds() - unbilled))
             else:
                 duration = 0
                 values["ring_duration"] = max(0, round((wall - call.facts.created).total_seconds()))
@@ -633,6 +681,31 @@ class CallEngine:
         if call.handle is not None:
             self._by_handle.pop(call.handle, None)
         self._calls.pop(call.sid, None)
+        if call.observer is not None:
+            observer, call.observer = call.observer, None
+            try:
+                observer.call_over(call)
+            except Exception:
+                log.exception("[%s] its <Dial> failed on the call's end", call.sid)
+
+    # -- <Dial> legs (engine/dial.py runs the verb) ---------------------------------------------------------------
+    async def place_dial_leg(self, parent: LiveCall, request: CallRequest, observer: CallObserver) -> list[LiveCall]:
+        """Ring one noun of ``parent``'s ``<Dial>``: a child call per target, placed like an API call (``client:``
+        rings every registration, numbers go through the outbound proxy), each an ``outbound-dial`` record with
+        ``parent_call_sid``. Raises :class:`EngineError` when the noun cannot be called at all."""
+        dest, custom = split_headers(request.to)
+        targets = await self._targets(dest, request.account_sid)
+        _, calls = await self._start_calls(request, dest, custom, targets, parent=parent, observer=observer)
+        return calls
+
+    def move(self, call: LiveCall, update: CallUpdate) -> None:
+        """Run ``update``'s Url on the answered ``call`` (a <Dial> leg that follows its parent: ChildCallMode=Move)."""
+        assert update.url is not None
+        call.request = _with_document(call.request, update)
+        if call.script is not None:
+            call.script.redirect(update.url, update.method, update.fallback_url, update.fallback_method)
+        elif self.script_factory is not None and call.state is CallState.IN_PROGRESS:
+            self.run_script(call, self.script_factory(call))
 
     def _callback_params(self, call: LiveCall, s: Step, wall: datetime, duration: int | None) -> list[tuple[str, str]]:
         if call.incoming is not None:
@@ -815,3 +888,19 @@ class CallEngine:
         except Exception:
             log.exception("[%s] refusing the call failed", call.sid)
         self._advance(call, event, end=True)
+
+
+def _x_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((n, v) for n, v in headers if n[:2].lower() == "x-")
+
+
+def _with_document(request: CallRequest, update: CallUpdate) -> CallRequest:
+    """``request`` whose RCML is ``update``'s Url (live call modification)."""
+    assert update.url is not None
+    return replace(
+        request,
+        url=update.url,
+        method=update.method,
+        fallback_url=update.fallback_url,
+        fallback_method=update.fallback_method,
+    )

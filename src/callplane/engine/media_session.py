@@ -52,7 +52,7 @@ from callplane.sip.sdp import (
     build_offer,
     describe,
 )
-from callplane.sip.ua import UserAgent
+from callplane.sip.ua import CallStateError, UserAgent
 
 __all__ = ["CallDigit", "MediaCall", "MediaCalls", "can_send"]
 
@@ -262,6 +262,40 @@ class MediaCalls:
         """Take the peer off hold (re-INVITE ``sendrecv``)."""
         self._require(call)
         self.ua.resume(call, self._now())
+        self.endpoint.flush()
+
+    def relay_reinvites(self, call: str, relay: bool = True) -> None:
+        """Hand the peer's re-INVITEs on ``call`` to the engine (``ReinviteReceived``) instead of answering them
+        here: a bridged call relays them to the other side (``False``: answered here again)."""
+        try:
+            self.ua.relay_reinvites_of(call, relay)
+        except CallStateError:
+            pass  # the call is gone already
+
+    def answer_reinvite(self, call: str, offer: str, direction: Direction) -> None:
+        """Answer the peer's relayed re-INVITE ``offer`` (RFC 3264 §8) from the call's leg, with ``direction``:
+        what the other side of the bridge answered. The leg follows the offer (``MediaUpdated``)."""
+        mc = self._require(call)
+        local = answer_offer(
+            SessionDescription.parse(offer),
+            self.address,
+            mc.port,
+            session_id=self._session_id(),
+            supported=self.codecs,
+            direction=direction,
+        )
+        self.ua.answer_reinvite(call, local, self._now())
+        self.endpoint.flush()
+
+    def offer_reinvite(self, call: str) -> None:
+        """Answer an offerless re-INVITE from the peer with our offer (its answer comes in the ACK)."""
+        mc = self._require(call)
+        self.ua.answer_reinvite(call, self._offer(mc.port), self._now())
+        self.endpoint.flush()
+
+    def reject_reinvite(self, call: str, status: int) -> None:
+        """Refuse the peer's relayed re-INVITE (491, 488...): the call keeps its media."""
+        self.ua.reject_reinvite(call, status, self._now())
         self.endpoint.flush()
 
     def hangup(self, call: str, status: int = 480) -> None:

@@ -20,7 +20,10 @@ interpreter's commands and runs each:
   answered is refused instead (:meth:`CallEngine.refuse`): ``Reject`` with 603 (``rejected``: the record ends
   ``no-answer``) or 486 (``busy``); a document that could not be fetched with 404 (Notification 21402) or 500, and
   the record ends ``failed``; a Hangup or an empty document with 487, ``canceled`` (restcomm-behaviour §4.3, §5);
-* ``Notify``: a Notification row for the call.
+* ``Notify``: a Notification row for the call;
+* ``Dial``: a :class:`~callplane.engine.dial.DialRun` rings the nouns and bridges the winner; its outcome comes back
+  as ``DialDone`` (``StopDial``, on a redirect, ends it). A screening document (a Dial noun's ``url``) runs as a
+  script on the callee whose end of document lets the Dial bridge the call instead of hanging up.
 
 Every task is the call's own: a failure in one ends in a Notification and, at worst, a hang-up of that call.
 The interpreter's one deadline is one ``loop.call_at``, re-armed only when it changes.
@@ -39,6 +42,7 @@ from urllib.parse import urlencode
 from callplane.core.errors import CallplaneError, RcmlError
 from callplane.core.ids import IdSource
 from callplane.engine.callstate import CallState
+from callplane.engine.dial import DialRun
 from callplane.engine.params import rcml_params
 from callplane.engine.writer import RecordWriter, Write
 from callplane.media import events as media_events
@@ -133,9 +137,17 @@ class ScriptServices:
 
 
 class RcmlScript:
-    def __init__(self, services: ScriptServices, call: LiveCall) -> None:
+    """The RCML of one call. With ``on_screened`` it is a <Dial> callee's screening document: running out of verbs
+    calls it instead of hanging up."""
+
+    def __init__(
+        self, services: ScriptServices, call: LiveCall, *, on_screened: Callable[[], None] | None = None
+    ) -> None:
         self.s = services
         self.call = call
+        self._on_screened = on_screened
+        self._dial: DialRun | None = None
+        self._dial_recording: tuple[DialRun, str, str] | None = None  # (its Dial, RecordingSid, path)
         req = call.request
         self.interp = Interpreter(
             req.url,
@@ -169,7 +181,10 @@ class RcmlScript:
 
     def on_media_event(self, event: object) -> None:
         if isinstance(event, media_events.RecordingFinished):
-            self._recording_finished(event)
+            if self._dial_recording is not None:
+                self._dial_recording_finished(event)
+            else:
+                self._recording_finished(event)
 
     def ended(self) -> None:
         """The call is over: stop what plays, keep what was recorded, let a last action run."""
@@ -264,6 +279,8 @@ class RcmlScript:
             leg = self._leg()
             if leg is not None:
                 self.s.media.stop_recording(leg)
+        elif isinstance(c, cmd.Hangup) and c.end_of_document and self._on_screened is not None:
+            self._screened()
         elif isinstance(c, cmd.Reject):
             if self._unanswered():
                 self._hung_up = True
@@ -284,9 +301,55 @@ class RcmlScript:
             if self.s.engine.answer(self.call):
                 self._feed(ev.Answered())
         elif isinstance(c, cmd.Dial):
-            self._notify(13200, "Dial is not supported yet on this node; the call continues", WARNING)
-            self._feed(ev.DialDone(c.ref, (("DialCallStatus", "failed"), ("DialCallSid", "null"))))
-        # Silence, StartGather, StopGather, StopDial: nothing to do on the media side.
+            self._dial = DialRun(self.s.engine, self.s.media, self.call, c.ref, c.verb, self)
+            self._dial.start()
+        elif isinstance(c, cmd.StopDial):
+            dial, self._dial = self._dial, None
+            if dial is not None:
+                dial.stop()
+        # Silence, StartGather, StopGather: nothing to do on the media side.
+
+    # -- Dial (DialOwner) -----------------------------------------------------------------------------------
+    def dial_done(self, ref: int, params: tuple[tuple[str, str], ...]) -> None:
+        self._dial = None
+        self.loop.call_soon(self._feed, ev.DialDone(ref, params))
+
+    def parent_answered(self) -> None:
+        self.loop.call_soon(self._feed, ev.Answered())
+
+    def dial_notice(self, code: int, message: str) -> None:
+        self._notify(code, message, WARNING)
+
+    def record_bridge(self, dial: DialRun, a: str, b: str) -> bool:
+        """``<Dial record="true">``: record the bridge of legs ``a`` (the caller's) and ``b`` in two channels."""
+        sid = self.s.ids.recording_sid()
+        self.s.recordings_dir.mkdir(parents=True, exist_ok=True)
+        path = str(self.s.recordings_dir / f"{sid}.wav")
+        try:
+            self.s.media.record_bridge(a, b, path, Recorder(max_length_s=None, start=self.loop.time()))
+        except CallplaneError as e:
+            self._notify(PROMPT_FAILED, f"the bridged call cannot be recorded: {e}", ERROR)
+            return False
+        self._dial_recording = (dial, sid, path)
+        return True
+
+    def _dial_recording_finished(self, event: media_events.RecordingFinished) -> None:
+        assert self._dial_recording is not None
+        dial, sid, path = self._dial_recording
+        self._dial_recording = None
+        self._keep_recording(sid, path, event, dial.recording_done)
+
+    def screen(self, call: LiveCall, on_screened: Callable[[], None]) -> RcmlScript:
+        return RcmlScript(self.s, call, on_screened=on_screened)
+
+    def _screened(self) -> None:
+        """The screening document ran out of verbs: the callee is accepted (the Dial bridges it)."""
+        done, self._on_screened = self._on_screened, None
+        if done is None or self._hung_up or self._ended:
+            return
+        self._hung_up = self._ended = True
+        self._close()
+        done()
 
     # -- fetch ----------------------------------------------------------------------------------------------
     async def _fetch(self, c: cmd.Fetch) -> None:
@@ -380,9 +443,21 @@ class RcmlScript:
         self._recording = None
         reasons = {"max-length": "max", "silence": "silence", "key": "key", "stopped": "stopped"}
         reason = "hangup" if self._ended else reasons.get(event.reason, "stopped")
+
+        def saved(url: str | None) -> None:
+            duration = event.duration_s if url is not None else 0.0
+            self._feed(ev.RecordingDone(ref, duration, reason, event.digit, url))  # type: ignore[arg-type]
+
+        self._keep_recording(sid, path, event, saved)
+
+    def _keep_recording(
+        self, sid: str, path: str, event: media_events.RecordingFinished, then: Callable[[str | None], None]
+    ) -> None:
+        """A Recording row for a finished recording, then ``then(RecordingUrl)``; an empty one is dropped
+        (``then(None)``)."""
         if event.duration_s <= 0 or event.path is None:
             Path(path).unlink(missing_ok=True)
-            self._feed(ev.RecordingDone(ref, 0.0, reason, event.digit))  # type: ignore[arg-type]
+            then(None)
             return
         url = f"{self.s.public_url.rstrip('/')}/2012-04-24/Accounts/{self.call.account_sid}/Recordings/{sid}.wav"
         record = RecordingRecord(
@@ -396,7 +471,7 @@ class RcmlScript:
 
         async def save() -> None:
             await store_recordings.add(self.s.engine.db, record)
-            self._feed(ev.RecordingDone(ref, event.duration_s, reason, event.digit, url))  # type: ignore[arg-type]
+            then(url)
 
         self._spawn(save())
 

@@ -7,7 +7,7 @@ Dial -> DialDone).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from callplane.rcml import verbs
@@ -133,7 +133,12 @@ class StopDial:
 
 @dataclass(frozen=True, slots=True)
 class Hangup:
-    """End the call (BYE once answered; before the answer the engine picks the final response)."""
+    """End the call (BYE once answered; before the answer the engine picks the final response).
+
+    ``end_of_document`` tells the document running out from a ``<Hangup/>`` (or a fatal error): a screening
+    document on a ``<Dial>`` callee that runs out lets the call be bridged (it takes no part in equality)."""
+
+    end_of_document: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ on a transition the table forbids: that is a bug in callplane, never a consequen
                 Dial -> dialing --dial_done--> Fetch(action, Dial params) | next verb
                 Redirect -> fetching;  Hangup, Reject, end of document -> ended
                 a verb that needs an answered call, before the answer -> answering --answered--> that verb
+                (not Dial: an unanswered caller hears ringing until the callee answers; the engine answers it)
     any live state --redirected (live call modification)--> stop the current verb --> fetching
     any live state --call_ended--> ended
 
@@ -229,8 +230,8 @@ class Interpreter:
         self._emit(cmd.Fetch(self._ref(), url, method, params))
         self._enter(State.FETCHING)
 
-    def _hangup(self) -> None:
-        self._emit(cmd.Hangup())
+    def _hangup(self, *, end_of_document: bool = False) -> None:
+        self._emit(cmd.Hangup(end_of_document))
         self._pending = None
         self._deadline = None
         self._enter(State.ENDED)
@@ -295,7 +296,8 @@ class Interpreter:
         """Start verbs from the current index until one waits for something; the end of the document hangs up."""
         while self._index < len(self._verbs):
             verb = self._verbs[self._index]
-            if not self.answered and isinstance(verb, (v.Say, v.Play, v.Gather, v.Record, v.Dial)):
+            # Not Dial: the caller stays at 180 until the callee answers (the engine answers it then).
+            if not self.answered and isinstance(verb, (v.Say, v.Play, v.Gather, v.Record)):
                 self._emit(cmd.Answer())
                 self._enter(State.ANSWERING)
                 return
@@ -303,7 +305,7 @@ class Interpreter:
             self._verb = verb
             if self._start(verb, now):
                 return
-        self._hangup()
+        self._hangup(end_of_document=True)
 
     def _start(self, verb: v.Verb, now: float) -> bool:
         """Start ``verb``; True when it waits for an event or a timer, False to go on with the next verb."""

@@ -91,7 +91,8 @@ class CallConfirmed:
 class CallFailed:
     """UAC: the INVITE ended without a dialog. ``status`` is the final response (408 for Timer B, 503 for a transport
     error, 487 after our CANCEL, 488 for an answer we could not use). ``no_answer`` is True when the ring timeout of
-    ``UserAgent.invite`` expired (status 487, reason ``Ring Timeout``): Restcomm's ``no-answer``."""
+    ``UserAgent.invite`` expired (status 487, reason ``Ring Timeout``): Restcomm's ``no-answer``. ``headers`` are the
+    response's Contact, Reason, Retry-After and ``X-`` headers, in order."""
 
     call: str
     status: int

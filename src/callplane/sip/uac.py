@@ -90,7 +90,11 @@ class UacCore(UaCore):
         call.apply("failure")
         if was == "cancelling":
             self._unschedule("cancel", call.handle)
-        headers = tuple((n, v) for n, v in response.headers if n.lower() in ("contact", "reason", "retry-after"))
+        headers = tuple(
+            (n, v)
+            for n, v in response.headers
+            if (lower := n.lower()) in ("contact", "reason", "retry-after") or lower.startswith("x-")
+        )
         self._end(call, CallFailed(call.handle, status, response.reason, headers))
 
     def _on_invite_2xx(self, call: Call, ctx: ClientTx, response: Response, now: float) -> None:
