@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import ipaddress
+import time
 import wave
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -142,10 +143,12 @@ class RtpSink(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
+        self.arrivals: list[float] = []  # wall-clock time of each payload
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if len(data) > 12 and data[0] >> 6 == 2 and data[1] & 0x7F == 0:
             self.payloads.append(data[12:])
+            self.arrivals.append(time.time())
 
     def pcm(self) -> np.ndarray:
         return np.frombuffer(b"".join(decode(p, 0) for p in self.payloads), dtype="<i2")

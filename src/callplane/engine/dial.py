@@ -7,7 +7,8 @@ places a child call per noun through :meth:`CallEngine.place_dial_leg` (all at o
 every registration, so a noun may give several branches) and follows the parent and every child as their
 :class:`~callplane.engine.engine.CallObserver`:
 
-* a child's early media (183 with SDP) is bridged to the caller (already answered) until a callee answers;
+* a child's early media (183 with SDP) is bridged to the caller until a callee answers (a caller that still rings
+  gets a 183 with our answer first);
 * the first child to answer wins, once its screening ``url`` document (run on the callee) has come to its end (a
   screening document that hangs up makes the branch unanswered); every other branch is CANCELed. The caller is
   answered if it was still ringing (:meth:`CallEngine.answer`), and the two legs are bridged in the media engine:
@@ -320,8 +321,9 @@ class DialRun:
         log.info("[%s] <Dial>: %s answered, bridged", self.parent.sid, call.sid)
 
     def _early_media(self, branch: Branch) -> None:
-        """The callee sends early media (183 with SDP): an answered caller hears it until someone answers."""
-        if self.parent.state is CallState.IN_PROGRESS and self._bridge(branch):
+        """The callee sends early media (183 with SDP): the caller hears it until someone answers. A caller that
+        still rings gets early media of its own first (183 with our answer), and its 200 waits for the callee's."""
+        if self.engine.early_media(self.parent) and self._bridge(branch):
             self.early = branch
 
     def _bridge(self, branch: Branch) -> bool:

@@ -875,6 +875,28 @@ class CallEngine:
         self._advance(call, "answer")
         return True
 
+    def early_media(self, call: LiveCall) -> bool:
+        """Give a ringing inbound call early media (183 with our answer, and its leg) so a ``<Dial>`` can bridge the
+        callee's ringback or announcement to it before anyone answers. True when the call has a leg now (already
+        answered, or early media set up); False otherwise (not an inbound call that rings, or an INVITE without an
+        offer, or the offer was refused, which ends the call ``failed``)."""
+        if call.state is CallState.IN_PROGRESS:
+            return True
+        if call.incoming is None or call.state is not CallState.RINGING or call.sid not in self._calls:
+            return False
+        try:
+            mc = self.media.progress(call.incoming)
+        except Exception as e:
+            log.warning("[%s] cannot start early media: %s", call.sid, e)
+            self._advance(call, "fail", end=True)
+            return False
+        if mc is None:
+            return False
+        if call.runner is not None:
+            call.leg = mc.leg_id
+            self._leg_owner[mc.leg_id] = call
+        return True
+
     def refuse(self, call: LiveCall, sip_status: int, event: str) -> None:
         """End a ringing inbound call without answering it: ``sip_status`` to the INVITE, ``event`` (``busy``,
         ``no_answer``, ``fail``, ``cancel``) for its record. Once answered, this is a hang-up."""

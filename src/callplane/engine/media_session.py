@@ -6,7 +6,8 @@ sip/ and media/ never import each other (style.md, layer rules); this module is 
 from one to the other. :class:`MediaCalls` keeps one :class:`MediaCall` per SIP call, mapping the UA's call handle
 (the Call-ID) to a media leg, and reacts to the UA's events:
 
-* incoming call (:meth:`MediaCalls.answer`): a leg is created with the codec the offer's first supported format
+* incoming call (:meth:`MediaCalls.answer`, or :meth:`MediaCalls.progress` first for early media: 183 with the
+  same answer the 200 repeats): a leg is created with the codec the offer's first supported format
   names (an offer whose c= is a host name, not an IPv4 address, is refused with 488: names are never resolved);
   the answer (RFC 3264 §6) carries our address and the leg's port, and the remote from the offer is set at once
   (so our audio flows as soon as the 200 leaves; symmetric RTP latches when the peer's arrives). An INVITE without
@@ -156,9 +157,41 @@ class MediaCalls:
     def answer(self, incoming: sip_events.IncomingCall) -> MediaCall:
         """Answer ``incoming`` with 200 OK and a media leg (RFC 3264 §6; our offer in the 200 if it had none).
 
-        An offer with nothing we can carry is rejected with 488 and :class:`NegotiationError` is raised; when no
-        RTP port is free the call is rejected with 503 and the :class:`MediaError` is raised.
+        A leg made for early media (:meth:`progress`) is kept, and the 200 repeats the 183's answer. An offer with
+        nothing we can carry is rejected with 488 and :class:`NegotiationError` is raised; when no RTP port is free
+        the call is rejected with 503 and the :class:`MediaError` is raised.
         """
+        mc = self._calls.get(incoming.call) or self._prepare(incoming)
+        try:
+            self.ua.answer(incoming.call, mc.local_sdp, self._now())
+        except Exception:
+            self._drop(incoming.call, mc.leg_id)
+            raise
+        self.endpoint.flush()
+        log.info("[%s] answered, leg %s on port %d", incoming.call, mc.leg_id, mc.port)
+        return mc
+
+    def progress(self, incoming: sip_events.IncomingCall) -> MediaCall | None:
+        """Early media for the ringing ``incoming``: a leg and ``183 Session Progress`` with our answer (RFC 3261
+        §13.3.1.1; the later 200 carries the same answer). None when the INVITE had no offer (an answer must then
+        wait for the 200's offer and the ACK). Refusals as for :meth:`answer`."""
+        if incoming.sdp is None:
+            return None
+        mc = self._calls.get(incoming.call)
+        if mc is not None:
+            return mc
+        mc = self._prepare(incoming)
+        try:
+            self.ua.ring(incoming.call, self._now(), mc.local_sdp)
+        except Exception:
+            self._drop(incoming.call, mc.leg_id)
+            raise
+        self.endpoint.flush()
+        log.info("[%s] early media, leg %s on port %d", incoming.call, mc.leg_id, mc.port)
+        return mc
+
+    def _prepare(self, incoming: sip_events.IncomingCall) -> MediaCall:
+        """The leg and our description for ``incoming`` (the answer to its offer, or our offer)."""
         handle = incoming.call
         offer = SessionDescription.parse(incoming.sdp) if incoming.sdp is not None else None
         media: MediaDescription | None = None
@@ -193,12 +226,9 @@ class MediaCalls:
             mc = self._add(MediaCall(handle, leg_id, port, "uas", local))
             if media is not None:
                 self._apply_remote(mc, media)
-            self.ua.answer(handle, local, self._now())
         except Exception:
             self._drop(handle, leg_id)
             raise
-        self.endpoint.flush()
-        log.info("[%s] answered, leg %s on port %d", handle, leg_id, port)
         return mc
 
     # -- outgoing calls -------------------------------------------------------------------------------------
