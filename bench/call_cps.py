@@ -415,8 +415,11 @@ def run(args: argparse.Namespace) -> int:
         f"target (>= {TARGET_CPS:g} calls/s, 0 failures, every completed callback, gap p99 <= 30 ms): "
         f"{'met' if met else 'NOT met'}"
     )
-    with contextlib.suppress(OSError):
-        shutil.rmtree(workdir)
+    if stats.failed:
+        print(f"logs kept for the failed calls: {workdir} (SIPp's errors.log, the node's output)")
+    else:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(workdir)
     return 0 if met else 1
 
 
@@ -536,8 +539,11 @@ def run_dial(args: argparse.Namespace) -> int:
         f"target (>= {TARGET_DIAL_CPS:g} bridged calls/s, 0 failures, {TARGET_BRIDGED} concurrent, gap p99 <= 30 ms): "
         f"{'met' if met else 'NOT met'}"
     )
-    with contextlib.suppress(OSError):
-        shutil.rmtree(workdir)
+    if stats.failed:
+        print(f"logs kept for the failed calls: {workdir} (SIPp's errors.log, the node's output)")
+    else:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(workdir)
     return 0 if met else 1
 
 

@@ -192,12 +192,12 @@ async def test_the_password_is_stored_as_ha1_only_and_never_returned(api: Api) -
         ),
         ({"Login": "alice", "Password": PASSWORD, "FriendlyName": " "}, "FriendlyName must be 1 to 256 characters"),
         (
-            {"Login": "alice", "Password": PASSWORD, "FriendlyName": "a\x00b"},
+            {"Login": "alice", "Password": PASSWORD, "FriendlyName": "a\x07b"},
             "FriendlyName must not contain control characters",
         ),
         (
-            {"Login": "alice", "Password": PASSWORD, "VoiceUrl": "http://app.test/a\x00"},
-            "VoiceUrl must be an absolute http or https URL, got 'http://app.test/a\\x00'",
+            {"Login": "alice", "Password": PASSWORD, "VoiceUrl": "http://app.test/a\x7f"},
+            "VoiceUrl must be an absolute http or https URL, got 'http://app.test/a\\x7f'",
         ),
     ],
 )

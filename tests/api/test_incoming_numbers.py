@@ -321,7 +321,10 @@ _NOT_A_NUMBER = (
         ),
         ({"PhoneNumber": "+15551230000", "FriendlyName": " "}, "FriendlyName must be 1 to 256 characters"),
         ({"PhoneNumber": "+15551230000", "FriendlyName": "x" * 257}, "FriendlyName must be 1 to 256 characters"),
-        ({"PhoneNumber": "+15551230000", "FriendlyName": "a\x00b"}, "FriendlyName must not contain NUL characters"),
+        (
+            {"PhoneNumber": "+15551230000", "FriendlyName": "a\x00b"},
+            "Parameter 'FriendlyName' contains a NUL character",
+        ),
     ],
 )
 async def test_bad_input_is_a_400_naming_the_field(node: Node, fields: dict[str, str], message: str) -> None:
@@ -516,7 +519,7 @@ async def test_sorted_cursor_pages_follow_the_sort(node: Node) -> None:
         ),
         ("PageSize=0", "PageSize must be between 1 and 1000, got 0"),
         ("AfterSid=PN1", "AfterSid 'PN1' is not in this list"),
-        ("FriendlyName=a%00", "FriendlyName must not contain NUL characters"),
+        ("FriendlyName=a%00", "Query parameters may not contain a NUL character (%00)"),
     ],
 )
 async def test_bad_list_parameters(node: Node, query: str, message: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from callplane.store.db import Database, from_us, to_us
@@ -116,10 +116,13 @@ async def get(db: Database, sid: str) -> NumberRecord | None:
     return _record(row) if row is not None else None
 
 
+_BY_NUMBER = select(t).where(t.c.phone_number == bindparam("number"))
+
+
 async def by_phone_number(db: Database, e164: str) -> NumberRecord | None:
-    """The number ``e164`` (already normalised), whichever account holds it."""
-    async with db.read() as conn:
-        row = (await conn.execute(select(t).where(t.c.phone_number == e164))).mappings().first()
+    """The number ``e164`` (already normalised), whichever account holds it. One unit of work (``Database.run``):
+    every inbound INVITE asks, so it takes the store's cheap path."""
+    row = await db.run(lambda conn: conn.execute(_BY_NUMBER, {"number": e164}).mappings().first())
     return _record(row) if row is not None else None
 
 
