@@ -287,3 +287,27 @@ async def test_relay_on_the_wire(engine: MediaEngine) -> None:
     finally:
         caller.close()
         callee.close()
+
+
+def test_a_peer_without_telephone_event_gets_the_audio_relayed_and_no_event() -> None:
+    br = Bridged(b_dtmf=None)
+    for k in range(3):
+        br.talk(k)
+    ev_ts = 4321 + 160 * 3
+    events = [TelephoneEvent(7, False, 10, 160 * (i + 1)) for i in range(3)] + [TelephoneEvent(7, True, 10, 640)] * 3
+    for e in events:
+        br.tick(build(101, br.seq, ev_ts, SRC_SSRC, bytes(e), marker=e.duration == 160))
+        br.seq += 1
+    for k in range(9, 12):
+        br.talk(k)
+    # The audio is relayed, not decoded, on both sides of the digit; while the events (kept here) last longer than
+    # 70 ms, b's peer gets silence on the tick instead; one stream throughout, no event, no gap.
+    relayed = [p.payload for _, p, kind in br.sent if kind == "relay"]
+    assert relayed == [payload(k) for k in (0, 1, 2, 9, 10, 11)]
+    assert {p.payload for _, p, kind in br.sent if kind == "tick"} <= {bytes([0xFF]) * 160}
+    assert br.a.jitter.stats.pushed == 0
+    assert {p.payload_type for _, p, _ in br.sent} == {0}
+    assert_one_stream(br.sent, br.b.ssrc)
+    assert [e for e in br.core.drain_events() if isinstance(e, DigitReceived)] == [
+        DigitReceived("a", "7", 80, "rfc4733")
+    ]

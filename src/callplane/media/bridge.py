@@ -17,8 +17,9 @@ the first leg's, as for a recording of that leg alone.
 Relay. Each direction ``src -> dst`` is decided on every tick: it is relayed without decoding (see
 :mod:`callplane.media.leg`) while nobody listens to ``src``'s audio and it reaches ``dst`` unchanged: both legs
 use the same payload type, ``src`` has no sink (recorder, in-band DTMF or energy detector), the bridge is not
-being recorded, ``src`` is not muted, neither side is held, ``dst`` has telephone-event if ``src`` has, and
-``src``'s packets are plain 20 ms frames. Otherwise it is decoded, mixed and re-encoded on the tick, as above (a
+being recorded, ``src`` is not muted, neither side is held, and ``src``'s packets are plain 20 ms frames (a
+``dst`` without telephone-event gets the audio and not the events, as a decoded direction would; the digits are
+still reported). Otherwise it is decoded, mixed and re-encoded on the tick, as above (a
 transcode PCMU <-> PCMA, a recording, hold music, a mute). A switch waits while a digit crosses that direction
 (a digit that started one way ends the same way, end packets included, so the far peer never sees it twice;
 a relayed digit counts as crossing until the next audio packet is relayed), unless it is a mute or a
@@ -109,7 +110,6 @@ class Bridge:
             and not src.sinks
             and not src.relay_blocked
             and src.payload_type == dst.payload_type
-            and (dst.dtmf_payload_type is not None or src.dtmf_payload_type is None)
             and not dst.dtmf_out.busy  # digits of dst's own (send_digits) go out on the tick
         )
         on = src.relay_to is dst

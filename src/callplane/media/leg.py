@@ -356,6 +356,11 @@ class RtpLeg:
         if event:
             pt = self.dtmf_payload_type
             if pt is None:
+                # Our peer takes no telephone-event: the event stays here (its digit is reported all the same), and
+                # our numbering closes over it so the peer sees no loss.
+                if ssrc == self._rl_ssrc and rtp.seq_diff(seq, self._rl_last) > 0:
+                    self._rl_last = seq
+                    self._rl_seq_off = (self._rl_seq_off - 1) & 0xFFFF
                 return None
         else:
             pt = self.payload_type
