@@ -18,21 +18,24 @@ from typing import Any
 __all__ = ["observe"]
 
 
-def _bpf(sip_port: int, media_port: int) -> bytes:
-    """Classic BPF: incoming copies only (PACKET_HOST), UDP, and dst port in {SIP, media} or src port SIP."""
+def _bpf(sip_port: int, media_port: int, low: int = 1, high: int = 0) -> bytes:
+    """Classic BPF: incoming copies only (PACKET_HOST), UDP, and dst port in {SIP, media} or in ``low..high`` (the
+    node's RTP ports: what the node receives), or src port SIP."""
     ins = [
-        (0x20, 0, 0, 0xFFFFF004),  # ld #pkttype
-        (0x15, 0, 9, 0),  # jeq PACKET_HOST
-        (0x30, 0, 0, 9),  # ldb [9] (IP protocol)
-        (0x15, 0, 7, 17),  # jeq UDP
-        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)
-        (0x48, 0, 0, 2),  # ldh [x+2] (dst port)
-        (0x15, 3, 0, media_port),
-        (0x15, 2, 0, sip_port),
-        (0x48, 0, 0, 0),  # ldh [x+0] (src port)
-        (0x15, 0, 1, sip_port),
-        (0x06, 0, 0, 0xFFFF),  # accept
-        (0x06, 0, 0, 0),  # drop
+        (0x20, 0, 0, 0xFFFFF004),  # 0: ld #pkttype
+        (0x15, 0, 11, 0),  # 1: jeq PACKET_HOST, else drop
+        (0x30, 0, 0, 9),  # 2: ldb [9] (IP protocol)
+        (0x15, 0, 9, 17),  # 3: jeq UDP, else drop
+        (0xB1, 0, 0, 0),  # 4: ldxb 4*([0]&0xf)
+        (0x48, 0, 0, 2),  # 5: ldh [x+2] (dst port)
+        (0x15, 5, 0, media_port),  # 6: accept
+        (0x15, 4, 0, sip_port),  # 7: accept
+        (0x35, 0, 1, low),  # 8: jge low, else to 10
+        (0x25, 0, 2, high),  # 9: jgt high to 10, else accept
+        (0x48, 0, 0, 0),  # 10: ldh [x+0] (src port)
+        (0x15, 0, 1, sip_port),  # 11: accept, else drop
+        (0x06, 0, 0, 0xFFFF),  # 12: accept
+        (0x06, 0, 0, 0),  # 13: drop
     ]
     return b"".join(struct.pack("HBBI", *i) for i in ins)
 
@@ -46,11 +49,11 @@ CALL_ID = re.compile(rb"\r\n(?:Call-ID|i)\s*:\s*([^\r\n]+)", re.I)
 M_LINE = re.compile(rb"\r\nm=audio (\d+) ")
 
 
-def _ring(sip_port: int, media_port: int) -> tuple[socket.socket, mmap.mmap]:
+def _ring(sip_port: int, media_port: int, low: int, high: int) -> tuple[socket.socket, mmap.mmap]:
     """A packet socket on ``lo`` with the filter attached and a TPACKET_V3 receive ring mapped: the kernel fills
     blocks of packets with their timestamps, and this process wakes once per block instead of once per packet."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
-    prog = _bpf(sip_port, media_port)
+    prog = _bpf(sip_port, media_port, low, high)
     buf = ctypes.create_string_buffer(prog)
     fprog = struct.pack("H6xQ", len(prog) // 8, ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, 26, fprog)  # SO_ATTACH_FILTER
@@ -63,13 +66,19 @@ def _ring(sip_port: int, media_port: int) -> tuple[socket.socket, mmap.mmap]:
     return sock, ring
 
 
-def observe(sip_port: int, media_port: int, ready: Any, stop: Any, out: Any) -> None:
+def observe(
+    sip_port: int, media_port: int, ready: Any, stop: Any, out: Any, node_rtp: tuple[int, int] = (1, 0)
+) -> None:
     """Runs in its own process: per call answer time, first RTP, first audio; RTP gaps per source port.
 
     Sends a dict of lists (``to_rtp``, ``to_audio``, ``gaps`` in ms), the number of calls answered, and the packets
-    the kernel dropped because this process fell behind (``drops``; nonzero means the RTP figures are incomplete)."""
+    the kernel dropped because this process fell behind (``drops``; nonzero means the RTP figures are incomplete).
+    With ``node_rtp`` (the node's RTP port range), ``in_gaps`` are the gaps of the RTP the node receives from
+    anyone but the media port's owner, per destination port: the caller's own pacing, the baseline for the gaps of
+    what the node relays to the media port (``gaps``)."""
+    low, high = node_rtp
     try:
-        sock, ring = _ring(sip_port, media_port)
+        sock, ring = _ring(sip_port, media_port, low, high)
     except OSError:  # no CAP_NET_RAW (or no packet sockets here)
         ready.set()
         out.send(None)
@@ -86,6 +95,8 @@ def observe(sip_port: int, media_port: int, ready: Any, stop: Any, out: Any) -> 
     to_audio: list[float] = []
     last: dict[int, float] = {}
     gaps: list[float] = []
+    last_in: dict[int, float] = {}
+    in_gaps: list[float] = []
     packets = 0
     unpack_from = struct.unpack_from
     block = 0
@@ -122,6 +133,14 @@ def observe(sip_port: int, media_port: int, ready: Any, stop: Any, out: Any) -> 
                     want_audio.discard(src)
                     to_audio.append((ts - answered[src]) * 1000.0)
                 continue
+            if low <= dst <= high:
+                # what the node receives from the caller (not the callee's echo, which follows our own pacing)
+                if src != media_port and end - udp >= 12 and ring[udp + 1] & 0x7F in (0, 8):
+                    prev = last_in.get(dst)
+                    if prev is not None and ts - prev < 1.0:  # a port reused by a later call starts afresh
+                        in_gaps.append((ts - prev) * 1000.0)
+                    last_in[dst] = ts
+                continue
             payload = ring[udp:end]
             if dst == sip_port and payload.startswith(b"INVITE "):
                 cid, m = CALL_ID.search(payload), M_LINE.search(payload)
@@ -147,6 +166,7 @@ def observe(sip_port: int, media_port: int, ready: Any, stop: Any, out: Any) -> 
             "to_rtp": to_rtp,
             "to_audio": to_audio,
             "gaps": [g for g in gaps if g < 1000.0],
+            "in_gaps": in_gaps,
             "calls": len(answered_calls),
             "packets": packets,
             "drops": drops,
