@@ -57,7 +57,7 @@ from callplane.engine.control import (
     UnknownClient,
 )
 from callplane.engine.dispatch import APP, SipEventDispatcher, Subscription
-from callplane.engine.media_session import MediaCalls
+from callplane.engine.media_session import MediaCall, MediaCalls
 from callplane.engine.params import CallFacts, rcml_params, status_params
 from callplane.engine.trunks import ProxyPool, Trunks, parse_proxies
 from callplane.engine.writer import Callback, RecordWriter, Write
@@ -859,19 +859,8 @@ class CallEngine:
         offer had nothing we can carry: 488; no RTP port: 503), which ends the call ``failed``."""
         if call.state is CallState.IN_PROGRESS:
             return True
-        if call.incoming is None or call.state is not CallState.RINGING or call.sid not in self._calls:
+        if self._inbound_leg(call, self.media.answer, "answer") is None:
             return False
-        try:
-            mc = self.media.answer(call.incoming)
-        except Exception as e:
-            log.warning("[%s] cannot answer: %s", call.sid, e)
-            with contextlib.suppress(Exception):
-                self.media.hangup(call.incoming.call, 500)  # no-op when MediaCalls already answered 488/503
-            self._advance(call, "fail", end=True)
-            return False
-        if call.runner is not None:
-            call.leg = mc.leg_id
-            self._leg_owner[mc.leg_id] = call
         self._advance(call, "answer")
         return True
 
@@ -882,20 +871,27 @@ class CallEngine:
         offer, or the offer was refused, which ends the call ``failed``)."""
         if call.state is CallState.IN_PROGRESS:
             return True
+        return self._inbound_leg(call, self.media.progress, "start early media") is not None
+
+    def _inbound_leg(
+        self, call: LiveCall, make: Callable[[sip.IncomingCall], MediaCall | None], what: str
+    ) -> MediaCall | None:
+        """The leg ``make`` gives the ringing inbound ``call`` (answering it, or with early media), owned by its
+        script; None when the call is not one, or ``make`` gave none; a failure ends the call ``failed``."""
         if call.incoming is None or call.state is not CallState.RINGING or call.sid not in self._calls:
-            return False
+            return None
         try:
-            mc = self.media.progress(call.incoming)
+            mc = make(call.incoming)
         except Exception as e:
-            log.warning("[%s] cannot start early media: %s", call.sid, e)
+            log.warning("[%s] cannot %s: %s", call.sid, what, e)
+            with contextlib.suppress(Exception):
+                self.media.hangup(call.incoming.call, 500)  # no-op when MediaCalls already refused it (488/503)
             self._advance(call, "fail", end=True)
-            return False
-        if mc is None:
-            return False
-        if call.runner is not None:
+            return None
+        if mc is not None and call.runner is not None:
             call.leg = mc.leg_id
             self._leg_owner[mc.leg_id] = call
-        return True
+        return mc
 
     def refuse(self, call: LiveCall, sip_status: int, event: str) -> None:
         """End a ringing inbound call without answering it: ``sip_status`` to the INVITE, ``event`` (``busy``,

@@ -162,14 +162,7 @@ class MediaCalls:
         the call is rejected with 503 and the :class:`MediaError` is raised.
         """
         mc = self._calls.get(incoming.call) or self._prepare(incoming)
-        try:
-            self.ua.answer(incoming.call, mc.local_sdp, self._now())
-        except Exception:
-            self._drop(incoming.call, mc.leg_id)
-            raise
-        self.endpoint.flush()
-        log.info("[%s] answered, leg %s on port %d", incoming.call, mc.leg_id, mc.port)
-        return mc
+        return self._respond(mc, lambda: self.ua.answer(incoming.call, mc.local_sdp, self._now()), "answered")
 
     def progress(self, incoming: sip_events.IncomingCall) -> MediaCall | None:
         """Early media for the ringing ``incoming``: a leg and ``183 Session Progress`` with our answer (RFC 3261
@@ -181,13 +174,17 @@ class MediaCalls:
         if mc is not None:
             return mc
         mc = self._prepare(incoming)
+        return self._respond(mc, lambda: self.ua.ring(incoming.call, self._now(), mc.local_sdp), "early media")
+
+    def _respond(self, mc: MediaCall, send: Callable[[], None], what: str) -> MediaCall:
+        """``send`` the response that carries ``mc``'s description; a failure releases the leg and is raised."""
         try:
-            self.ua.ring(incoming.call, self._now(), mc.local_sdp)
+            send()
         except Exception:
-            self._drop(incoming.call, mc.leg_id)
+            self._drop(mc.call, mc.leg_id)
             raise
         self.endpoint.flush()
-        log.info("[%s] early media, leg %s on port %d", incoming.call, mc.leg_id, mc.port)
+        log.info("[%s] %s, leg %s on port %d", mc.call, what, mc.leg_id, mc.port)
         return mc
 
     def _prepare(self, incoming: sip_events.IncomingCall) -> MediaCall:
