@@ -206,7 +206,9 @@ async def _serve(settings: Settings, role: _Role) -> None:
         ids,
         clock,
         host=sip_host,
-        port=sip_port if role.index == 0 else 0,  # the other workers place calls from a port of their own
+        # Worker i listens on the --sip port + i (a SIP dispatcher in front spreads inbound calls over them); with
+        # --sip port 0 every worker takes a free port.
+        port=sip_port + role.index if sip_port else 0,
         instance_id=instance_id,
         realm=settings.sip_realm,
         clients=StoreClientSecrets(db, settings.sip_realm),
@@ -373,6 +375,8 @@ def _supervise(settings: Settings, argv: list[str]) -> int:
     def announce(ready: list[Ready]) -> None:
         sip_host = settings.sip_address[0]
         print(f"callplane: SIP on {sip_host}:{ready[0].sip_port} (UDP and TCP)", flush=True)
+        others = ", ".join(str(r.sip_port) for r in ready[1:])
+        print(f"callplane: workers 1-{count - 1} also take SIP calls on {sip_host} ports {others}", flush=True)
         _report_tts()
         print(
             f"callplane: HTTP API on http://{host}:{port}/2012-04-24 (InstanceId {node_id}, {count} workers)",

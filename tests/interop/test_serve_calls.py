@@ -38,7 +38,8 @@ class Node:
 
 
 def start_node(group: PeerGroup, data: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Node:
-    sip, http, rtp = free_port(), free_port(), free_port_block(200)
+    sip = free_port() if workers == 1 else free_port_block(workers)  # worker i listens on sip + i
+    http, rtp = free_port(), free_port_block(200)
     argv = [sys.executable, "-m", "callplane", "serve", "--sip", f"{LOOPBACK}:{sip}", "--http", f"{LOOPBACK}:{http}"]
     argv += ["--data", str(data), "--rtp-ports", f"{rtp}-{rtp + 199}", "--workers", str(workers)]
     full_env = {

@@ -241,3 +241,33 @@ async def test_calls_to_a_client_are_placed_by_the_worker_that_holds_the_sip_por
     invites = [m for m in phone.messages(received=True) if m.is_request and m.method == "INVITE"]
     assert len(invites) == 8
     assert all(f"{LOOPBACK}:{node.sip}" in (m.header("Via") or "") for m in invites)
+
+
+async def test_each_worker_takes_inbound_calls_on_its_own_sip_port(tmp_path: Path, peers: PeerGroup) -> None:
+    """Worker i listens on --sip + i, as the banner says: an INVITE to a number sent there (as a SIP dispatcher in
+    front of the node would) runs on that worker, which answers from that port."""
+    need("sipp")
+    group = PeerGroup(tmp_path / "node")
+    async with WebApp() as app:
+        app.route("/rcml", Answer.xml("<Response><Say>Hello.</Say><Hangup/></Response>"))
+        try:
+            node = start_node(group, tmp_path / "data", workers=2, env={"CALLPLANE_TRUSTED_PEERS": "127.0.0.0/8"})
+            node_id = _node_id(node)
+            banner = f"workers 1-1 also take SIP calls on {LOOPBACK} ports {node.sip + 1}"
+            assert banner in node.proc.output(), node.proc.output()
+            async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
+                r = await client.post(
+                    node.url("/IncomingPhoneNumbers.json"),
+                    data={"PhoneNumber": "+15551230000", "VoiceUrl": app.url("/rcml")},
+                )
+                assert r.status_code == 200, r.text
+            sids: list[str] = []
+            for port in (node.sip, node.sip + 1):
+                caller = peers.sipp("uac_inbound", (LOOPBACK, port), service="+15551230000")
+                assert await asyncio.to_thread(caller.wait, 20) == 0, caller.report()
+                answer = next(m for m in caller.messages(received=True) if m.status == 200)
+                assert f"{LOOPBACK}:{port}" in (answer.header("Contact") or "")
+                sids.append((await app.wait_for("/rcml", count=len(sids) + 1))[-1].param("CallSid") or "")
+        finally:
+            group.close()
+    assert sids[0].startswith(node_id + "-CA") and not sids[1].startswith(node_id), sids
