@@ -86,8 +86,9 @@ class Settings:
     workers: str = _opt(
         "1",
         "WORKERS",
-        "worker processes sharing the HTTP port, 1-32 or auto (one per CPU); each runs its own calls, worker 0 on "
-        "the --sip port and the others on a port of their own, each with a slice of --rtp-ports",
+        "worker processes sharing the HTTP port, 1-32 or auto (one per CPU); each runs its own calls, worker i on "
+        "the --sip port + i (inbound calls too: a SIP dispatcher in front spreads them), each with a slice of "
+        "--rtp-ports",
     )
     outbound_proxy: str = _opt(
         "",
