@@ -64,10 +64,27 @@ sys.path.insert(0, str(ROOT))
 import uvloop  # noqa: E402
 
 from bench.common import machine, pct  # noqa: E402
-from bench.rig_dial import NUMBER, dial_rcml, max_concurrent, provision, uac_scenario, write_tone_pcap  # noqa: E402
+from bench.rig_dial import (  # noqa: E402
+    NUMBER,
+    dial_rcml,
+    dispatcher_config,
+    max_concurrent,
+    provision,
+    uac_scenario,
+    write_tone_pcap,
+)
 from bench.rig_http import HttpClient, HttpError, Request, build_request, response_bytes, start_server  # noqa: E402
 from bench.rig_observer import observe  # noqa: E402
-from tests.interop.peers import LOOPBACK, Peer, PeerGroup, free_port, free_port_block, wait_udp_bound  # noqa: E402
+from tests.interop.peers import (  # noqa: E402
+    LOOPBACK,
+    Peer,
+    PeerGroup,
+    free_port,
+    free_port_block,
+    kamailio_modules,
+    sip_ping,
+    wait_udp_bound,
+)
 
 ACCOUNT = "AC" + "b" * 32
 TOKEN = "bench-token-0123456789"
@@ -257,7 +274,8 @@ def start_node(
 ) -> tuple[Peer, int, int]:
     """``callplane serve`` as a user runs it, with its data in ``workdir/data``; returns (peer, SIP port, HTTP port)
     once its API answers."""
-    sip, http = free_port(), free_port()
+    sip = free_port() if workers == 1 else free_port_block(workers)  # worker i listens on sip + i
+    http = free_port()
     argv = [sys.executable, "-m", "callplane", "serve", "--sip", f"{LOOPBACK}:{sip}"]
     argv += ["--http", f"{LOOPBACK}:{http}", "--data", str(workdir / "data"), "--log-level", "WARNING"]
     argv += ["--rtp-ports", f"{NODE_RTP[0]}-{NODE_RTP[1]}"]
@@ -454,6 +472,20 @@ def run_dial(args: argparse.Namespace) -> int:
             )
         )
         node, sip, _http = start_node(group, workdir, args.workers, {"CALLPLANE_TRUSTED_PEERS": "127.0.0.0/8"})
+        front = sip
+        dispatcher = None
+        if args.workers > 1:  # a SIP dispatcher in front spreads the calls over the workers' SIP ports
+            front = free_port()
+            rundir = workdir / "dispatcher"
+            rundir.mkdir()
+            cfg = dispatcher_config(front, kamailio_modules(), rundir, [sip + i for i in range(args.workers)])
+            dispatcher = group.start(
+                "kamailio", ["kamailio", "-f", str(cfg), "-DD", "-E", "-Y", str(rundir), "-w", str(rundir)], cwd=rundir
+            )
+            deadline = time.monotonic() + 10
+            while sip_ping(LOOPBACK, front, timeout=0.3) != 200:
+                if dispatcher.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"call_cps: the kamailio dispatcher did not start:\n{dispatcher.output()}")
         ready, stop = ctx.Event(), ctx.Event()
         obs_conn, obs_end = ctx.Pipe()
         observer = ctx.Process(
@@ -469,7 +501,7 @@ def run_dial(args: argparse.Namespace) -> int:
         reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         caller = group.sipp(
             str(scenario),
-            (LOOPBACK, sip),
+            (LOOPBACK, front),
             calls=total,
             rate=args.rate,
             limit=max(10, int(args.rate * (args.hold + 5) * 2)),
@@ -479,6 +511,7 @@ def run_dial(args: argparse.Namespace) -> int:
         )
         caller.wait(args.duration + args.hold + 180)
         node_cpu, callee_cpu = tree_cpu(node.pid) - node_cpu0, cpu_seconds(callee.pid) - callee_cpu0
+        dispatcher_cpu = tree_cpu(dispatcher.pid) if dispatcher is not None else 0.0
         reaped1, busy1 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy()
         # the caller has exited and been reaped: its CPU time is in our children's (the only child reaped since)
         caller_cpu = reaped1.ru_utime + reaped1.ru_stime - reaped0.ru_utime - reaped0.ru_stime
@@ -514,7 +547,9 @@ def run_dial(args: argparse.Namespace) -> int:
     print(f"web app saw (whole run): {seen['requests']}; status callbacks completed: {len(seen['completed'])}")
     print(
         f"node CPU: {node_cpu:.1f} s = {node_cpu * per_call:.2f} ms per bridged call; SIPp caller "
-        f"{caller_cpu * per_call:.2f} ms, callee {callee_cpu * per_call:.2f} ms per call; machine-wide busy "
+        f"{caller_cpu * per_call:.2f} ms, callee {callee_cpu * per_call:.2f} ms per call"
+        + (f", kamailio dispatcher {dispatcher_cpu * per_call:.2f} ms" if args.workers > 1 else "")
+        + "; machine-wide busy "
         f"{busy:.2f} of {cores} cores"
     )
     gap_p99 = float("nan")

@@ -4,7 +4,8 @@ callee's RCML, the provisioned number, and SIPp's per-second statistics.
 The bridged call it drives: SIPp (UAC) INVITEs ``NUMBER`` at the node offering PCMU, and once answered plays a
 tone from a pcap (``play_pcap_audio``: 20 ms PCMU packets on its own clock) for the hold time, then sends BYE. The
 node runs the number's VoiceUrl, ``<Dial><Sip>`` to a SIPp UAS whose ``-rtp_echo`` returns every packet, and
-bridges the two legs: the tone crosses to the callee and its echo comes back.
+bridges the two legs: the tone crosses to the callee and its echo comes back. With several workers, a kamailio
+dispatcher (:func:`dispatcher_config`) in front of the node spreads the INVITEs over the workers' SIP ports.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from callplane.media.sources import ToneSource
 __all__ = [
     "NUMBER",
     "dial_rcml",
+    "dispatcher_config",
     "max_concurrent",
     "provision",
     "uac_scenario",
@@ -164,3 +166,66 @@ def max_concurrent(stat_path: Path) -> int:
         return 0
     col = rows[0].index("CurrentCall")
     return max((int(r[col]) for r in rows[1:] if len(r) > col and r[col].isdigit()), default=0)
+
+
+_DISPATCHER_CFG = """#!KAMAILIO
+# callplane's bench: a SIP dispatcher spreading new INVITEs round robin over the node's workers (worker i listens on
+# the --sip port + i). No Record-Route: in-dialog requests go to the worker that answered (its Contact).
+debug=1
+log_stderror=yes
+fork=yes
+children=2
+auto_aliases=no
+disable_tcp=yes
+listen=udp:127.0.0.1:@@PORT@@
+mpath="@@MPATH@@"
+loadmodule "pv.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "dispatcher.so"
+modparam("dispatcher", "list_file", "@@RUNDIR@@/dispatcher.list")
+modparam("dispatcher", "ds_ping_interval", 0)
+
+request_route {
+    if (!mf_process_maxfwd_header("10")) {
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }
+    if (is_method("OPTIONS") && !has_totag()) {
+        sl_send_reply("200", "OK");
+        exit;
+    }
+    if (is_method("CANCEL")) {
+        if (t_check_trans()) {
+            t_relay();
+        }
+        exit;
+    }
+    if (has_totag()) {
+        # SIPp sends every request to its remote address: in-dialog ones go on to their Request-URI (the worker's
+        # Contact), as a dispatcher that adds no Record-Route would never see them from a real phone.
+        t_relay();
+        exit;
+    }
+    t_check_trans();
+    if (!ds_select_dst("1", "4")) {
+        sl_send_reply("503", "No worker");
+        exit;
+    }
+    t_relay();
+}
+"""
+
+
+def dispatcher_config(port: int, modules: str, rundir: Path, workers: list[int]) -> Path:
+    """Write the dispatcher's kamailio.cfg (listening on ``port``) and its list of worker SIP ports; its path."""
+    (rundir / "dispatcher.list").write_text("".join(f"1 sip:127.0.0.1:{w}\n" for w in workers))
+    cfg = _DISPATCHER_CFG
+    for key, value in {"PORT": str(port), "MPATH": modules, "RUNDIR": str(rundir)}.items():
+        cfg = cfg.replace(f"@@{key}@@", value)
+    path = rundir / "kamailio.cfg"
+    path.write_text(cfg)
+    return path

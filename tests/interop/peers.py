@@ -617,7 +617,7 @@ class PeerGroup:
         cfg = (HERE / "kamailio.cfg.tmpl").read_text()
         for key, value in {
             "PORT": str(port),
-            "MPATH": _kamailio_modules(),
+            "MPATH": kamailio_modules(),
             "RUNDIR": str(d),
             "PASSWORD": password,
         }.items():
@@ -690,7 +690,7 @@ class PeerGroup:
         return run
 
 
-def _kamailio_modules() -> str:
+def kamailio_modules() -> str:
     for path in (
         "/usr/lib/x86_64-linux-gnu/kamailio/modules",
         "/usr/lib/kamailio/modules",
