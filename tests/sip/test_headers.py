@@ -185,3 +185,14 @@ def test_uri_cache_evicts_the_oldest_instead_of_emptying() -> None:
     assert URI.parse(texts[_CACHE_MAX // 8 - 1]) is not parsed[_CACHE_MAX // 8 - 1]
     addresses = [Address.parse(f"<{t}>;tag=x") for t in texts]
     assert Address.parse(f"<{texts[recent]}>;tag=x") is addresses[recent]
+
+
+def test_uri_text_is_made_once_and_takes_no_part_in_equality() -> None:
+    """A remembered URI recurs in every message of a dialog and in each call's events: ``str()`` is computed once."""
+    uri = URI.parse("sip:alice@atlanta.com:5060;transport=tcp")
+    text = str(uri)
+    assert text == "sip:alice@atlanta.com:5060;transport=tcp"
+    assert str(uri) is text
+    fresh = URI._parse("sip:alice@atlanta.com:5060;transport=tcp")
+    assert fresh is not uri and fresh == uri and hash(fresh) == hash(uri)
+    assert str(uri.with_param("lr")) == "sip:alice@atlanta.com:5060;transport=tcp;lr"  # a new value, its own text

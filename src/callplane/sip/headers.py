@@ -22,7 +22,7 @@ Public names::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -273,6 +273,8 @@ class URI(_WithParams):
     params: Params = ()
     headers: str | None = None
     opaque: str | None = None
+    # str(), made once: remembered URIs (see URI.parse) recur in every message of a dialog and in each call's events.
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> URI:
@@ -322,6 +324,13 @@ class URI(_WithParams):
         )
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._format()
+            object.__setattr__(self, "_text", text)  # a value: its text never changes
+        return text
+
+    def _format(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
         if self.scheme == "tel":

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from callplane.sip.headers import TOKEN_CHARS, URI, Address, CSeq, SipParseError, Via, split_list
 
@@ -260,6 +260,11 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value for ``name`` in order; list headers (Via, Route, Contact...) are split on top-level commas."""
         key = canonical_name(name)
+        first: dict[str, str] | None = self._cache.get("")
+        if first is None:
+            first = self.first_values()
+        if key not in first:
+            return []  # the usual answer for Require, Record-Route, Route...: no scan of the lines
         values = [v for k, _, v in self._lines if k == key]
         if key in _LIST_HEADERS:
             out: list[str] = []
@@ -371,7 +376,7 @@ class Headers:
         value = cache.get(key, _MISSING)  # not try/except: a miss is the usual case on a new message, and costly
         if value is _MISSING:
             value = cache[key] = parse(self)
-        return cast(_T, value)
+        return value  # type: ignore[no-any-return]  # not typing.cast: a call per view, dozens per message
 
 
 def _required(headers: Headers, key: str, label: str) -> str:
@@ -499,13 +504,25 @@ class Message:
 
     def validate(self) -> None:
         """Check the mandatory headers and parse the top Via, From, To and CSeq (raises SipParseError)."""
-        first = self.headers.first_values()
+        headers = self.headers
+        first = headers.first_values()
         for key, label in _MANDATORY:
             if key not in first:
                 raise SipParseError(f"missing mandatory header {label}")
-        if not self.call_id:
+        # The views are stored directly (what the properties would cache): this runs for every message received.
+        cache = headers._cache
+        call_id = first["call-id"].strip()
+        if not call_id:
             raise SipParseError("malformed Call-ID")
-        _ = self.via, self.from_, self.to, self.cseq
+        cache["call-id"] = call_id
+        if "via" not in cache:
+            cache["via"] = _top_via(headers)
+        if "from" not in cache:
+            cache["from"] = Address.parse(first["from"])
+        if "to" not in cache:
+            cache["to"] = Address.parse(first["to"])
+        if "cseq" not in cache:
+            cache["cseq"] = CSeq.parse(first["cseq"])
 
 
 class Request(Message):
