@@ -249,6 +249,47 @@ def test_stamping_the_top_via_keeps_the_other_parsed_headers() -> None:
     assert b"\r\nVia: " + str(top).encode() + b"\r\n" in bytes(msg)
 
 
+def test_a_response_forgets_the_views_it_copied_when_its_headers_change() -> None:
+    """A response starts with its request's parsed views (Via list, From, CSeq...), and editing its headers afterwards
+    forgets exactly the views of the edited header, whether or not a view of the whole list was copied."""
+    request = parse_message(load("rfc3261_24_2_f1_invite.sip"))
+    assert isinstance(request, Request)
+    vias = request.vias  # a "via:all" view, copied into the response below
+    ok = request.create_response(200, to_tag="t1")
+    assert ok.vias is vias and ok.from_ is request.from_ and ok.cseq is request.cseq
+    assert ok.to.tag == "t1" and request.to.tag is None and request.to.tag is None
+    ok.headers.insert_first("Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp")
+    assert [v.host for v in ok.vias][0] == "proxy.example.com" and len(ok.vias) == len(vias) + 1
+    assert request.vias is vias and len(request.vias) == len(vias)
+    bare = request.create_response(180, to_tag="t1")  # no list view copied: the first line is still forgotten
+    bare.headers.add("Contact", "<sip:a@b>")
+    assert [c.uri.host for c in bare.contacts] == ["b"]
+    bare.headers.add("Contact", "<sip:c@d>")
+    assert [c.uri.host for c in bare.contacts] == ["b", "d"]
+    bare.headers.set("CSeq", "7 INVITE")
+    assert bare.cseq.seq == 7 and request.cseq.seq == 314159
+
+
+def test_max_forwards_view_follows_the_header() -> None:
+    request = parse_message(load("rfc3261_24_2_f1_invite.sip"))
+    assert isinstance(request, Request)
+    assert request.max_forwards == 70
+    assert decrement_max_forwards(request) == 69 and request.max_forwards == 69
+    request.headers.remove("Max-Forwards")
+    assert request.max_forwards is None
+    request.headers.add("Max-Forwards", "x")
+    with pytest.raises(SipParseError, match="malformed Max-Forwards"):
+        request.max_forwards  # noqa: B018
+
+
+def test_an_address_tag_is_read_once_and_each_value_has_its_own() -> None:
+    address = Address.parse("Alice <sip:alice@atlanta.com>;tag=1928301774")
+    assert address.tag == "1928301774" and address._tag == ("1928301774",)
+    assert address.with_tag("other").tag == "other" and address.tag == "1928301774"
+    assert Address.parse("<sip:bob@biloxi.com>").tag is None
+    assert address == Address(address.uri, "Alice", (("tag", "1928301774"),))  # the memo is not compared
+
+
 def test_stream_framer_several_messages_and_keepalives() -> None:
     a = load("rfc3261_24_2_f1_invite.sip")
     b = load("rfc3261_24_2_f13_bye.sip")

@@ -396,6 +396,7 @@ class Address(_WithParams):
     uri: URI
     display_name: str | None = None
     params: Params = ()
+    _tag: tuple[str | None] | None = field(default=None, init=False, repr=False, compare=False)  # tag, looked up once
 
     @classmethod
     def parse(cls, text: str) -> Address:
@@ -469,7 +470,11 @@ class Address(_WithParams):
     @property
     def tag(self) -> str | None:
         """The ``tag`` parameter (RFC 3261 §19.3)."""
-        return _get(self.params, "tag")
+        memo = self._tag  # read a dozen times per call (dialog matching): the parameters are scanned once
+        if memo is None:
+            memo = (_get(self.params, "tag"),)
+            object.__setattr__(self, "_tag", memo)
+        return memo[0]
 
     def with_tag(self, tag: str) -> Address:
         return self.with_param("tag", tag)

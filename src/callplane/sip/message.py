@@ -208,15 +208,17 @@ _MISSING: Any = object()
 class Headers:
     """Ordered header lines ``(name, value)`` as written; lookups by canonical name (see :func:`canonical_name`)."""
 
-    __slots__ = ("_lines", "_cache")
+    __slots__ = ("_lines", "_cache", "_views")
 
     def __init__(self, lines: Iterable[tuple[str, str]] = ()) -> None:
         self._lines: list[tuple[str, str, str]] = [(canonical_name(n), n, v) for n, v in lines]
         self._cache: dict[str, Any] = {}
+        # How many ``name:<view>`` entries the cache may hold: while none, a change forgets its header's views
+        # without scanning the cache (a response being built gets a line added several times).
+        self._views = 0
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        for _, name, value in self._lines:
-            yield name, value
+        return iter([(name, value) for _, name, value in self._lines])
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -239,11 +241,7 @@ class Headers:
         """Canonical name -> its first line's value (cached; do not change the dict)."""
         first: dict[str, str] | None = self._cache.get("")
         if first is None:
-            first = {}
-            for k, _, v in self._lines:
-                if k not in first:
-                    first[k] = v
-            self._cache[""] = first
+            first = self._cache[""] = {k: v for k, _, v in reversed(self._lines)}  # the first line of a name wins
         return first
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -359,9 +357,12 @@ class Headers:
         cache = self._cache
         if not cache:
             return
-        prefix = key + ":"
-        for name in [name for name in cache if name == key or name.startswith(prefix)]:
-            del cache[name]
+        cache.pop(key, None)
+        if self._views:
+            prefix = key + ":"
+            for name in [name for name in cache if name.startswith(prefix)]:
+                del cache[name]
+                self._views -= 1
         first = cache.get("")
         if first is not None:
             if appended is None:
@@ -376,6 +377,8 @@ class Headers:
         value = cache.get(key, _MISSING)  # not try/except: a miss is the usual case on a new message, and costly
         if value is _MISSING:
             value = cache[key] = parse(self)
+            if ":" in key:
+                self._views += 1
         return value  # type: ignore[no-any-return]  # not typing.cast: a call per view, dozens per message
 
 
@@ -414,6 +417,16 @@ def _call_id(h: Headers) -> str:
 
 def _cseq(h: Headers) -> CSeq:
     return CSeq.parse(_required(h, "cseq", "CSeq"))
+
+
+def _max_forwards(h: Headers) -> int | None:
+    value = h.get("max-forwards")
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or not value.isascii() or len(value) > 3:
+        raise SipParseError("malformed Max-Forwards")
+    return int(value)
 
 
 def _contacts(h: Headers) -> list[Address]:
@@ -489,13 +502,7 @@ class Message:
 
     @property
     def max_forwards(self) -> int | None:
-        value = self.headers.get("max-forwards")
-        if value is None:
-            return None
-        value = value.strip()
-        if not value.isdigit() or not value.isascii() or len(value) > 3:
-            raise SipParseError("malformed Max-Forwards")
-        return int(value)
+        return self.headers.typed("max-forwards", _max_forwards)
 
     @property
     def content_type(self) -> str | None:
@@ -560,20 +567,23 @@ class Request(Message):
                 lines.append(line)
             elif key in _COPIED and key not in copied:
                 copied[key] = line
-        lines.extend(copied[key] for key in _COPIED if key in copied)
-        # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
         cache = h._cache
-        for key in ("via", "via:all", "from", "to", "call-id", "cseq"):
-            value = src._cache.get(key)
-            if value is not None:
-                cache[key] = value
+        tagged = False
         if to_tag is not None and status != 100:
             try:
                 to: Address | None = self.to
             except SipParseError:
                 to = None  # answering a malformed request: its To is copied as it came
             if to is not None and to.tag is None:
-                h.set("To", to.with_tag(to_tag))
+                copied["to"] = ("to", "To", str(to.with_tag(to_tag)))  # in the place of the request's To line
+                tagged = True
+        lines.extend(copied[key] for key in _COPIED if key in copied)
+        # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
+        for key in ("via", "via:all", "from", "to", "call-id", "cseq"):
+            value = src._cache.get(key)
+            if value is not None and not (tagged and key == "to"):
+                cache[key] = value
+        h._views = 1 if "via:all" in cache else 0
         if status == 100:
             ts = src.get("timestamp")
             if ts is not None:
@@ -783,6 +793,7 @@ def _parse_headers(lines: list[str], msg: Message) -> None:
                 keys[name] = key
         out.append((key, name, value.strip()))
     msg.headers._cache.clear()
+    msg.headers._views = 0
 
 
 class StreamFramer:
