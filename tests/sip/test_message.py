@@ -176,6 +176,10 @@ def test_bad_cseq_and_mismatched_method_are_answerable() -> None:
         (b"SIP/2.0 99 Low\r\n\r\n", "malformed status line", 400),
         (b"SIP/2.0 2000 OK\r\n\r\n", "malformed status line", 400),
         (b"INVITE sip:a@b SIP/2.0\r\nNoColon\r\n\r\n", "malformed header line", 400),
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nVia\r\n\r\n", "malformed header line", 400),  # a known name
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nBad Name: y\r\n\r\n", "malformed header name", 400),
+        (b"INVITE sip:a@b SIP/2.0\nVia: x\nTo\n\n", "malformed header line", 400),
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\tfolded\r\nNoColon\r\n\r\n", "malformed header line", 400),
         (b"INVITE sip:a@b SIP/2.0\r\n folded\r\n\r\n", "malformed header folding", 400),
         (b"INVITE http://x SIP/2.0\r\nVia: x\r\n\r\n", "unsupported URI scheme", 416),
         (b"INVITE sip:a@b:x SIP/2.0\r\nVia: x\r\n\r\n", "malformed Request-URI", 400),

@@ -741,7 +741,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         if uri.headers is not None:
             _parse_headers(lines, msg)
             raise _fail("headers in Request-URI", msg)  # §19.1.5 (RFC 4475 §3.1.2.11)
-    _parse_headers(lines, msg)
+    _parse_headers(lines, msg, "\n " in text or "\n\t" in text)
     partial = msg if isinstance(msg, Request) else None
     # Body (§18.3 / §20.14).
     length_text = msg.headers.get("content-length")
@@ -769,31 +769,47 @@ _KEYS: dict[str, str] = {}
 _KEYS_MAX = 1024
 
 
-def _parse_headers(lines: list[str], msg: Message) -> None:
+def _parse_headers(lines: list[str], msg: Message, folded: bool = True) -> None:
+    """Append the header lines (``lines[1:]``) to ``msg``. ``folded=False`` promises that no line starts with a space
+    or tab (the caller looked at the whole block at once), which spares the continuation check on every line."""
     out = msg.headers._lines
     keys = _KEYS
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            # Folded continuation line (§7.3.1): join with a single space.
-            if not out:
-                raise _fail("malformed header folding")
-            k, n, v = out[-1]
-            out[-1] = (k, n, f"{v} {line.strip()}" if v else line.strip())
-            continue
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise _fail("malformed header line", msg if isinstance(msg, Request) else None)
-        key = keys.get(name)
-        if key is None:
-            name = name.rstrip()
-            if not name or not TOKEN_CHARS.issuperset(name):
-                raise _fail("malformed header name", msg if isinstance(msg, Request) else None)
-            key = canonical_name(name)
-            if len(keys) < _KEYS_MAX:
-                keys[name] = key
-        out.append((key, name, value.strip()))
+    if not folded:
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            key = keys.get(name)
+            if key is None or not colon:
+                key, name = _header_key(name, colon, msg)
+            out.append((key, name, value.strip()))
+    else:
+        for line in lines[1:]:
+            if line[:1] in (" ", "\t"):
+                # Folded continuation line (§7.3.1): join with a single space.
+                if not out:
+                    raise _fail("malformed header folding")
+                k, n, v = out[-1]
+                out[-1] = (k, n, f"{v} {line.strip()}" if v else line.strip())
+                continue
+            name, colon, value = line.partition(":")
+            key = keys.get(name)
+            if key is None or not colon:
+                key, name = _header_key(name, colon, msg)
+            out.append((key, name, value.strip()))
     msg.headers._cache.clear()
     msg.headers._views = 0
+
+
+def _header_key(name: str, colon: str, msg: Message) -> tuple[str, str]:
+    """The canonical key and the name as written of a header line not seen before (or without a colon: raises)."""
+    if not colon:
+        raise _fail("malformed header line", msg if isinstance(msg, Request) else None)
+    name = name.rstrip()
+    if not name or not TOKEN_CHARS.issuperset(name):
+        raise _fail("malformed header name", msg if isinstance(msg, Request) else None)
+    key = canonical_name(name)
+    if len(_KEYS) < _KEYS_MAX:
+        _KEYS[name] = key
+    return key, name
 
 
 class StreamFramer:
