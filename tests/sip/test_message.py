@@ -327,6 +327,13 @@ def test_response_destination_18_2_2() -> None:
     assert response_destination(v3, "192.0.2.7", 41000) == ("192.0.2.7", 41000)
     v4 = Via.parse("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;maddr=239.1.1.1;received=192.0.2.1")
     assert response_destination(v4, "192.0.2.1", 40000) == ("239.1.1.1", 5070)
+    # Names in any case, the first occurrence of each counts (as Via.param), a non-numeric rport is a bare one.
+    v5 = Via.parse("SIP/2.0/UDP 10.0.0.1:5070;RPORT=7;rport=9;Received=192.0.2.5;received=192.0.2.6")
+    assert response_destination(v5, "192.0.2.1", 40000) == ("192.0.2.5", 7)
+    v6 = Via.parse("SIP/2.0/UDP 10.0.0.1:5070;rport=x;received=192.0.2.5")
+    assert response_destination(v6, "192.0.2.1", 40000) == ("192.0.2.5", 40000)
+    v7 = Via.parse("SIP/2.0/TLS 10.0.0.1;maddr;received=192.0.2.5")  # a flag maddr is no address
+    assert response_destination(v7, "192.0.2.1", 40000) == ("192.0.2.5", 5061)
 
 
 def test_max_forwards_helper() -> None:

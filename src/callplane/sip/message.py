@@ -883,13 +883,25 @@ def response_destination(via: Via, source_host: str, source_port: int) -> tuple[
     reliable transport, reuse the connection the request came on instead (the caller's job).
     """
     default_port = 5061 if via.transport in ("TLS", "WSS") else 5060
-    if via.maddr:
-        return via.maddr, via.port or default_port
-    host = via.received or source_host
-    rport = via.rport
-    if rport is not None:
-        return host, rport
-    if via.has_rport:
+    # One pass over the parameters instead of a lookup each (maddr, received, rport): this runs for every request.
+    # The first occurrence of a name counts, as for Via.param.
+    maddr = received = rport_text = None
+    has_rport = False
+    for name, value in via.params:
+        lname = name.lower()
+        if lname == "maddr":
+            maddr = value if maddr is None else maddr
+        elif lname == "received":
+            received = value if received is None else received
+        elif lname == "rport" and not has_rport:
+            has_rport = True
+            rport_text = value
+    if maddr:
+        return maddr, via.port or default_port
+    host = received or source_host
+    if rport_text is not None and rport_text.isdigit() and rport_text.isascii():
+        return host, int(rport_text)
+    if has_rport:
         return host, source_port
     return host, via.port or default_port
 
