@@ -13,8 +13,9 @@ does) so its CPU time is measured alone with getrusage.
 Printed per step: SIPp's own successful and failed call counts, its retransmission count, the achieved rate
 (successful calls / SIPp's run time less the last call's hold and timewait), the UAS process CPU seconds and
 milliseconds per call, and the median / p99 INVITE -> 200 response time from SIPp's ``-trace_rtt`` (1 ms
-resolution). The same steps then run against SIPp's built-in UAS (``sipp -sn uas``): the ceiling of this
-rig on this machine.
+resolution); after the UAS's counters, its share of CPU in the garbage collector (``gc``), its collections per
+generation (``gc_runs=young/middle/full``) and its share of CPU in the kernel (``sys``). The same steps then run
+against SIPp's built-in UAS (``sipp -sn uas``): the ceiling of this rig on this machine.
 
 Target (issue 3): >= 500 calls/s sustained for 60 s, zero failed calls, <= 2 ms CPU per call.
 """
@@ -254,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                 kinds = ("incoming", "confirmed", "ended", "failed", "rejected", "ep_wakeups")
                 seen = {k.removeprefix("ep_"): after[k] - before[k] for k in kinds}
                 gc_share = f" gc={(after['gc'] - before['gc']) / cpu:.0%}" if cpu > 0 else ""
+                runs = "/".join(str(after[f"gc{n}"] - before[f"gc{n}"]) for n in range(3))
+                kernel = cpu - (after["user"] - before["user"])
+                gc_share += f" gc_runs={runs} sys={kernel / cpu:.0%}" if cpu > 0 else ""
                 print(row("callplane", rate, run, wall, cpu, " ".join(f"{k}={v}" for k, v in seen.items()) + gc_share))
                 stats = run.stats()
                 failures += stats.failed
