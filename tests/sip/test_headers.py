@@ -196,3 +196,14 @@ def test_uri_text_is_made_once_and_takes_no_part_in_equality() -> None:
     fresh = URI._parse("sip:alice@atlanta.com:5060;transport=tcp")
     assert fresh is not uri and fresh == uri and hash(fresh) == hash(uri)
     assert str(uri.with_param("lr")) == "sip:alice@atlanta.com:5060;transport=tcp;lr"  # a new value, its own text
+
+
+@pytest.mark.parametrize("text", [";a b=1", ";=x", ";ok;", ";x@y", ";tag=1;;"])
+def test_malformed_parameters_are_refused_even_after_good_names_were_seen(text: str) -> None:
+    assert parse_params(";tag=1;branch=z9hG4bK1;lr") == (("tag", "1"), ("branch", "z9hG4bK1"), ("lr", None))
+    with pytest.raises(SipParseError, match="malformed parameter"):
+        parse_params(text)
+
+
+def test_a_quoted_parameter_value_keeps_its_semicolons() -> None:
+    assert parse_params(';reason="a;b";lr') == (("reason", '"a;b"'), ("lr", None))

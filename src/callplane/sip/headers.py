@@ -108,13 +108,6 @@ def split_list(value: str) -> list[str]:
     return [p for p in (part.strip() for part in _split_outside(value, ",", angle_brackets=True)) if p]
 
 
-def _split_semicolons(text: str) -> list[str]:
-    """Split on ``;`` outside quoted strings."""
-    if '"' not in text:
-        return text.split(";")
-    return _split_outside(text, ";", angle_brackets=False)
-
-
 def parse_params(text: str) -> Params:
     """Parse ``;name=value;flag`` (leading ``;`` optional) into ordered pairs (RFC 3261 §25.1 generic-param)."""
     text = text.strip()
@@ -123,13 +116,21 @@ def parse_params(text: str) -> Params:
     if text[0] == ";":
         text = text[1:]
     out: list[tuple[str, str | None]] = []
-    for piece in _split_semicolons(text):
+    known = _PARAM_NAMES
+    for piece in text.split(";") if '"' not in text else _split_outside(text, ";", angle_brackets=False):
         name, eq, value = piece.partition("=")
         name = name.strip()
-        if not name or not _is_token(name):
-            raise SipParseError("malformed parameter")
+        if name not in known:
+            if not name or not _is_token(name):
+                raise SipParseError("malformed parameter")
+            if len(known) < 256:
+                known.add(name)
         out.append((name, value.strip() if eq else None))
     return tuple(out)
+
+
+# Parameter names already checked to be tokens (branch, tag, rport, lr...); bounded against names built from input.
+_PARAM_NAMES: set[str] = set()
 
 
 def format_params(params: Params) -> str:
