@@ -274,6 +274,21 @@ def test_a_response_forgets_the_views_it_copied_when_its_headers_change() -> Non
     assert bare.cseq.seq == 7 and request.cseq.seq == 314159
 
 
+def test_adding_a_line_updates_the_views_that_exist() -> None:
+    request = parse_message(load("rfc3261_24_2_f1_invite.sip"))
+    assert request.headers.get("x-new") is None and len(request.vias) == 1  # first-values map and a list view exist
+    request.headers.add("X-New", "1")
+    assert request.headers.get("x-new") == "1"
+    request.headers.add("X-New", "2")  # not the first line: the first value stays
+    assert request.headers.get("x-new") == "1" and request.headers.get_all("x-new") == ["1", "2"]
+    top = request.via
+    request.headers.add("Via", "SIP/2.0/UDP second.example.com;branch=z9hG4bK2")
+    assert request.via == top and [v.host for v in request.vias][1] == "second.example.com"
+    fresh = Headers()
+    fresh.add("CSeq", CSeq(1, "INVITE"))  # a typed value is written as its text
+    assert fresh.get("cseq") == "1 INVITE"
+
+
 def test_max_forwards_view_follows_the_header() -> None:
     request = parse_message(load("rfc3261_24_2_f1_invite.sip"))
     assert isinstance(request, Request)

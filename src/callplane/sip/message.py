@@ -273,10 +273,12 @@ class Headers:
 
     def add(self, name: str, value: object) -> None:
         """Append a line."""
-        key = canonical_name(name)
-        text = str(value)
+        key = _CANONICAL.get(name) or canonical_name(name)
+        text = value if type(value) is str else str(value)
         self._lines.append((key, name, text))
-        self._changed(key, appended=text)
+        cache = self._cache
+        if cache and (key in cache or self._views or "" in cache):  # else no view of it to forget (a new response)
+            self._changed(key, appended=text)
 
     def set(self, name: str, value: object) -> None:
         """Replace every line of ``name`` by one line (at the position of the first, else at the end)."""
