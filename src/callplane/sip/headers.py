@@ -17,6 +17,7 @@ Public names::
     split_list(value)    top-level comma split (not inside quotes or <>), RFC 3261 §7.3.1
     parse_params(text)   ";a=b;c" -> (("a", "b"), ("c", None))
     remember(cache, key, value, limit)    FIFO-bounded memo table (the URI, Address and SDP parse caches)
+    TextOnce             base of values whose str() is made once (URI; SDP's SessionDescription)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "KNOWN_TRANSPORTS",
     "TOKEN_CHARS",
     "remember",
+    "TextOnce",
 ]
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -179,6 +181,24 @@ def _without(params: Params, name: str) -> Params:
     return tuple((n, v) for n, v in params if n.lower() != lname)
 
 
+class TextOnce:
+    """``str()`` of an immutable wire value, made by ``_format()`` once and kept in its ``_text`` field (declare it
+    ``field(default=None, init=False, repr=False, compare=False)``): remembered values recur in many messages."""
+
+    __slots__ = ()
+    _text: str | None
+
+    def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._format()
+            object.__setattr__(self, "_text", text)  # a frozen value: its text never changes
+        return text
+
+    def _format(self) -> str:
+        raise NotImplementedError
+
+
 class _WithParams:
     """Parameter accessors shared by the wire values that carry ``;name=value`` parameters (URI, Address, Via)."""
 
@@ -259,7 +279,7 @@ def _format_hostport(host: str, port: int | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class URI(_WithParams):
+class URI(TextOnce, _WithParams):
     """A ``sip:``, ``sips:`` (RFC 3261 §19.1) or ``tel:`` (RFC 3966) URI, or any other absoluteURI kept opaque.
 
     For ``tel:`` the number is in ``user`` and ``host`` is empty. ``headers`` is the raw text after ``?``. Other
@@ -323,13 +343,6 @@ class URI(_WithParams):
         return type(self)(
             self.scheme, self.host, self.user, self.password, self.port, params, self.headers, self.opaque
         )
-
-    def __str__(self) -> str:
-        text = self._text
-        if text is None:
-            text = self._format()
-            object.__setattr__(self, "_text", text)  # a value: its text never changes
-        return text
 
     def _format(self) -> str:
         if self.opaque is not None:

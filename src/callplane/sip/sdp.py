@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from callplane.core.errors import SipError
-from callplane.sip.headers import remember
+from callplane.sip.headers import TextOnce, remember
 
 __all__ = [
     "AUDIO_CODECS",
@@ -176,7 +176,7 @@ class MediaSection:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionDescription:
+class SessionDescription(TextOnce):
     """A whole SDP body (RFC 4566 §5). ``str()`` ends every line with CRLF."""
 
     origin: Origin
@@ -260,13 +260,6 @@ class SessionDescription:
         if origin is None:
             raise SdpParseError("SDP without o= line")
         return cls(origin, name, connection, tuple(times) or ("0 0",), tuple(attributes), tuple(media), tuple(other))
-
-    def __str__(self) -> str:
-        text = self._text
-        if text is None:
-            text = self._format()
-            object.__setattr__(self, "_text", text)  # a value: its text never changes
-        return text
 
     def _format(self) -> str:
         lines = ["v=0", f"o={self.origin}", f"s={self.session_name}"]
