@@ -185,3 +185,25 @@ def test_uri_cache_evicts_the_oldest_instead_of_emptying() -> None:
     assert URI.parse(texts[_CACHE_MAX // 8 - 1]) is not parsed[_CACHE_MAX // 8 - 1]
     addresses = [Address.parse(f"<{t}>;tag=x") for t in texts]
     assert Address.parse(f"<{texts[recent]}>;tag=x") is addresses[recent]
+
+
+def test_uri_text_is_made_once_and_takes_no_part_in_equality() -> None:
+    """A remembered URI recurs in every message of a dialog and in each call's events: ``str()`` is computed once."""
+    uri = URI.parse("sip:alice@atlanta.com:5060;transport=tcp")
+    text = str(uri)
+    assert text == "sip:alice@atlanta.com:5060;transport=tcp"
+    assert str(uri) is text
+    fresh = URI._parse("sip:alice@atlanta.com:5060;transport=tcp")
+    assert fresh is not uri and fresh == uri and hash(fresh) == hash(uri)
+    assert str(uri.with_param("lr")) == "sip:alice@atlanta.com:5060;transport=tcp;lr"  # a new value, its own text
+
+
+@pytest.mark.parametrize("text", [";a b=1", ";=x", ";ok;", ";x@y", ";tag=1;;"])
+def test_malformed_parameters_are_refused_even_after_good_names_were_seen(text: str) -> None:
+    assert parse_params(";tag=1;branch=z9hG4bK1;lr") == (("tag", "1"), ("branch", "z9hG4bK1"), ("lr", None))
+    with pytest.raises(SipParseError, match="malformed parameter"):
+        parse_params(text)
+
+
+def test_a_quoted_parameter_value_keeps_its_semicolons() -> None:
+    assert parse_params(';reason="a;b";lr') == (("reason", '"a;b"'), ("lr", None))

@@ -176,6 +176,10 @@ def test_bad_cseq_and_mismatched_method_are_answerable() -> None:
         (b"SIP/2.0 99 Low\r\n\r\n", "malformed status line", 400),
         (b"SIP/2.0 2000 OK\r\n\r\n", "malformed status line", 400),
         (b"INVITE sip:a@b SIP/2.0\r\nNoColon\r\n\r\n", "malformed header line", 400),
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nVia\r\n\r\n", "malformed header line", 400),  # a known name
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nBad Name: y\r\n\r\n", "malformed header name", 400),
+        (b"INVITE sip:a@b SIP/2.0\nVia: x\nTo\n\n", "malformed header line", 400),
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\tfolded\r\nNoColon\r\n\r\n", "malformed header line", 400),
         (b"INVITE sip:a@b SIP/2.0\r\n folded\r\n\r\n", "malformed header folding", 400),
         (b"INVITE http://x SIP/2.0\r\nVia: x\r\n\r\n", "unsupported URI scheme", 416),
         (b"INVITE sip:a@b:x SIP/2.0\r\nVia: x\r\n\r\n", "malformed Request-URI", 400),
@@ -249,6 +253,62 @@ def test_stamping_the_top_via_keeps_the_other_parsed_headers() -> None:
     assert b"\r\nVia: " + str(top).encode() + b"\r\n" in bytes(msg)
 
 
+def test_a_response_forgets_the_views_it_copied_when_its_headers_change() -> None:
+    """A response starts with its request's parsed views (Via list, From, CSeq...), and editing its headers afterwards
+    forgets exactly the views of the edited header, whether or not a view of the whole list was copied."""
+    request = parse_message(load("rfc3261_24_2_f1_invite.sip"))
+    assert isinstance(request, Request)
+    vias = request.vias  # a "via:all" view, copied into the response below
+    ok = request.create_response(200, to_tag="t1")
+    assert ok.vias is vias and ok.from_ is request.from_ and ok.cseq is request.cseq
+    assert ok.to.tag == "t1" and request.to.tag is None and request.to.tag is None
+    ok.headers.insert_first("Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp")
+    assert [v.host for v in ok.vias][0] == "proxy.example.com" and len(ok.vias) == len(vias) + 1
+    assert request.vias is vias and len(request.vias) == len(vias)
+    bare = request.create_response(180, to_tag="t1")  # no list view copied: the first line is still forgotten
+    bare.headers.add("Contact", "<sip:a@b>")
+    assert [c.uri.host for c in bare.contacts] == ["b"]
+    bare.headers.add("Contact", "<sip:c@d>")
+    assert [c.uri.host for c in bare.contacts] == ["b", "d"]
+    bare.headers.set("CSeq", "7 INVITE")
+    assert bare.cseq.seq == 7 and request.cseq.seq == 314159
+
+
+def test_adding_a_line_updates_the_views_that_exist() -> None:
+    request = parse_message(load("rfc3261_24_2_f1_invite.sip"))
+    assert request.headers.get("x-new") is None and len(request.vias) == 1  # first-values map and a list view exist
+    request.headers.add("X-New", "1")
+    assert request.headers.get("x-new") == "1"
+    request.headers.add("X-New", "2")  # not the first line: the first value stays
+    assert request.headers.get("x-new") == "1" and request.headers.get_all("x-new") == ["1", "2"]
+    top = request.via
+    request.headers.add("Via", "SIP/2.0/UDP second.example.com;branch=z9hG4bK2")
+    assert request.via == top and [v.host for v in request.vias][1] == "second.example.com"
+    fresh = Headers()
+    fresh.add("CSeq", CSeq(1, "INVITE"))  # a typed value is written as its text
+    assert fresh.get("cseq") == "1 INVITE"
+
+
+def test_max_forwards_view_follows_the_header() -> None:
+    request = parse_message(load("rfc3261_24_2_f1_invite.sip"))
+    assert isinstance(request, Request)
+    assert request.max_forwards == 70
+    assert decrement_max_forwards(request) == 69 and request.max_forwards == 69
+    request.headers.remove("Max-Forwards")
+    assert request.max_forwards is None
+    request.headers.add("Max-Forwards", "x")
+    with pytest.raises(SipParseError, match="malformed Max-Forwards"):
+        request.max_forwards  # noqa: B018
+
+
+def test_an_address_tag_is_read_once_and_each_value_has_its_own() -> None:
+    address = Address.parse("Alice <sip:alice@atlanta.com>;tag=1928301774")
+    assert address.tag == "1928301774" and address._tag == ("1928301774",)
+    assert address.with_tag("other").tag == "other" and address.tag == "1928301774"
+    assert Address.parse("<sip:bob@biloxi.com>").tag is None
+    assert address == Address(address.uri, "Alice", (("tag", "1928301774"),))  # the memo is not compared
+
+
 def test_stream_framer_several_messages_and_keepalives() -> None:
     a = load("rfc3261_24_2_f1_invite.sip")
     b = load("rfc3261_24_2_f13_bye.sip")
@@ -282,6 +342,13 @@ def test_response_destination_18_2_2() -> None:
     assert response_destination(v3, "192.0.2.7", 41000) == ("192.0.2.7", 41000)
     v4 = Via.parse("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;maddr=239.1.1.1;received=192.0.2.1")
     assert response_destination(v4, "192.0.2.1", 40000) == ("239.1.1.1", 5070)
+    # Names in any case, the first occurrence of each counts (as Via.param), a non-numeric rport is a bare one.
+    v5 = Via.parse("SIP/2.0/UDP 10.0.0.1:5070;RPORT=7;rport=9;Received=192.0.2.5;received=192.0.2.6")
+    assert response_destination(v5, "192.0.2.1", 40000) == ("192.0.2.5", 7)
+    v6 = Via.parse("SIP/2.0/UDP 10.0.0.1:5070;rport=x;received=192.0.2.5")
+    assert response_destination(v6, "192.0.2.1", 40000) == ("192.0.2.5", 40000)
+    v7 = Via.parse("SIP/2.0/TLS 10.0.0.1;maddr;received=192.0.2.5")  # a flag maddr is no address
+    assert response_destination(v7, "192.0.2.1", 40000) == ("192.0.2.5", 5061)
 
 
 def test_max_forwards_helper() -> None:

@@ -286,3 +286,25 @@ def test_parse_fuzz_structured(parts: list[str]) -> None:
         describe(sdp)
     except NegotiationError:
         pass
+
+
+def test_text_and_codec_choice_are_made_once_per_value_and_do_not_change_equality() -> None:
+    """A remembered offer (SIPp sends the same text in every call) is written out and negotiated once: ``str()``
+    returns the same string object and the codec choice is kept on the section. Neither memo takes part in equality."""
+    text = SIPP_OFFER.replace("RTP/AVP 0\r\n", "RTP/AVP 0 8 101\r\n") + "a=rtpmap:101 telephone-event/8000\r\n"
+    offer = SessionDescription.parse(text)
+    assert offer is SessionDescription.parse(text)
+    written = str(offer)
+    assert str(offer) is written
+    assert written == text
+    first = answer_offer(offer, "127.0.0.1", 4000, session_id="1")
+    assert offer.media[0]._choices == {("PCMU", "PCMA"): ("0", "PCMU", 8000, "101")}
+    assert answer_offer(offer, "127.0.0.1", 4000, session_id="1") == first
+    assert describe(offer, ("PCMA",)).codec == "PCMA"  # another codec list is chosen for separately
+    assert describe(offer).codec == "PCMU"
+    for _ in range(2):  # a remembered refusal is still a refusal
+        with pytest.raises(NegotiationError):
+            describe(offer, ("G729",))
+    fresh = SessionDescription._parse(text)  # the same value, without the memos
+    assert fresh is not offer and fresh._text is None and fresh.media[0]._choices is None
+    assert fresh == offer and hash(fresh) == hash(offer) and hash(fresh.media[0]) == hash(offer.media[0])

@@ -3,6 +3,9 @@ caller sees on the wire. The endpoints and helpers are those of ``test_ua``."""
 
 from __future__ import annotations
 
+import gc
+from collections import Counter
+
 import pytest
 
 from callplane.sip import uas
@@ -318,3 +321,49 @@ def test_remembered_final_tags_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
         link.b.reject(handle, 486, link.now)
         link.pump()
     assert len(link.b._final_tags) == 2
+
+
+def _live_objects() -> Counter[str]:
+    """Live objects of the SIP stack's types and the containers it builds (not the test runner's weakrefs...)."""
+    gc.collect()
+    kinds = (tuple, list, dict, set)
+    ours = [o for o in gc.get_objects() if type(o) in kinds or str(type(o).__module__).startswith("callplane")]
+    return Counter(type(o).__name__ for o in ours)
+
+
+def test_a_finished_call_leaves_only_its_two_transactions_until_their_timers() -> None:
+    """What a finished call costs the UAS while RFC 3261 still needs it: the INVITE server transaction (Accepted, to
+    absorb retransmitted INVITEs until Timer L) and the BYE's (Completed, to answer retransmitted BYEs until Timer J),
+    each with its key and heap entries; the UA keeps nothing of the call. After 64*T1 nothing at all is left."""
+    link = Link()
+    calls = 40
+
+    def one_call() -> None:
+        handle, _incoming = connected(link)
+        link.a.bye(handle, link.now)
+        link.pump()
+        link.events(link.a)
+        link.events(link.b)
+
+    for _ in range(5):  # warm the memo tables and the interpreter's free lists
+        one_call()
+    link.advance(link.now + 33.0)
+    before = _live_objects()
+    for _ in range(calls):
+        one_call()
+    ua = link.b
+    assert (ua._calls, ua._by_call_id, ua._by_server_key, ua._client, ua._tokens, ua._final_tags) == ({},) * 6
+    kinds = Counter(type(txn).__name__ for txn in ua.tl._servers.values())
+    assert kinds == {"_ServerInvite": calls, "_ServerNonInvite": calls} and not ua.tl._clients
+    assert ua.tl.pending_timers <= 3 * calls  # Timers L and J, and the 2xx retransmission cancelled by the ACK
+    grown = _live_objects() - before
+    # Both sides together (the UAC keeps its INVITE and BYE client transactions too): counted, not timed. The UAC's
+    # INVITE transaction in Accepted no longer holds the INVITE (a Request, its Headers and lines: 12 objects).
+    assert sum(grown.values()) <= 22 * calls, grown.most_common(10)
+    accepted = [t for t in link.a.tl._clients.values() if t.key.method == "INVITE"]
+    assert len(accepted) == calls and all(t.state == "accepted" and t.last is None for t in accepted)
+    del accepted
+    link.advance(link.now + 33.0)
+    assert len(ua.tl) == 0 and ua.tl.pending_timers == 0 and len(link.a.tl) == 0
+    left = _live_objects() - before
+    assert sum(left.values()) <= 3 * calls, left.most_common(10)  # bounded memo tables (parsed From/To values)

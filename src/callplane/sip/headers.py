@@ -17,12 +17,13 @@ Public names::
     split_list(value)    top-level comma split (not inside quotes or <>), RFC 3261 §7.3.1
     parse_params(text)   ";a=b;c" -> (("a", "b"), ("c", None))
     remember(cache, key, value, limit)    FIFO-bounded memo table (the URI, Address and SDP parse caches)
+    TextOnce             base of values whose str() is made once (URI; SDP's SessionDescription)
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -42,6 +43,7 @@ __all__ = [
     "KNOWN_TRANSPORTS",
     "TOKEN_CHARS",
     "remember",
+    "TextOnce",
 ]
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -108,13 +110,6 @@ def split_list(value: str) -> list[str]:
     return [p for p in (part.strip() for part in _split_outside(value, ",", angle_brackets=True)) if p]
 
 
-def _split_semicolons(text: str) -> list[str]:
-    """Split on ``;`` outside quoted strings."""
-    if '"' not in text:
-        return text.split(";")
-    return _split_outside(text, ";", angle_brackets=False)
-
-
 def parse_params(text: str) -> Params:
     """Parse ``;name=value;flag`` (leading ``;`` optional) into ordered pairs (RFC 3261 §25.1 generic-param)."""
     text = text.strip()
@@ -123,13 +118,21 @@ def parse_params(text: str) -> Params:
     if text[0] == ";":
         text = text[1:]
     out: list[tuple[str, str | None]] = []
-    for piece in _split_semicolons(text):
+    known = _PARAM_NAMES
+    for piece in text.split(";") if '"' not in text else _split_outside(text, ";", angle_brackets=False):
         name, eq, value = piece.partition("=")
         name = name.strip()
-        if not name or not _is_token(name):
-            raise SipParseError("malformed parameter")
+        if name not in known:
+            if not name or not _is_token(name):
+                raise SipParseError("malformed parameter")
+            if len(known) < 256:
+                known.add(name)
         out.append((name, value.strip() if eq else None))
     return tuple(out)
+
+
+# Parameter names already checked to be tokens (branch, tag, rport, lr...); bounded against names built from input.
+_PARAM_NAMES: set[str] = set()
 
 
 def format_params(params: Params) -> str:
@@ -176,6 +179,24 @@ def _with(params: Params, name: str, value: str | None) -> Params:
 def _without(params: Params, name: str) -> Params:
     lname = name.lower()
     return tuple((n, v) for n, v in params if n.lower() != lname)
+
+
+class TextOnce:
+    """``str()`` of an immutable wire value, made by ``_format()`` once and kept in its ``_text`` field (declare it
+    ``field(default=None, init=False, repr=False, compare=False)``): remembered values recur in many messages."""
+
+    __slots__ = ()
+    _text: str | None
+
+    def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._format()
+            object.__setattr__(self, "_text", text)  # a frozen value: its text never changes
+        return text
+
+    def _format(self) -> str:
+        raise NotImplementedError
 
 
 class _WithParams:
@@ -258,7 +279,7 @@ def _format_hostport(host: str, port: int | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class URI(_WithParams):
+class URI(TextOnce, _WithParams):
     """A ``sip:``, ``sips:`` (RFC 3261 §19.1) or ``tel:`` (RFC 3966) URI, or any other absoluteURI kept opaque.
 
     For ``tel:`` the number is in ``user`` and ``host`` is empty. ``headers`` is the raw text after ``?``. Other
@@ -273,6 +294,8 @@ class URI(_WithParams):
     params: Params = ()
     headers: str | None = None
     opaque: str | None = None
+    # str(), made once: remembered URIs (see URI.parse) recur in every message of a dialog and in each call's events.
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> URI:
@@ -321,7 +344,7 @@ class URI(_WithParams):
             self.scheme, self.host, self.user, self.password, self.port, params, self.headers, self.opaque
         )
 
-    def __str__(self) -> str:
+    def _format(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
         if self.scheme == "tel":
@@ -387,6 +410,7 @@ class Address(_WithParams):
     uri: URI
     display_name: str | None = None
     params: Params = ()
+    _tag: tuple[str | None] | None = field(default=None, init=False, repr=False, compare=False)  # tag, looked up once
 
     @classmethod
     def parse(cls, text: str) -> Address:
@@ -460,7 +484,11 @@ class Address(_WithParams):
     @property
     def tag(self) -> str | None:
         """The ``tag`` parameter (RFC 3261 §19.3)."""
-        return _get(self.params, "tag")
+        memo = self._tag  # read a dozen times per call (dialog matching): the parameters are scanned once
+        if memo is None:
+            memo = (_get(self.params, "tag"),)
+            object.__setattr__(self, "_tag", memo)
+        return memo[0]
 
     def with_tag(self, tag: str) -> Address:
         return self.with_param("tag", tag)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from callplane.sip.headers import TOKEN_CHARS, URI, Address, CSeq, SipParseError, Via, split_list
 
@@ -208,15 +208,17 @@ _MISSING: Any = object()
 class Headers:
     """Ordered header lines ``(name, value)`` as written; lookups by canonical name (see :func:`canonical_name`)."""
 
-    __slots__ = ("_lines", "_cache")
+    __slots__ = ("_lines", "_cache", "_views")
 
     def __init__(self, lines: Iterable[tuple[str, str]] = ()) -> None:
         self._lines: list[tuple[str, str, str]] = [(canonical_name(n), n, v) for n, v in lines]
         self._cache: dict[str, Any] = {}
+        # How many ``name:<view>`` entries the cache may hold: while none, a change forgets its header's views
+        # without scanning the cache (a response being built gets a line added several times).
+        self._views = 0
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        for _, name, value in self._lines:
-            yield name, value
+        return iter([(name, value) for _, name, value in self._lines])
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -239,11 +241,7 @@ class Headers:
         """Canonical name -> its first line's value (cached; do not change the dict)."""
         first: dict[str, str] | None = self._cache.get("")
         if first is None:
-            first = {}
-            for k, _, v in self._lines:
-                if k not in first:
-                    first[k] = v
-            self._cache[""] = first
+            first = self._cache[""] = {k: v for k, _, v in reversed(self._lines)}  # the first line of a name wins
         return first
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -260,6 +258,11 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value for ``name`` in order; list headers (Via, Route, Contact...) are split on top-level commas."""
         key = canonical_name(name)
+        first: dict[str, str] | None = self._cache.get("")
+        if first is None:
+            first = self.first_values()
+        if key not in first:
+            return []  # the usual answer for Require, Record-Route, Route...: no scan of the lines
         values = [v for k, _, v in self._lines if k == key]
         if key in _LIST_HEADERS:
             out: list[str] = []
@@ -270,10 +273,12 @@ class Headers:
 
     def add(self, name: str, value: object) -> None:
         """Append a line."""
-        key = canonical_name(name)
-        text = str(value)
+        key = _CANONICAL.get(name) or canonical_name(name)
+        text = value if type(value) is str else str(value)
         self._lines.append((key, name, text))
-        self._changed(key, appended=text)
+        cache = self._cache
+        if cache and (key in cache or self._views or "" in cache):  # else no view of it to forget (a new response)
+            self._changed(key, appended=text)
 
     def set(self, name: str, value: object) -> None:
         """Replace every line of ``name`` by one line (at the position of the first, else at the end)."""
@@ -354,9 +359,12 @@ class Headers:
         cache = self._cache
         if not cache:
             return
-        prefix = key + ":"
-        for name in [name for name in cache if name == key or name.startswith(prefix)]:
-            del cache[name]
+        cache.pop(key, None)
+        if self._views:
+            prefix = key + ":"
+            for name in [name for name in cache if name.startswith(prefix)]:
+                del cache[name]
+                self._views -= 1
         first = cache.get("")
         if first is not None:
             if appended is None:
@@ -371,7 +379,9 @@ class Headers:
         value = cache.get(key, _MISSING)  # not try/except: a miss is the usual case on a new message, and costly
         if value is _MISSING:
             value = cache[key] = parse(self)
-        return cast(_T, value)
+            if ":" in key:
+                self._views += 1
+        return value  # type: ignore[no-any-return]  # not typing.cast: a call per view, dozens per message
 
 
 def _required(headers: Headers, key: str, label: str) -> str:
@@ -409,6 +419,16 @@ def _call_id(h: Headers) -> str:
 
 def _cseq(h: Headers) -> CSeq:
     return CSeq.parse(_required(h, "cseq", "CSeq"))
+
+
+def _max_forwards(h: Headers) -> int | None:
+    value = h.get("max-forwards")
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or not value.isascii() or len(value) > 3:
+        raise SipParseError("malformed Max-Forwards")
+    return int(value)
 
 
 def _contacts(h: Headers) -> list[Address]:
@@ -484,13 +504,7 @@ class Message:
 
     @property
     def max_forwards(self) -> int | None:
-        value = self.headers.get("max-forwards")
-        if value is None:
-            return None
-        value = value.strip()
-        if not value.isdigit() or not value.isascii() or len(value) > 3:
-            raise SipParseError("malformed Max-Forwards")
-        return int(value)
+        return self.headers.typed("max-forwards", _max_forwards)
 
     @property
     def content_type(self) -> str | None:
@@ -499,13 +513,25 @@ class Message:
 
     def validate(self) -> None:
         """Check the mandatory headers and parse the top Via, From, To and CSeq (raises SipParseError)."""
-        first = self.headers.first_values()
+        headers = self.headers
+        first = headers.first_values()
         for key, label in _MANDATORY:
             if key not in first:
                 raise SipParseError(f"missing mandatory header {label}")
-        if not self.call_id:
+        # The views are stored directly (what the properties would cache): this runs for every message received.
+        cache = headers._cache
+        call_id = first["call-id"].strip()
+        if not call_id:
             raise SipParseError("malformed Call-ID")
-        _ = self.via, self.from_, self.to, self.cseq
+        cache["call-id"] = call_id
+        if "via" not in cache:
+            cache["via"] = _top_via(headers)
+        if "from" not in cache:
+            cache["from"] = Address.parse(first["from"])
+        if "to" not in cache:
+            cache["to"] = Address.parse(first["to"])
+        if "cseq" not in cache:
+            cache["cseq"] = CSeq.parse(first["cseq"])
 
 
 class Request(Message):
@@ -543,20 +569,23 @@ class Request(Message):
                 lines.append(line)
             elif key in _COPIED and key not in copied:
                 copied[key] = line
-        lines.extend(copied[key] for key in _COPIED if key in copied)
-        # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
         cache = h._cache
-        for key in ("via", "via:all", "from", "to", "call-id", "cseq"):
-            value = src._cache.get(key)
-            if value is not None:
-                cache[key] = value
+        tagged = False
         if to_tag is not None and status != 100:
             try:
                 to: Address | None = self.to
             except SipParseError:
                 to = None  # answering a malformed request: its To is copied as it came
             if to is not None and to.tag is None:
-                h.set("To", to.with_tag(to_tag))
+                copied["to"] = ("to", "To", str(to.with_tag(to_tag)))  # in the place of the request's To line
+                tagged = True
+        lines.extend(copied[key] for key in _COPIED if key in copied)
+        # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
+        for key in ("via", "via:all", "from", "to", "call-id", "cseq"):
+            value = src._cache.get(key)
+            if value is not None and not (tagged and key == "to"):
+                cache[key] = value
+        h._views = 1 if "via:all" in cache else 0
         if status == 100:
             ts = src.get("timestamp")
             if ts is not None:
@@ -714,7 +743,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         if uri.headers is not None:
             _parse_headers(lines, msg)
             raise _fail("headers in Request-URI", msg)  # §19.1.5 (RFC 4475 §3.1.2.11)
-    _parse_headers(lines, msg)
+    _parse_headers(lines, msg, "\n " in text or "\n\t" in text)
     partial = msg if isinstance(msg, Request) else None
     # Body (§18.3 / §20.14).
     length_text = msg.headers.get("content-length")
@@ -742,30 +771,47 @@ _KEYS: dict[str, str] = {}
 _KEYS_MAX = 1024
 
 
-def _parse_headers(lines: list[str], msg: Message) -> None:
+def _parse_headers(lines: list[str], msg: Message, folded: bool = True) -> None:
+    """Append the header lines (``lines[1:]``) to ``msg``. ``folded=False`` promises that no line starts with a space
+    or tab (the caller looked at the whole block at once), which spares the continuation check on every line."""
     out = msg.headers._lines
     keys = _KEYS
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            # Folded continuation line (§7.3.1): join with a single space.
-            if not out:
-                raise _fail("malformed header folding")
-            k, n, v = out[-1]
-            out[-1] = (k, n, f"{v} {line.strip()}" if v else line.strip())
-            continue
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise _fail("malformed header line", msg if isinstance(msg, Request) else None)
-        key = keys.get(name)
-        if key is None:
-            name = name.rstrip()
-            if not name or not TOKEN_CHARS.issuperset(name):
-                raise _fail("malformed header name", msg if isinstance(msg, Request) else None)
-            key = canonical_name(name)
-            if len(keys) < _KEYS_MAX:
-                keys[name] = key
-        out.append((key, name, value.strip()))
+    if not folded:
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            key = keys.get(name)
+            if key is None or not colon:
+                key, name = _header_key(name, colon, msg)
+            out.append((key, name, value.strip()))
+    else:
+        for line in lines[1:]:
+            if line[:1] in (" ", "\t"):
+                # Folded continuation line (§7.3.1): join with a single space.
+                if not out:
+                    raise _fail("malformed header folding")
+                k, n, v = out[-1]
+                out[-1] = (k, n, f"{v} {line.strip()}" if v else line.strip())
+                continue
+            name, colon, value = line.partition(":")
+            key = keys.get(name)
+            if key is None or not colon:
+                key, name = _header_key(name, colon, msg)
+            out.append((key, name, value.strip()))
     msg.headers._cache.clear()
+    msg.headers._views = 0
+
+
+def _header_key(name: str, colon: str, msg: Message) -> tuple[str, str]:
+    """The canonical key and the name as written of a header line not seen before (or without a colon: raises)."""
+    if not colon:
+        raise _fail("malformed header line", msg if isinstance(msg, Request) else None)
+    name = name.rstrip()
+    if not name or not TOKEN_CHARS.issuperset(name):
+        raise _fail("malformed header name", msg if isinstance(msg, Request) else None)
+    key = canonical_name(name)
+    if len(_KEYS) < _KEYS_MAX:
+        _KEYS[name] = key
+    return key, name
 
 
 class StreamFramer:
@@ -839,13 +885,25 @@ def response_destination(via: Via, source_host: str, source_port: int) -> tuple[
     reliable transport, reuse the connection the request came on instead (the caller's job).
     """
     default_port = 5061 if via.transport in ("TLS", "WSS") else 5060
-    if via.maddr:
-        return via.maddr, via.port or default_port
-    host = via.received or source_host
-    rport = via.rport
-    if rport is not None:
-        return host, rport
-    if via.has_rport:
+    # One pass over the parameters instead of a lookup each (maddr, received, rport): this runs for every request.
+    # The first occurrence of a name counts, as for Via.param.
+    maddr = received = rport_text = None
+    has_rport = False
+    for name, value in via.params:
+        lname = name.lower()
+        if lname == "maddr":
+            maddr = value if maddr is None else maddr
+        elif lname == "received":
+            received = value if received is None else received
+        elif lname == "rport" and not has_rport:
+            has_rport = True
+            rport_text = value
+    if maddr:
+        return maddr, via.port or default_port
+    host = received or source_host
+    if rport_text is not None and rport_text.isdigit() and rport_text.isascii():
+        return host, int(rport_text)
+    if has_rport:
         return host, source_port
     return host, via.port or default_port
 

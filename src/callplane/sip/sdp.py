@@ -12,11 +12,11 @@ node needs. Other media sections are kept intact when parsing and are refused (p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from callplane.core.errors import SipError
-from callplane.sip.headers import remember
+from callplane.sip.headers import TextOnce, remember
 
 __all__ = [
     "AUDIO_CODECS",
@@ -123,6 +123,10 @@ class MediaSection:
     connection: Connection | None = None
     attributes: tuple[tuple[str, str | None], ...] = ()
     other: tuple[tuple[str, str], ...] = ()  # i=, b=, k= lines, kept verbatim
+    # Memo of _choose per list of supported codecs: a remembered parse (see _PARSED) is chosen from once, not per call.
+    _choices: dict[tuple[str, ...], tuple[str, str, int, str | None] | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def attribute(self, name: str) -> str | None:
         """The value of the first ``a=name:value``; ``None`` when absent or a flag."""
@@ -172,7 +176,7 @@ class MediaSection:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionDescription:
+class SessionDescription(TextOnce):
     """A whole SDP body (RFC 4566 §5). ``str()`` ends every line with CRLF."""
 
     origin: Origin
@@ -182,6 +186,7 @@ class SessionDescription:
     attributes: tuple[tuple[str, str | None], ...] = ()
     media: tuple[MediaSection, ...] = ()
     other: tuple[tuple[str, str], ...] = ()  # i= u= e= p= b= r= z= k= lines, kept verbatim
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)  # str(), made once
 
     @classmethod
     def parse(cls, text: str | bytes) -> SessionDescription:
@@ -256,7 +261,7 @@ class SessionDescription:
             raise SdpParseError("SDP without o= line")
         return cls(origin, name, connection, tuple(times) or ("0 0",), tuple(attributes), tuple(media), tuple(other))
 
-    def __str__(self) -> str:
+    def _format(self) -> str:
         lines = ["v=0", f"o={self.origin}", f"s={self.session_name}"]
         ranked = sorted(self.other, key=lambda kv: _SESSION_ORDER.index(kv[0]))
         lines += [f"{k}={v}" for k, v in ranked if k in "iuep"]
@@ -424,6 +429,25 @@ def _section_address(sdp: SessionDescription, section: MediaSection) -> str:
 
 def _choose(section: MediaSection, supported: tuple[str, ...]) -> tuple[str, str, int, str | None]:
     """(payload type, codec name, clock rate, telephone-event pt) for the first supported codec in the peer's order."""
+    memo = section._choices
+    if memo is None:
+        memo = {}
+        object.__setattr__(section, "_choices", memo)
+    if supported in memo:
+        chosen = memo[supported]
+    else:
+        try:
+            chosen = _choose_codec(section, supported)
+        except NegotiationError:
+            chosen = None
+        if len(memo) < 8:
+            memo[supported] = chosen
+    if chosen is None:
+        raise NegotiationError("no common audio codec")
+    return chosen
+
+
+def _choose_codec(section: MediaSection, supported: tuple[str, ...]) -> tuple[str, str, int, str | None]:
     names = section.rtpmap()
     upper = tuple(s.upper() for s in supported)
     codec: tuple[str, str, int] | None = None

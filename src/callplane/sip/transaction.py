@@ -208,12 +208,14 @@ class _ClientInvite(_Transaction):
 
     def __init__(self, layer: TransactionLayer, key: TransactionKey, peer: Peer, request: Request) -> None:
         super().__init__(layer, key, "calling", peer)
-        # A snapshot: the UA may reuse and change its Request object (e.g. to retry with credentials).
-        self.request = Request(request.method, request.uri, request.headers.copy(), request.body)
+        # A snapshot: the UA may reuse and change its Request object (e.g. to retry with credentials). Dropped with
+        # the INVITE's bytes once a 2xx arrives: Accepted only passes 2xx retransmissions up for 64*T1.
+        self.request: Request | None = Request(request.method, request.uri, request.headers.copy(), request.body)
         self.ack: bytes | None = None
 
     def start(self, now: float) -> None:
         cfg = self.layer.timers
+        assert self.request is not None
         self._transmit(bytes(self.request))
         if not self.peer.reliable:
             self.interval = cfg.t1
@@ -233,6 +235,7 @@ class _ClientInvite(_Transaction):
             if state in ("calling", "proceeding"):
                 self._disarm("A", "B")
                 self._set_state("accepted")
+                self.request = self.last = None
                 self._arm("M", self.layer.timers.timeout, now)
                 self.layer._emit(ResponseReceived(response, self.key))
             elif state == "accepted":
@@ -252,7 +255,9 @@ class _ClientInvite(_Transaction):
 
     def _build_ack(self, response: Response) -> Request:
         """§17.1.1.3: same Request-URI, Call-ID, From, CSeq number, top Via and Route; To from the response."""
-        src = self.request.headers
+        request = self.request
+        assert request is not None  # a non-2xx final comes before Accepted
+        src = request.headers
         h = Headers()
         h.add("Via", src.get_all("via")[0])
         for route in src.get_all("route"):
@@ -261,8 +266,8 @@ class _ClientInvite(_Transaction):
         h.add("From", src.get("from"))
         h.add("To", response.headers.get("to"))
         h.add("Call-ID", src.get("call-id"))
-        h.add("CSeq", f"{self.request.cseq.seq} ACK")
-        return Request("ACK", self.request.uri, h)
+        h.add("CSeq", f"{request.cseq.seq} ACK")
+        return Request("ACK", request.uri, h)
 
     def on_timer(self, name: str, now: float) -> None:
         if name == "A" and self.state == "calling":

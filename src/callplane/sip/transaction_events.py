@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from callplane.sip.message import Request, Response
 
@@ -40,9 +41,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """A transport address: where a message came from or goes to. For TCP it also names the connection."""
+class Peer(NamedTuple):
+    """A transport address: where a message came from or goes to. For TCP it also names the connection.
+
+    A named tuple rather than a frozen dataclass, as :class:`TransactionKey`: both are dict keys on every message's
+    path (transactions by key, by peer), and a tuple hashes and compares in C."""
 
     transport: str
     host: str
@@ -54,8 +57,7 @@ class Peer:
         return self.transport != "UDP"
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionKey:
+class TransactionKey(NamedTuple):
     """Identifies one transaction (§17.1.3 client: branch + CSeq method; §17.2.3 server: branch + sent-by + method).
 
     ``role`` is ``"client"`` or ``"server"``; ``method`` is the CSeq method (``INVITE`` for the ACK of an INVITE).

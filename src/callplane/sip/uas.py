@@ -315,9 +315,11 @@ class UasCore(UaCore):
 def _forwarded(request: Request) -> tuple[tuple[str, str], ...]:
     """The headers a request hands to the engine besides the typed fields (see :class:`IncomingCall`)."""
     return tuple(
-        (name, value)
-        for name, value in request.headers
-        if (lower := name.lower()).startswith("x-") or lower in FORWARDED_HEADERS
+        [
+            (name, value)
+            for name, value in request.headers
+            if (lower := name.lower()).startswith("x-") or lower in FORWARDED_HEADERS
+        ]
     )
 
 
