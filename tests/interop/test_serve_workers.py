@@ -271,3 +271,40 @@ async def test_each_worker_takes_inbound_calls_on_its_own_sip_port(tmp_path: Pat
         finally:
             group.close()
     assert sids[0].startswith(node_id + "-CA") and not sids[1].startswith(node_id), sids
+
+
+async def test_a_dial_to_a_client_on_another_worker_rings_its_phone(tmp_path: Path, peers: PeerGroup) -> None:
+    """A call that runs on worker 1 (it came in on worker 1's SIP port) and Dials a Client: the Client registered
+    with worker 0, yet worker 1 rings the phone itself, since the bridge needs both legs in one worker."""
+    need("sipp")
+    group = PeerGroup(tmp_path / "node")
+    phone = peers.sipp("uas_busy")
+    async with WebApp() as app:
+        app.route(
+            "/rcml",
+            Answer.xml(f"<Response><Dial action='{app.url('/action')}'><Client>alice</Client></Dial></Response>"),
+        )
+        app.route("/action", Answer.xml("<Response><Say>Busy.</Say><Hangup/></Response>"))
+        try:
+            node = start_node(group, tmp_path / "data", workers=2, env={"CALLPLANE_TRUSTED_PEERS": "127.0.0.0/8"})
+            db = Database(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'callplane.db'}")
+            try:
+                aor, contact = f"sip:alice@{LOOPBACK}", f"<sip:alice@{LOOPBACK}:{phone.port}>"
+                binding = BindingRow(aor, contact, 4_000_000_000, "c1", 1, account_sid=ACCOUNT)
+                await registrations.apply(db, aor, [binding], [])
+            finally:
+                await db.close()
+            async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
+                r = await client.post(
+                    node.url("/IncomingPhoneNumbers.json"),
+                    data={"PhoneNumber": "+15551230000", "VoiceUrl": app.url("/rcml")},
+                )
+                assert r.status_code == 200, r.text
+            caller = peers.sipp("uac_inbound", (LOOPBACK, node.sip + 1), service="+15551230000")
+            assert await asyncio.to_thread(caller.wait, 20) == 0, caller.report()
+            (action,) = await app.wait_for("/action")
+        finally:
+            group.close()
+    assert action.param("DialCallStatus") == "busy"
+    (invite,) = [m for m in phone.messages(received=True) if m.is_request and m.method == "INVITE"]
+    assert f"{LOOPBACK}:{node.sip + 1}" in (invite.header("Via") or "")

@@ -377,14 +377,15 @@ class CallEngine:
         return record
 
     # -- placing --------------------------------------------------------------------------------------------
-    async def _targets(self, dest: str, account_sid: str) -> list[tuple[str, str]]:
-        """(Request-URI, To URI) per leg."""
+    async def _targets(self, dest: str, account_sid: str, *, here: bool = False) -> list[tuple[str, str]]:
+        """(Request-URI, To URI) per leg. ``here``: a ``client:`` is called from this worker even when another one
+        holds the registrations (a ``<Dial>`` leg must be placed by the worker that runs its caller)."""
         if dest.startswith("client:"):
             login = dest[len("client:") :]
             if not login or ":" in login:
                 raise EngineError(f"{dest!r} is not a valid client identifier", 400, 21210)
             registrar = self.config.registrar_instance
-            if registrar and registrar != self.config.instance_id:
+            if registrar and registrar != self.config.instance_id and not here:
                 # Another worker holds the SIP port the clients registered on (and their TCP connections).
                 raise CallElsewhere(f"Clients are called from worker {registrar}", registrar)
             rows = await registrations.lookup_login(
@@ -694,7 +695,9 @@ class CallEngine:
         rings every registration, numbers go through the outbound proxy), each an ``outbound-dial`` record with
         ``parent_call_sid``. Raises :class:`EngineError` when the noun cannot be called at all."""
         dest, custom = split_headers(request.to)
-        targets = await self._targets(dest, request.account_sid)
+        # From this worker's own SIP port: the bridge needs both legs here. A Client registered over TCP with worker 0
+        # gets a connection of its own from this one.
+        targets = await self._targets(dest, request.account_sid, here=True)
         _, calls = await self._start_calls(request, dest, custom, targets, parent=parent, observer=observer)
         return calls
 
