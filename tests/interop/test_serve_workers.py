@@ -95,6 +95,17 @@ async def _until(node: Node, sid: str, status: str, timeout: float = 20.0) -> No
             await asyncio.sleep(0.1)
 
 
+async def _register_alice(data: Path, port: int) -> None:
+    """Client alice of the administrator is registered at a SIPp on ``port`` (as worker 0's registrar stores it)."""
+    db = Database(f"sqlite+aiosqlite:///{data / 'callplane.db'}")
+    try:
+        aor, contact = f"sip:alice@{LOOPBACK}", f"<sip:alice@{LOOPBACK}:{port}>"
+        binding = BindingRow(aor, contact, 4_000_000_000, "c1", 1, account_sid=ACCOUNT)
+        await registrations.apply(db, aor, [binding], [])
+    finally:
+        await db.close()
+
+
 async def test_two_workers_share_the_port_and_forward_live_call_modification(tmp_path: Path, peers: PeerGroup) -> None:
     async with _rig(tmp_path, peers, 30) as (group, app, uas):
         node = start_node(group, tmp_path / "data", workers=2)
@@ -218,13 +229,7 @@ async def test_calls_to_a_client_are_placed_by_the_worker_that_holds_the_sip_por
         try:
             node = start_node(group, tmp_path / "data", workers=2)
             node_id = _node_id(node)
-            db = Database(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'callplane.db'}")
-            try:
-                aor, contact = f"sip:alice@{LOOPBACK}", f"<sip:alice@{LOOPBACK}:{phone.port}>"
-                binding = BindingRow(aor, contact, 4_000_000_000, "c1", 1, account_sid=ACCOUNT)
-                await registrations.apply(db, aor, [binding], [])
-            finally:
-                await db.close()
+            await _register_alice(tmp_path / "data", phone.port)
             sids = []
             for _ in range(8):
                 async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
@@ -287,13 +292,7 @@ async def test_a_dial_to_a_client_on_another_worker_rings_its_phone(tmp_path: Pa
         app.route("/action", Answer.xml("<Response><Say>Busy.</Say><Hangup/></Response>"))
         try:
             node = start_node(group, tmp_path / "data", workers=2, env={"CALLPLANE_TRUSTED_PEERS": "127.0.0.0/8"})
-            db = Database(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'callplane.db'}")
-            try:
-                aor, contact = f"sip:alice@{LOOPBACK}", f"<sip:alice@{LOOPBACK}:{phone.port}>"
-                binding = BindingRow(aor, contact, 4_000_000_000, "c1", 1, account_sid=ACCOUNT)
-                await registrations.apply(db, aor, [binding], [])
-            finally:
-                await db.close()
+            await _register_alice(tmp_path / "data", phone.port)
             async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
                 r = await client.post(
                     node.url("/IncomingPhoneNumbers.json"),
