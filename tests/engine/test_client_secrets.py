@@ -35,7 +35,7 @@ def test_disabled_or_other_realm_cannot_authenticate() -> None:
 async def test_store_backed_secrets(api: Api) -> None:
     await clients.add(api.db, _alice())
     secrets = StoreClientSecrets(api.db, "callplane")
-    found = await secrets.secret("alice")
+    found, account = await secrets.lookup("alice")
     assert found is not None and found.ha1_for("MD5") == _alice().ha1_md5
-    assert await secrets.account_sid("alice") == ADMIN_SID
-    assert await secrets.secret("bob") is None and await secrets.account_sid("bob") == ""
+    assert account == ADMIN_SID
+    assert await secrets.lookup("bob") == (None, "")

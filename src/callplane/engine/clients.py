@@ -37,10 +37,8 @@ class StoreClientSecrets:
         self.db = db
         self.realm = realm
 
-    async def secret(self, login: str) -> Secret | None:
+    async def lookup(self, login: str) -> tuple[Secret | None, str]:
         client = await store_clients.by_login(self.db, login)
-        return secret_of(client, self.realm) if client is not None else None
-
-    async def account_sid(self, login: str) -> str:
-        client = await store_clients.by_login(self.db, login)
-        return client.account_sid if client is not None else ""
+        if client is None:
+            return None, ""
+        return secret_of(client, self.realm), client.account_sid

@@ -519,16 +519,14 @@ class CallEngine:
             call = self._by_handle.get(handle)
             if call is None:
                 return
-            if isinstance(event, sip.CallFailed):
-                call.sip_status, call.sip_headers = event.status, _x_headers(event.headers)
-            elif isinstance(event, sip.CallAnswered):
-                call.sip_status, call.sip_headers = 200, _x_headers(event.headers)
             if isinstance(event, sip.CallProgress):
                 if event.status in (180, 183) and call.state is CallState.INITIATED:
                     self._advance(call, "ring")
             elif isinstance(event, sip.CallAnswered):
+                call.sip_status, call.sip_headers = 200, _x_headers(event.headers)
                 self._answered(call)
             elif isinstance(event, sip.CallFailed):
+                call.sip_status, call.sip_headers = event.status, _x_headers(event.headers)
                 self._failed(call, event.status)
             elif isinstance(event, sip.CallCancelled):
                 self._advance(call, "cancel", end=True)  # the caller gave up before the answer

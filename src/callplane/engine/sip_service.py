@@ -71,28 +71,27 @@ class KeyedLocks:
 
 
 class ClientSecrets(Protocol):
-    """Where the registrar finds a Client's credentials (the Clients API will provide the stored ones)."""
+    """Where the registrar finds a Client's credentials (:class:`~callplane.engine.clients.StoreClientSecrets`: the
+    Clients table)."""
 
-    async def secret(self, login: str) -> Secret | None: ...
-
-    async def account_sid(self, login: str) -> str:
-        """The account that owns the Client (its registrations are stored under it)."""
+    async def lookup(self, login: str) -> tuple[Secret | None, str]:
+        """The Client's secret (None: unknown, or cannot authenticate) and the account that owns it (its
+        registrations are stored under it; "" when unknown)."""
         ...
 
 
 class StaticClientSecrets:
-    """Clients from configuration (``CALLPLANE_SIP_CLIENTS``), all owned by ``account_sid`` (the administrator)."""
+    """Clients from a mapping of login to password, all owned by ``account_sid`` (tests and tools)."""
 
     def __init__(self, passwords: Mapping[str, str], account_sid: str = "") -> None:
         self._passwords = dict(passwords)
         self._account_sid = account_sid
 
-    async def secret(self, login: str) -> Secret | None:
+    async def lookup(self, login: str) -> tuple[Secret | None, str]:
         password = self._passwords.get(login)
-        return Secret(password=password) if password is not None else None
-
-    async def account_sid(self, login: str) -> str:
-        return self._account_sid if login in self._passwords else ""
+        if password is None:
+            return None, ""
+        return Secret(password=password), self._account_sid
 
 
 def _contact_target(contact: str) -> tuple[str, int] | None:
@@ -236,13 +235,12 @@ class SipService:
             aor = registrar.aor(request)
             async with self.aor_locks.hold(aor):
                 login = registrar.username(request)
-                secret = await self.clients.secret(login) if login else None
+                secret, account = await self.clients.lookup(login) if login else (None, "")
                 wall = self.clock.wall().timestamp()
                 current = [from_row(r) for r in await registrations.lookup(self.db, aor, wall)]
                 source = (event.source.host, event.source.port, event.source.transport)
                 outcome = registrar.handle(request, secret=secret, bindings=current, now=wall, source=source)
                 if outcome.aor is not None and (outcome.upserts or outcome.removals):
-                    account = await self.clients.account_sid(login) if login else ""
                     rows = [to_row(b, self.instance_id, account) for b in outcome.upserts]
                     await registrations.apply(self.db, outcome.aor, rows, list(outcome.removals))
                     self._track_flows(outcome.upserts, outcome.removals)
