@@ -107,6 +107,13 @@ def free_port_block(count: int, host: str = LOOPBACK, low: int = 40000, high: in
     raise PeerError(f"no block of {count} free ports found")
 
 
+def baresip_ports() -> tuple[int, int, int]:
+    """``(sip, ctrl_tcp, first of 20 RTP)`` from one free block: baresip also binds SIP/TLS on ``sip + 1`` and
+    exits if that port is taken, so the block keeps it free too."""
+    base = free_port_block(24)
+    return base, base + 2, base + 4
+
+
 def _bound_ports(proto: str) -> set[int]:
     """Local ports with a socket in /proc/net/<proto> (UDP: any state; TCP: LISTEN only)."""
     ports: set[int] = set()
@@ -654,7 +661,7 @@ class PeerGroup:
         can be sent later through :attr:`BaresipRun.control` (ctrl_tcp). Returns once the control port listens.
         """
         d = self._dir("baresip")
-        sip_port, ctrl_port, rtp = free_port(), free_port(), free_port_block(20)
+        sip_port, ctrl_port, rtp = baresip_ports()
         tone = d / "tone.wav"
         write_tone(tone, audio_seconds)
         (d / "config").write_text(

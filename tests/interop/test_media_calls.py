@@ -34,8 +34,7 @@ from tests.interop.peers import (
     Peer,
     PeerGroup,
     SippRun,
-    free_port,
-    free_port_block,
+    baresip_ports,
     wait_udp_bound,
 )
 
@@ -232,7 +231,7 @@ def baresip(
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)
         w.writeframes(tone_pcm([hz], seconds, 0.25))
-    sip_port, rtp = free_port(), free_port_block(20)
+    sip_port, ctrl, rtp = baresip_ports()
     config = [
         "poll_method epoll",
         f"sip_listen {LOOPBACK}:{sip_port}",
@@ -249,7 +248,7 @@ def baresip(
         "module_app account.so",
         "module_app menu.so",
     ]
-    ctrl_port = free_port() if control else None
+    ctrl_port = ctrl if control else None
     if ctrl_port is not None:
         config += ["module_app ctrl_tcp.so", f"ctrl_tcp_listen {LOOPBACK}:{ctrl_port}"]
     (d / "config").write_text("\n".join(config) + "\n")
