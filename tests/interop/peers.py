@@ -19,6 +19,7 @@ adds them.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import hashlib
@@ -83,28 +84,33 @@ def _bindable(port: int, host: str = LOOPBACK) -> bool:
     return True
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A port that is free for both UDP and TCP on ``host`` right now (chosen by the kernel)."""
-    for _ in range(50):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        finally:
-            s.close()
-        if _bindable(port, host):
-            return port
-    raise PeerError("no free port found")
+# Fixed ports for peers come from a range the kernel never hands out by itself: below ip_local_port_range
+# (32768-60999 by default), where every outgoing connection and bind(0) takes its ports, and below the node's
+# default RTP range (20000-29999). A port picked there cannot be taken by an unrelated ephemeral socket between
+# the check and the peer's own bind; the ports handed out recently are not handed out again.
+PEER_PORTS = (10000, 19999)
+_recent: collections.deque[int] = collections.deque(maxlen=512)
+_rng = random.Random()
 
 
-def free_port_block(count: int, host: str = LOOPBACK, low: int = 40000, high: int = 59000) -> int:
-    """The first of ``count`` consecutive free ports (SIPp media uses -mp and -mp+2, baresip an RTP range)."""
-    rng = random.Random()
-    for _ in range(200):
-        start = rng.randrange(low, high - count) & ~1
-        if all(_bindable(p, host) for p in range(start, start + count)):
+def free_port_block(count: int, host: str = LOOPBACK, low: int = PEER_PORTS[0], high: int = PEER_PORTS[1]) -> int:
+    """The first of ``count`` consecutive ports, free for both UDP and TCP on ``host`` right now (SIPp media uses
+    -mp and -mp+2, baresip an RTP range)."""
+    for _ in range(500):
+        start = _rng.randrange(low, high - count)
+        start -= start % 2 if count > 1 else 0  # blocks start even (RTP on even ports)
+        block = range(start, start + count)
+        if any(p in _recent for p in block):
+            continue
+        if all(_bindable(p, host) for p in block):
+            _recent.extend(block)
             return start
-    raise PeerError(f"no block of {count} free ports found")
+    raise PeerError(f"no block of {count} free ports found in {low}-{high}")
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that is free for both UDP and TCP on ``host`` right now (see :data:`PEER_PORTS`)."""
+    return free_port_block(1, host)
 
 
 def baresip_ports() -> tuple[int, int, int]:
