@@ -14,8 +14,9 @@ from callplane.api.app import create_app
 from callplane.core.clock import FakeClock
 from callplane.core.ids import IdSource
 from callplane.core.secrets import hash_token
-from callplane.store import accounts
+from callplane.store import accounts, registrations
 from callplane.store.db import Database
+from callplane.store.registrations import BindingRow
 from tests.api.conftest import ADMIN, ADMIN_SID, ADMIN_TOKEN, T0, Api
 
 CHILD = ("AC" + "c" * 32, "child-token-0000000")
@@ -238,3 +239,38 @@ async def test_a_change_made_elsewhere_applies_within_a_second_and_a_token_rotat
         assert (await api.client.get(_calls(CHILD[0]), auth=(CHILD[0], fresh))).status_code == 200
         clock.advance(1.0)
         assert (await api.client.get(_calls(CHILD[0]), auth=CHILD)).status_code == 401
+
+
+async def test_closing_releases_the_subtrees_numbers_and_clients_and_suspending_keeps_them(tree: Api) -> None:
+    """As Restcomm did: a closed account's numbers can be taken by another account, its Clients are gone (with
+    their registrations); a suspension only blocks them."""
+
+    def base(who: tuple[str, str]) -> str:
+        return f"/2012-04-24/Accounts/{who[0]}"
+
+    for n, who in enumerate((CHILD, GRANDCHILD, SIBLING)):
+        form = {"PhoneNumber": f"+1555000{n}"}
+        number = await tree.client.post(f"{base(who)}/IncomingPhoneNumbers.json", data=form, auth=who)
+        assert number.status_code in (200, 201), number.text
+        form = {"Login": f"user{n}", "Password": "Secret-2026"}
+        client = await tree.client.post(f"{base(who)}/Clients.json", data=form, auth=who)
+        assert client.status_code in (200, 201), client.text
+    phone = BindingRow("sip:user1@127.0.0.1", "<sip:user1@127.0.0.1:5062>", 2e9, "cid", 1, account_sid=GRANDCHILD[0])
+    await registrations.apply(tree.db, phone.aor, [phone], [])
+    assert len(await registrations.lookup(tree.db, phone.aor, 0.0)) == 1
+
+    async def held(who: tuple[str, str]) -> tuple[int, int]:
+        numbers = await tree.client.get(f"{base(who)}/IncomingPhoneNumbers.json", auth=ADMIN)
+        clients = await tree.client.get(f"{base(who)}/Clients.json", auth=ADMIN)
+        return len(numbers.json()["incomingPhoneNumbers"]), len(clients.json())
+
+    child_url = f"/2012-04-24/Accounts/{CHILD[0]}.json"
+    assert (await tree.client.post(child_url, data={"Status": "suspended"}, auth=ADMIN)).status_code == 200
+    assert [await held(w) for w in (CHILD, GRANDCHILD, SIBLING)] == [(1, 1)] * 3
+    assert (await tree.client.post(child_url, data={"Status": "closed"}, auth=ADMIN)).status_code == 200
+    assert [await held(w) for w in (CHILD, GRANDCHILD, SIBLING)] == [(0, 0), (0, 0), (1, 1)]
+    assert await registrations.lookup(tree.db, phone.aor, 0.0) == []
+    # The grandchild's number is free again: the sibling takes it.
+    form = {"PhoneNumber": "+15550001"}
+    again = await tree.client.post(f"{base(SIBLING)}/IncomingPhoneNumbers.json", data=form, auth=SIBLING)
+    assert again.status_code in (200, 201), again.text

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from callplane.core.secrets import digest_ha1
 from callplane.engine.clients import StoreClientSecrets, secret_of
-from callplane.store import clients
+from callplane.store import accounts, clients
 from callplane.store.clients import ClientRecord
 from tests.api.conftest import ADMIN_SID, T0, Api
 
@@ -39,3 +39,14 @@ async def test_store_backed_secrets(api: Api) -> None:
     assert found is not None and found.ha1_for("MD5") == _alice().ha1_md5
     assert account == ADMIN_SID
     assert await secrets.lookup("bob") == (None, "")
+
+
+async def test_a_suspended_or_closed_accounts_clients_cannot_register(api: Api) -> None:
+    child = "AC" + "c" * 32
+    await api.add_account(child, "child-token-0000000", parent=ADMIN_SID, status="suspended")
+    await clients.add(api.db, replace(_alice(), account_sid=child))
+    secrets = StoreClientSecrets(api.db, "callplane")
+    assert await secrets.lookup("alice") == (None, child)
+    await accounts.update(api.db, child, {"status": "active"})
+    found, _ = await secrets.lookup("alice")
+    assert found is not None

@@ -21,7 +21,7 @@ from callplane.engine.inbound import (
 )
 from callplane.sip.digest import Challenge, Credentials, DigestClient, DigestServer
 from callplane.sip.events import IncomingCall
-from callplane.store import clients, numbers
+from callplane.store import accounts, clients, numbers
 from callplane.store.clients import ClientRecord
 from callplane.store.numbers import NumberRecord
 from tests.api.conftest import ADMIN_SID, T0, Api
@@ -179,3 +179,22 @@ async def test_a_trusted_proxy_vouches_for_a_client(api: Api) -> None:
     router = InboundRouter(api.db, digest(), TRUNK)
     route = await router.route(invite("sip:bob@h", from_uri="sip:alice@h"), (), b"", NOW)
     assert route == Route(ADMIN_SID, "http://app/alice", kind="client")
+
+
+async def test_a_suspended_or_closed_accounts_numbers_and_clients_take_no_calls(api: Api) -> None:
+    """Restcomm's CallLifecycleTest: a call to or from a suspended or closed account is rejected."""
+    child = "AC" + "c" * 32
+    await api.add_account(child, "child-token-0000000", parent=ADMIN_SID)
+    await numbers.add(api.db, replace(NUMBER, account_sid=child))
+    await clients.add(api.db, alice(account_sid=child))
+    router = InboundRouter(api.db, digest(), TRUNK)
+    from_alice = invite(from_uri="sip:alice@192.0.2.1", source="203.0.113.5")
+    assert isinstance(await router.route(invite(), (), b"", NOW), Route)
+    for status in ("suspended", "closed"):
+        await accounts.update(api.db, child, {"status": status})
+        assert await router.route(invite(), (), b"", NOW) == Refusal(403, "Forbidden")
+        # The Client is still challenged first (nothing is told before it proves who it is), then refused.
+        challenge = await router.route(from_alice, (), b"", NOW)
+        assert await router.route(from_alice, (answer(challenge),), b"", NOW) == Refusal(403, "Forbidden")
+    await accounts.update(api.db, child, {"status": "active"})
+    assert isinstance(await router.route(invite(), (), b"", NOW), Route)

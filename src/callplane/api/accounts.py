@@ -125,7 +125,9 @@ def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock)
         "/Accounts/{AccountSid}",
         summary="Update an account",
         description="Form fields: FriendlyName; Status (active, suspended or closed; only an ancestor may change it, "
-        "and closing closes every sub-account); RotateAuthToken=true (a fresh random token is returned once).",
+        "and closing closes every sub-account and releases the IncomingPhoneNumbers and Clients of them all; a "
+        "suspended or closed account's numbers and Clients neither take nor make calls); "
+        "RotateAuthToken=true (a fresh random token is returned once).",
     )
     async def update_account(request: Request, AccountSid: str) -> Response:  # noqa: N803
         caller, account = await auth.authorize(request, AccountSid)
@@ -158,6 +160,9 @@ def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock)
             changed = await store_accounts.update(db, account.sid, {**changes, "date_updated": now})
             if "status" in changes:
                 await store_accounts.cascade_status(db, changed.sid, changed.status, now)
+                if changed.status == "closed":  # the whole subtree is closed now: its numbers and Clients go
+                    below = await store_accounts.descendants(db, changed.sid)
+                    await store_accounts.release(db, [changed.sid, *(a.sid for a in below)])
             auth.forget()  # a suspension or a new token takes effect with the next request
         return _one(request, changed, token)
 

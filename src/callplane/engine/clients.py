@@ -1,7 +1,8 @@
 """Clients as the registrar and the inbound-call authentication see them: the stored HA1s of ``store.clients``.
 
 A Client whose HA1s were computed for another realm (the node's realm changed since its password was set) cannot be
-checked, so it is treated as unknown (and a warning says why); so is a disabled Client.
+checked, so it is treated as unknown (and a warning says why); so is a disabled Client, and a Client of a suspended
+or closed account.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from callplane.sip.registrar import Secret
+from callplane.store import accounts as store_accounts
 from callplane.store import clients as store_clients
 from callplane.store.clients import ClientRecord
 from callplane.store.db import Database
@@ -41,4 +43,7 @@ class StoreClientSecrets:
         client = await store_clients.by_login(self.db, login)
         if client is None:
             return None, ""
+        account = await store_accounts.get(self.db, client.account_sid)
+        if account is None or account.status != "active":
+            return None, client.account_sid  # a suspended or closed account's phones do not register
         return secret_of(client, self.realm), client.account_sid

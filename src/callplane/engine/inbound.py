@@ -13,6 +13,8 @@ back a :class:`Route` (run this application in this account) or a :class:`Refusa
 * **What answers.** In order: a Request-URI user that is a provisioned IncomingPhoneNumber (after E.164
   normalisation) runs the number's VoiceUrl in the number's account; a call from a Client (authenticated, or from
   a trusted proxy) runs the Client's VoiceUrl in the Client's account; anything else is ``404``.
+* **Account status.** A suspended or closed account neither takes nor makes calls: an INVITE from one of its
+  Clients, or to one of its numbers, is ``403``.
 * **Credentials.** The digest ``uri`` must name the Request-URI, or its host and port alone (SIPp leaves the
   user out). A wrong password (a valid nonce whose response does not match) or credentials for another user
   are ``403``: an INVITE re-challenged for a wrong password would loop. A stale nonce is challenged again with
@@ -37,6 +39,7 @@ from callplane.sip.events import IncomingCall
 from callplane.sip.headers import URI, Address, SipParseError, split_list
 from callplane.sip.message import canonical_name
 from callplane.sip.registrar import same_resource
+from callplane.store import accounts as store_accounts
 from callplane.store import clients as store_clients
 from callplane.store import numbers as store_numbers
 from callplane.store.clients import ClientRecord
@@ -175,6 +178,9 @@ class InboundRouter:
                 refusal = self._authenticate(client, incoming.request_uri, credentials, body, now)
                 if refusal is not None:
                     return refusal
+        if client is not None and not await self._active(client.account_sid):
+            log.info("INVITE from Client %r refused: its account %s is not active", client.login, client.account_sid)
+            return Refusal(403, "Forbidden")
         if client is None and not trusted and not self.policy.allow_anonymous:
             log.info(
                 "INVITE from %s (%s) refused: not a trusted peer nor a Client", incoming.from_uri, incoming.source[0]
@@ -183,6 +189,9 @@ class InboundRouter:
         e164 = to_e164(uri_user(incoming.request_uri))
         number = await store_numbers.by_phone_number(self.db, e164) if e164 is not None else None
         if number is not None and number.voice_capable and number.voice_url:
+            if not await self._active(number.account_sid):
+                log.info("INVITE to %s refused: its account %s is not active", number.phone_number, number.account_sid)
+                return Refusal(403, "Forbidden")
             return Route(
                 number.account_sid,
                 number.voice_url,
@@ -206,6 +215,10 @@ class InboundRouter:
             )
         log.info("INVITE %s -> %s: no number or Client application, 404", incoming.from_uri, incoming.request_uri)
         return Refusal(404, "Not Found")
+
+    async def _active(self, account_sid: str) -> bool:
+        account = await store_accounts.get(self.db, account_sid)
+        return account is not None and account.status == "active"
 
     def _authenticate(
         self, client: ClientRecord, request_uri: str, credentials: tuple[str, ...], body: bytes, now: float

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy import update as update_
 from sqlalchemy.engine import RowMapping
 
 from callplane.core.errors import NotFound
 from callplane.store.db import Database, from_us, to_us
-from callplane.store.schema import accounts
+from callplane.store.schema import accounts, clients, incoming_phone_numbers, registrations
 
 STATUSES = ("active", "suspended", "closed")
 
@@ -121,6 +121,19 @@ async def cascade_status(db: Database, sid: str, status: str, when: datetime) ->
             .values(status=status, date_updated=to_us(when))
         )
     return int(result.rowcount)
+
+
+async def release(db: Database, sids: Sequence[str]) -> tuple[int, int]:
+    """Delete the IncomingPhoneNumbers and Clients (with their registrations) of the closed accounts ``sids``, in
+    one transaction, as Restcomm's close did: the numbers can be taken by another account, the Clients' phones no
+    longer register or ring. Returns how many numbers and Clients went."""
+    if not sids:
+        return 0, 0
+    async with db.write() as conn:
+        gone = await conn.execute(delete(incoming_phone_numbers).where(incoming_phone_numbers.c.account_sid.in_(sids)))
+        left = await conn.execute(delete(clients).where(clients.c.account_sid.in_(sids)))
+        await conn.execute(delete(registrations).where(registrations.c.account_sid.in_(sids)))
+    return int(gone.rowcount), int(left.rowcount)
 
 
 async def children(db: Database, sid: str) -> list[AccountRecord]:
