@@ -94,6 +94,7 @@ _HDR = rtp.HEADER
 _INBAND_SLACK = 0.3
 # A relay whose source sent nothing for this long is filled with silence on the tick (see the module docstring).
 _RELAY_FILL = 0.07
+_NEVER = float("inf")
 
 
 @functools.lru_cache(maxsize=1024)  # the same few peers (a gateway, a proxy) in every call's SDP
@@ -154,8 +155,11 @@ class RtpLeg:
         self.source: Source | None = None
         self.sinks: list[Sink] = []
         # Two independent switches (a peer's hold is the first alone: what it sends, its music, is still heard):
-        self.sending = True  # False: nothing goes to the peer (RTP audio and digits), e.g. it does not want to receive
-        self.muted = False  # True: what the peer says is not passed to bridges/mixers (sinks still get it)
+        self._sending = True  # False: nothing goes to the peer (RTP audio and digits), e.g. it does not want to receive
+        self._muted = False  # True: what the peer says is not passed to bridges/mixers (sinks still get it)
+        # Off the tick (see :mod:`callplane.media.core`): a change that may need the tick puts the leg on ``_waking``.
+        self.parked = False
+        self._waking: list[RtpLeg] = []  # the core's list, once the leg is added to one
         self.attached = False  # a bridge or mixer supplies ``feed``
         self.heard: bytes | None = None
         self.feed: bytes | None = None
@@ -210,6 +214,59 @@ class RtpLeg:
         self._out_ts = 0  # RTP timestamp and time of the last audio frame we sent (either way)
         self._out_at = 0.0
 
+    @property
+    def sending(self) -> bool:
+        return self._sending
+
+    @sending.setter
+    def sending(self, on: bool) -> None:
+        self._sending = on
+        self._wake()
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
+
+    @muted.setter
+    def muted(self, on: bool) -> None:
+        self._muted = on
+        self._wake()
+
+    # -- off the tick ---------------------------------------------------------------------------
+    def _wake(self) -> None:
+        """Something changed that the tick must see: back on it from the next tick (with the bridge's other leg)."""
+        if self.parked:
+            self.parked = False
+            self._waking.append(self)
+
+    def parkable(self, now: float) -> bool:
+        """Whether this tick's work for us is nothing until :meth:`wake_at` (the caller checks the bridge): all we
+        send is relayed, nobody hears our peer, and no digit, event or filler is under way."""
+        return (
+            self.relayed
+            and self.relay_to is not None
+            and not self.sinks
+            and not self._buffering  # the tick saw that nobody listens (a stale jitter buffer is dropped)
+            and not self._dtmf_rx
+            and not self._dtmf_active
+            and not self.events
+            and not self._regrid
+            and self._tick0 is not None
+            and not self.dtmf_out.busy
+            and (now - self._rl_at < _RELAY_FILL or not self._sending or self.remote is None)
+        )
+
+    def wake_at(self) -> float:
+        """When a parked leg needs the tick again, unless something wakes it first: its next RTCP report, its idle
+        timeout, the silence filler of a relay whose source went quiet. Relayed and received packets move the
+        last two later; the core checks again when the time comes."""
+        t = self.next_rtcp if self.remote_rtcp is not None else _NEVER
+        if self.idle_timeout is not None and not self._idle_reported:
+            t = min(t, self._last_rx + self.idle_timeout)
+        if self._sending and self.remote is not None:
+            t = min(t, self._rl_at + _RELAY_FILL)
+        return t
+
     # -- configuration ----------------------------------------------------------------------
     def set_remote(
         self,
@@ -238,19 +295,22 @@ class RtpLeg:
             self._encode_src = g711.shared_encoder(payload_type)
         if dtmf_payload_type is not None:
             self.dtmf_payload_type = dtmf_payload_type
+        self._wake()
 
     def add_sink(self, sink: Sink) -> None:
         self.sinks.append(sink)
+        self._wake()
 
     def remove_sink(self, sink: Sink) -> None:
         if sink in self.sinks:
             self.sinks.remove(sink)
+        self._wake()
 
     def enable_inband_dtmf(self) -> None:
         """Detect DTMF in the audio itself, for peers that do not send RFC 4733."""
         if self.inband is None:
             self.inband = InbandDtmfDetector()
-            self.sinks.append(self.inband)
+            self.add_sink(self.inband)
 
     def send_digits(self, digits: str) -> None:
         """Queue RFC 4733 digits (``w`` = 0.5 s pause); a :class:`DigitsSent` event follows the last end packet."""
@@ -258,6 +318,7 @@ class RtpLeg:
             raise MediaError("peer did not negotiate telephone-event")
         self.dtmf_out.queue(digits)
         self._dtmf_active = True
+        self._wake()
 
     # -- inbound ----------------------------------------------------------------------------
     def receive_rtp(self, data: bytes, addr: Addr, now: float) -> Relayed | None:
@@ -283,7 +344,9 @@ class RtpLeg:
             self.jitter.reset()
         self.packets_received += 1
         self._last_rx = now
-        self._idle_reported = False
+        if self._idle_reported:  # its idle timeout runs again
+            self._idle_reported = False
+            self._wake()
         assert self.stats is not None
         event = pt == self.dtmf_payload_type
         self.stats.update(seq, ts, now, not event)  # the packets of an event all carry its start timestamp
@@ -291,6 +354,7 @@ class RtpLeg:
         if dst is not None:
             if event:
                 self._dtmf_rx = True
+                self._wake()
                 try:
                     self._rfc4733(self.dtmf_in.feed(ts, payload, now))
                 except ValueError:
@@ -298,14 +362,16 @@ class RtpLeg:
             elif pt != self.payload_type or len(payload) != FRAME_SAMPLES:
                 if pt == 0 or pt == 8:
                     self.relay_blocked = True  # the bridge decodes from the next tick on
+                    self._wake()
                 return None
-            if self.muted:
+            if self._muted:
                 return None
             return dst.relay_packet(payload, seq, ts, b1 & 0x80, event, ssrc, now)
         if event:
             if self._listening():
                 self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
             self._dtmf_rx = True
+            self._wake()
             try:
                 self._rfc4733(self.dtmf_in.feed(ts, payload, now))
             except ValueError:
@@ -328,7 +394,9 @@ class RtpLeg:
     def stop_relay(self) -> None:
         """Back to decoding; the destination's tick takes its stream over where the relay left it."""
         dst, self.relay_to = self.relay_to, None
+        self._wake()
         if dst is not None:
+            dst._wake()
             dst.relayed = False
             dst._regrid = dst.packets_sent > 0
             if dst._rl_open is not None:  # stopped mid-digit (a mute, a hold): its end packets still go out
@@ -350,7 +418,7 @@ class RtpLeg:
         """Another leg's packet, rewritten into our stream (see the module docstring), or ``None`` if we do not
         send to our peer now."""
         remote = self.remote
-        if not self.sending or remote is None:
+        if not self._sending or remote is None:
             self._marker = True
             return None
         if event:
@@ -416,6 +484,7 @@ class RtpLeg:
             if self._rtcp_from is None:
                 self.remote_rtcp = (addr[0], addr[1] + 1)
             self.events.append(RemoteLatched(self.leg_id, addr[0], addr[1]))
+            self._wake()
         return True
 
     def _learn_rtcp(self, addr: Addr, now: float) -> bool:
@@ -483,6 +552,7 @@ class RtpLeg:
 
     def _digit(self, digit: str, duration_ms: int, method: str) -> None:
         self.events.append(DigitReceived(self.leg_id, digit, duration_ms, method))
+        self._wake()
         for s in list(self.sinks):
             if isinstance(s, Recorder) and s.on_digit(digit):
                 self._recording_done(s)
@@ -495,7 +565,7 @@ class RtpLeg:
     def pull(self, now: float) -> None:
         """Phase 1: this tick's inbound frame into ``heard`` and the sinks."""
         frame = self.jitter.pop() if self._listening() else None
-        self.heard = None if self.muted else frame
+        self.heard = None if self._muted else frame
         if self._dtmf_rx:
             self._dtmf_tick(now)
         if self.sinks:
@@ -527,7 +597,7 @@ class RtpLeg:
             self._idle_reported = True
             self.events.append(LegIdle(self.leg_id, now - self._last_rx))
         if self.relayed:
-            if now - self._rl_at < _RELAY_FILL or not self.sending or self.remote is None:
+            if now - self._rl_at < _RELAY_FILL or not self._sending or self.remote is None:
                 return None
             # The source went quiet (silence suppression, a peer on hold sending nothing): our peer still gets
             # a stream, as when decoding, and the source's next packet anchors afresh after this one.
@@ -540,7 +610,7 @@ class RtpLeg:
                 self._out_ts, self._out_at = ts, now
                 return pkt
         frame = self._read_frame()
-        if not self.sending or self.remote is None:
+        if not self._sending or self.remote is None:
             self._marker = True
             return None
         return self._emit_audio(ts, self._encode(frame) if self.attached else self._encode_src(frame), now)
@@ -558,7 +628,7 @@ class RtpLeg:
 
     def _produce_dtmf(self, ts: int) -> bytes | None:
         out = self.dtmf_out
-        if not self.sending or self.dtmf_payload_type is None:
+        if not self._sending or self.dtmf_payload_type is None:
             return None
         ev = out.next_packet(ts)
         done = out.take_finished()
