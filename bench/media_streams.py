@@ -568,6 +568,8 @@ async def bridges_main(args: argparse.Namespace, relay: bool) -> dict[str, Any]:
         eng.set_remote(leg_id, "127.0.0.1", port)
     for i in range(0, n, 2):
         eng.bridge(legs[i], legs[i + 1])
+    parked: list[int] = []
+    asyncio.get_running_loop().call_later(args.duration / 2, lambda: parked.append(eng.core.parked))
     out = await peer.stdout.readline()
     wall = time.monotonic() - t0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -586,6 +588,9 @@ async def bridges_main(args: argparse.Namespace, relay: bool) -> dict[str, Any]:
             "tick_cpu_pct": 100 * busy / wall,
             "tick_overruns": overruns,
             "legs_relaying": sum(1 for leg in live if leg.relay_to is not None),
+            "legs_parked": parked[0] if parked else None,  # mid-run (off the tick: see media.core)
+            "us_per_packet": 1e6 * cpu / max(1, sum(leg.packets_received for leg in live)),
+            "us_per_packet_rx": 1e6 * (cpu - busy) / max(1, sum(leg.packets_received for leg in live)),
             "frames_decoded": sum(leg.jitter.stats.pushed for leg in live),
             "engine_received": sum(leg.packets_received for leg in live),
             "engine_sent": sum(leg.packets_sent for leg in live),

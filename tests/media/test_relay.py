@@ -53,9 +53,9 @@ class Bridged:
         if packet is not None:
             relayed = self.a.receive_rtp(packet, frm, t + ARRIVAL)
             if relayed is not None:
-                leg_id, data, addr = relayed
+                leg_id, pkt, addr = relayed
                 assert (leg_id, addr) == ("b", B)
-                out.append(RtpPacket.parse(data))
+                out.append(RtpPacket.parse(bytes(pkt)))
                 self.sent.append((t + ARRIVAL, out[-1], "relay"))
         self.n += 1
         return out

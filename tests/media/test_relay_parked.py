@@ -18,7 +18,7 @@ from callplane.media.rtp import build
 from callplane.media.sources import ToneSource
 
 PEERS = {"a": ("127.0.0.1", 5000), "b": ("127.0.0.1", 6000)}
-Record = tuple[float, str, bytes, tuple[str, int]]  # (time, leg, datagram, destination)
+Record = tuple[float, str, bytes | bytearray, tuple[str, int]]  # (time, leg, datagram, destination)
 
 
 class Run:
@@ -160,7 +160,7 @@ def test_a_parked_legs_sender_report_counts_the_relayed_packets() -> None:
     b = run.legs["b"]
     reports = [(t, d) for t, leg, d, _ in run.out if leg == "b" and 200 <= d[1] <= 204]
     t, last = reports[-1]
-    sr = parse_compound(last)[0]
+    sr = parse_compound(bytes(last))[0]
     assert isinstance(sr, SenderReport)
     sent_before = len([1 for tt, leg, d, _ in run.out if leg == "b" and d[1] < 200 and tt < t])
     assert sr.packet_count == sent_before > 0 and b.packets_sent >= sent_before

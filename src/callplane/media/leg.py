@@ -84,7 +84,7 @@ from callplane.media.rtcp import (
 from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE, Sink, Source
 
 Addr = tuple[str, int]
-Relayed = tuple[str, bytes, Addr]  # (the leg that sends it, datagram, destination)
+Relayed = tuple[str, bytearray, Addr]  # (the leg that sends it, datagram, destination)
 
 __all__ = ["Addr", "FrameError", "Relayed", "RtpLeg", "ip_literal"]
 
@@ -94,6 +94,7 @@ _HDR = rtp.HEADER
 _INBAND_SLACK = 0.3
 # A relay whose source sent nothing for this long is filled with silence on the tick (see the module docstring).
 _RELAY_FILL = 0.07
+_RELAY_LEN = 12 + FRAME_SAMPLES  # an audio packet relayed as it is: the plain header and 20 ms of G.711
 _NEVER = float("inf")
 
 
@@ -323,50 +324,53 @@ class RtpLeg:
     # -- inbound ----------------------------------------------------------------------------
     def receive_rtp(self, data: bytes, addr: Addr, now: float) -> Relayed | None:
         """Take one datagram from ``addr``; returns the datagram to send at once when it is relayed."""
-        if len(data) < 12 or data[0] >> 6 != 2:
+        # This runs for every packet (a relayed one goes on in relay_packet): the plain header (no CSRC, extension
+        # or padding) is the fast path, the payload is not copied out unless it is decoded or is an event.
+        if len(data) < 12:
             return None
         b0, b1, seq, ts, ssrc = _HDR.unpack_from(data)
-        if b0 & 0x3F:  # CSRCs, extension or padding: take the general path
+        if b0 != 0x80:  # CSRCs, extension or padding: parsed, then as if it had come with a plain header
+            if b0 >> 6 != 2:
+                return None
             try:
                 p = rtp.RtpPacket.parse(data)
             except rtp.RtpParseError:
                 return None
-            payload = p.payload
-        else:
-            payload = data[12:]
+            data = _HDR.pack(0x80, b1, seq, ts, ssrc) + p.payload
         if addr != self._rtp_from and not self._learn_rtp(addr, now):
             self.foreign_packets += 1
             return None
         pt = b1 & 0x7F
-        if ssrc != self.remote_ssrc:
+        stats = self.stats
+        if stats is None or ssrc != self.remote_ssrc:
             self.remote_ssrc = ssrc
-            self.stats = ReceptionStats(ssrc, seq)
+            stats = self.stats = ReceptionStats(ssrc, seq)
             self.jitter.reset()
         self.packets_received += 1
         self._last_rx = now
         if self._idle_reported:  # its idle timeout runs again
             self._idle_reported = False
             self._wake()
-        assert self.stats is not None
         event = pt == self.dtmf_payload_type
-        self.stats.update(seq, ts, now, not event)  # the packets of an event all carry its start timestamp
+        stats.update(seq, ts, now, not event)  # the packets of an event all carry its start timestamp
         dst = self.relay_to
         if dst is not None:
             if event:
                 self._dtmf_rx = True
                 self._wake()
                 try:
-                    self._rfc4733(self.dtmf_in.feed(ts, payload, now))
+                    self._rfc4733(self.dtmf_in.feed(ts, data[12:], now))
                 except ValueError:
                     return None
-            elif pt != self.payload_type or len(payload) != FRAME_SAMPLES:
+            elif pt != self.payload_type or len(data) != _RELAY_LEN:
                 if pt == 0 or pt == 8:
                     self.relay_blocked = True  # the bridge decodes from the next tick on
                     self._wake()
                 return None
             if self._muted:
                 return None
-            return dst.relay_packet(payload, seq, ts, b1 & 0x80, event, ssrc, now)
+            return dst.relay_packet(data, seq, ts, b1 & 0x80, event, ssrc, now)
+        payload = data[12:]
         if event:
             if self._listening():
                 self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
@@ -413,10 +417,10 @@ class RtpLeg:
         return (self._out_ts + FRAME_SAMPLES * frames) & 0xFFFFFFFF
 
     def relay_packet(
-        self, payload: bytes, seq: int, ts: int, marker: int, event: bool, ssrc: int, now: float
+        self, data: bytes, seq: int, ts: int, marker: int, event: bool, ssrc: int, now: float
     ) -> Relayed | None:
-        """Another leg's packet, rewritten into our stream (see the module docstring), or ``None`` if we do not
-        send to our peer now."""
+        """Another leg's packet (``data``: a plain 12-byte header, then the payload), rewritten into our stream (see
+        the module docstring), or ``None`` if we do not send to our peer now."""
         remote = self.remote
         if not self._sending or remote is None:
             self._marker = True
@@ -432,7 +436,7 @@ class RtpLeg:
                 return None
         else:
             pt = self.payload_type
-        d = rtp.seq_diff(seq, self._rl_last)
+        d = ((seq - self._rl_last + 0x8000) & 0xFFFF) - 0x8000  # rtp.seq_diff, inline on this path
         if ssrc != self._rl_ssrc or not -RESYNC_GAP <= d <= RESYNC_GAP:
             self._rl_ssrc, self._rl_last = ssrc, seq
             self._rl_seq_off = self._seq - seq
@@ -444,21 +448,24 @@ class RtpLeg:
         out_ts = (ts + self._rl_ts_off) & 0xFFFFFFFF
         if d >= 0:  # in order (a late packet goes out with its own, older number)
             self._rl_last = seq
-            self.relaying_event = event
-            if event:
-                te = payload[1] if len(payload) >= 4 else 0x80
-                self._rl_open = None if te & 0x80 else (payload[0], out_ts, int.from_bytes(payload[2:4]))
-            else:
-                self._rl_open = None
             self._seq = (out_seq + 1) & 0xFFFF
-            if not event:
+            if event:
+                self.relaying_event = True
+                te = data[13] if len(data) >= 16 else 0x80
+                self._rl_open = None if te & 0x80 else (data[12], out_ts, int.from_bytes(data[14:16]))
+            else:
+                if self.relaying_event:
+                    self.relaying_event = False
+                    self._rl_open = None
                 self._out_ts, self._out_at = out_ts, now
         if self._marker:
             marker, self._marker = 0x80, False
         self._rl_at = now
         self.packets_sent += 1
-        self.octets_sent += len(payload)
-        return self.leg_id, _HDR.pack(0x80, marker | pt, out_seq, out_ts, self.ssrc) + payload, remote
+        self.octets_sent += len(data) - 12
+        out = bytearray(data)  # one copy: the header rewritten in place, the payload untouched
+        _HDR.pack_into(out, 0, 0x80, marker | pt, out_seq, out_ts, self.ssrc)
+        return self.leg_id, out, remote
 
     def _listening(self) -> bool:
         """Whether anyone hears the peer's audio (a sink, a bridge or a conference). A leg nobody hears (a call
