@@ -37,7 +37,7 @@ the gap between packets at the peer (all gaps: median / p99 / max; per stream: t
 streams' own p99), lost frames. ``--compare`` runs relay and decode back to back (``--repeat`` times,
 alternating) against fresh peers and prints each run and the same-run ratios. ``--no-io`` measures the same
 bridges without sockets or peer (the sans-IO core in virtual time: every leg gets one packet per tick): the Python
-work per packet of each mode, free of the machine's scheduling and of system calls.
+work per packet of each mode, free of the machine's scheduling and of system calls, and the tick's own CPU time.
 """
 
 from __future__ import annotations
@@ -600,8 +600,9 @@ async def bridges_main(args: argparse.Namespace, relay: bool) -> dict[str, Any]:
     return result
 
 
-def bridges_no_io(bridges: int, relay: bool, ticks: int = 500) -> float:
-    """``--no-io``: microseconds of CPU per packet (receive + tick) for ``bridges`` bridged pairs in virtual time."""
+def bridges_no_io(bridges: int, relay: bool, ticks: int = 500) -> tuple[float, float, float]:
+    """``--no-io``: for ``bridges`` bridged pairs in virtual time, microseconds of CPU per packet (receive + tick)
+    and the tick's own CPU time, median and p99, in milliseconds."""
     from callplane.core.ids import IdSource
     from callplane.media.core import MediaCore
     from callplane.media.leg import RtpLeg
@@ -614,14 +615,21 @@ def bridges_no_io(bridges: int, relay: bool, ticks: int = 500) -> float:
     for i in range(0, n, 2):
         core.bridge(legs[i].leg_id, legs[i + 1].leg_id)
     frames = [g711.encode(ToneSource([400 + 10 * (i % 50)], None, 0.05).read() or SILENCE, 0) for i in range(n)]
+    tick_cpu: list[float] = []
     started = time.thread_time()
     for k in range(ticks):
         now = k * 0.02
+        t = time.thread_time()
         core.tick(now, k)
+        tick_cpu.append(time.thread_time() - t)
         for i, leg in enumerate(legs):
-            leg.receive_rtp(HDR.pack(0x80, 0, k & 0xFFFF, 160 * k, 0x10000 + i) + frames[i], addrs[i], now + 0.005)
+            # the packets of one tick arrive spread over it, as from independent senders
+            at = now + 0.02 * i / n
+            leg.receive_rtp(HDR.pack(0x80, 0, k & 0xFFFF, 160 * k, 0x10000 + i) + frames[i], addrs[i], at)
     assert all((leg.relay_to is not None) == relay for leg in legs)
-    return (time.thread_time() - started) / (ticks * n) * 1e6
+    per_packet = (time.thread_time() - started) / (ticks * n) * 1e6
+    tick_cpu = sorted(tick_cpu[ticks // 10 :])  # after the first ticks (relay decided, pairs parked)
+    return per_packet, 1000 * tick_cpu[len(tick_cpu) // 2], 1000 * tick_cpu[int(0.99 * len(tick_cpu))]
 
 
 def print_bridges(res: dict[str, Any]) -> None:
@@ -643,10 +651,12 @@ def run_bridges(args: argparse.Namespace) -> None:
     if args.no_io:
         print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
         for _ in range(args.repeat):
-            relay, decode = bridges_no_io(args.bridges, True), bridges_no_io(args.bridges, False)
+            relay, r50, r99 = bridges_no_io(args.bridges, True)
+            decode, d50, d99 = bridges_no_io(args.bridges, False)
             print(
                 f"  {args.bridges} bridges, no I/O: relay {relay:.2f} us, decode {decode:.2f} us of CPU per packet "
-                f"(receive + tick); decode / relay {decode / relay:.2f}x"
+                f"(receive + tick); decode / relay {decode / relay:.2f}x; the tick's CPU p50 / p99: relay "
+                f"{r50:.3f} / {r99:.3f} ms, decode {d50:.3f} / {d99:.3f} ms"
             )
         return
     import uvloop
