@@ -13,13 +13,14 @@ it was, so every leg in it fails. The other legs finish the tick as if nothing h
 Legs off the tick. A bridge whose two directions are both relayed (see :mod:`callplane.media.bridge`) leaves
 nothing for the tick to do: its packets go out on arrival, nobody listens, neither leg sends anything of its own.
 At the end of a tick such a pair is *parked*: taken off the per-tick list and put on a timer wheel (one slot per
-20 ms) at the earliest time either leg needs the clock again (:meth:`RtpLeg.wake_at`: an RTCP report, the idle
-timeout, the silence filler when the source goes quiet). When that slot comes up the time is checked again (the
-packets that arrived meanwhile move the last two later) and the leg is either put back in the wheel or, when the
-time has come, both legs go back on the tick for as long as they need it. Anything else that the tick must see
-wakes the pair at once, from the next tick on: a mute, a hold, a sink or recording, digits to send, a new remote or
-codec, an RFC 4733 packet, an event (a latch, a digit), a packet that cannot be relayed, the end of the bridge.
-A parked leg thus behaves exactly as if it were ticked, at a cost per tick that does not grow with it.
+20 ms, one entry per pair) at the earliest time either leg needs the clock again (:meth:`RtpLeg.wake_at`: an RTCP
+report, the idle timeout, the silence filler when a source goes quiet). When that slot comes up the time is checked
+again (the packets that arrived meanwhile move the last two later) and the pair is either put back in the wheel
+or, when the time has come, goes back on the tick for as long as it needs it. Anything else that the tick must see
+wakes the pair at once, from the next tick on: a mute, a hold, a sink or recording, digits to send, a peer's hold,
+a new remote or codec, an RFC 4733 packet, an event (a latch, a digit), a packet that cannot be relayed, the end
+of the bridge. A parked pair thus behaves exactly as if it were ticked (``park = False`` ticks every leg, for
+comparison), at a cost per tick that does not grow with it: one check every two or three ticks.
 """
 
 from __future__ import annotations
@@ -41,7 +42,18 @@ __all__ = ["MediaCore", "Outgoing"]
 Outgoing = tuple[str, bytes, Addr]  # (leg id, datagram, destination)
 log = logging.getLogger(__name__)
 _SLOTS_PER_S = 50  # the timer wheel of parked legs: one slot per 20 ms tick
-_NO_SLOT, _NEXT_TICK = -1, -2  # a parked leg's place when it is not in a slot
+_NO_SLOT, _NEXT_TICK, _WITH_PAIR = -1, -2, -3  # a parked leg's place when it is not in a slot
+
+
+def _wake_at(leg: RtpLeg) -> float:
+    """When the parked pair of ``leg`` (it and the leg it relays to) needs the tick again."""
+    at = leg.wake_at()
+    other = leg.relay_to
+    if other is not None:
+        at2 = other.wake_at()
+        if at2 < at:
+            return at2
+    return at
 
 
 class MediaCore:
@@ -161,10 +173,13 @@ class MediaCore:
         """How many legs are off the tick now."""
         return len(self._parked)
 
-    def _park(self, leg: RtpLeg) -> None:
-        leg.parked = True
-        self._ticking.pop(leg.leg_id, None)
-        self._schedule(leg, leg.wake_at())
+    def _park(self, leg: RtpLeg, other: RtpLeg) -> None:
+        """Off the tick, both; ``leg``'s entry in the wheel stands for the pair."""
+        for x in (leg, other):
+            x.parked = True
+            self._ticking.pop(x.leg_id, None)
+        self._parked[other.leg_id] = _WITH_PAIR
+        self._schedule(leg, _wake_at(leg))
 
     def _schedule(self, leg: RtpLeg, at: float) -> None:
         """Check ``leg`` again at ``at``: in its slot, or on the next tick when that slot was checked already (two
@@ -216,13 +231,13 @@ class MediaCore:
                 if entries is not None:
                     due.append((slot, entries))
         parked = self._parked
-        # Every parked leg whose source keeps sending comes up here every three ticks or so (its silence filler's
-        # time moves on with each packet): this loop is what a parked leg costs, hence _schedule inlined.
+        # Every parked pair whose sources keep sending comes up here every two or three ticks (its silence
+        # fillers' time moves on with each packet): this loop is what a parked pair costs, hence _schedule inlined.
         for slot, entries in due:
             for leg in entries:
                 if parked.get(leg.leg_id) != slot:
                     continue  # woken meanwhile, or moved to another slot
-                at = leg.wake_at()
+                at = _wake_at(leg)
                 if at <= now:
                     self._unpark(leg)
                     continue
@@ -246,8 +261,7 @@ class MediaCore:
             if leg.parkable(now) and dst.parkable(now):
                 br = self.bridges.get(leg.leg_id)
                 if br is not None and br.settled():
-                    self._park(leg)
-                    self._park(dst)
+                    self._park(leg, dst)
 
     # -- the tick -------------------------------------------------------------------------------
     def tick(self, now: float, n: int) -> list[Outgoing]:
