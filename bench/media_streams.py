@@ -28,16 +28,17 @@ store: at RATE per second a leg is created (sockets, port), pointed at an echo p
 playlist; when it ends the leg is closed (RTCP BYE, port released). Printed: engine CPU per call, and the gaps
 between each call's RTP packets as the echo peer receives them (kernel timestamps).
 
-``--bridges N`` measures bridged calls (issue 9): 2N legs, bridged in pairs, each pointed at one stream of the
-peer process, which sends 20 ms PCMU on every stream (a distinct tone each) and measures what comes back on each:
-what leg 2i sends its peer is what the peer sent leg 2i+1, relayed without decoding (the default) or, with
+``--bridges N`` measures bridged calls (issue 9): 2N legs, bridged in pairs, each pointed at one stream of the peer
+process, which sends 20 ms PCMU on every stream (a distinct tone each) and measures what comes back on each: what
+leg 2i sends its peer is what the peer sent leg 2i+1, relayed without decoding (the default) or, with
 ``--force-decode``, decoded, jitter-buffered and re-encoded on the tick (the path every bridge took before, and
-still takes for a transcode, a recording, hold or mute). Printed: engine CPU (% of one core, and per stream),
-the gap between packets at the peer (all gaps: median / p99 / max; per stream: the median and the worst of the
-streams' own p99), lost frames. ``--compare`` runs relay and decode back to back (``--repeat`` times,
-alternating) against fresh peers and prints each run and the same-run ratios. ``--no-io`` measures the same
-bridges without sockets or peer (the sans-IO core in virtual time: every leg gets one packet per tick): the Python
-work per packet of each mode, free of the machine's scheduling and of system calls, and the tick's own CPU time.
+still takes for a transcode, a recording, hold or mute). Printed: engine CPU (% of one core, per stream, and per
+packet received, also without the ticks), the legs off the tick at mid-run, the gap between packets at the peer (all
+gaps: median / p99 / max; per stream: the median and the worst of the streams' own p99), lost frames. ``--compare``
+runs relay and decode back to back (``--repeat`` times, alternating) against fresh peers and prints each run and the
+same-run ratios. ``--no-io`` measures the same bridges without sockets or peer (the sans-IO core in virtual time:
+every leg gets one packet per tick): the Python work per packet of each mode, free of the machine's scheduling and
+of system calls, and the tick's own CPU time.
 """
 
 from __future__ import annotations
@@ -636,11 +637,12 @@ def print_bridges(res: dict[str, Any]) -> None:
     print(
         f"  {res['mode']:>6}: engine CPU {res['engine_cpu_pct']:5.1f}% of one core "
         f"({res['engine_cpu_pct_per_stream'] * 1000:.1f} milli-% per stream; kernel {res['engine_sys_pct']:.1f}%; "
+        f"{res['us_per_packet']:.1f} us per packet received, {res['us_per_packet_rx']:.1f} outside the ticks; "
         f"ticks {res['tick_cpu_pct']:.1f}%, overruns {res['tick_overruns']}); "
         f"gap median {res['gap_median_ms']:.2f} / p99 {res['gap_p99_ms']:.2f} / max {res['gap_max_ms']:.1f} ms; "
         f"per-stream p99 median {res['stream_p99_median_ms']:.2f} / worst {res['stream_p99_max_ms']:.2f} ms; "
         f"lost {res['lost']} of {res['received']} (the peer skipped {res['send_overruns'] * res['streams']} frames of "
-        f"its own: a relay passes them on as gaps); legs relaying {res['legs_relaying']}, "
+        f"its own: a relay passes them on as gaps); legs relaying {res['legs_relaying']}, parked {res['legs_parked']}, "
         f"frames decoded {res['frames_decoded']}; peer CPU {res['peer_cpu_pct']:.0f}%, "
         f"send overruns {res['send_overruns']}, its send gaps p99 {res['send_gap_p99_ms']:.2f} / "
         f"max {res['send_gap_max_ms']:.1f} ms"
