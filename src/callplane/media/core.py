@@ -20,7 +20,8 @@ or, when the time has come, goes back on the tick for as long as it needs it. An
 wakes the pair at once, from the next tick on: a mute, a hold, a sink or recording, digits to send, a peer's hold,
 a new remote or codec, an RFC 4733 packet, an event (a latch, a digit), a packet that cannot be relayed, the end
 of the bridge. A parked pair thus behaves exactly as if it were ticked (``park = False`` ticks every leg, for
-comparison), at a cost per tick that does not grow with it: one check every two or three ticks.
+comparison), for a fraction of its cost: one look at the pair every one or two ticks (the time of its silence
+fillers moves on with each packet relayed).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from callplane.core.errors import MediaError
 from callplane.core.ids import IdSource
 from callplane.media.bridge import Bridge
 from callplane.media.events import LegFailed, MediaEvent
-from callplane.media.leg import Addr, RtpLeg
+from callplane.media.leg import RELAY_FILL, Addr, RtpLeg
 from callplane.media.mixer import Conference
 from callplane.media.sources import Source
 
@@ -42,18 +43,35 @@ __all__ = ["MediaCore", "Outgoing"]
 Outgoing = tuple[str, bytes, Addr]  # (leg id, datagram, destination)
 log = logging.getLogger(__name__)
 _SLOTS_PER_S = 50  # the timer wheel of parked legs: one slot per 20 ms tick
-_NO_SLOT, _NEXT_TICK, _WITH_PAIR = -1, -2, -3  # a parked leg's place when it is not in a slot
 
 
-def _wake_at(leg: RtpLeg) -> float:
-    """When the parked pair of ``leg`` (it and the leg it relays to) needs the tick again."""
-    at = leg.wake_at()
-    other = leg.relay_to
-    if other is not None:
-        at2 = other.wake_at()
-        if at2 < at:
-            return at2
-    return at
+class _Pair:
+    """A parked pair's entry in the timer wheel. What a change would alter (whether a leg fills a quiet relay, its
+    RTCP and idle times) is taken when parked: a change wakes the pair, and while parked the idle times only move
+    later, so ``timers`` is never late. The check then reads one attribute of each leg: when each last relayed."""
+
+    __slots__ = ("a", "b", "fill_a", "fill_b", "live", "timers")
+
+    def __init__(self, a: RtpLeg, b: RtpLeg) -> None:
+        self.a, self.b = a, b
+        self.live = True  # False once the pair is back on the tick (the entry is then skipped)
+        self.fill_a = self.fill_b = False
+        self.timers = 0.0
+        self.refresh()
+
+    def refresh(self) -> None:
+        a, b = self.a, self.b
+        self.fill_a, self.fill_b = a.fills(), b.fills()
+        self.timers = min(a.timers_due(), b.timers_due())
+
+    def due(self) -> float:
+        """When the pair needs the tick (earlier than that when ``timers`` is, until :meth:`refresh`)."""
+        at = self.timers
+        if self.fill_a:
+            at = min(at, self.a.relayed_at + RELAY_FILL)
+        if self.fill_b:
+            at = min(at, self.b.relayed_at + RELAY_FILL)
+        return at
 
 
 class MediaCore:
@@ -69,10 +87,10 @@ class MediaCore:
         self.relay = True  # bridges relay without decoding where nobody listens (False: always decode)
         self.park = True  # settled relayed pairs leave the tick (False: every leg is ticked, for comparison)
         self._ticking: dict[str, RtpLeg] = {}  # the legs the tick runs: all but the parked ones
-        self._parked: dict[str, int] = {}  # leg id -> its slot in the wheel
-        self._wheel: dict[int, list[RtpLeg]] = {}  # slot -> legs to check then (stale entries are skipped)
+        self._parked: dict[str, _Pair] = {}  # leg id -> its pair's entry
+        self._wheel: dict[int, list[_Pair]] = {}  # slot -> pairs to check then (entries no longer live are skipped)
         self._slot = -1  # the last slot checked
-        self._next_tick: list[RtpLeg] = []  # legs to check on the next tick (their slot was checked already)
+        self._next_tick: list[_Pair] = []  # pairs to check on the next tick (their slot was checked already)
         self._waking: list[RtpLeg] = []  # parked legs something woke (they append themselves)
 
     # -- legs ---------------------------------------------------------------------------------
@@ -90,7 +108,7 @@ class MediaCore:
             self.leave(conf, leg_id)
         leg = self.legs.pop(leg_id, None)
         self._ticking.pop(leg_id, None)
-        self._parked.pop(leg_id, None)
+        self._unpark_entry(leg_id)
         if leg is not None:
             leg.parked = False
             if leg.source is not None:
@@ -159,7 +177,7 @@ class MediaCore:
             log.exception("cleaning up failed leg %s", leg.leg_id)
             self.legs.pop(leg.leg_id, None)
             self._ticking.pop(leg.leg_id, None)
-            self._parked.pop(leg.leg_id, None)
+            self._unpark_entry(leg.leg_id)
             self.bridges = {k: br for k, br in self.bridges.items() if leg not in (br.a, br.b)}
             self._conference_of.pop(leg.leg_id, None)
         self.failed[leg.leg_id] = leg
@@ -173,31 +191,34 @@ class MediaCore:
         """How many legs are off the tick now."""
         return len(self._parked)
 
+    def _unpark_entry(self, leg_id: str) -> None:
+        pair = self._parked.pop(leg_id, None)
+        if pair is not None:
+            pair.live = False  # the other leg was woken (the bridge closed): it is back on the tick next
+
     def _park(self, leg: RtpLeg, other: RtpLeg) -> None:
-        """Off the tick, both; ``leg``'s entry in the wheel stands for the pair."""
+        """Both off the tick, with one entry in the wheel."""
+        pair = _Pair(leg, other)
         for x in (leg, other):
             x.parked = True
             self._ticking.pop(x.leg_id, None)
-        self._parked[other.leg_id] = _WITH_PAIR
-        self._schedule(leg, _wake_at(leg))
+            self._parked[x.leg_id] = pair
+        self._schedule(pair, pair.due())
 
-    def _schedule(self, leg: RtpLeg, at: float) -> None:
-        """Check ``leg`` again at ``at``: in its slot, or on the next tick when that slot was checked already (two
-        ticks can fall in one slot: they are not on the slots' grid)."""
-        if at == math.inf:  # only a wake-up brings it back
-            self._parked[leg.leg_id] = _NO_SLOT
+    def _schedule(self, pair: _Pair, at: float) -> None:
+        """Check ``pair`` again at ``at``: in its slot, or on the next tick when that slot was checked already (two
+        ticks can fall in one slot: they are not on the slots' grid). Never: only a wake-up brings it back."""
+        if at == math.inf:
             return
         slot = int(at * _SLOTS_PER_S)
         if slot <= self._slot:
-            self._parked[leg.leg_id] = _NEXT_TICK
-            self._next_tick.append(leg)
+            self._next_tick.append(pair)
             return
-        self._parked[leg.leg_id] = slot
         entries = self._wheel.get(slot)
         if entries is None:
-            self._wheel[slot] = [leg]
+            self._wheel[slot] = [pair]
         else:
-            entries.append(leg)
+            entries.append(pair)
 
     def _unpark(self, leg: RtpLeg) -> None:
         """Back on the tick, with the other leg of its bridge."""
@@ -205,7 +226,9 @@ class MediaCore:
         for x in (leg,) if br is None else (br.a, br.b):
             if self.legs.get(x.leg_id) is x:
                 x.parked = False
-                self._parked.pop(x.leg_id, None)
+                pair = self._parked.pop(x.leg_id, None)
+                if pair is not None:
+                    pair.live = False
                 self._ticking[x.leg_id] = x
 
     def _wake_due(self, now: float) -> None:
@@ -214,9 +237,9 @@ class MediaCore:
             self._waking.clear()
             for leg in woken:
                 self._unpark(leg)
-        due: list[tuple[int, list[RtpLeg]]] = []
+        due: list[list[_Pair]] = []
         if self._next_tick:
-            due.append((_NEXT_TICK, self._next_tick))
+            due.append(self._next_tick)
             self._next_tick = []
         cur = int(now * _SLOTS_PER_S)
         wheel = self._wheel
@@ -229,28 +252,41 @@ class MediaCore:
             for slot in slots:
                 entries = wheel.pop(slot, None)
                 if entries is not None:
-                    due.append((slot, entries))
-        parked = self._parked
-        # Every parked pair whose sources keep sending comes up here every two or three ticks (its silence
-        # fillers' time moves on with each packet): this loop is what a parked pair costs, hence _schedule inlined.
-        for slot, entries in due:
-            for leg in entries:
-                if parked.get(leg.leg_id) != slot:
-                    continue  # woken meanwhile, or moved to another slot
-                at = _wake_at(leg)
+                    due.append(entries)
+        # Every parked pair whose sources keep sending comes up here every one or two ticks (its silence fillers'
+        # time moves on with each packet): this loop is what a parked pair costs the tick, hence pair.due() and
+        # _schedule inline.
+        fill_after, per_s, next_tick = RELAY_FILL, _SLOTS_PER_S, self._next_tick
+        for entries in due:
+            for pair in entries:
+                if not pair.live:
+                    continue  # back on the tick meanwhile
+                at = pair.timers
+                if pair.fill_a:
+                    fill = pair.a.relayed_at + fill_after
+                    if fill < at:
+                        at = fill
+                if pair.fill_b:
+                    fill = pair.b.relayed_at + fill_after
+                    if fill < at:
+                        at = fill
                 if at <= now:
-                    self._unpark(leg)
+                    pair.refresh()  # its idle times may have moved on
+                    at = pair.due()
+                    if at <= now:
+                        self._unpark(pair.a)
+                        continue
+                if at == math.inf:
                     continue
-                to = int(at * _SLOTS_PER_S) if at != math.inf else _NO_SLOT
+                to = int(at * per_s)
                 if to <= cur:
-                    self._schedule(leg, at)
+                    next_tick.append(pair)
                     continue
-                parked[leg.leg_id] = to
                 later = wheel.get(to)
                 if later is None:
-                    wheel[to] = [leg]
+                    wheel[to] = [pair]
                 else:
-                    later.append(leg)
+                    later.append(pair)
 
     def _park_settled(self, legs: list[RtpLeg], now: float) -> None:
         """Park the pairs among ``legs`` (relayed both ways) whose bridge left nothing for the tick to do."""

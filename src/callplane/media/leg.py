@@ -44,7 +44,7 @@ include relayed packets, and the sender report's RTP timestamp follows the relay
 on each anchoring packet). RFC 4733 packets pass through under ``dst``'s telephone-event payload type; digits
 are still reported (``DigitReceived``). A muted source's packets are dropped at once; one whose audio packets do
 not hold 20 ms of the shared codec (another ptime, another payload type) sets ``relay_blocked``, and its bridge
-decodes from the next tick. When nothing was relayed for ``_RELAY_FILL`` (a source that went quiet), ``dst``'s
+decodes from the next tick. When nothing was relayed for ``RELAY_FILL`` (a source that went quiet), ``dst``'s
 tick sends silence meanwhile, as decoding would, so its peer's RTP timeout does not fire; the source's next
 packet then anchors afresh after the last filler. (A filler is made a tick ahead of its send time; the adapter
 sends one still waiting before the relayed packet that follows it, so the two never cross: ``filler_for``.)
@@ -86,14 +86,14 @@ from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SIL
 Addr = tuple[str, int]
 Relayed = tuple[str, bytearray, Addr]  # (the leg that sends it, datagram, destination)
 
-__all__ = ["Addr", "FrameError", "Relayed", "RtpLeg", "ip_literal"]
+__all__ = ["RELAY_FILL", "Addr", "FrameError", "Relayed", "RtpLeg", "ip_literal"]
 
 _HDR = rtp.HEADER
 # An in-band digit is dropped as a copy when an RFC 4733 event of the same digit arrived while its tone did. The
 # audio reaches the detector later than the events (jitter buffer, up to its capacity), hence the slack.
 _INBAND_SLACK = 0.3
 # A relay whose source sent nothing for this long is filled with silence on the tick (see the module docstring).
-_RELAY_FILL = 0.07
+RELAY_FILL = 0.07
 _RELAY_LEN = 12 + FRAME_SAMPLES  # an audio packet relayed as it is: the plain header and 20 ms of G.711
 _NEVER = float("inf")
 
@@ -209,7 +209,7 @@ class RtpLeg:
         self._rl_last = 0  # highest source sequence number relayed
         self.relaying_event = False  # the last packet relayed was RFC 4733 (its end may be retransmitted yet)
         self._rl_open: tuple[int, int, int] | None = None  # (event, timestamp, duration) relayed, its end not yet
-        self._rl_at = 0.0  # when we last sent a relayed packet
+        self.relayed_at = 0.0  # when we last sent a relayed packet
         self.filler_for: float | None = None  # the send time of the last silence filler made (see the adapter)
         self._regrid = False  # the tick's clock continues from the last relayed packet
         self._out_ts = 0  # RTP timestamp and time of the last audio frame we sent (either way)
@@ -254,19 +254,28 @@ class RtpLeg:
             and not self._regrid
             and self._tick0 is not None
             and not self.dtmf_out.busy
-            and (now - self._rl_at < _RELAY_FILL or not self._sending or self.remote is None)
+            and (now - self.relayed_at < RELAY_FILL or not self._sending or self.remote is None)
         )
 
     def wake_at(self) -> float:
         """When a parked leg needs the tick again, unless something wakes it first: its next RTCP report, its idle
         timeout, the silence filler of a relay whose source went quiet. Relayed and received packets move the
         last two later; the core checks again when the time comes."""
+        t = self.timers_due()
+        if self.fills():
+            t = min(t, self.relayed_at + RELAY_FILL)
+        return t
+
+    def timers_due(self) -> float:
+        """The next RTCP report or idle timeout (while parked, packets received only move the latter later)."""
         t = self.next_rtcp if self.remote_rtcp is not None else _NEVER
         if self.idle_timeout is not None and not self._idle_reported:
             t = min(t, self._last_rx + self.idle_timeout)
-        if self._sending and self.remote is not None:
-            t = min(t, self._rl_at + _RELAY_FILL)
         return t
+
+    def fills(self) -> bool:
+        """Whether our tick fills a relay that went quiet ``RELAY_FILL`` after ``relayed_at`` (we send at all)."""
+        return self._sending and self.remote is not None
 
     # -- configuration ----------------------------------------------------------------------
     def set_remote(
@@ -393,7 +402,7 @@ class RtpLeg:
         self.relay_to = dst
         dst.relayed = True
         dst._rl_ssrc = None  # the first packet anchors the offsets
-        dst._rl_at = dst._out_at
+        dst.relayed_at = dst._out_at
 
     def stop_relay(self) -> None:
         """Back to decoding; the destination's tick takes its stream over where the relay left it."""
@@ -460,7 +469,7 @@ class RtpLeg:
                 self._out_ts, self._out_at = out_ts, now
         if self._marker:
             marker, self._marker = 0x80, False
-        self._rl_at = now
+        self.relayed_at = now
         self.packets_sent += 1
         self.octets_sent += len(data) - 12
         out = bytearray(data)  # one copy: the header rewritten in place, the payload untouched
@@ -604,7 +613,7 @@ class RtpLeg:
             self._idle_reported = True
             self.events.append(LegIdle(self.leg_id, now - self._last_rx))
         if self.relayed:
-            if now - self._rl_at < _RELAY_FILL or not self._sending or self.remote is None:
+            if now - self.relayed_at < RELAY_FILL or not self._sending or self.remote is None:
                 return None
             # The source went quiet (silence suppression, a peer on hold sending nothing): our peer still gets
             # a stream, as when decoding, and the source's next packet anchors afresh after this one.
