@@ -164,3 +164,16 @@ def test_a_parked_legs_sender_report_counts_the_relayed_packets() -> None:
     assert isinstance(sr, SenderReport)
     sent_before = len([1 for tt, leg, d, _ in run.out if leg == "b" and d[1] < 200 and tt < t])
     assert sr.packet_count == sent_before > 0 and b.packets_sent >= sent_before
+
+
+def test_the_other_leg_of_a_parked_pair_goes_on_when_one_leg_closes() -> None:
+    run = Run(park=True)
+    run.ticks(20)
+    assert run.core.parked == 2
+    run.core.remove_leg("a")
+    run.quiet.add("a")
+    before = len(run.out)
+    run.ticks(3)
+    sent = [(leg, d) for _, leg, d, _ in run.out[before:]]
+    assert run.core.parked == 0
+    assert [leg for leg, d in sent if d[1] < 200] == ["b"] * 3  # unbridged: its own stream on the tick again

@@ -192,9 +192,15 @@ class MediaCore:
         return len(self._parked)
 
     def _unpark_entry(self, leg_id: str) -> None:
+        """``leg_id`` is going away: its pair's entry is dropped and the other leg goes back on the tick."""
         pair = self._parked.pop(leg_id, None)
         if pair is not None:
-            pair.live = False  # the other leg was woken (the bridge closed): it is back on the tick next
+            pair.live = False
+            for x in (pair.a, pair.b):
+                if x.leg_id != leg_id and self.legs.get(x.leg_id) is x:
+                    x.parked = False
+                    self._parked.pop(x.leg_id, None)
+                    self._ticking[x.leg_id] = x
 
     def _park(self, leg: RtpLeg, other: RtpLeg) -> None:
         """Both off the tick, with one entry in the wheel."""
