@@ -28,16 +28,17 @@ store: at RATE per second a leg is created (sockets, port), pointed at an echo p
 playlist; when it ends the leg is closed (RTCP BYE, port released). Printed: engine CPU per call, and the gaps
 between each call's RTP packets as the echo peer receives them (kernel timestamps).
 
-``--bridges N`` measures bridged calls (issue 9): 2N legs, bridged in pairs, each pointed at one stream of the
-peer process, which sends 20 ms PCMU on every stream (a distinct tone each) and measures what comes back on each:
-what leg 2i sends its peer is what the peer sent leg 2i+1, relayed without decoding (the default) or, with
+``--bridges N`` measures bridged calls (issue 9): 2N legs, bridged in pairs, each pointed at one stream of the peer
+process, which sends 20 ms PCMU on every stream (a distinct tone each) and measures what comes back on each: what
+leg 2i sends its peer is what the peer sent leg 2i+1, relayed without decoding (the default) or, with
 ``--force-decode``, decoded, jitter-buffered and re-encoded on the tick (the path every bridge took before, and
-still takes for a transcode, a recording, hold or mute). Printed: engine CPU (% of one core, and per stream),
-the gap between packets at the peer (all gaps: median / p99 / max; per stream: the median and the worst of the
-streams' own p99), lost frames. ``--compare`` runs relay and decode back to back (``--repeat`` times,
-alternating) against fresh peers and prints each run and the same-run ratios. ``--no-io`` measures the same
-bridges without sockets or peer (the sans-IO core in virtual time: every leg gets one packet per tick): the Python
-work per packet of each mode, free of the machine's scheduling and of system calls.
+still takes for a transcode, a recording, hold or mute). Printed: engine CPU (% of one core, per stream, and per
+packet received, also without the ticks), the legs off the tick at mid-run, the gap between packets at the peer (all
+gaps: median / p99 / max; per stream: the median and the worst of the streams' own p99), lost frames. ``--compare``
+runs relay and decode back to back (``--repeat`` times, alternating) against fresh peers and prints each run and the
+same-run ratios. ``--no-io`` measures the same bridges without sockets or peer (the sans-IO core in virtual time:
+every leg gets one packet per tick): the Python work per packet of each mode, free of the machine's scheduling and
+of system calls, and the tick's own CPU time.
 """
 
 from __future__ import annotations
@@ -568,6 +569,8 @@ async def bridges_main(args: argparse.Namespace, relay: bool) -> dict[str, Any]:
         eng.set_remote(leg_id, "127.0.0.1", port)
     for i in range(0, n, 2):
         eng.bridge(legs[i], legs[i + 1])
+    parked: list[int] = []
+    asyncio.get_running_loop().call_later(args.duration / 2, lambda: parked.append(eng.core.parked))
     out = await peer.stdout.readline()
     wall = time.monotonic() - t0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -586,6 +589,9 @@ async def bridges_main(args: argparse.Namespace, relay: bool) -> dict[str, Any]:
             "tick_cpu_pct": 100 * busy / wall,
             "tick_overruns": overruns,
             "legs_relaying": sum(1 for leg in live if leg.relay_to is not None),
+            "legs_parked": parked[0] if parked else None,  # mid-run (off the tick: see media.core)
+            "us_per_packet": 1e6 * cpu / max(1, sum(leg.packets_received for leg in live)),
+            "us_per_packet_rx": 1e6 * (cpu - busy) / max(1, sum(leg.packets_received for leg in live)),
             "frames_decoded": sum(leg.jitter.stats.pushed for leg in live),
             "engine_received": sum(leg.packets_received for leg in live),
             "engine_sent": sum(leg.packets_sent for leg in live),
@@ -595,8 +601,9 @@ async def bridges_main(args: argparse.Namespace, relay: bool) -> dict[str, Any]:
     return result
 
 
-def bridges_no_io(bridges: int, relay: bool, ticks: int = 500) -> float:
-    """``--no-io``: microseconds of CPU per packet (receive + tick) for ``bridges`` bridged pairs in virtual time."""
+def bridges_no_io(bridges: int, relay: bool, ticks: int = 500) -> tuple[float, float, float]:
+    """``--no-io``: for ``bridges`` bridged pairs in virtual time, microseconds of CPU per packet (receive + tick)
+    and the tick's own CPU time, median and p99, in milliseconds."""
     from callplane.core.ids import IdSource
     from callplane.media.core import MediaCore
     from callplane.media.leg import RtpLeg
@@ -609,25 +616,33 @@ def bridges_no_io(bridges: int, relay: bool, ticks: int = 500) -> float:
     for i in range(0, n, 2):
         core.bridge(legs[i].leg_id, legs[i + 1].leg_id)
     frames = [g711.encode(ToneSource([400 + 10 * (i % 50)], None, 0.05).read() or SILENCE, 0) for i in range(n)]
+    tick_cpu: list[float] = []
     started = time.thread_time()
     for k in range(ticks):
         now = k * 0.02
+        t = time.thread_time()
         core.tick(now, k)
+        tick_cpu.append(time.thread_time() - t)
         for i, leg in enumerate(legs):
-            leg.receive_rtp(HDR.pack(0x80, 0, k & 0xFFFF, 160 * k, 0x10000 + i) + frames[i], addrs[i], now + 0.005)
+            # the packets of one tick arrive spread over it, as from independent senders
+            at = now + 0.02 * i / n
+            leg.receive_rtp(HDR.pack(0x80, 0, k & 0xFFFF, 160 * k, 0x10000 + i) + frames[i], addrs[i], at)
     assert all((leg.relay_to is not None) == relay for leg in legs)
-    return (time.thread_time() - started) / (ticks * n) * 1e6
+    per_packet = (time.thread_time() - started) / (ticks * n) * 1e6
+    tick_cpu = sorted(tick_cpu[ticks // 10 :])  # after the first ticks (relay decided, pairs parked)
+    return per_packet, 1000 * tick_cpu[len(tick_cpu) // 2], 1000 * tick_cpu[int(0.99 * len(tick_cpu))]
 
 
 def print_bridges(res: dict[str, Any]) -> None:
     print(
         f"  {res['mode']:>6}: engine CPU {res['engine_cpu_pct']:5.1f}% of one core "
         f"({res['engine_cpu_pct_per_stream'] * 1000:.1f} milli-% per stream; kernel {res['engine_sys_pct']:.1f}%; "
+        f"{res['us_per_packet']:.1f} us per packet received, {res['us_per_packet_rx']:.1f} outside the ticks; "
         f"ticks {res['tick_cpu_pct']:.1f}%, overruns {res['tick_overruns']}); "
         f"gap median {res['gap_median_ms']:.2f} / p99 {res['gap_p99_ms']:.2f} / max {res['gap_max_ms']:.1f} ms; "
         f"per-stream p99 median {res['stream_p99_median_ms']:.2f} / worst {res['stream_p99_max_ms']:.2f} ms; "
         f"lost {res['lost']} of {res['received']} (the peer skipped {res['send_overruns'] * res['streams']} frames of "
-        f"its own: a relay passes them on as gaps); legs relaying {res['legs_relaying']}, "
+        f"its own: a relay passes them on as gaps); legs relaying {res['legs_relaying']}, parked {res['legs_parked']}, "
         f"frames decoded {res['frames_decoded']}; peer CPU {res['peer_cpu_pct']:.0f}%, "
         f"send overruns {res['send_overruns']}, its send gaps p99 {res['send_gap_p99_ms']:.2f} / "
         f"max {res['send_gap_max_ms']:.1f} ms"
@@ -638,10 +653,12 @@ def run_bridges(args: argparse.Namespace) -> None:
     if args.no_io:
         print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
         for _ in range(args.repeat):
-            relay, decode = bridges_no_io(args.bridges, True), bridges_no_io(args.bridges, False)
+            relay, r50, r99 = bridges_no_io(args.bridges, True)
+            decode, d50, d99 = bridges_no_io(args.bridges, False)
             print(
                 f"  {args.bridges} bridges, no I/O: relay {relay:.2f} us, decode {decode:.2f} us of CPU per packet "
-                f"(receive + tick); decode / relay {decode / relay:.2f}x"
+                f"(receive + tick); decode / relay {decode / relay:.2f}x; the tick's CPU p50 / p99: relay "
+                f"{r50:.3f} / {r99:.3f} ms, decode {d50:.3f} / {d99:.3f} ms"
             )
         return
     import uvloop

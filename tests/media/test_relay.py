@@ -53,9 +53,9 @@ class Bridged:
         if packet is not None:
             relayed = self.a.receive_rtp(packet, frm, t + ARRIVAL)
             if relayed is not None:
-                leg_id, data, addr = relayed
+                leg_id, pkt, addr = relayed
                 assert (leg_id, addr) == ("b", B)
-                out.append(RtpPacket.parse(data))
+                out.append(RtpPacket.parse(bytes(pkt)))
                 self.sent.append((t + ARRIVAL, out[-1], "relay"))
         self.n += 1
         return out
@@ -311,3 +311,20 @@ def test_a_peer_without_telephone_event_gets_the_audio_relayed_and_no_event() ->
     assert [e for e in br.core.drain_events() if isinstance(e, DigitReceived)] == [
         DigitReceived("a", "7", 80, "rfc4733")
     ]
+
+
+def test_a_packet_with_csrcs_extension_and_padding_is_relayed_as_its_payload_under_a_plain_header() -> None:
+    br = Bridged()
+    br.talk(0)
+    header = bytes([0x80 | 0x20 | 0x10 | 1, 0]) + br.seq.to_bytes(2, "big") + (4481).to_bytes(4, "big")
+    header += SRC_SSRC.to_bytes(4, "big") + (0x1234).to_bytes(4, "big")  # one CSRC
+    ext = (0xBEDE).to_bytes(2, "big") + (1).to_bytes(2, "big") + b"\x10\xaa\x00\x00"  # one word of extension
+    out = br.tick(header + ext + payload(1) + b"\x00\x00\x00\x04")  # four octets of padding
+    br.seq += 1
+    assert len(out) == 1
+    relayed = out[0]
+    assert (relayed.payload, relayed.csrc, relayed.extension) == (payload(1), (), None)
+    assert len(bytes(relayed)) == 12 + 160
+    br.talk(2)
+    assert_one_stream(br.sent, br.b.ssrc)
+    assert [p.payload for _, p, _ in br.sent] == [payload(0), payload(1), payload(2)]

@@ -33,7 +33,7 @@ from callplane.core.ids import IdSource
 from callplane.media import g711
 from callplane.media.core import MediaCore
 from callplane.media.events import LegFailed, MediaEvent, RecordingFinished
-from callplane.media.leg import Relayed, RtpLeg
+from callplane.media.leg import RtpLeg
 from callplane.media.mixer import Conference
 from callplane.media.recorder import Recorder
 from callplane.media.sources import Sink, Source
@@ -93,21 +93,51 @@ class _Socks:
     opening: asyncio.Task[None] | None = None
 
 
-class _RtpProtocol(asyncio.DatagramProtocol):
-    """io_mode "protocol": the loop's own UDP transport reads (in C with uvloop) and hands us each datagram."""
+class _RtpIn(asyncio.DatagramProtocol):
+    """One leg's RTP input: ``readable`` for io_mode "reader" (a loop reader on the socket), ``datagram_received``
+    for "protocol" (the loop's own UDP transport reads, in C with uvloop, and hands us each datagram). Once per
+    packet: what they use is bound here, not looked up each time."""
 
-    def __init__(self, leg: RtpLeg, engine: MediaEngine) -> None:
+    def __init__(self, leg: RtpLeg, engine: MediaEngine, sock: socket.socket, clock: Callable[[], float]) -> None:
         self.leg = leg
         self.engine = engine
+        self._recvfrom = sock.recvfrom
+        self._receive = leg.receive_rtp
+        self._clock = clock
+        self._socks = engine._socks
+
+    def readable(self) -> None:
+        # One datagram per call: the readiness is level-triggered, so a second queued datagram calls us again
+        # on the next loop pass. Draining until EAGAIN would cost an extra syscall for every packet, since
+        # packets of one stream arrive 20 ms apart.
+        try:
+            data, addr = self._recvfrom(_RECV)
+        except OSError:  # would block (another reader took it), or ICMP port unreachable: nothing to do
+            return
+        self.datagram_received(data, addr)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
-            out = self.leg.receive_rtp(data, addr, self.engine._now())
-        except Exception as exc:
+            out = self._receive(data, addr, self._clock())
+        except Exception as exc:  # nothing raises out of a receive path: the fault ends this leg only
             self.engine._fail(self.leg, exc)
             return
-        if out is not None:
-            self.engine._send_relayed(out)
+        if out is None:
+            return
+        # A bridge relays it: it goes out now, on the socket of the leg whose stream it joins, not on the tick.
+        leg_id, pkt, to = out
+        s = self._socks.get(leg_id)
+        if s is None:
+            return
+        dst = self.leg.relay_to
+        if dst is not None and dst.filler_for is not None:
+            self.engine._filler_first(dst)
+        try:
+            s.rtp.sendto(pkt, to)
+        except (BlockingIOError, InterruptedError):
+            pass  # send buffer full: drop it, as the tick does
+        except OSError as exc:
+            log.debug("relay on %s to %s failed: %s", leg_id, to, exc)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP port unreachable from a peer that went away: the idle timer will tell
@@ -148,7 +178,7 @@ class MediaEngine:
         self._pending: list[tuple[str, bytes, tuple[str, int]]] = []  # frames prepared for the next tick
         self._pending_for = 0.0  # the tick they are for
         self._epoll: select.epoll | None = None  # io_mode "poll"
-        self._polled: dict[int, tuple[socket.socket, RtpLeg]] = {}
+        self._polled: dict[int, _RtpIn] = {}
         self._recordings: dict[str, tuple[Recorder, str]] = {}  # leg id -> recording in progress, its path
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bg: set[asyncio.Task[None]] = set()
@@ -163,15 +193,15 @@ class MediaEngine:
     def _watch(self, leg: RtpLeg, socks: _Socks) -> None:
         assert self._loop is not None
         if self.io_mode == "reader":
-            self._loop.add_reader(socks.rtp.fileno(), self._readable, socks.rtp, leg, False)
+            self._loop.add_reader(socks.rtp.fileno(), _RtpIn(leg, self, socks.rtp, self._loop.time).readable)
         elif self.io_mode == "poll":
             if self._epoll is None:
                 self._epoll = select.epoll()
             self._epoll.register(socks.rtp.fileno(), select.EPOLLIN)
-            self._polled[socks.rtp.fileno()] = (socks.rtp, leg)
+            self._polled[socks.rtp.fileno()] = _RtpIn(leg, self, socks.rtp, self._loop.time)
         elif self.io_mode == "protocol":
             socks.opening = self._loop.create_task(self._open_transport(leg, socks))
-        self._loop.add_reader(socks.rtcp.fileno(), self._readable, socks.rtcp, leg, True)
+        self._loop.add_reader(socks.rtcp.fileno(), self._rtcp_readable, socks.rtcp, leg)
 
     async def close(self) -> None:
         await self.ticker.stop()
@@ -219,7 +249,9 @@ class MediaEngine:
     async def _open_transport(self, leg: RtpLeg, socks: _Socks) -> None:
         assert self._loop is not None
         loop = self._loop
-        transport, _ = await loop.create_datagram_endpoint(lambda: _RtpProtocol(leg, self), sock=socks.rtp)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _RtpIn(leg, self, socks.rtp, loop.time), sock=socks.rtp
+        )
         socks.transport = transport
         socks.opening = None
 
@@ -350,44 +382,21 @@ class MediaEngine:
         self.core.conferences[name].hold(leg, held)
 
     # -- I/O ------------------------------------------------------------------------------------
-    def _readable(self, sock: socket.socket, leg: RtpLeg, rtcp: bool) -> None:
-        # One datagram per call: the readiness is level-triggered, so a second queued datagram calls us again
-        # on the next loop pass. Draining until EAGAIN would cost an extra syscall for every packet, since
-        # packets of one stream arrive 20 ms apart.
+    def _rtcp_readable(self, sock: socket.socket, leg: RtpLeg) -> None:
         try:
             data, addr = sock.recvfrom(_RECV)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # ICMP port unreachable surfaces here on Linux; nothing to do
+        except OSError:  # would block, or ICMP port unreachable: nothing to do
             return
         try:
-            if rtcp:
-                leg.receive_rtcp(data, addr, self._now())
-                return
-            out = leg.receive_rtp(data, addr, self._now())
+            leg.receive_rtcp(data, addr, self._now())
         except Exception as exc:  # nothing raises out of a receive path: the fault ends this leg only
             self._fail(leg, exc)
-            return
-        if out is not None:
-            self._send_relayed(out)
 
-    def _send_relayed(self, out: Relayed) -> None:
-        """A bridge relays this packet: it goes out on the receiving leg's socket now, not on the tick."""
-        leg_id, pkt, addr = out
-        s = self._socks.get(leg_id)
-        if s is None:
-            return
-        leg = self.core.legs.get(leg_id)
-        if leg is not None and leg.filler_for is not None:
-            if leg.filler_for == self._pending_for:  # its silence filler for the next tick goes first
-                self._send_pending_of(leg_id)
-            leg.filler_for = None
-        try:
-            s.rtp.sendto(pkt, addr)
-        except (BlockingIOError, InterruptedError):
-            pass  # send buffer full: drop it, as the tick does
-        except OSError as exc:
-            log.debug("relay on %s to %s failed: %s", leg_id, addr, exc)
+    def _filler_first(self, leg: RtpLeg) -> None:
+        """A relayed packet for ``leg``: its silence filler still waiting for the next tick goes out first."""
+        if leg.filler_for == self._pending_for:
+            self._send_pending_of(leg.leg_id)
+        leg.filler_for = None
 
     def _send_pending_of(self, leg_id: str) -> None:
         for i, (lid, pkt, addr) in enumerate(self._pending):
@@ -397,7 +406,7 @@ class MediaEngine:
                     self._socks[leg_id].rtp.sendto(pkt, addr)
                 return
 
-    def _poll(self, now: float) -> None:
+    def _poll(self) -> None:
         # One epoll_wait(0) for all RTP sockets, then one recvfrom per ready socket; a socket holding more than
         # one datagram is still ready in the next round. No EAGAIN attempts, no wake-ups between ticks.
         ep = self._epoll
@@ -409,18 +418,9 @@ class MediaEngine:
             if not ready:
                 return
             for fd, _ev in ready:
-                sock, leg = polled[fd]
-                try:
-                    data, addr = sock.recvfrom(_RECV)
-                except OSError:  # EAGAIN after a spurious wake-up, or ICMP port unreachable
-                    continue
-                try:
-                    out = leg.receive_rtp(data, addr, now)
-                except Exception as exc:
-                    self._fail(leg, exc)
-                    continue
-                if out is not None:
-                    self._send_relayed(out)
+                rtp_in = polled.get(fd)
+                if rtp_in is not None:  # (a leg that failed in this round is gone)
+                    rtp_in.readable()  # arrival time: the loop's clock, i.e. the tick's
 
     def _fail(self, leg: RtpLeg, exc: Exception) -> None:
         self.core.fail(leg, exc)
@@ -447,7 +447,7 @@ class MediaEngine:
             except OSError as exc:
                 log.debug("send on %s to %s failed: %s", leg_id, addr, exc)
         if self.io_mode == "poll":
-            self._poll(now)
+            self._poll()
         self._pending_for = now + PERIOD
         self._pending = self.core.tick(now + PERIOD, n + 1)
         if self.core.events:

@@ -50,6 +50,17 @@ class Bridge:
         """Record both sides into ``recorder`` (two channels, ``left`` first) from this tick on."""
         self.recorder = recorder
         self._channels = (left, self.b if left is self.a else self.a)
+        self._wake()
+
+    def _wake(self) -> None:
+        self.a._wake()
+        self.b._wake()
+
+    def settled(self) -> bool:
+        """Both directions are relayed and stay so until something changes (which wakes the legs): the tick has
+        nothing to do here (see :mod:`callplane.media.core`)."""
+        a, b = self.a, self.b
+        return a.relay_to is b and b.relay_to is a and self._want(a, b) and self._want(b, a)
 
     def _finished(self, rec: Recorder) -> None:
         left = self._channels[0]
@@ -74,11 +85,13 @@ class Bridge:
 
     def hold(self, leg: RtpLeg, music: Source | None = None) -> None:
         self._held[leg.leg_id] = music
+        self._wake()
 
     def unhold(self, leg: RtpLeg) -> None:
         src = self._held.pop(leg.leg_id, None)
         if src is not None:
             src.stop()
+        self._wake()
 
     def is_held(self, leg: RtpLeg) -> bool:
         return leg.leg_id in self._held
@@ -103,15 +116,7 @@ class Bridge:
     def _steer(self, src: RtpLeg, dst: RtpLeg) -> bool:
         """Decide whether ``src -> dst`` is relayed this tick (see the module docstring); switches if need be."""
         forced = src.muted or bool(self._held) and (src.leg_id in self._held or dst.leg_id in self._held)
-        want = (
-            self.relay
-            and not forced
-            and self.recorder is None
-            and not src.sinks
-            and not src.relay_blocked
-            and src.payload_type == dst.payload_type
-            and not dst.dtmf_out.busy  # digits of dst's own (send_digits) go out on the tick
-        )
+        want = not forced and self._want(src, dst)
         on = src.relay_to is dst
         if want == on:
             return on
@@ -124,6 +129,19 @@ class Bridge:
             src.stop_relay()
             src.heard_dtmf = []  # what was heard while relaying went through as packets
         return want
+
+    def _want(self, src: RtpLeg, dst: RtpLeg) -> bool:
+        """Whether ``src -> dst`` can be relayed now, a mute or a hold aside."""
+        return (
+            self.relay
+            and not src.muted
+            and not self._held
+            and self.recorder is None
+            and not src.sinks
+            and not src.relay_blocked
+            and src.payload_type == dst.payload_type
+            and not dst.dtmf_out.busy  # digits of dst's own (send_digits) go out on the tick
+        )
 
     def _relay(self, me: RtpLeg, other: RtpLeg) -> None:
         """Hand ``other``'s RFC 4733 events of this tick to ``me``, or end ``me``'s relayed event if the audio
@@ -150,3 +168,4 @@ class Bridge:
             if src is not None:
                 src.stop()
         self._held.clear()
+        self._wake()

@@ -44,7 +44,7 @@ include relayed packets, and the sender report's RTP timestamp follows the relay
 on each anchoring packet). RFC 4733 packets pass through under ``dst``'s telephone-event payload type; digits
 are still reported (``DigitReceived``). A muted source's packets are dropped at once; one whose audio packets do
 not hold 20 ms of the shared codec (another ptime, another payload type) sets ``relay_blocked``, and its bridge
-decodes from the next tick. When nothing was relayed for ``_RELAY_FILL`` (a source that went quiet), ``dst``'s
+decodes from the next tick. When nothing was relayed for ``RELAY_FILL`` (a source that went quiet), ``dst``'s
 tick sends silence meanwhile, as decoding would, so its peer's RTP timeout does not fire; the source's next
 packet then anchors afresh after the last filler. (A filler is made a tick ahead of its send time; the adapter
 sends one still waiting before the relayed packet that follows it, so the two never cross: ``filler_for``.)
@@ -84,16 +84,18 @@ from callplane.media.rtcp import (
 from callplane.media.sources import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE, Sink, Source
 
 Addr = tuple[str, int]
-Relayed = tuple[str, bytes, Addr]  # (the leg that sends it, datagram, destination)
+Relayed = tuple[str, bytearray, Addr]  # (the leg that sends it, datagram, destination)
 
-__all__ = ["Addr", "FrameError", "Relayed", "RtpLeg", "ip_literal"]
+__all__ = ["RELAY_FILL", "Addr", "FrameError", "Relayed", "RtpLeg", "ip_literal"]
 
 _HDR = rtp.HEADER
 # An in-band digit is dropped as a copy when an RFC 4733 event of the same digit arrived while its tone did. The
 # audio reaches the detector later than the events (jitter buffer, up to its capacity), hence the slack.
 _INBAND_SLACK = 0.3
 # A relay whose source sent nothing for this long is filled with silence on the tick (see the module docstring).
-_RELAY_FILL = 0.07
+RELAY_FILL = 0.07
+_RELAY_LEN = 12 + FRAME_SAMPLES  # an audio packet relayed as it is: the plain header and 20 ms of G.711
+_NEVER = float("inf")
 
 
 @functools.lru_cache(maxsize=1024)  # the same few peers (a gateway, a proxy) in every call's SDP
@@ -154,8 +156,11 @@ class RtpLeg:
         self.source: Source | None = None
         self.sinks: list[Sink] = []
         # Two independent switches (a peer's hold is the first alone: what it sends, its music, is still heard):
-        self.sending = True  # False: nothing goes to the peer (RTP audio and digits), e.g. it does not want to receive
-        self.muted = False  # True: what the peer says is not passed to bridges/mixers (sinks still get it)
+        self._sending = True  # False: nothing goes to the peer (RTP audio and digits), e.g. it does not want to receive
+        self._muted = False  # True: what the peer says is not passed to bridges/mixers (sinks still get it)
+        # Off the tick (see :mod:`callplane.media.core`): a change that may need the tick puts the leg on ``_waking``.
+        self.parked = False
+        self._waking: list[RtpLeg] = []  # the core's list, once the leg is added to one
         self.attached = False  # a bridge or mixer supplies ``feed``
         self.heard: bytes | None = None
         self.feed: bytes | None = None
@@ -204,11 +209,73 @@ class RtpLeg:
         self._rl_last = 0  # highest source sequence number relayed
         self.relaying_event = False  # the last packet relayed was RFC 4733 (its end may be retransmitted yet)
         self._rl_open: tuple[int, int, int] | None = None  # (event, timestamp, duration) relayed, its end not yet
-        self._rl_at = 0.0  # when we last sent a relayed packet
+        self.relayed_at = 0.0  # when we last sent a relayed packet
         self.filler_for: float | None = None  # the send time of the last silence filler made (see the adapter)
         self._regrid = False  # the tick's clock continues from the last relayed packet
         self._out_ts = 0  # RTP timestamp and time of the last audio frame we sent (either way)
         self._out_at = 0.0
+
+    @property
+    def sending(self) -> bool:
+        return self._sending
+
+    @sending.setter
+    def sending(self, on: bool) -> None:
+        self._sending = on
+        self._wake()
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
+
+    @muted.setter
+    def muted(self, on: bool) -> None:
+        self._muted = on
+        self._wake()
+
+    # -- off the tick ---------------------------------------------------------------------------
+    def _wake(self) -> None:
+        """Something changed that the tick must see: back on it from the next tick (with the bridge's other leg)."""
+        if self.parked:
+            self.parked = False
+            self._waking.append(self)
+
+    def parkable(self, now: float) -> bool:
+        """Whether this tick's work for us is nothing until :meth:`wake_at` (the caller checks the bridge): all we
+        send is relayed, nobody hears our peer, and no digit, event or filler is under way."""
+        return (
+            self.relayed
+            and self.relay_to is not None
+            and not self.sinks
+            and not self._buffering  # the tick saw that nobody listens (a stale jitter buffer is dropped)
+            and not self._dtmf_rx
+            and not self._dtmf_active
+            and not self.events
+            and not self._regrid
+            and self._tick0 is not None
+            and not self.dtmf_out.busy
+            and (now - self.relayed_at < RELAY_FILL or not self._sending or self.remote is None)
+        )
+
+    def wake_at(self) -> float:
+        """When a parked leg needs the tick again, unless something wakes it first: its next RTCP report, its idle
+        timeout, the silence filler of a relay whose source went quiet. Relayed and received packets move the
+        last two later; the core checks again when the time comes."""
+        t = self.timers_due()
+        if self.fills():
+            t = min(t, self.relayed_at + RELAY_FILL)
+        return t
+
+    def timers_due(self) -> float:
+        """The next RTCP report or idle timeout (while parked, packets received only move the latter later)."""
+        t = self.next_rtcp if self.remote_rtcp is not None else _NEVER
+        if self.idle_timeout is not None and not self._idle_reported:
+            t = min(t, self._last_rx + self.idle_timeout)
+        return t
+
+    def fills(self) -> bool:
+        """Whether our tick fills a relay that went quiet ``RELAY_FILL`` after ``relayed_at`` (we send at all)."""
+        return self._sending and self.remote is not None
 
     # -- configuration ----------------------------------------------------------------------
     def set_remote(
@@ -238,19 +305,22 @@ class RtpLeg:
             self._encode_src = g711.shared_encoder(payload_type)
         if dtmf_payload_type is not None:
             self.dtmf_payload_type = dtmf_payload_type
+        self._wake()
 
     def add_sink(self, sink: Sink) -> None:
         self.sinks.append(sink)
+        self._wake()
 
     def remove_sink(self, sink: Sink) -> None:
         if sink in self.sinks:
             self.sinks.remove(sink)
+        self._wake()
 
     def enable_inband_dtmf(self) -> None:
         """Detect DTMF in the audio itself, for peers that do not send RFC 4733."""
         if self.inband is None:
             self.inband = InbandDtmfDetector()
-            self.sinks.append(self.inband)
+            self.add_sink(self.inband)
 
     def send_digits(self, digits: str) -> None:
         """Queue RFC 4733 digits (``w`` = 0.5 s pause); a :class:`DigitsSent` event follows the last end packet."""
@@ -258,54 +328,63 @@ class RtpLeg:
             raise MediaError("peer did not negotiate telephone-event")
         self.dtmf_out.queue(digits)
         self._dtmf_active = True
+        self._wake()
 
     # -- inbound ----------------------------------------------------------------------------
     def receive_rtp(self, data: bytes, addr: Addr, now: float) -> Relayed | None:
         """Take one datagram from ``addr``; returns the datagram to send at once when it is relayed."""
-        if len(data) < 12 or data[0] >> 6 != 2:
+        # This runs for every packet (a relayed one goes on in relay_packet): the plain header (no CSRC, extension
+        # or padding) is the fast path, the payload is not copied out unless it is decoded or is an event.
+        if len(data) < 12:
             return None
         b0, b1, seq, ts, ssrc = _HDR.unpack_from(data)
-        if b0 & 0x3F:  # CSRCs, extension or padding: take the general path
+        if b0 != 0x80:  # CSRCs, extension or padding: parsed, then as if it had come with a plain header
+            if b0 >> 6 != 2:
+                return None
             try:
                 p = rtp.RtpPacket.parse(data)
             except rtp.RtpParseError:
                 return None
-            payload = p.payload
-        else:
-            payload = data[12:]
+            data = _HDR.pack(0x80, b1, seq, ts, ssrc) + p.payload
         if addr != self._rtp_from and not self._learn_rtp(addr, now):
             self.foreign_packets += 1
             return None
         pt = b1 & 0x7F
-        if ssrc != self.remote_ssrc:
+        stats = self.stats
+        if stats is None or ssrc != self.remote_ssrc:
             self.remote_ssrc = ssrc
-            self.stats = ReceptionStats(ssrc, seq)
+            stats = self.stats = ReceptionStats(ssrc, seq)
             self.jitter.reset()
         self.packets_received += 1
         self._last_rx = now
-        self._idle_reported = False
-        assert self.stats is not None
+        if self._idle_reported:  # its idle timeout runs again
+            self._idle_reported = False
+            self._wake()
         event = pt == self.dtmf_payload_type
-        self.stats.update(seq, ts, now, not event)  # the packets of an event all carry its start timestamp
+        stats.update(seq, ts, now, not event)  # the packets of an event all carry its start timestamp
         dst = self.relay_to
         if dst is not None:
             if event:
                 self._dtmf_rx = True
+                self._wake()
                 try:
-                    self._rfc4733(self.dtmf_in.feed(ts, payload, now))
+                    self._rfc4733(self.dtmf_in.feed(ts, data[12:], now))
                 except ValueError:
                     return None
-            elif pt != self.payload_type or len(payload) != FRAME_SAMPLES:
+            elif pt != self.payload_type or len(data) != _RELAY_LEN:
                 if pt == 0 or pt == 8:
                     self.relay_blocked = True  # the bridge decodes from the next tick on
+                    self._wake()
                 return None
-            if self.muted:
+            if self._muted:
                 return None
-            return dst.relay_packet(payload, seq, ts, b1 & 0x80, event, ssrc, now)
+            return dst.relay_packet(data, seq, ts, b1 & 0x80, event, ssrc, now)
+        payload = data[12:]
         if event:
             if self._listening():
                 self.jitter.push(seq, b"")  # its sequence number is not an audio frame lost
             self._dtmf_rx = True
+            self._wake()
             try:
                 self._rfc4733(self.dtmf_in.feed(ts, payload, now))
             except ValueError:
@@ -323,12 +402,14 @@ class RtpLeg:
         self.relay_to = dst
         dst.relayed = True
         dst._rl_ssrc = None  # the first packet anchors the offsets
-        dst._rl_at = dst._out_at
+        dst.relayed_at = dst._out_at
 
     def stop_relay(self) -> None:
         """Back to decoding; the destination's tick takes its stream over where the relay left it."""
         dst, self.relay_to = self.relay_to, None
+        self._wake()
         if dst is not None:
+            dst._wake()
             dst.relayed = False
             dst._regrid = dst.packets_sent > 0
             if dst._rl_open is not None:  # stopped mid-digit (a mute, a hold): its end packets still go out
@@ -345,12 +426,12 @@ class RtpLeg:
         return (self._out_ts + FRAME_SAMPLES * frames) & 0xFFFFFFFF
 
     def relay_packet(
-        self, payload: bytes, seq: int, ts: int, marker: int, event: bool, ssrc: int, now: float
+        self, data: bytes, seq: int, ts: int, marker: int, event: bool, ssrc: int, now: float
     ) -> Relayed | None:
-        """Another leg's packet, rewritten into our stream (see the module docstring), or ``None`` if we do not
-        send to our peer now."""
+        """Another leg's packet (``data``: a plain 12-byte header, then the payload), rewritten into our stream (see
+        the module docstring), or ``None`` if we do not send to our peer now."""
         remote = self.remote
-        if not self.sending or remote is None:
+        if not self._sending or remote is None:
             self._marker = True
             return None
         if event:
@@ -364,7 +445,7 @@ class RtpLeg:
                 return None
         else:
             pt = self.payload_type
-        d = rtp.seq_diff(seq, self._rl_last)
+        d = ((seq - self._rl_last + 0x8000) & 0xFFFF) - 0x8000  # rtp.seq_diff, inline on this path
         if ssrc != self._rl_ssrc or not -RESYNC_GAP <= d <= RESYNC_GAP:
             self._rl_ssrc, self._rl_last = ssrc, seq
             self._rl_seq_off = self._seq - seq
@@ -376,21 +457,24 @@ class RtpLeg:
         out_ts = (ts + self._rl_ts_off) & 0xFFFFFFFF
         if d >= 0:  # in order (a late packet goes out with its own, older number)
             self._rl_last = seq
-            self.relaying_event = event
-            if event:
-                te = payload[1] if len(payload) >= 4 else 0x80
-                self._rl_open = None if te & 0x80 else (payload[0], out_ts, int.from_bytes(payload[2:4]))
-            else:
-                self._rl_open = None
             self._seq = (out_seq + 1) & 0xFFFF
-            if not event:
+            if event:
+                self.relaying_event = True
+                te = data[13] if len(data) >= 16 else 0x80
+                self._rl_open = None if te & 0x80 else (data[12], out_ts, int.from_bytes(data[14:16]))
+            else:
+                if self.relaying_event:
+                    self.relaying_event = False
+                    self._rl_open = None
                 self._out_ts, self._out_at = out_ts, now
         if self._marker:
             marker, self._marker = 0x80, False
-        self._rl_at = now
+        self.relayed_at = now
         self.packets_sent += 1
-        self.octets_sent += len(payload)
-        return self.leg_id, _HDR.pack(0x80, marker | pt, out_seq, out_ts, self.ssrc) + payload, remote
+        self.octets_sent += len(data) - 12
+        out = bytearray(data)  # one copy: the header rewritten in place, the payload untouched
+        _HDR.pack_into(out, 0, 0x80, marker | pt, out_seq, out_ts, self.ssrc)
+        return self.leg_id, out, remote
 
     def _listening(self) -> bool:
         """Whether anyone hears the peer's audio (a sink, a bridge or a conference). A leg nobody hears (a call
@@ -416,6 +500,7 @@ class RtpLeg:
             if self._rtcp_from is None:
                 self.remote_rtcp = (addr[0], addr[1] + 1)
             self.events.append(RemoteLatched(self.leg_id, addr[0], addr[1]))
+            self._wake()
         return True
 
     def _learn_rtcp(self, addr: Addr, now: float) -> bool:
@@ -483,6 +568,7 @@ class RtpLeg:
 
     def _digit(self, digit: str, duration_ms: int, method: str) -> None:
         self.events.append(DigitReceived(self.leg_id, digit, duration_ms, method))
+        self._wake()
         for s in list(self.sinks):
             if isinstance(s, Recorder) and s.on_digit(digit):
                 self._recording_done(s)
@@ -495,7 +581,7 @@ class RtpLeg:
     def pull(self, now: float) -> None:
         """Phase 1: this tick's inbound frame into ``heard`` and the sinks."""
         frame = self.jitter.pop() if self._listening() else None
-        self.heard = None if self.muted else frame
+        self.heard = None if self._muted else frame
         if self._dtmf_rx:
             self._dtmf_tick(now)
         if self.sinks:
@@ -527,7 +613,7 @@ class RtpLeg:
             self._idle_reported = True
             self.events.append(LegIdle(self.leg_id, now - self._last_rx))
         if self.relayed:
-            if now - self._rl_at < _RELAY_FILL or not self.sending or self.remote is None:
+            if now - self.relayed_at < RELAY_FILL or not self._sending or self.remote is None:
                 return None
             # The source went quiet (silence suppression, a peer on hold sending nothing): our peer still gets
             # a stream, as when decoding, and the source's next packet anchors afresh after this one.
@@ -540,7 +626,7 @@ class RtpLeg:
                 self._out_ts, self._out_at = ts, now
                 return pkt
         frame = self._read_frame()
-        if not self.sending or self.remote is None:
+        if not self._sending or self.remote is None:
             self._marker = True
             return None
         return self._emit_audio(ts, self._encode(frame) if self.attached else self._encode_src(frame), now)
@@ -558,7 +644,7 @@ class RtpLeg:
 
     def _produce_dtmf(self, ts: int) -> bytes | None:
         out = self.dtmf_out
-        if not self.sending or self.dtmf_payload_type is None:
+        if not self._sending or self.dtmf_payload_type is None:
             return None
         ev = out.next_packet(ts)
         done = out.take_finished()

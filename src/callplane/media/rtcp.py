@@ -12,7 +12,6 @@ import struct
 from dataclasses import dataclass
 
 from callplane.core.errors import MediaError
-from callplane.media.rtp import seq_diff
 
 SR = 200
 RR = 201
@@ -230,17 +229,19 @@ class ReceptionStats:
 
     def update(self, seq: int, rtp_ts: int, now: float, timing: bool = True, clock_rate: int = 8000) -> None:
         """Count a received packet; with ``timing`` its arrival also feeds the jitter estimate (A.8)."""
-        d = seq_diff(seq, self.max_seq)
-        if d > 0:
-            if seq < self.max_seq:
+        # Once per packet received: seq_diff(seq, max_seq) > 0 inline, attributes read once.
+        max_seq = self.max_seq
+        if 0 < (seq - max_seq) & 0xFFFF < 0x8000:
+            if seq < max_seq:
                 self.cycles += 1 << 16
             self.max_seq = seq
         self.received += 1
         if not timing:
             return
         transit = now * clock_rate - rtp_ts
-        if self._transit is not None:
-            delta = abs(transit - self._transit)
+        last = self._transit
+        if last is not None:
+            delta = abs(transit - last)
             if delta < 1 << 30:  # ignore timestamp jumps (new talkspurt from a restarted sender)
                 self.jitter += (delta - self.jitter) / 16
         self._transit = transit
