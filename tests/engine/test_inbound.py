@@ -3,10 +3,13 @@ are judged with SIPp in tests/interop/test_inbound_calls.py."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+from sqlalchemy import event
 
 from callplane.core.ids import IdSource
 from callplane.core.secrets import digest_ha1
@@ -23,6 +26,7 @@ from callplane.sip.digest import Challenge, Credentials, DigestClient, DigestSer
 from callplane.sip.events import IncomingCall
 from callplane.store import clients, numbers
 from callplane.store.clients import ClientRecord
+from callplane.store.db import Database
 from callplane.store.numbers import NumberRecord
 from tests.api.conftest import ADMIN_SID, T0, Api
 
@@ -179,3 +183,32 @@ async def test_a_trusted_proxy_vouches_for_a_client(api: Api) -> None:
     router = InboundRouter(api.db, digest(), TRUNK)
     route = await router.route(invite("sip:bob@h", from_uri="sip:alice@h"), (), b"", NOW)
     assert route == Route(ADMIN_SID, "http://app/alice", kind="client")
+
+
+@contextlib.contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """The SQL statements ``db`` runs meanwhile (on whichever of its engines runs them)."""
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.append(statement)
+
+    engines = [db.engine.sync_engine, *([db._sync] if db._sync is not None else [])]
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
+
+
+async def test_a_trunks_call_to_a_number_reads_the_store_once(api: Api) -> None:
+    """The Client lookup is for callers who must authenticate, and for a trunk's calls no number answers."""
+    await numbers.add(api.db, NUMBER)
+    await clients.add(api.db, alice())
+    router = InboundRouter(api.db, digest(), TRUNK)
+    with statements(api.db) as seen:
+        route = await router.route(invite(from_uri="sip:alice@h"), (), b"", NOW)
+    assert isinstance(route, Route) and route.phone_number_sid == NUMBER.sid
+    assert len(seen) == 1 and "incoming_phone_numbers" in seen[0]

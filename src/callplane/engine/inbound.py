@@ -41,6 +41,7 @@ from callplane.store import clients as store_clients
 from callplane.store import numbers as store_numbers
 from callplane.store.clients import ClientRecord
 from callplane.store.db import Database
+from callplane.store.numbers import NumberRecord
 
 __all__ = [
     "InboundPolicy",
@@ -166,6 +167,13 @@ class InboundRouter:
         """``credentials``: the INVITE's Proxy-Authorization values; ``body`` its body (for ``auth-int``); ``now``
         wall-clock epoch seconds (nonces are checked by any node sharing the secret)."""
         trusted = self.policy.trusts(incoming.source[0])
+        e164 = to_e164(uri_user(incoming.request_uri))
+        if trusted and e164 is not None:
+            # A trunk's call to a number never needs the caller's Client (no challenge; the number comes first): one
+            # store read per call instead of two.
+            route = self._number_route(await store_numbers.by_phone_number(self.db, e164))
+            if route is not None:
+                return route
         caller = uri_user(incoming.from_uri)
         client = await store_clients.by_login(self.db, caller) if caller else None
         if client is not None and not trusted:
@@ -180,20 +188,10 @@ class InboundRouter:
                 "INVITE from %s (%s) refused: not a trusted peer nor a Client", incoming.from_uri, incoming.source[0]
             )
             return Refusal(403, "Forbidden")
-        e164 = to_e164(uri_user(incoming.request_uri))
-        number = await store_numbers.by_phone_number(self.db, e164) if e164 is not None else None
-        if number is not None and number.voice_capable and number.voice_url:
-            return Route(
-                number.account_sid,
-                number.voice_url,
-                number.voice_method,
-                number.voice_fallback_url,
-                number.voice_fallback_method,
-                number.status_callback,
-                number.status_callback_method,
-                number.sid,
-                number.api_version,
-            )
+        if not trusted and e164 is not None:
+            route = self._number_route(await store_numbers.by_phone_number(self.db, e164))
+            if route is not None:
+                return route
         if client is not None and client.enabled and client.voice_url:
             return Route(
                 client.account_sid,
@@ -206,6 +204,23 @@ class InboundRouter:
             )
         log.info("INVITE %s -> %s: no number or Client application, 404", incoming.from_uri, incoming.request_uri)
         return Refusal(404, "Not Found")
+
+    @staticmethod
+    def _number_route(number: NumberRecord | None) -> Route | None:
+        """The number's application, when it has one."""
+        if number is None or not number.voice_capable or not number.voice_url:
+            return None
+        return Route(
+            number.account_sid,
+            number.voice_url,
+            number.voice_method,
+            number.voice_fallback_url,
+            number.voice_fallback_method,
+            number.status_callback,
+            number.status_callback_method,
+            number.sid,
+            number.api_version,
+        )
 
     def _authenticate(
         self, client: ClientRecord, request_uri: str, credentials: tuple[str, ...], body: bytes, now: float
