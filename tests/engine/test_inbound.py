@@ -3,13 +3,10 @@ are judged with SIPp in tests/interop/test_inbound_calls.py."""
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import event
 
 from callplane.core.ids import IdSource
 from callplane.core.secrets import digest_ha1
@@ -26,9 +23,9 @@ from callplane.sip.digest import Challenge, Credentials, DigestClient, DigestSer
 from callplane.sip.events import IncomingCall
 from callplane.store import clients, numbers
 from callplane.store.clients import ClientRecord
-from callplane.store.db import Database
 from callplane.store.numbers import NumberRecord
 from tests.api.conftest import ADMIN_SID, T0, Api
+from tests.statements import statements
 
 REALM = "callplane"
 NOW = 1_800_000_000.0
@@ -183,24 +180,6 @@ async def test_a_trusted_proxy_vouches_for_a_client(api: Api) -> None:
     router = InboundRouter(api.db, digest(), TRUNK)
     route = await router.route(invite("sip:bob@h", from_uri="sip:alice@h"), (), b"", NOW)
     assert route == Route(ADMIN_SID, "http://app/alice", kind="client")
-
-
-@contextlib.contextmanager
-def statements(db: Database) -> Iterator[list[str]]:
-    """The SQL statements ``db`` runs meanwhile (on whichever of its engines runs them)."""
-    seen: list[str] = []
-
-    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        seen.append(statement)
-
-    engines = [db.engine.sync_engine, *([db._sync] if db._sync is not None else [])]
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)
 
 
 async def test_a_trunks_call_to_a_number_reads_the_store_once(api: Api) -> None:
