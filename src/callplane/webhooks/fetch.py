@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -210,6 +211,20 @@ def _credentials(url: str) -> tuple[str, str] | None:
     return unquote(parts.username), unquote(parts.password or "")
 
 
+@contextlib.contextmanager
+def _transport_errors(method: str, url: str) -> Iterator[None]:
+    """httpx's transport errors (ours raises them too) as FetchError: connection failures and timeouts (retryable),
+    or a broken answer."""
+    try:
+        yield
+    except FetchError:
+        raise
+    except (httpx.TimeoutException, httpx.NetworkError, httpx.ProxyError) as e:
+        raise FetchError(f"{method} {url}: {type(e).__name__}: {e}", code=CONNECTION, url=url) from None
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
+        raise FetchError(f"{method} {url}: {type(e).__name__}: {e}", code=PROTOCOL, url=url) from None
+
+
 def _env_proxies() -> bool:
     """Whether HTTP(S)_PROXY/ALL_PROXY are set: httpx's own transports honour them (ours does not speak proxy)."""
     return any(scheme in ("http", "https", "all") for scheme in getproxies())
@@ -360,15 +375,9 @@ class WebClient:
                 authorization,
                 body,
             )
-        try:
+        with _transport_errors(method, url):
             response = await pool.exchange(head.origin, data, self._timeouts)
             return await self._read(response, method, url)
-        except FetchError:
-            raise
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.ProxyError) as e:
-            raise FetchError(f"{method} {url}: {type(e).__name__}: {e}", code=CONNECTION, url=url) from None
-        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
-            raise FetchError(f"{method} {url}: {type(e).__name__}: {e}", code=PROTOCOL, url=url) from None
 
     async def _read(self, response: ResponseHead, method: str, url: str) -> tuple[int, dict[str, str], bytes]:
         """The status, the headers (lower-case names; repeated ones joined by ", ", as httpx's ``items()``) and the
@@ -382,34 +391,37 @@ class WebClient:
                     headers[key] = f"{headers[key]}, {text}" if key in headers else text
             except UnicodeDecodeError:
                 headers = {k.lower(): v for k, v in httpx.Headers(raw).items()}
-            chunks: list[bytes] = []
             if "content-encoding" in headers:
                 decoded = httpx.Response(response.status, headers=raw, stream=response.body)
                 stream: AsyncIterator[bytes] = decoded.aiter_bytes()
             else:
                 stream = response.body.__aiter__()
-            declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.limits.max_body:
-                raise FetchError(
-                    f"{method} {url}: body of {declared} bytes is over {self.limits.max_body}",
-                    code=TOO_LARGE,
-                    url=url,
-                    status=response.status,
-                )
-            size = 0
-            async for chunk in stream:
-                size += len(chunk)
-                if size > self.limits.max_body:
-                    raise FetchError(
-                        f"{method} {url}: body over {self.limits.max_body} bytes",
-                        code=TOO_LARGE,
-                        url=url,
-                        status=response.status,
-                    )
-                chunks.append(chunk)
+            body = await self._body(stream, headers.get("content-length"), response.status, method, url)
         finally:
             await response.body.aclose()
-        return response.status, headers, b"".join(chunks)
+        return response.status, headers, body
+
+    async def _body(
+        self, stream: AsyncIterator[bytes], declared: str | None, status: int, method: str, url: str
+    ) -> bytes:
+        """The whole body, or FetchError (TOO_LARGE) as soon as its declared or read length is over the limit."""
+        if declared is not None and declared.isdigit() and int(declared) > self.limits.max_body:
+            raise FetchError(
+                f"{method} {url}: body of {declared} bytes is over {self.limits.max_body}",
+                code=TOO_LARGE,
+                url=url,
+                status=status,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in stream:
+            size += len(chunk)
+            if size > self.limits.max_body:
+                raise FetchError(
+                    f"{method} {url}: body over {self.limits.max_body} bytes", code=TOO_LARGE, url=url, status=status
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _exchange(
         self, url: str, method: str, params: Params, auth: tuple[str, str] | None
@@ -429,36 +441,12 @@ class WebClient:
         if auth is not None:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
             request.headers["Authorization"] = f"Basic {token}"
-        try:
+        with _transport_errors(method, url):
             response = await self._client.send(request, stream=True)
             try:
                 declared = response.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > self.limits.max_body:
-                    raise FetchError(
-                        f"{method} {url}: body of {declared} bytes is over {self.limits.max_body}",
-                        code=TOO_LARGE,
-                        url=url,
-                        status=response.status_code,
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.limits.max_body:
-                        raise FetchError(
-                            f"{method} {url}: body over {self.limits.max_body} bytes",
-                            code=TOO_LARGE,
-                            url=url,
-                            status=response.status_code,
-                        )
-                    chunks.append(chunk)
+                body = await self._body(response.aiter_bytes(), declared, response.status_code, method, url)
             finally:
                 await response.aclose()
-        except FetchError:
-            raise
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.ProxyError) as e:
-            raise FetchError(f"{method} {url}: {type(e).__name__}: {e}", code=CONNECTION, url=url) from None
-        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
-            raise FetchError(f"{method} {url}: {type(e).__name__}: {e}", code=PROTOCOL, url=url) from None
         headers = {k.lower(): v for k, v in response.headers.items()}
-        return response.status_code, headers, b"".join(chunks)
+        return response.status_code, headers, body
