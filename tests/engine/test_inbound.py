@@ -25,6 +25,7 @@ from callplane.store import accounts, clients, numbers
 from callplane.store.clients import ClientRecord
 from callplane.store.numbers import NumberRecord
 from tests.api.conftest import ADMIN_SID, T0, Api
+from tests.statements import statements
 
 REALM = "callplane"
 NOW = 1_800_000_000.0
@@ -198,3 +199,14 @@ async def test_a_suspended_or_closed_accounts_numbers_and_clients_take_no_calls(
         assert await router.route(from_alice, (answer(challenge),), b"", NOW) == Refusal(403, "Forbidden")
     await accounts.update(api.db, child, {"status": "active"})
     assert isinstance(await router.route(invite(), (), b"", NOW), Route)
+
+
+async def test_a_trunks_call_to_a_number_reads_the_store_once(api: Api) -> None:
+    """The Client lookup is for callers who must authenticate, and for a trunk's calls no number answers."""
+    await numbers.add(api.db, NUMBER)
+    await clients.add(api.db, alice())
+    router = InboundRouter(api.db, digest(), TRUNK)
+    with statements(api.db) as seen:
+        route = await router.route(invite(from_uri="sip:alice@h"), (), b"", NOW)
+    assert isinstance(route, Route) and route.phone_number_sid == NUMBER.sid
+    assert len(seen) == 1 and "incoming_phone_numbers" in seen[0]

@@ -1,4 +1,4 @@
-"""The call engine's tables on both backends: the callback outbox, notifications and recordings."""
+"""The call engine's tables on both backends: the callback outbox, notifications, recordings, batched call updates."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ from datetime import timedelta
 
 import pytest
 
-from callplane.store import notifications, recordings
+from callplane.store import calls, notifications, recordings
+from callplane.store.db import Database
 from callplane.store.listing import ListQuery, UnknownCursor
 from callplane.store.notifications import NotificationRecord
 from callplane.store.outbox import TableOutbox, enqueue, remove_many, reschedule_many
 from callplane.store.recordings import RecordingRecord
 from tests.api.conftest import ADMIN_SID, T0, Api
+from tests.statements import statements
+from tests.store.records import live_call
 
 NODE = "ID" + "1" * 32
 OTHER = "ID" + "2" * 32
@@ -113,3 +116,32 @@ async def test_recordings_round_trip_list_and_remove(api: Api) -> None:
     assert await recordings.remove(api.db, rec.sid)
     assert not await recordings.remove(api.db, rec.sid)
     assert await recordings.get(api.db, rec.sid) is None
+
+
+async def test_a_chain_of_one_calls_transitions_is_one_row_update(api: Api) -> None:
+    """A dialled leg's initiated, ringing and in-progress in one batch: one UPDATE, the record as if each had been
+    written in turn; and a chain whose first step finds the call moved on is tried step by step."""
+    db: Database = api.db
+    first, second = live_call(1, "queued", T0), live_call(2, "ringing", T0)
+    await calls.insert_many(db, [first, second])
+    later = T0 + timedelta(seconds=2)
+    chain = [
+        (first.sid, {"status": "initiated", "date_updated": later}, "queued"),
+        (second.sid, {"status": "ringing", "date_updated": later}, "queued"),  # second is ringing already: refused
+        (first.sid, {"status": "ringing", "date_updated": later}, "initiated"),
+        (second.sid, {"status": "in-progress", "start_time": later}, "ringing"),  # applies on its own
+        (first.sid, {"status": "in-progress", "start_time": later, "answered_by": "bob"}, "ringing"),
+    ]
+    with statements(db) as seen:
+        applied = await db.run(lambda conn: calls.update_calls_with(conn, chain))
+    assert applied == [True, False, True, True, True]
+    # first's chain: one statement; second's: the merged try, then its two steps alone
+    assert sum(s.startswith("UPDATE calls") for s in seen) == 4
+    one, two = await calls.get(db, first.sid), await calls.get(db, second.sid)
+    assert one is not None and (one.status, one.start_time, one.answered_by, one.date_updated) == (
+        "in-progress",
+        later,
+        "bob",
+        later,
+    )
+    assert two is not None and (two.status, two.start_time, two.date_updated) == ("in-progress", later, T0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import gzip
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
@@ -178,3 +180,66 @@ async def test_a_cookie_one_server_sets_is_never_sent_back(app: WebApp, client: 
     await client.request(app.url("/rcml"), "GET", PARAMS)
     first, second = app.requests("/rcml")
     assert "cookie" not in first.headers and "cookie" not in second.headers
+
+
+@contextlib.asynccontextmanager
+async def _raw_server(answer: bytes, seen: list[bytes]) -> AsyncIterator[str]:
+    """A server (its ``host:port``) that records every request's bytes as they arrived (head and Content-Length
+    body) and answers ``answer`` to each."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                seen.append(head + await reader.readexactly(length))
+                writer.write(answer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+async def test_the_exact_request_bytes_a_web_server_receives(client: WebClient) -> None:
+    """The bytes on the wire, header order included (what httpx sent before WebClient wrote its own heads)."""
+    seen: list[bytes] = []
+    common = b"Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nUser-Agent: callplane\r\n"
+    async with _raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", seen) as host:
+        await client.request(f"http://{host}/r%C3%A9 x?app=7#frag", "GET", (("To", "+1 555"), ("A", "é&=")))
+        await client.request(f"http://AC1:s%3Ac@{host}/status", "POST", (("CallStatus", "ringing"),))
+        await client.request(f"http://{host}/empty", "POST", ())
+    form = b"application/x-www-form-urlencoded; charset=UTF-8"
+    assert seen == [
+        b"GET /r%%C3%%A9%%20x?app=7&To=%%2B1+555&A=%%C3%%A9%%26%%3D HTTP/1.1\r\nHost: %s\r\n%s\r\n"
+        % (host.encode(), common),
+        b"POST /status HTTP/1.1\r\nHost: %s\r\n%sContent-Type: %s\r\nContent-Length: 18\r\n"
+        b"Authorization: Basic %s\r\n\r\nCallStatus=ringing"
+        % (host.encode(), common, form, base64.b64encode(b"AC1:s:c")),
+        b"POST /empty HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n%sContent-Type: %s\r\n\r\n"
+        % (host.encode(), common, form),
+    ]
+
+
+async def test_a_compressed_answer_is_decoded_and_repeated_headers_are_joined(client: WebClient) -> None:
+    body = gzip.compress(RCML.encode())
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Type: charset=utf-8\r\n"
+        b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    async with _raw_server(answer, []) as host:
+        reply = await client.request(f"http://{host}/rcml", "GET")
+    assert (reply.body, reply.content_type) == (RCML.encode(), "application/xml, charset=utf-8")

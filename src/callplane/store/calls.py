@@ -225,12 +225,14 @@ _FIELD_COLUMN = {"to": "recipient", "from_": "sender"}
 _FIXED_FIELDS = ("sid", "account_sid", "date_created")
 
 
+_CHANGEABLE = frozenset(f.name for f in fields(CallRecord)) - set(_FIXED_FIELDS)
+
+
 def _column_values(changes: Mapping[str, Any]) -> dict[str, Any]:
     """CallRecord field names and values -> column values (timestamps in microseconds, reversed To/From kept)."""
-    known = {f.name for f in fields(CallRecord)} - set(_FIXED_FIELDS)
     out: dict[str, Any] = {}
     for name, value in changes.items():
-        if name not in known:
+        if name not in _CHANGEABLE:
             raise ValueError(f"{name!r} is not a changeable call field")
         column = _FIELD_COLUMN.get(name, name)
         if isinstance(value, datetime):
@@ -262,9 +264,45 @@ def update_calls_with(conn: Connection, updates: Sequence[tuple[str, Mapping[str
     """Many conditional updates ``(sid, changes, expected status)`` in the caller's transaction, in order, as few
     statements as possible (one executemany per shape); True for each that applied.
 
+    A chain of updates of one call, each expecting the status the one before it sets (a dialled leg's
+    ``initiated``, ``ringing`` and ``in-progress`` often land in one batch), is written as one row update: the
+    first one's condition and every change, the later ones winning. Within one transaction the first applying
+    means the rest apply too; when it does not, the chain's updates are tried one by one, in order, as before.
     Updates of one call keep their order: the list is cut into runs in which no call repeats, and only the updates
     of one run are grouped by shape.
     """
+    chains: list[list[int]] = []
+    last: dict[str, list[int]] = {}  # sid -> the chain holding its latest update
+    for i, (sid, _, expect) in enumerate(updates):
+        chain = last.get(sid)
+        if chain is not None and updates[chain[-1]][1].get("status") == expect:
+            chain.append(i)
+        else:
+            chain = [i]
+            chains.append(chain)
+            last[sid] = chain
+    if len(chains) == len(updates):
+        return _update_runs(conn, updates)
+    merged: list[tuple[str, Mapping[str, Any], str]] = []
+    for chain in chains:
+        sid, changes, expect = updates[chain[0]]
+        if len(chain) > 1:
+            changes = {k: v for i in chain for k, v in updates[i][1].items()}
+        merged.append((sid, changes, expect))
+    applied = _update_runs(conn, merged)
+    results = [False] * len(updates)
+    for chain, ok in zip(chains, applied, strict=True):
+        if ok:
+            for i in chain:
+                results[i] = True
+        elif len(chain) > 1:  # the first did not apply (the call moved on elsewhere): each on its own, in order
+            for i, one in zip(chain, _update_runs(conn, [updates[i] for i in chain]), strict=True):
+                results[i] = one
+    return results
+
+
+def _update_runs(conn: Connection, updates: Sequence[tuple[str, Mapping[str, Any], str]]) -> list[bool]:
+    """:func:`update_calls_with` without the chains: runs of distinct calls, one executemany per shape in each."""
     results: list[bool] = [False] * len(updates)
     run: list[int] = []
     seen: set[str] = set()
@@ -284,6 +322,8 @@ def update_calls_with(conn: Connection, updates: Sequence[tuple[str, Mapping[str
                 for i in members:
                     results[i] = True
                 continue
+            if len(members) == 1:
+                continue  # it did not apply
             for i in members:  # someone else moved a call on: find out which applied
                 results[i] = bool(conn.execute(stmt, rows[i]).rowcount == 1)
         run.clear()

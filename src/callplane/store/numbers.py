@@ -21,6 +21,7 @@ from sqlalchemy.engine import RowMapping
 
 from callplane.store.db import Database, from_us, to_us
 from callplane.store.listing import ListQuery, like, page_rows, prefix_range
+from callplane.store.schema import accounts
 from callplane.store.schema import incoming_phone_numbers as t
 
 __all__ = [
@@ -77,7 +78,7 @@ class NumberRecord:
 _FLAGS = ("voice_caller_id_lookup", "voice_capable", "sms_capable", "mms_capable", "fax_capable")
 
 
-def _record(r: RowMapping) -> NumberRecord:
+def _record(r: RowMapping | Mapping[str, Any]) -> NumberRecord:
     row = dict(r)
     row["date_created"] = from_us(row["date_created"])
     row["date_updated"] = from_us(row["date_updated"])
@@ -124,6 +125,24 @@ async def by_phone_number(db: Database, e164: str) -> NumberRecord | None:
     every inbound INVITE asks, so it takes the store's cheap path."""
     row = await db.run(lambda conn: conn.execute(_BY_NUMBER, {"number": e164}).mappings().first())
     return _record(row) if row is not None else None
+
+
+_FOR_CALL = (
+    select(t, accounts.c.status.label("account_status"))
+    .join(accounts, accounts.c.sid == t.c.account_sid)
+    .where(t.c.phone_number == bindparam("number"))
+)
+
+
+async def for_inbound_call(db: Database, e164: str) -> tuple[NumberRecord, str] | None:
+    """The number ``e164`` (already normalised) and its account's status, in one query on the store's cheap path:
+    every inbound INVITE to a number asks."""
+    row = await db.run(lambda conn: conn.execute(_FOR_CALL, {"number": e164}).mappings().first())
+    if row is None:
+        return None
+    values = dict(row)
+    status = str(values.pop("account_status"))
+    return _record(values), status
 
 
 _FIXED = frozenset({"sid", "account_sid", "phone_number", "date_created"})

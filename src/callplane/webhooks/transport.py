@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-:class:`PooledTransport` is an :class:`httpx.AsyncBaseTransport`: httpx keeps building the requests and handling
-the responses (headers, decoding, redirects are ours in ``fetch``), this module moves the bytes. It exists for CPU:
+:class:`PooledTransport` is an :class:`httpx.AsyncBaseTransport` (httpx builds the requests and handles the
+responses), and :meth:`PooledTransport.exchange` is the same without httpx's objects: ``fetch`` hands it the request
+bytes and reads the response head and body from it. This module moves the bytes. It exists for CPU:
 httpx's default stack (httpcore over anyio, h11 in pure Python, a socket-readability poll and a failed
 ``import sniffio`` on every request) cost ~1.9 ms of CPU per loopback request; this one is a few times cheaper
 (``bench/webhook_client.py``).
@@ -33,15 +34,16 @@ import asyncio
 import collections
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httptools
 import httpx
 
-__all__ = ["HIGH_WATER", "MAX_HEAD", "PooledTransport"]
+__all__ = ["DEFAULT_PORTS", "HIGH_WATER", "MAX_HEAD", "Origin", "PooledTransport", "ResponseHead"]
 
 HIGH_WATER = 64 * 1024  # buffered response bytes at which reading pauses
 MAX_HEAD = 100 * 1024  # status line and headers (llhttp sets no limit; h11 under httpcore had this one)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]
 
@@ -291,6 +293,17 @@ class _Body(httpx.AsyncByteStream):
             self._pool._release(conn)
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """What :meth:`PooledTransport.exchange` read: the status line and headers (as sent), and the body to stream."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    version: str
+    reason: bytes
+    body: _Body
+
+
 class PooledTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 over asyncio protocols with keep-alive connections per origin (see the module docstring)."""
 
@@ -319,17 +332,30 @@ class PooledTransport(httpx.AsyncBaseTransport):
         return sum(len(v) for v in self._idle.values())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._closed:
-            raise RuntimeError("the transport is closed")
         url = request.url
         scheme = url.scheme
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported scheme {scheme!r}")
-        host = url.raw_host.decode("ascii")
-        origin = (scheme, host, url.port or _DEFAULT_PORTS[scheme])
+        origin = (scheme, url.raw_host.decode("ascii"), url.port or DEFAULT_PORTS[scheme])
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        data = await _serialise(request)
-        head_only = request.method == "HEAD"
+        head = await self.exchange(origin, await _serialise(request), timeouts, head_only=request.method == "HEAD")
+        return httpx.Response(
+            head.status,
+            headers=head.headers,
+            stream=head.body,
+            extensions={"http_version": b"HTTP/" + head.version.encode(), "reason_phrase": head.reason},
+        )
+
+    async def exchange(
+        self, origin: Origin, data: bytes, timeouts: dict[str, float | None], *, head_only: bool = False
+    ) -> ResponseHead:
+        """Send ``data`` (a whole serialised request) to ``origin`` and wait for the response head; the body streams
+        from :attr:`ResponseHead.body`, whose ``aclose`` gives the connection back. The path without httpx's request
+        and response objects (``fetch.WebClient`` builds its own bytes); failures are httpx's exceptions."""
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        if origin[0] not in DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported scheme {origin[0]!r}")
         await self._acquire(timeouts.get("pool"))
         conn: _Connection | None = None
         try:
@@ -356,12 +382,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
                 conn.close()
             self._slots.release()
             raise
-        return httpx.Response(
-            conn.status,
-            headers=conn.headers,
-            stream=_Body(self, conn, timeouts),
-            extensions={"http_version": b"HTTP/" + conn.version.encode(), "reason_phrase": conn.reason},
-        )
+        return ResponseHead(conn.status, conn.headers, conn.version, conn.reason, _Body(self, conn, timeouts))
 
     async def aclose(self) -> None:
         self._closed = True
