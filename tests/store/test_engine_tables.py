@@ -145,3 +145,24 @@ async def test_a_chain_of_one_calls_transitions_is_one_row_update(api: Api) -> N
         later,
     )
     assert two is not None and (two.status, two.start_time, two.date_updated) == ("in-progress", later, T0)
+
+
+async def test_a_batch_where_one_call_moved_on_reports_exactly_which_updates_applied(api: Api) -> None:
+    """Three calls' updates of one shape in one statement; another node had already moved the second on. The
+    first and third applied and must be reported so (their status callbacks depend on it), the second not."""
+    db: Database = api.db
+    records = [live_call(n, "ringing", T0) for n in (1, 2, 3)]
+    await calls.insert_many(db, records)
+    assert await db.run(
+        lambda conn: calls.update_calls_with(conn, [(records[1].sid, {"status": "canceled"}, "ringing")])
+    ) == [True]
+    later = T0 + timedelta(seconds=2)
+    batch = [(r.sid, {"status": "in-progress", "start_time": later, "date_updated": later}, "ringing") for r in records]
+    applied = await db.run(lambda conn: calls.update_calls_with(conn, batch))
+    assert applied == [True, False, True]
+    stored = [await calls.get(db, r.sid) for r in records]
+    assert [(s.status, s.start_time) for s in stored if s is not None] == [
+        ("in-progress", later),
+        ("canceled", None),
+        ("in-progress", later),
+    ]

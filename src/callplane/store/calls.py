@@ -324,8 +324,20 @@ def _update_runs(conn: Connection, updates: Sequence[tuple[str, Mapping[str, Any
                 continue
             if len(members) == 1:
                 continue  # it did not apply
-            for i in members:  # someone else moved a call on: find out which applied
-                results[i] = bool(conn.execute(stmt, rows[i]).rowcount == 1)
+            # Someone else moved a call on, so some did not apply. Running them again would tell nothing (the ones
+            # that applied no longer match their condition): the rows that now hold every value the statement wrote
+            # are the ones it changed (the times it writes are this update's own, to the microsecond).
+            found = {
+                r["sid"]: r
+                for r in conn.execute(
+                    select(calls.c.sid, *(calls.c[c] for c in columns)).where(
+                        calls.c.sid.in_([updates[i][0] for i in members])
+                    )
+                ).mappings()
+            }
+            for i in members:
+                row = found.get(updates[i][0])
+                results[i] = row is not None and all(row[c] == rows[i][c] for c in columns)
         run.clear()
         seen.clear()
 
