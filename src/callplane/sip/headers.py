@@ -16,7 +16,7 @@ Public names::
     CSeq.parse("314159 INVITE")                                -> CSeq(seq, method)
     split_list(value)    top-level comma split (not inside quotes or <>), RFC 3261 §7.3.1
     parse_params(text)   ";a=b;c" -> (("a", "b"), ("c", None))
-    remember(cache, key, value, limit)    FIFO-bounded memo table (the URI, Address and SDP parse caches)
+    remember(cache, key, value, limit)    FIFO-bounded memo table (the URI, Address, CSeq, Via sent-by and SDP caches)
     TextOnce             base of values whose str() is made once (URI; SDP's SessionDescription)
 """
 
@@ -500,6 +500,23 @@ _VIA_RE = re.compile(
 )
 
 
+def _sent_by(head: str) -> tuple[str, str, int | None, str]:
+    """``(transport, host, port, protocol)`` of a Via value's text before its first ``;``."""
+    m = _VIA_RE.match(head)
+    if m is None or m.end() != len(head):
+        raise SipParseError("malformed Via")
+    name, version, transport, host, port_text = m.groups()
+    port = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > _PORT_MAX:
+            raise SipParseError("malformed Via")
+    return transport.upper(), host, port, f"{name}/{version}"
+
+
+_SENT_BY_CACHE: dict[str, tuple[str, str, int | None, str]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Via(_WithParams):
     """One Via value (RFC 3261 §20.42, §18.2.1; ``rport`` from RFC 3581).
@@ -516,19 +533,15 @@ class Via(_WithParams):
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        m = _VIA_RE.match(text)
-        if m is None:
-            raise SipParseError("malformed Via")
-        name, version, transport, host, port_text = m.groups()
-        rest = text[m.end() :]
-        if rest and rest[0] != ";":
-            raise SipParseError("malformed Via")
-        port = None
-        if port_text is not None:
-            port = int(port_text)
-            if port > _PORT_MAX:
-                raise SipParseError("malformed Via")
-        return cls(transport.upper(), host, port, parse_params(rest), f"{name}/{version}")
+        # The part before the parameters ("SIP/2.0/UDP host:port") repeats in every message from a peer: its fields
+        # are remembered, and only the parameters (a new branch each time) are parsed.
+        head = text.partition(";")[0]
+        sent = _SENT_BY_CACHE.get(head)
+        if sent is None:
+            sent = _sent_by(head)
+            remember(_SENT_BY_CACHE, head, sent, 1024)
+        transport, host, port, protocol = sent
+        return cls(transport, host, port, parse_params(text[len(head) :]) if len(head) < len(text) else (), protocol)
 
     def _with_params(self, params: Params) -> Self:
         return type(self)(self.transport, self.host, self.port, params, self.protocol)
@@ -577,6 +590,7 @@ class Via(_WithParams):
         return self.transport != "UDP"
 
 
+_CSEQ_CACHE: dict[str, CSeq] = {}
 _CSEQ_RE = re.compile(r"\s*([0-9]{1,10})\s+([A-Za-z0-9.!%*_+`'~-]+)\s*")
 
 
@@ -589,13 +603,18 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
+        cached = _CSEQ_CACHE.get(text)  # "1 INVITE", "2 BYE"...: a few texts make up nearly every message
+        if cached is not None:
+            return cached
         m = _CSEQ_RE.fullmatch(text)
         if m is None:
             raise SipParseError("malformed CSeq")
         seq = int(m.group(1))
         if seq >= 2**31:
             raise SipParseError("malformed CSeq")
-        return cls(seq, m.group(2))
+        cseq = cls(seq, m.group(2))
+        remember(_CSEQ_CACHE, text, cseq, 1024)
+        return cseq
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"

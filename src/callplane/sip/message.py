@@ -525,7 +525,10 @@ class Message:
             raise SipParseError("malformed Call-ID")
         cache["call-id"] = call_id
         if "via" not in cache:
-            cache["via"] = _top_via(headers)
+            vias = split_list(first["via"])  # as _top_via, with the first-value map at hand
+            if not vias:
+                raise SipParseError("malformed Via")
+            cache["via"] = Via.parse(vias[0])
         if "from" not in cache:
             cache["from"] = Address.parse(first["from"])
         if "to" not in cache:
@@ -552,9 +555,11 @@ class Request(Message):
 
     def validate(self) -> None:
         super().validate()
-        if self.cseq.method != self.method:
+        cache = self.headers._cache
+        if cache["cseq"].method != self.method:
             raise SipParseError("CSeq method does not match the request method")
-        self.max_forwards  # noqa: B018 - raises on a malformed value
+        if "max-forwards" not in cache:  # parsed now (raises on a malformed value), as the property would
+            cache["max-forwards"] = _max_forwards(self.headers)
 
     def create_response(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
         """A response per §8.2.6.2: Via lines, From, Call-ID and CSeq copied; To copied, with ``to_tag`` added if it
