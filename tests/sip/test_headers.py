@@ -219,3 +219,14 @@ def test_malformed_parameters_are_refused_even_after_good_names_were_seen(text: 
 
 def test_a_quoted_parameter_value_keeps_its_semicolons() -> None:
     assert parse_params(';reason="a;b";lr') == (("reason", '"a;b"'), ("lr", None))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"Bob B." <sip:bob@example.com;transport=tcp>;x=1', "sip:bob@example.com", "<sip:bob@example.com>;tag;x=2"],
+)
+def test_an_address_with_our_tag_reads_as_the_tagged_value(text: str) -> None:
+    # A response's To is the request's To text plus our tag; a valueless ";tag" is given the value in its place.
+    address = Address.parse(text)
+    assert address.tagged_text("a1b2") == str(address.with_tag("a1b2"))
+    assert Address.parse(address.tagged_text("a1b2")).tag == "a1b2"

@@ -137,7 +137,7 @@ _PARAM_NAMES: set[str] = set()
 
 def format_params(params: Params) -> str:
     """``(("a", "b"), ("c", None))`` -> ``";a=b;c"``."""
-    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+    return "".join([f";{n}" if v is None else f";{n}={v}" for n, v in params])  # a list: no generator frame
 
 
 # Parameter names are tokens (ASCII), whose lower case has the same length: comparing lengths first spares most of the
@@ -401,7 +401,7 @@ def _quote(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Address(_WithParams):
+class Address(TextOnce, _WithParams):
     """name-addr / addr-spec with header parameters: From, To, Contact, Route, Record-Route (RFC 3261 §20.10, §25.1).
 
     ``display_name`` is unquoted (``None`` when absent). Serialisation always uses the ``<...>`` form.
@@ -411,6 +411,8 @@ class Address(_WithParams):
     display_name: str | None = None
     params: Params = ()
     _tag: tuple[str | None] | None = field(default=None, init=False, repr=False, compare=False)  # tag, looked up once
+    # str(), made once: a remembered To or Contact recurs in every call from a peer (a response's To is this + tag).
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> Address:
@@ -477,9 +479,15 @@ class Address(_WithParams):
     def _with_params(self, params: Params) -> Self:
         return type(self)(self.uri, self.display_name, params)
 
-    def __str__(self) -> str:
+    def _format(self) -> str:
         head = f"{_quote(self.display_name)} " if self.display_name is not None else ""
         return f"{head}<{self.uri}>{format_params(self.params)}"
+
+    def tagged_text(self, tag: str) -> str:
+        """``str(self.with_tag(tag))``, without making the new value when there is no ``tag`` parameter to replace."""
+        if _has(self.params, "tag"):
+            return str(self.with_tag(tag))
+        return f"{self};tag={tag}"
 
     @property
     def tag(self) -> str | None:

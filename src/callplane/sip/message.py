@@ -257,7 +257,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value for ``name`` in order; list headers (Via, Route, Contact...) are split on top-level commas."""
-        key = canonical_name(name)
+        key = _CANONICAL.get(name) or canonical_name(name)
         first: dict[str, str] | None = self._cache.get("")
         if first is None:
             first = self.first_values()
@@ -265,6 +265,8 @@ class Headers:
             return []  # the usual answer for Require, Record-Route, Route...: no scan of the lines
         values = [v for k, _, v in self._lines if k == key]
         if key in _LIST_HEADERS:
+            if len(values) == 1:
+                return split_list(values[0])  # the usual case: one line
             out: list[str] = []
             for v in values:
                 out.extend(split_list(v))
@@ -582,7 +584,7 @@ class Request(Message):
             except SipParseError:
                 to = None  # answering a malformed request: its To is copied as it came
             if to is not None and to.tag is None:
-                copied["to"] = ("to", "To", str(to.with_tag(to_tag)))  # in the place of the request's To line
+                copied["to"] = ("to", "To", to.tagged_text(to_tag))  # in the place of the request's To line
                 tagged = True
         lines.extend(copied[key] for key in _COPIED if key in copied)
         # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
