@@ -142,11 +142,12 @@ def format_params(params: Params) -> str:
 
 # Parameter names are tokens (ASCII), whose lower case has the same length: comparing lengths first spares most of the
 # lower() calls (these lookups run a few dozen times per SIP call: branch, tag, rport, received...).
+# A name written in lower case (the usual spelling) matches without lower() at all.
 def _get(params: Params, name: str) -> str | None:
     lname = name.lower()
     size = len(lname)
     for n, v in params:
-        if len(n) == size and n.lower() == lname:
+        if n == lname or (len(n) == size and n.lower() == lname):
             return v
     return None
 
@@ -155,7 +156,7 @@ def _has(params: Params, name: str) -> bool:
     lname = name.lower()
     size = len(lname)
     for n, _ in params:  # a loop, not any(<generator>): this runs for every response's Via (rport)
-        if len(n) == size and n.lower() == lname:
+        if n == lname or (len(n) == size and n.lower() == lname):
             return True
     return False
 

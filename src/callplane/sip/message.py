@@ -172,6 +172,8 @@ REASONS = {
 
 # Copied from a request into its responses after the Via lines, in this order (§8.2.6.2).
 _COPIED = ("from", "to", "call-id", "cseq")
+_COPIED_SET = frozenset(_COPIED)
+_COPIED_VIEWS = ("via", "via:all", "from", "to", "call-id", "cseq")  # the parsed views a response shares
 
 _MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
 
@@ -211,7 +213,7 @@ class Headers:
     __slots__ = ("_lines", "_cache", "_views")
 
     def __init__(self, lines: Iterable[tuple[str, str]] = ()) -> None:
-        self._lines: list[tuple[str, str, str]] = [(canonical_name(n), n, v) for n, v in lines]
+        self._lines: list[tuple[str, str, str]] = [(canonical_name(n), n, v) for n, v in lines] if lines else []
         self._cache: dict[str, Any] = {}
         # How many ``name:<view>`` entries the cache may hold: while none, a change forgets its header's views
         # without scanning the cache (a response being built gets a line added several times).
@@ -574,9 +576,10 @@ class Request(Message):
             key = line[0]
             if key == "via":
                 lines.append(line)
-            elif key in _COPIED and key not in copied:
+            elif key in _COPIED_SET and key not in copied:
                 copied[key] = line
         cache = h._cache
+        src_cache = src._cache
         tagged = False
         if to_tag is not None and status != 100:
             try:
@@ -586,12 +589,17 @@ class Request(Message):
             if to is not None and to.tag is None:
                 copied["to"] = ("to", "To", to.tagged_text(to_tag))  # in the place of the request's To line
                 tagged = True
-        lines.extend(copied[key] for key in _COPIED if key in copied)
+        for key in _COPIED:
+            kept = copied.get(key)
+            if kept is not None:
+                lines.append(kept)
         # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
-        for key in ("via", "via:all", "from", "to", "call-id", "cseq"):
-            value = src._cache.get(key)
-            if value is not None and not (tagged and key == "to"):
+        for key in _COPIED_VIEWS:
+            value = src_cache.get(key)
+            if value is not None:
                 cache[key] = value
+        if tagged:
+            cache.pop("to", None)
         h._views = 1 if "via:all" in cache else 0
         if status == 100:
             ts = src.get("timestamp")

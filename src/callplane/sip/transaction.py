@@ -134,8 +134,11 @@ def server_key(request: Message) -> TransactionKey:
     branch = via.branch or ""
     if not branch.startswith(MAGIC_COOKIE):
         branch = f"2543|{branch}|{request.call_id}|{request.from_.tag or ''}|{request.cseq.seq}"
-    return TransactionKey("server", branch, method, sent_by)
+    # tuple.__new__ directly: a NamedTuple's own __new__ is Python code, and this runs several times per call.
+    return _new_tuple(TransactionKey, ("server", branch, method, sent_by))
 
+
+_new_tuple = tuple.__new__
 
 _Timer = tuple[float, int, "_Transaction", str, int]
 
