@@ -547,7 +547,8 @@ class Request(Message):
     __slots__ = ("method", "uri")
 
     def __init__(self, method: str, uri: URI, headers: Headers | None = None, body: bytes = b"") -> None:
-        super().__init__(headers, body)
+        self.headers = headers if headers is not None else Headers()  # Message.__init__ inline: one per message
+        self.body = body
         self.method = method
         self.uri = uri
 
@@ -633,7 +634,8 @@ class Response(Message):
     def __init__(
         self, status: int, reason: str | None = None, headers: Headers | None = None, body: bytes = b""
     ) -> None:
-        super().__init__(headers, body)
+        self.headers = headers if headers is not None else Headers()  # as Request
+        self.body = body
         self.status = status
         self.reason = reason if reason is not None else REASONS.get(status, "Unknown")
 
@@ -905,6 +907,8 @@ def response_destination(via: Via, source_host: str, source_port: int) -> tuple[
     maddr = received = rport_text = None
     has_rport = False
     for name, value in via.params:
+        if name == "branch":
+            continue  # in every Via, and none of these
         lname = name.lower()
         if lname == "maddr":
             maddr = value if maddr is None else maddr

@@ -59,7 +59,7 @@ from typing import ClassVar
 
 from callplane.core.errors import SipError
 from callplane.core.ids import IdSource
-from callplane.sip.headers import MAGIC_COOKIE, Via
+from callplane.sip.headers import MAGIC_COOKIE, CSeq, Via
 from callplane.sip.message import DEFAULT_MAX_FORWARDS, Headers, Message, Request, Response, response_destination
 from callplane.sip.transaction_events import (
     AckReceived,
@@ -126,8 +126,10 @@ def client_key(msg: Message) -> TransactionKey | None:
 
 def server_key(request: Message) -> TransactionKey:
     """§17.2.3: branch + sent-by + method, the ACK mapping to its INVITE. RFC 2543 fallback without the cookie."""
-    via = request.via
-    method = request.cseq.method
+    cache = request.headers._cache  # the views a parsed message (or a response made from one) already has
+    via: Via = cache.get("via") or request.via
+    cseq: CSeq = cache.get("cseq") or request.cseq
+    method = cseq.method
     if method == "ACK":
         method = "INVITE"
     sent_by = f"{via.host.lower()}:{via.port or ''}"

@@ -75,7 +75,8 @@ class UasCore(UaCore):
         if method not in ALLOWED and not (method == "REGISTER" and self.accept_register):
             self._reply(request, 405, now, headers=(("Allow", self.allow),))
             return
-        if request.max_forwards == 0:
+        cache = request.headers._cache  # parse_message stored Max-Forwards
+        if (cache["max-forwards"] if "max-forwards" in cache else request.max_forwards) == 0:
             self._reply(request, 483, now)
             return
         required = request.headers.get_all("require")
