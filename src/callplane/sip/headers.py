@@ -65,6 +65,7 @@ class SipParseError(SipError, ValueError):
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.!%*_+`'~-")
 """The characters of a ``token`` (RFC 3261 §25.1)."""
+_DISPLAY_CHARS = TOKEN_CHARS | frozenset(" \t")  # an unquoted display name of only these needs no closer look
 _PORT_MAX = 65535
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 _HEX_CHARS = frozenset("0123456789abcdefABCDEF:.")
@@ -454,7 +455,9 @@ class Address(TextOnce, _WithParams):
             if display is None:
                 name = rest[:lt].strip()
                 # An unquoted display name is tokens (§25.1); UTF-8 beyond ASCII is let through for real phones.
-                if any(not (c in TOKEN_CHARS or c.isspace() or not c.isascii()) for c in name):
+                if not _DISPLAY_CHARS.issuperset(name) and any(
+                    not (c in TOKEN_CHARS or c.isspace() or not c.isascii()) for c in name
+                ):
                     raise SipParseError("malformed display name")
                 display = name or None
             gt = rest.find(">", lt)
