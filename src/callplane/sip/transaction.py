@@ -589,7 +589,8 @@ class TransactionLayer:
             return
         if method == "INVITE":
             inv = _ServerInvite(self, skey, self._reply_peer(msg, source), msg)
-            inv.fallback = self._reconnect_peer(msg, source)
+            if source.transport != "UDP":  # fallback stays None over UDP: no call for it
+                inv.fallback = self._reconnect_peer(msg, source)
             self._servers[skey] = inv
             self._index(inv)
             self._emit(RequestReceived(msg, source, skey))
@@ -597,7 +598,8 @@ class TransactionLayer:
                 self._trying.append((inv, msg))
             return
         nin = self._servers[skey] = _ServerNonInvite(self, skey, "trying", self._reply_peer(msg, source))
-        nin.fallback = self._reconnect_peer(msg, source)
+        if source.transport != "UDP":
+            nin.fallback = self._reconnect_peer(msg, source)
         self._index(nin)
         if method == "CANCEL":
             ikey = TransactionKey("server", skey.branch, "INVITE", skey.sent_by)
@@ -694,9 +696,9 @@ class TransactionLayer:
     @staticmethod
     def _reply_peer(request: Request, source: Peer) -> Peer:
         """§18.2.2: reliable -> back on the connection it came from; unreliable -> received/rport/maddr/sent-by."""
-        if source.reliable:
+        if source.transport != "UDP":  # Peer.reliable, without the property call
             return source
-        via: Via = request.via
+        via: Via = request.headers._cache.get("via") or request.via
         host, port = response_destination(via, source.host, source.port)
         if host == source.host and port == source.port:
             return source  # the usual case (rport, or a sent-by that is the source): no new object
