@@ -365,7 +365,7 @@ class SipEndpoint:
         try:
             msg = parse_message(data, stream=stream)
             if isinstance(msg, Request):
-                transport = msg.via.transport
+                transport = msg.headers._cache["via"].transport  # parse_message stored the top Via
                 if transport not in KNOWN_TRANSPORTS:
                     err = SipParseError("unsupported transport in Via")
                     err.partial = msg  # type: ignore[attr-defined]

@@ -401,10 +401,10 @@ class _ServerInvite(_Transaction):
             self.ok = data
             self._set_state("accepted")
             self.layer._awaiting_ack[(self.call_id, self.cseq)] = self
-            self._arm("L", cfg.timeout, now)
+            self.layer._schedule(self, "L", now + cfg.timeout)
             if not self.peer.reliable:
                 self.interval = cfg.t1
-                self._arm("2xx", cfg.t1, now)
+                self.layer._schedule(self, "2xx", now + cfg.t1)
             return
         self._set_state("completed")
         if not self.peer.reliable:
@@ -462,7 +462,7 @@ class _ServerNonInvite(_Transaction):
         if self.peer.reliable:
             self._set_state("terminated")
         else:
-            self._arm("J", self.layer.timers.timeout, now)
+            self.layer._schedule(self, "J", now + self.layer.timers.timeout)
 
     def on_timer(self, name: str, now: float) -> None:
         if name == "J":
@@ -585,7 +585,7 @@ class TransactionLayer:
             waiting = self._awaiting_ack.get((msg.call_id, msg.cseq.seq))
             if waiting is not None:
                 waiting.on_2xx_ack()
-            self._emit(AckReceived(msg, source))
+            self._events.append(AckReceived(msg, source))
             return
         if method == "INVITE":
             inv = _ServerInvite(self, skey, self._reply_peer(msg, source), msg)
@@ -593,7 +593,7 @@ class TransactionLayer:
                 inv.fallback = self._reconnect_peer(msg, source)
             self._servers[skey] = inv
             self._index(inv)
-            self._emit(RequestReceived(msg, source, skey))
+            self._events.append(RequestReceived(msg, source, skey))
             if self.auto_trying:
                 self._trying.append((inv, msg))
             return
@@ -605,7 +605,7 @@ class TransactionLayer:
             ikey = TransactionKey("server", skey.branch, "INVITE", skey.sent_by)
             self._emit(CancelReceived(msg, source, skey, ikey if ikey in self._servers else None))
         else:
-            self._emit(RequestReceived(msg, source, skey))
+            self._events.append(RequestReceived(msg, source, skey))
 
     def send_request(self, request: Request, dest: Peer, now: float) -> TransactionKey:
         """Start a client transaction (§17.1) for ``request`` towards ``dest`` and return its key."""
