@@ -129,6 +129,18 @@ def test_bad_vias(text: str) -> None:
         Via.parse(text)
 
 
+def test_vias_from_one_peer_keep_their_own_parameters() -> None:
+    # The sent-by part is remembered across values: each value still gets its own parameters, and a malformed
+    # parameter list is refused as it was before any value from that peer was parsed.
+    first = Via.parse("SIP/2.0/UDP 192.0.2.9:5062;branch=z9hG4bK1;rport")
+    second = Via.parse("SIP/2.0/UDP 192.0.2.9:5062;branch=z9hG4bK2")
+    assert (first.branch, first.has_rport, second.branch, second.has_rport) == ("z9hG4bK1", True, "z9hG4bK2", False)
+    assert Via.parse("SIP/2.0/UDP 192.0.2.9:5062").params == ()
+    for params in [";;branch=z9hG4bK3", ";", "; ;x"]:
+        with pytest.raises(SipParseError, match="malformed parameter"):
+            Via.parse("SIP/2.0/UDP 192.0.2.9:5062" + params)
+
+
 def test_cseq() -> None:
     assert CSeq.parse(" 4711   INVITE ") == CSeq(4711, "INVITE")
     assert str(CSeq(1, "BYE")) == "1 BYE"
@@ -207,3 +219,14 @@ def test_malformed_parameters_are_refused_even_after_good_names_were_seen(text: 
 
 def test_a_quoted_parameter_value_keeps_its_semicolons() -> None:
     assert parse_params(';reason="a;b";lr') == (("reason", '"a;b"'), ("lr", None))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"Bob B." <sip:bob@example.com;transport=tcp>;x=1', "sip:bob@example.com", "<sip:bob@example.com>;tag;x=2"],
+)
+def test_an_address_with_our_tag_reads_as_the_tagged_value(text: str) -> None:
+    # A response's To is the request's To text plus our tag; a valueless ";tag" is given the value in its place.
+    address = Address.parse(text)
+    assert address.tagged_text("a1b2") == str(address.with_tag("a1b2"))
+    assert Address.parse(address.tagged_text("a1b2")).tag == "a1b2"

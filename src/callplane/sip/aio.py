@@ -260,6 +260,7 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
         self._pumping = False
+        self._requeued = False  # a transmit made the core queue more (see _pump)
         self._tasks: set[asyncio.Task[None]] = set()
         self._udp_peers: dict[tuple[str, int], Peer] = {}
 
@@ -364,7 +365,7 @@ class SipEndpoint:
         try:
             msg = parse_message(data, stream=stream)
             if isinstance(msg, Request):
-                transport = msg.via.transport
+                transport = msg.headers._cache["via"].transport  # parse_message stored the top Via
                 if transport not in KNOWN_TRANSPORTS:
                     err = SipParseError("unsupported transport in Via")
                     err.partial = msg  # type: ignore[attr-defined]
@@ -411,8 +412,11 @@ class SipEndpoint:
                     out = core.datagrams_to_send()
                     if not out:
                         break
+                    self._requeued = False
                     for data, dest in out:
                         self._transmit(data, dest)
+                    if not self._requeued:
+                        break  # sending queued no new event or datagram: nothing left to drain
                     continue
                 if self.on_event is not None:
                     try:
@@ -535,6 +539,7 @@ class SipEndpoint:
             if address is None:
                 self._log.warn("unresolvable destination", now, dest.host)
                 self.core.transport_failed(dest, now)
+                self._requeued = True  # its events and datagrams are drained by the _pump that sent this
             elif self._udp is not None:
                 self._udp.sendto(data, (address, dest.port))
             return

@@ -49,12 +49,18 @@ class DialogState(enum.Enum):
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
 
+    # Members are singletons compared by identity: hash them so too, in C (Enum's own __hash__ is Python code, run
+    # for every lookup in TRANSITIONS).
+    __hash__ = object.__hash__
+
 
 class DialogEvent(enum.Enum):
     PROVISIONAL = "provisional"  # another 1xx with the same tags (early stays early)
     CONFIRM = "confirm"  # a 2xx to the INVITE
     REFRESH = "refresh"  # a target refresh (re-INVITE, its 2xx)
     TERMINATE = "terminate"  # BYE sent or received, non-2xx final to the INVITE, timeouts
+
+    __hash__ = object.__hash__  # as DialogState's
 
 
 TRANSITIONS: dict[tuple[DialogState, DialogEvent], DialogState] = {

@@ -16,7 +16,7 @@ Public names::
     CSeq.parse("314159 INVITE")                                -> CSeq(seq, method)
     split_list(value)    top-level comma split (not inside quotes or <>), RFC 3261 §7.3.1
     parse_params(text)   ";a=b;c" -> (("a", "b"), ("c", None))
-    remember(cache, key, value, limit)    FIFO-bounded memo table (the URI, Address and SDP parse caches)
+    remember(cache, key, value, limit)    FIFO-bounded memo table (the URI, Address, CSeq, Via sent-by and SDP caches)
     TextOnce             base of values whose str() is made once (URI; SDP's SessionDescription)
 """
 
@@ -65,6 +65,7 @@ class SipParseError(SipError, ValueError):
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.!%*_+`'~-")
 """The characters of a ``token`` (RFC 3261 §25.1)."""
+_DISPLAY_CHARS = TOKEN_CHARS | frozenset(" \t")  # an unquoted display name of only these needs no closer look
 _PORT_MAX = 65535
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 _HEX_CHARS = frozenset("0123456789abcdefABCDEF:.")
@@ -137,16 +138,17 @@ _PARAM_NAMES: set[str] = set()
 
 def format_params(params: Params) -> str:
     """``(("a", "b"), ("c", None))`` -> ``";a=b;c"``."""
-    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+    return "".join([f";{n}" if v is None else f";{n}={v}" for n, v in params])  # a list: no generator frame
 
 
 # Parameter names are tokens (ASCII), whose lower case has the same length: comparing lengths first spares most of the
 # lower() calls (these lookups run a few dozen times per SIP call: branch, tag, rport, received...).
+# A name written in lower case (the usual spelling) matches without lower() at all.
 def _get(params: Params, name: str) -> str | None:
     lname = name.lower()
     size = len(lname)
     for n, v in params:
-        if len(n) == size and n.lower() == lname:
+        if n == lname or (len(n) == size and n.lower() == lname):
             return v
     return None
 
@@ -155,7 +157,7 @@ def _has(params: Params, name: str) -> bool:
     lname = name.lower()
     size = len(lname)
     for n, _ in params:  # a loop, not any(<generator>): this runs for every response's Via (rport)
-        if len(n) == size and n.lower() == lname:
+        if n == lname or (len(n) == size and n.lower() == lname):
             return True
     return False
 
@@ -401,7 +403,7 @@ def _quote(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Address(_WithParams):
+class Address(TextOnce, _WithParams):
     """name-addr / addr-spec with header parameters: From, To, Contact, Route, Record-Route (RFC 3261 §20.10, §25.1).
 
     ``display_name`` is unquoted (``None`` when absent). Serialisation always uses the ``<...>`` form.
@@ -411,6 +413,8 @@ class Address(_WithParams):
     display_name: str | None = None
     params: Params = ()
     _tag: tuple[str | None] | None = field(default=None, init=False, repr=False, compare=False)  # tag, looked up once
+    # str(), made once: a remembered To or Contact recurs in every call from a peer (a response's To is this + tag).
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> Address:
@@ -451,7 +455,9 @@ class Address(_WithParams):
             if display is None:
                 name = rest[:lt].strip()
                 # An unquoted display name is tokens (§25.1); UTF-8 beyond ASCII is let through for real phones.
-                if any(not (c in TOKEN_CHARS or c.isspace() or not c.isascii()) for c in name):
+                if not _DISPLAY_CHARS.issuperset(name) and any(
+                    not (c in TOKEN_CHARS or c.isspace() or not c.isascii()) for c in name
+                ):
                     raise SipParseError("malformed display name")
                 display = name or None
             gt = rest.find(">", lt)
@@ -477,9 +483,15 @@ class Address(_WithParams):
     def _with_params(self, params: Params) -> Self:
         return type(self)(self.uri, self.display_name, params)
 
-    def __str__(self) -> str:
+    def _format(self) -> str:
         head = f"{_quote(self.display_name)} " if self.display_name is not None else ""
         return f"{head}<{self.uri}>{format_params(self.params)}"
+
+    def tagged_text(self, tag: str) -> str:
+        """``str(self.with_tag(tag))``, without making the new value when there is no ``tag`` parameter to replace."""
+        if _has(self.params, "tag"):
+            return str(self.with_tag(tag))
+        return f"{self};tag={tag}"
 
     @property
     def tag(self) -> str | None:
@@ -500,6 +512,23 @@ _VIA_RE = re.compile(
 )
 
 
+def _sent_by(head: str) -> tuple[str, str, int | None, str]:
+    """``(transport, host, port, protocol)`` of a Via value's text before its first ``;``."""
+    m = _VIA_RE.match(head)
+    if m is None or m.end() != len(head):
+        raise SipParseError("malformed Via")
+    name, version, transport, host, port_text = m.groups()
+    port = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > _PORT_MAX:
+            raise SipParseError("malformed Via")
+    return transport.upper(), host, port, f"{name}/{version}"
+
+
+_SENT_BY_CACHE: dict[str, tuple[str, str, int | None, str]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Via(_WithParams):
     """One Via value (RFC 3261 §20.42, §18.2.1; ``rport`` from RFC 3581).
@@ -516,19 +545,15 @@ class Via(_WithParams):
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        m = _VIA_RE.match(text)
-        if m is None:
-            raise SipParseError("malformed Via")
-        name, version, transport, host, port_text = m.groups()
-        rest = text[m.end() :]
-        if rest and rest[0] != ";":
-            raise SipParseError("malformed Via")
-        port = None
-        if port_text is not None:
-            port = int(port_text)
-            if port > _PORT_MAX:
-                raise SipParseError("malformed Via")
-        return cls(transport.upper(), host, port, parse_params(rest), f"{name}/{version}")
+        # The part before the parameters ("SIP/2.0/UDP host:port") repeats in every message from a peer: its fields
+        # are remembered, and only the parameters (a new branch each time) are parsed.
+        head = text.partition(";")[0]
+        sent = _SENT_BY_CACHE.get(head)
+        if sent is None:
+            sent = _sent_by(head)
+            remember(_SENT_BY_CACHE, head, sent, 1024)
+        transport, host, port, protocol = sent
+        return cls(transport, host, port, parse_params(text[len(head) :]) if len(head) < len(text) else (), protocol)
 
     def _with_params(self, params: Params) -> Self:
         return type(self)(self.transport, self.host, self.port, params, self.protocol)
@@ -577,6 +602,7 @@ class Via(_WithParams):
         return self.transport != "UDP"
 
 
+_CSEQ_CACHE: dict[str, CSeq] = {}
 _CSEQ_RE = re.compile(r"\s*([0-9]{1,10})\s+([A-Za-z0-9.!%*_+`'~-]+)\s*")
 
 
@@ -589,13 +615,18 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
+        cached = _CSEQ_CACHE.get(text)  # "1 INVITE", "2 BYE"...: a few texts make up nearly every message
+        if cached is not None:
+            return cached
         m = _CSEQ_RE.fullmatch(text)
         if m is None:
             raise SipParseError("malformed CSeq")
         seq = int(m.group(1))
         if seq >= 2**31:
             raise SipParseError("malformed CSeq")
-        return cls(seq, m.group(2))
+        cseq = cls(seq, m.group(2))
+        remember(_CSEQ_CACHE, text, cseq, 1024)
+        return cseq
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"

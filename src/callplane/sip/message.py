@@ -172,6 +172,8 @@ REASONS = {
 
 # Copied from a request into its responses after the Via lines, in this order (§8.2.6.2).
 _COPIED = ("from", "to", "call-id", "cseq")
+_COPIED_SET = frozenset(_COPIED)
+_COPIED_VIEWS = ("via", "via:all", "from", "to", "call-id", "cseq")  # the parsed views a response shares
 
 _MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
 
@@ -211,7 +213,7 @@ class Headers:
     __slots__ = ("_lines", "_cache", "_views")
 
     def __init__(self, lines: Iterable[tuple[str, str]] = ()) -> None:
-        self._lines: list[tuple[str, str, str]] = [(canonical_name(n), n, v) for n, v in lines]
+        self._lines: list[tuple[str, str, str]] = [(canonical_name(n), n, v) for n, v in lines] if lines else []
         self._cache: dict[str, Any] = {}
         # How many ``name:<view>`` entries the cache may hold: while none, a change forgets its header's views
         # without scanning the cache (a response being built gets a line added several times).
@@ -257,7 +259,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value for ``name`` in order; list headers (Via, Route, Contact...) are split on top-level commas."""
-        key = canonical_name(name)
+        key = _CANONICAL.get(name) or canonical_name(name)
         first: dict[str, str] | None = self._cache.get("")
         if first is None:
             first = self.first_values()
@@ -265,6 +267,8 @@ class Headers:
             return []  # the usual answer for Require, Record-Route, Route...: no scan of the lines
         values = [v for k, _, v in self._lines if k == key]
         if key in _LIST_HEADERS:
+            if len(values) == 1:
+                return split_list(values[0])  # the usual case: one line
             out: list[str] = []
             for v in values:
                 out.extend(split_list(v))
@@ -525,7 +529,10 @@ class Message:
             raise SipParseError("malformed Call-ID")
         cache["call-id"] = call_id
         if "via" not in cache:
-            cache["via"] = _top_via(headers)
+            vias = split_list(first["via"])  # as _top_via, with the first-value map at hand
+            if not vias:
+                raise SipParseError("malformed Via")
+            cache["via"] = Via.parse(vias[0])
         if "from" not in cache:
             cache["from"] = Address.parse(first["from"])
         if "to" not in cache:
@@ -540,7 +547,8 @@ class Request(Message):
     __slots__ = ("method", "uri")
 
     def __init__(self, method: str, uri: URI, headers: Headers | None = None, body: bytes = b"") -> None:
-        super().__init__(headers, body)
+        self.headers = headers if headers is not None else Headers()  # Message.__init__ inline: one per message
+        self.body = body
         self.method = method
         self.uri = uri
 
@@ -552,9 +560,11 @@ class Request(Message):
 
     def validate(self) -> None:
         super().validate()
-        if self.cseq.method != self.method:
+        cache = self.headers._cache
+        if cache["cseq"].method != self.method:
             raise SipParseError("CSeq method does not match the request method")
-        self.max_forwards  # noqa: B018 - raises on a malformed value
+        if "max-forwards" not in cache:  # parsed now (raises on a malformed value), as the property would
+            cache["max-forwards"] = _max_forwards(self.headers)
 
     def create_response(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
         """A response per §8.2.6.2: Via lines, From, Call-ID and CSeq copied; To copied, with ``to_tag`` added if it
@@ -567,9 +577,10 @@ class Request(Message):
             key = line[0]
             if key == "via":
                 lines.append(line)
-            elif key in _COPIED and key not in copied:
+            elif key in _COPIED_SET and key not in copied:
                 copied[key] = line
         cache = h._cache
+        src_cache = src._cache
         tagged = False
         if to_tag is not None and status != 100:
             try:
@@ -577,14 +588,19 @@ class Request(Message):
             except SipParseError:
                 to = None  # answering a malformed request: its To is copied as it came
             if to is not None and to.tag is None:
-                copied["to"] = ("to", "To", str(to.with_tag(to_tag)))  # in the place of the request's To line
+                copied["to"] = ("to", "To", to.tagged_text(to_tag))  # in the place of the request's To line
                 tagged = True
-        lines.extend(copied[key] for key in _COPIED if key in copied)
+        for key in _COPIED:
+            kept = copied.get(key)
+            if kept is not None:
+                lines.append(kept)
         # The copied lines are the same, so are their parsed views (a response is matched by its Via and CSeq).
-        for key in ("via", "via:all", "from", "to", "call-id", "cseq"):
-            value = src._cache.get(key)
-            if value is not None and not (tagged and key == "to"):
+        for key in _COPIED_VIEWS:
+            value = src_cache.get(key)
+            if value is not None:
                 cache[key] = value
+        if tagged:
+            cache.pop("to", None)
         h._views = 1 if "via:all" in cache else 0
         if status == 100:
             ts = src.get("timestamp")
@@ -618,7 +634,8 @@ class Response(Message):
     def __init__(
         self, status: int, reason: str | None = None, headers: Headers | None = None, body: bytes = b""
     ) -> None:
-        super().__init__(headers, body)
+        self.headers = headers if headers is not None else Headers()  # as Request
+        self.body = body
         self.status = status
         self.reason = reason if reason is not None else REASONS.get(status, "Unknown")
 
@@ -890,6 +907,8 @@ def response_destination(via: Via, source_host: str, source_port: int) -> tuple[
     maddr = received = rport_text = None
     has_rport = False
     for name, value in via.params:
+        if name == "branch":
+            continue  # in every Via, and none of these
         lname = name.lower()
         if lname == "maddr":
             maddr = value if maddr is None else maddr

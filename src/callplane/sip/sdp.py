@@ -166,11 +166,15 @@ class MediaSection:
 
     def lines(self) -> list[str]:
         out = [f"m={self.media} {self.port} {self.proto} {' '.join(self.formats)}".rstrip()]
-        grouped = sorted(self.other, key=lambda kv: _MEDIA_ORDER.index(kv[0]))
-        out += [f"{k}={v}" for k, v in grouped if k == "i"]
-        if self.connection is not None:
-            out.append(f"c={self.connection}")
-        out += [f"{k}={v}" for k, v in grouped if k != "i"]
+        if not self.other:  # the usual section (m=, c=, a= only): no sorting, no empty comprehensions
+            if self.connection is not None:
+                out.append(f"c={self.connection}")
+        else:
+            grouped = sorted(self.other, key=lambda kv: _MEDIA_ORDER.index(kv[0]))
+            out += [f"{k}={v}" for k, v in grouped if k == "i"]
+            if self.connection is not None:
+                out.append(f"c={self.connection}")
+            out += [f"{k}={v}" for k, v in grouped if k != "i"]
         out += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes]
         return out
 
@@ -263,16 +267,20 @@ class SessionDescription(TextOnce):
 
     def _format(self) -> str:
         lines = ["v=0", f"o={self.origin}", f"s={self.session_name}"]
-        ranked = sorted(self.other, key=lambda kv: _SESSION_ORDER.index(kv[0]))
-        lines += [f"{k}={v}" for k, v in ranked if k in "iuep"]
+        ranked = sorted(self.other, key=lambda kv: _SESSION_ORDER.index(kv[0])) if self.other else ()
+        if ranked:
+            lines += [f"{k}={v}" for k, v in ranked if k in "iuep"]
         if self.connection is not None:
             lines.append(f"c={self.connection}")
-        lines += [f"{k}={v}" for k, v in ranked if k == "b"]
+        if ranked:
+            lines += [f"{k}={v}" for k, v in ranked if k == "b"]
         for t in self.times:
             lines.append(f"t={t}")
             # r= lines belong after their t= line; we only keep them for the (usual) single-t case.
-        lines += [f"{k}={v}" for k, v in ranked if k in "rzk"]
-        lines += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes]
+        if ranked:
+            lines += [f"{k}={v}" for k, v in ranked if k in "rzk"]
+        if self.attributes:
+            lines += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes]
         for section in self.media:
             lines += section.lines()
         return "\r\n".join(lines) + "\r\n"

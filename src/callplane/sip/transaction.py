@@ -59,7 +59,7 @@ from typing import ClassVar
 
 from callplane.core.errors import SipError
 from callplane.core.ids import IdSource
-from callplane.sip.headers import MAGIC_COOKIE, Via
+from callplane.sip.headers import MAGIC_COOKIE, CSeq, Via
 from callplane.sip.message import DEFAULT_MAX_FORWARDS, Headers, Message, Request, Response, response_destination
 from callplane.sip.transaction_events import (
     AckReceived,
@@ -126,16 +126,21 @@ def client_key(msg: Message) -> TransactionKey | None:
 
 def server_key(request: Message) -> TransactionKey:
     """§17.2.3: branch + sent-by + method, the ACK mapping to its INVITE. RFC 2543 fallback without the cookie."""
-    via = request.via
-    method = request.cseq.method
+    cache = request.headers._cache  # the views a parsed message (or a response made from one) already has
+    via: Via = cache.get("via") or request.via
+    cseq: CSeq = cache.get("cseq") or request.cseq
+    method = cseq.method
     if method == "ACK":
         method = "INVITE"
     sent_by = f"{via.host.lower()}:{via.port or ''}"
     branch = via.branch or ""
     if not branch.startswith(MAGIC_COOKIE):
         branch = f"2543|{branch}|{request.call_id}|{request.from_.tag or ''}|{request.cseq.seq}"
-    return TransactionKey("server", branch, method, sent_by)
+    # tuple.__new__ directly: a NamedTuple's own __new__ is Python code, and this runs several times per call.
+    return _new_tuple(TransactionKey, ("server", branch, method, sent_by))
 
+
+_new_tuple = tuple.__new__
 
 _Timer = tuple[float, int, "_Transaction", str, int]
 
@@ -396,10 +401,10 @@ class _ServerInvite(_Transaction):
             self.ok = data
             self._set_state("accepted")
             self.layer._awaiting_ack[(self.call_id, self.cseq)] = self
-            self._arm("L", cfg.timeout, now)
+            self.layer._schedule(self, "L", now + cfg.timeout)
             if not self.peer.reliable:
                 self.interval = cfg.t1
-                self._arm("2xx", cfg.t1, now)
+                self.layer._schedule(self, "2xx", now + cfg.t1)
             return
         self._set_state("completed")
         if not self.peer.reliable:
@@ -457,7 +462,7 @@ class _ServerNonInvite(_Transaction):
         if self.peer.reliable:
             self._set_state("terminated")
         else:
-            self._arm("J", self.layer.timers.timeout, now)
+            self.layer._schedule(self, "J", now + self.layer.timers.timeout)
 
     def on_timer(self, name: str, now: float) -> None:
         if name == "J":
@@ -580,25 +585,27 @@ class TransactionLayer:
             waiting = self._awaiting_ack.get((msg.call_id, msg.cseq.seq))
             if waiting is not None:
                 waiting.on_2xx_ack()
-            self._emit(AckReceived(msg, source))
+            self._events.append(AckReceived(msg, source))
             return
         if method == "INVITE":
             inv = _ServerInvite(self, skey, self._reply_peer(msg, source), msg)
-            inv.fallback = self._reconnect_peer(msg, source)
+            if source.transport != "UDP":  # fallback stays None over UDP: no call for it
+                inv.fallback = self._reconnect_peer(msg, source)
             self._servers[skey] = inv
             self._index(inv)
-            self._emit(RequestReceived(msg, source, skey))
+            self._events.append(RequestReceived(msg, source, skey))
             if self.auto_trying:
                 self._trying.append((inv, msg))
             return
         nin = self._servers[skey] = _ServerNonInvite(self, skey, "trying", self._reply_peer(msg, source))
-        nin.fallback = self._reconnect_peer(msg, source)
+        if source.transport != "UDP":
+            nin.fallback = self._reconnect_peer(msg, source)
         self._index(nin)
         if method == "CANCEL":
             ikey = TransactionKey("server", skey.branch, "INVITE", skey.sent_by)
             self._emit(CancelReceived(msg, source, skey, ikey if ikey in self._servers else None))
         else:
-            self._emit(RequestReceived(msg, source, skey))
+            self._events.append(RequestReceived(msg, source, skey))
 
     def send_request(self, request: Request, dest: Peer, now: float) -> TransactionKey:
         """Start a client transaction (§17.1) for ``request`` towards ``dest`` and return its key."""
@@ -689,9 +696,9 @@ class TransactionLayer:
     @staticmethod
     def _reply_peer(request: Request, source: Peer) -> Peer:
         """§18.2.2: reliable -> back on the connection it came from; unreliable -> received/rport/maddr/sent-by."""
-        if source.reliable:
+        if source.transport != "UDP":  # Peer.reliable, without the property call
             return source
-        via: Via = request.via
+        via: Via = request.headers._cache.get("via") or request.via
         host, port = response_destination(via, source.host, source.port)
         if host == source.host and port == source.port:
             return source  # the usual case (rport, or a sent-by that is the source): no new object

@@ -128,7 +128,7 @@ class UaCore:
         any early dialog of a forked INVITE (§12, §13.2.2.4)."""
         if local_tag is None or remote_tag is None:
             return None
-        for call in self.calls_with(call_id):
+        for call in self._by_call_id.get(call_id, ()):  # calls_with, inline
             dialog = call.dialog
             if dialog is not None and dialog.id.local_tag == local_tag and dialog.id.remote_tag == remote_tag:
                 return call
@@ -139,10 +139,12 @@ class UaCore:
     def merged(self, request: Request) -> bool:
         """§8.2.2.2: a new INVITE (no To tag) whose From tag, Call-ID and CSeq are those of an INVITE we already
         received in another transaction (it forked and reached us twice): answer 482."""
+        calls = self._by_call_id.get(request.call_id)
+        if not calls:
+            return False  # a new Call-ID: the usual INVITE
         tag, seq = request.from_.tag, request.cseq.seq
         return any(
-            call.role == "uas" and call.invite.from_.tag == tag and call.invite.cseq.seq == seq
-            for call in self.calls_with(request.call_id)
+            call.role == "uas" and call.invite.from_.tag == tag and call.invite.cseq.seq == seq for call in calls
         )
 
     def _call_for_2xx(self, call_id: str, cseq: int) -> Call | None:
@@ -238,9 +240,12 @@ class UaCore:
         self._by_server_key.pop(call.invite_key, None)
         for key in call.keys:
             self._client.pop(key, None)
-        self._unschedule("cancel", call.handle)
-        self._unschedule("ring", call.handle)
-        self._unschedule("reinvite", call.handle)
+        tokens = self._tokens  # _unschedule of each kind, inline: this runs for every call
+        if tokens:
+            handle = call.handle
+            tokens.pop(("cancel", handle), None)
+            tokens.pop(("ring", handle), None)
+            tokens.pop(("reinvite", handle), None)
 
     def _end(self, call: Call, event: Event | None) -> None:
         """Report the call's last event once and drop it when it is over."""

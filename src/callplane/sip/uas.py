@@ -75,7 +75,8 @@ class UasCore(UaCore):
         if method not in ALLOWED and not (method == "REGISTER" and self.accept_register):
             self._reply(request, 405, now, headers=(("Allow", self.allow),))
             return
-        if request.max_forwards == 0:
+        cache = request.headers._cache  # parse_message stored Max-Forwards
+        if (cache["max-forwards"] if "max-forwards" in cache else request.max_forwards) == 0:
             self._reply(request, 483, now)
             return
         required = request.headers.get_all("require")
@@ -118,12 +119,13 @@ class UasCore(UaCore):
         call = Call(handle, "uas", "received", request, key, source, local_tag=tag, remote_sdp=offer)
         self._add_call(call)
         self._by_server_key[key] = handle
-        self._emit(
+        from_ = request.from_
+        self._events.append(
             IncomingCall(
                 call=handle,
                 request_uri=str(request.uri),
-                from_uri=str(request.from_.uri),
-                from_display=request.from_.display_name,
+                from_uri=str(from_.uri),
+                from_display=from_.display_name,
                 to_uri=str(request.to.uri),
                 media=media,
                 sdp=str(offer) if offer is not None else None,
@@ -180,8 +182,9 @@ class UasCore(UaCore):
             del tags[next(iter(tags))]
 
     def _on_ack(self, request: Request, now: float) -> None:
-        call = self.find_dialog(request.call_id, request.to.tag, request.from_.tag)
-        if call is None or call.dialog is None or request.from_.tag != call.dialog.id.remote_tag:
+        from_tag = request.from_.tag
+        call = self.find_dialog(request.call_id, request.to.tag, from_tag)
+        if call is None or call.dialog is None or from_tag != call.dialog.id.remote_tag:
             return
         seq = request.cseq.seq
         pending = call.reinvite
@@ -196,7 +199,7 @@ class UasCore(UaCore):
             if call.remote_sdp is None:  # late offer: the answer comes in the ACK (§13.3.1)
                 call.remote_sdp = self._sdp_of(request)
                 media = self._describe(call.remote_sdp)
-            self._emit(CallConfirmed(call.handle, media))
+            self._events.append(CallConfirmed(call.handle, media))
             if call.bye_pending:
                 call.bye_pending = False
                 call.apply("bye_sent")
@@ -213,14 +216,10 @@ class UasCore(UaCore):
         self._end(call, CallEnded(call.handle, "timeout", 408, "No ACK"))
 
     def _on_in_dialog(self, request: Request, key: TransactionKey, now: float) -> None:
-        call = self.find_dialog(request.call_id, request.to.tag, request.from_.tag)
+        to_tag, from_tag = request.to.tag, request.from_.tag
+        call = self.find_dialog(request.call_id, to_tag, from_tag)
         dialog = call.dialog if call is not None else None
-        if (
-            call is None
-            or dialog is None
-            or request.to.tag != dialog.id.local_tag
-            or request.from_.tag != dialog.id.remote_tag
-        ):
+        if call is None or dialog is None or to_tag != dialog.id.local_tag or from_tag != dialog.id.remote_tag:
             self._reply(request, 481, now)
             return
         status = dialog.check_request(request)
@@ -314,11 +313,12 @@ class UasCore(UaCore):
 
 def _forwarded(request: Request) -> tuple[tuple[str, str], ...]:
     """The headers a request hands to the engine besides the typed fields (see :class:`IncomingCall`)."""
+    # The lines' canonical keys are their lower-cased names, but for a compact form (one letter, never forwarded).
     return tuple(
         [
             (name, value)
-            for name, value in request.headers
-            if (lower := name.lower()).startswith("x-") or lower in FORWARDED_HEADERS
+            for key, name, value in request.headers._lines
+            if key.startswith("x-") or (key in FORWARDED_HEADERS and len(name) > 1)
         ]
     )
 
