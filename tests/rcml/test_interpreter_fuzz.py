@@ -3,7 +3,7 @@ once, and says nothing more once it is done."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from callplane.rcml import commands as cmd
@@ -62,6 +62,16 @@ STEPS = st.lists(st.one_of(EVENTS, st.floats(0.0, 12.0)), max_size=40)
 
 
 @settings(max_examples=400, deadline=2000)
+@example(  # found by a longer run: a recording's outcome with the ref of a Dial the caller hung up on
+    [
+        DocumentLoaded(1, DOCUMENTS[6]),
+        CallEnded(),
+        RecordingDone(2, 0.0, "silence", None, None),
+        DialDone(2, (("DialCallStatus", "completed"),)),
+    ],
+    False,
+    None,
+)
 @given(STEPS, st.booleans(), st.sampled_from([None, "http://backup/x"]))
 def test_any_event_sequence_is_handled(steps: list[Event | float], answered: bool, fallback: str | None) -> None:
     itp = Interpreter(URL, fallback_url=fallback, answered=answered)

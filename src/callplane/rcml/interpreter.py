@@ -116,6 +116,8 @@ _INPUTS: dict[type, str] = {
     ev.CallEnded: "call_ended",
     ev.Redirected: "redirected",
 }
+# The verb whose outcome each of these events is.
+_OUTCOME_OF: dict[type, type] = {ev.RecordingDone: v.Record, ev.DialDone: v.Dial}
 Method = Literal["GET", "POST"]
 Params = tuple[tuple[str, str], ...]
 
@@ -170,6 +172,17 @@ class Interpreter:
         if ref is not None and ref != self._pending:
             logger.debug(
                 "[%s] %s: stale ref %s (awaiting %s), dropped", self.name, type(event).__name__, ref, self._pending
+            )
+            return
+        awaited = _OUTCOME_OF.get(type(event))
+        if awaited is not None and not isinstance(self._verb, awaited):
+            # The right ref for the wrong verb (a recording's outcome while a Dial waits): the engine is confused,
+            # the call is not; the verb's own outcome still comes.
+            logger.warning(
+                "[%s] %s for %s, dropped",
+                self.name,
+                type(event).__name__,
+                type(self._verb).__name__ if self._verb is not None else "no verb",
             )
             return
         self._dispatch(_INPUTS[type(event)], event, now)
