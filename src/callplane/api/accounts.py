@@ -17,9 +17,10 @@ from callplane.store.accounts import STATUSES, AccountRecord
 from callplane.store.db import Database
 
 from .auth import Authenticator
-from .errors import bad_request, forbidden, wants_json
-from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element
+from .errors import bad_request, forbidden
+from .formats import API_VERSION, rfc2822, xml_element
 from .forms import form_fields
+from .listing import render_array, render_one
 
 MAX_DEPTH = 4  # the administrator plus three levels of sub-accounts
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -62,9 +63,7 @@ def account_xml(account: AccountRecord, auth_token: str | None = None) -> str:
 
 
 def _one(request: Request, account: AccountRecord, auth_token: str | None = None) -> Response:
-    if wants_json(request):
-        return Response(dumps(account_json(account, auth_token)), media_type="application/json")
-    return Response(xml_document(account_xml(account, auth_token)), media_type="application/xml")
+    return render_one(request, account, lambda a: account_json(a, auth_token), lambda a: account_xml(a, auth_token))
 
 
 def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock) -> APIRouter:
@@ -74,10 +73,7 @@ def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock)
     async def list_accounts(request: Request) -> Response:
         caller = await auth.authenticate(request)
         everyone = [caller, *await store_accounts.descendants(db, caller.sid)]
-        if wants_json(request):
-            return Response(dumps([account_json(a) for a in everyone]), media_type="application/json")
-        inner = "".join(account_xml(a) for a in everyone)
-        return Response(xml_document(f"<Accounts>{inner}</Accounts>"), media_type="application/xml")
+        return render_array(request, "Accounts", everyone, account_json, account_xml)
 
     @router.post(
         "/Accounts",

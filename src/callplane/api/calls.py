@@ -16,6 +16,7 @@ from callplane.store.db import Database
 from .auth import Authenticator
 from .errors import bad_request, not_found, wants_json
 from .formats import API_VERSION, dumps, iso8601, rfc2822, xml_attrs, xml_document, xml_element
+from .listing import render_one
 from .paging import Paging, check_page_exists, envelope, list_doc, parse_paging
 from .params import parse_instant
 
@@ -178,9 +179,7 @@ def build_router(db: Database, auth: Authenticator) -> APIRouter:
         call = await store_calls.get(db, CallSid)
         if call is None or call.account_sid != account.sid:
             raise not_found(f"Call {CallSid} was not found in account {account.sid}")
-        if wants_json(request):
-            return Response(dumps(call_json(call)), media_type="application/json")
-        return Response(xml_document(call_xml(call)), media_type="application/xml")
+        return render_one(request, call, call_json, call_xml)
 
     return router
 

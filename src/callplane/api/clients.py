@@ -22,9 +22,10 @@ from callplane.store.clients import ClientRecord
 from callplane.store.db import Database
 
 from .auth import Authenticator
-from .errors import bad_request, not_found, wants_json
-from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element, xml_fields
+from .errors import bad_request, not_found
+from .formats import API_VERSION, rfc2822, xml_element, xml_fields
 from .forms import form_fields
+from .listing import render_array, render_one
 from .params import method_param, url_param
 
 __all__ = ["build_router", "check_login", "check_password", "client_json", "client_xml"]
@@ -151,9 +152,7 @@ def client_xml(c: ClientRecord) -> str:
 
 
 def _one(request: Request, c: ClientRecord) -> Response:
-    if wants_json(request):
-        return Response(dumps(client_json(c)), media_type="application/json")
-    return Response(xml_document(client_xml(c)), media_type="application/xml")
+    return render_one(request, c, client_json, client_xml)
 
 
 def _taken(login: str) -> ApiError:
@@ -175,10 +174,7 @@ def build_router(db: Database, auth: Authenticator, ids: IdSource, clock: Clock,
     async def list_clients(request: Request, AccountSid: str) -> Response:  # noqa: N803 (Restcomm's path name)
         _, account = await auth.authorize(request, AccountSid)
         found = await store_clients.list_for(db, account.sid)
-        if wants_json(request):
-            return Response(dumps([client_json(c) for c in found]), media_type="application/json")
-        inner = "".join(client_xml(c) for c in found)
-        return Response(xml_document(f"<Clients>{inner}</Clients>"), media_type="application/xml")
+        return render_array(request, "Clients", found, client_json, client_xml)
 
     @router.post(
         "/Accounts/{AccountSid}/Clients",

@@ -1,4 +1,5 @@
-"""Rendering of a paged list in Restcomm's envelope, JSON or XML, for any resource."""
+"""Rendering of API answers, JSON or XML as the request asks: one resource, an unpaged array (Accounts, Clients),
+or a paged list in Restcomm's envelope."""
 
 from __future__ import annotations
 
@@ -16,6 +17,27 @@ from .formats import API_VERSION, dumps, xml_attrs, xml_document
 from .paging import Paging, check_page_exists, envelope, parse_paging
 
 T = TypeVar("T")
+
+
+def render_one(request: Request, item: T, as_json: Callable[[T], object], as_xml: Callable[[T], str]) -> Response:
+    """One resource."""
+    if wants_json(request):
+        return Response(dumps(as_json(item)), media_type="application/json")
+    return Response(xml_document(as_xml(item)), media_type="application/xml")
+
+
+def render_array(
+    request: Request,
+    xml_root: str,
+    items: Sequence[T],
+    as_json: Callable[[T], dict[str, object]],
+    as_xml: Callable[[T], str],
+) -> Response:
+    """An unpaged list: a JSON array, or the items' elements under ``xml_root``."""
+    if wants_json(request):
+        return Response(dumps([as_json(i) for i in items]), media_type="application/json")
+    inner = "".join(as_xml(i) for i in items)
+    return Response(xml_document(f"<{xml_root}>{inner}</{xml_root}>"), media_type="application/xml")
 
 
 def render_list(

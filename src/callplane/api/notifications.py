@@ -11,9 +11,9 @@ from callplane.store.listing import ListQuery
 from callplane.store.notifications import NotificationRecord
 
 from .auth import Authenticator
-from .errors import not_found, wants_json
-from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element, xml_fields
-from .listing import list_response
+from .errors import not_found
+from .formats import API_VERSION, rfc2822, xml_element, xml_fields
+from .listing import list_response, render_one
 
 
 def _uri(n: NotificationRecord) -> str:
@@ -86,8 +86,6 @@ def build_router(db: Database, auth: Authenticator) -> APIRouter:
         n = await store_notifications.get(db, NotificationSid)
         if n is None or n.account_sid != account.sid:
             raise not_found(f"Notification {NotificationSid} was not found in account {account.sid}")
-        if wants_json(request):
-            return Response(dumps(notification_json(n)), media_type="application/json")
-        return Response(xml_document(notification_xml(n)), media_type="application/xml")
+        return render_one(request, n, notification_json, notification_xml)
 
     return router

@@ -26,10 +26,10 @@ from callplane.store.numbers import SORT_KEYS, NumberFilter, NumberRecord
 
 from .auth import Authenticator
 from .calls import Sort, parse_sort
-from .errors import bad_request, not_found, wants_json
-from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element, xml_fields
+from .errors import bad_request, not_found
+from .formats import API_VERSION, rfc2822, xml_element, xml_fields
 from .forms import form_fields
-from .listing import render_list
+from .listing import render_list, render_one
 from .paging import check_page_exists, list_doc, parse_paging
 from .params import method_param, url_param
 
@@ -156,9 +156,7 @@ def number_xml(n: NumberRecord) -> str:
 
 
 def _one(request: Request, n: NumberRecord) -> Response:
-    if wants_json(request):
-        return Response(dumps(number_json(n)), media_type="application/json")
-    return Response(xml_document(number_xml(n)), media_type="application/xml")
+    return render_one(request, n, number_json, number_xml)
 
 
 def phone_number(raw: str) -> str:

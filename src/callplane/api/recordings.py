@@ -19,9 +19,9 @@ from callplane.store.listing import ListQuery
 from callplane.store.recordings import RecordingRecord
 
 from .auth import Authenticator
-from .errors import not_found, wants_json
-from .formats import API_VERSION, dumps, rfc2822, xml_document, xml_element, xml_fields
-from .listing import list_response
+from .errors import not_found
+from .formats import API_VERSION, rfc2822, xml_element, xml_fields
+from .listing import list_response, render_one
 
 
 def _uri(r: RecordingRecord) -> str:
@@ -100,9 +100,8 @@ def build_router(db: Database, auth: Authenticator, directory: Path | None) -> A
             except OSError:
                 raise not_found(f"The audio of recording {rec.sid} is missing") from None
             return Response(data, media_type="audio/wav")
-        if wants_json(request):
-            return Response(dumps(recording_json(rec, str(request.base_url))), media_type="application/json")
-        return Response(xml_document(recording_xml(rec, str(request.base_url))), media_type="application/xml")
+        base = str(request.base_url)
+        return render_one(request, rec, lambda r: recording_json(r, base), lambda r: recording_xml(r, base))
 
     @router.delete("/Accounts/{AccountSid}/Recordings/{RecordingSid}", summary="Delete a recording and its audio")
     async def delete_recording(request: Request, AccountSid: str, RecordingSid: str) -> Response:  # noqa: N803
