@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 from callplane.sip.registrar import Secret
-from callplane.store import accounts as store_accounts
 from callplane.store import clients as store_clients
 from callplane.store.clients import ClientRecord
 from callplane.store.db import Database
@@ -40,10 +39,10 @@ class StoreClientSecrets:
         self.realm = realm
 
     async def lookup(self, login: str) -> tuple[Secret | None, str]:
-        client = await store_clients.by_login(self.db, login)
-        if client is None:
+        found = await store_clients.with_account_status(self.db, login)
+        if found is None:
             return None, ""
-        account = await store_accounts.get(self.db, client.account_sid)
-        if account is None or account.status != "active":
+        client, account_status = found
+        if account_status != "active":
             return None, client.account_sid  # a suspended or closed account's phones do not register
         return secret_of(client, self.realm), client.account_sid

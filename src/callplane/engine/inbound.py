@@ -39,7 +39,6 @@ from callplane.sip.events import IncomingCall
 from callplane.sip.headers import URI, Address, SipParseError, split_list
 from callplane.sip.message import canonical_name
 from callplane.sip.registrar import same_resource
-from callplane.store import accounts as store_accounts
 from callplane.store import clients as store_clients
 from callplane.store import numbers as store_numbers
 from callplane.store.clients import ClientRecord
@@ -177,7 +176,8 @@ class InboundRouter:
             if route is not None:
                 return route
         caller = uri_user(incoming.from_uri)
-        client = await store_clients.by_login(self.db, caller) if caller else None
+        found = await store_clients.with_account_status(self.db, caller) if caller else None
+        client, client_account = found if found is not None else (None, "")
         if client is not None and not trusted:
             if self.digest is None:
                 client = None
@@ -185,7 +185,7 @@ class InboundRouter:
                 refusal = self._authenticate(client, incoming.request_uri, credentials, body, now)
                 if refusal is not None:
                     return refusal
-        if client is not None and not await self._active(client.account_sid):
+        if client is not None and client_account != "active":
             log.info("INVITE from Client %r refused: its account %s is not active", client.login, client.account_sid)
             return Refusal(403, "Forbidden")
         if client is None and not trusted and not self.policy.allow_anonymous:
@@ -209,10 +209,6 @@ class InboundRouter:
             )
         log.info("INVITE %s -> %s: no number or Client application, 404", incoming.from_uri, incoming.request_uri)
         return Refusal(404, "Not Found")
-
-    async def _active(self, account_sid: str) -> bool:
-        account = await store_accounts.get(self.db, account_sid)
-        return account is not None and account.status == "active"
 
     async def _number_route(self, e164: str) -> Route | Refusal | None:
         """The application of the number ``e164`` when it has one (``403`` when its account is not active)."""

@@ -20,9 +20,21 @@ from callplane.core.ids import IdSource
 from callplane.core.secrets import digest_ha1
 from callplane.store import registrations
 from callplane.store.db import Database, from_us, to_us
+from callplane.store.schema import accounts
 from callplane.store.schema import clients as t
 
-__all__ = ["ClientRecord", "add", "by_login", "get", "list_for", "new", "remove", "seed", "update"]
+__all__ = [
+    "ClientRecord",
+    "add",
+    "by_login",
+    "get",
+    "list_for",
+    "new",
+    "remove",
+    "seed",
+    "update",
+    "with_account_status",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +77,7 @@ def new(sid: str, account_sid: str, login: str, password: str, *, realm: str, no
     )
 
 
-def _record(r: RowMapping) -> ClientRecord:
+def _record(r: RowMapping | Mapping[str, Any]) -> ClientRecord:
     row = dict(r)
     row["date_created"] = from_us(row["date_created"])
     row["date_updated"] = from_us(row["date_updated"])
@@ -99,6 +111,24 @@ async def by_login(db: Database, login: str) -> ClientRecord | None:
     (``Database.run``): every inbound INVITE and REGISTER asks, so it takes the store's cheap path."""
     row = await db.run(lambda conn: conn.execute(_BY_LOGIN, {"login": login}).mappings().first())
     return _record(row) if row is not None else None
+
+
+_FOR_LOGIN = (
+    select(t, accounts.c.status.label("account_status"))
+    .join(accounts, accounts.c.sid == t.c.account_sid)
+    .where(t.c.login == bindparam("login"))
+)
+
+
+async def with_account_status(db: Database, login: str) -> tuple[ClientRecord, str] | None:
+    """The Client with ``login`` and its account's status, in one query on the store's cheap path (a suspended or
+    closed account's Clients neither register nor call)."""
+    row = await db.run(lambda conn: conn.execute(_FOR_LOGIN, {"login": login}).mappings().first())
+    if row is None:
+        return None
+    values = dict(row)
+    status = str(values.pop("account_status"))
+    return _record(values), status
 
 
 async def list_for(db: Database, account_sid: str) -> list[ClientRecord]:
