@@ -1,8 +1,8 @@
 """The parts of ``bench/call_cps.py --dial`` that are not the node: the caller's SIPp scenario and its audio, the
 callee's RCML, the provisioned number, and SIPp's per-second statistics.
 
-The bridged call it drives: SIPp (UAC) INVITEs ``NUMBER`` at the node offering PCMU, and once answered plays a
-tone from a pcap (``play_pcap_audio``: 20 ms PCMU packets on its own clock) for the hold time, then sends BYE. The
+The bridged call it drives: SIPp (UAC) INVITEs ``NUMBER`` at the node offering PCMU on a port of the caller's
+audio process (``bench/rig_rtp.py``, which plays a tone for the hold time), and sends BYE after the hold time. The
 node runs the number's VoiceUrl, ``<Dial><Sip>`` to a SIPp UAS whose ``-rtp_echo`` returns every packet, and
 bridges the two legs: the tone crosses to the callee and its echo comes back. With several workers, a kamailio
 dispatcher (:func:`dispatcher_config`) in front of the node spreads the INVITEs over the workers' SIP ports.
@@ -11,13 +11,10 @@ dispatcher (:func:`dispatcher_config`) in front of the node spreads the INVITEs 
 from __future__ import annotations
 
 import csv
-import struct
 from datetime import UTC, datetime
 from pathlib import Path
 
 from callplane.core.ids import IdSource
-from callplane.media import g711
-from callplane.media.sources import ToneSource
 
 __all__ = [
     "NUMBER",
@@ -26,13 +23,9 @@ __all__ = [
     "max_concurrent",
     "provision",
     "uac_scenario",
-    "write_tone_pcap",
 ]
 
 NUMBER = "+15550100"  # the number the trunk (SIPp) calls; VoiceUrl -> dial_rcml
-_PCAP_HEADER = struct.Struct("<IHHiIII")
-_RECORD = struct.Struct("<IIII")
-_RTP = struct.Struct("!BBHII")
 
 
 def dial_rcml(callee_port: int, host: str = "127.0.0.1") -> str:
@@ -40,9 +33,9 @@ def dial_rcml(callee_port: int, host: str = "127.0.0.1") -> str:
     return f"<Response><Dial><Sip>sip:callee@{host}:{callee_port}</Sip></Dial></Response>"
 
 
-def uac_scenario(hold_ms: int, pcap: Path) -> str:
-    """SIPp UAC: INVITE [service] (PCMU + telephone-event), ACK, play ``pcap`` to the answer's media address, hold
-    for ``hold_ms`` (from the ACK), BYE. The pcap must last at least the hold time (``write_tone_pcap``)."""
+def uac_scenario(hold_ms: int) -> str:
+    """SIPp UAC: INVITE [service] offering PCMU + telephone-event on the port of its ``-inf`` line (``[field0]``:
+    the caller's audio, ``bench/rig_rtp.py``, plays from it), ACK, hold for ``hold_ms`` (from the ACK), BYE."""
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="bridged caller: tone for {hold_ms} ms, then BYE">
@@ -63,7 +56,7 @@ def uac_scenario(hold_ms: int, pcap: Path) -> str:
       s=-
       c=IN IP[media_ip_type] [media_ip]
       t=0 0
-      m=audio [media_port] RTP/AVP 0 101
+      m=audio [field0] RTP/AVP 0 101
       a=rtpmap:0 PCMU/8000
       a=rtpmap:101 telephone-event/8000
       a=fmtp:101 0-15
@@ -84,7 +77,6 @@ def uac_scenario(hold_ms: int, pcap: Path) -> str:
       Max-Forwards: 70
       Content-Length: 0
     ]]></send>
-  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>
   <pause milliseconds="{hold_ms}"/>
   <send retrans="500"><![CDATA[
       BYE [next_url] SIP/2.0
@@ -102,28 +94,6 @@ def uac_scenario(hold_ms: int, pcap: Path) -> str:
   <ResponseTimeRepartition value="10, 20, 50, 100, 200, 500, 1000"/>
 </scenario>
 """
-
-
-def write_tone_pcap(path: Path, seconds: float, hz: float = 1000.0, amplitude: float = 0.3) -> int:
-    """A classic libpcap file (Ethernet, IPv4, UDP) of ``seconds`` of PCMU RTP, one 20 ms packet every 20 ms
-    (capture timestamps), sequence and timestamp consecutive: what ``play_pcap_audio`` replays. Addresses and
-    ports in it are placeholders (SIPp sends from its media port to the answer's). Returns the packet count."""
-    tone = ToneSource([hz], None, amplitude)
-    frames = round(seconds * 50)
-    ids = IdSource()
-    ssrc = ids.ssrc()
-    out = bytearray(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-    for k in range(frames):
-        rtp = _RTP.pack(0x80, 0x80 if k == 0 else 0, k & 0xFFFF, (160 * k) & 0xFFFFFFFF, ssrc)
-        rtp += g711.encode(tone.read() or b"", g711.PCMU)
-        udp = struct.pack("!HHHH", 40000, 40002, 8 + len(rtp), 0) + rtp
-        lo = bytes([127, 0, 0, 1])
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), k & 0xFFFF, 0, 64, 17, 0, lo, lo)
-        frame = bytes(12) + b"\x08\x00" + ip + udp
-        usec = k * 20_000
-        out += _RECORD.pack(usec // 1_000_000, usec % 1_000_000, len(frame), len(frame)) + frame
-    path.write_bytes(bytes(out))
-    return frames
 
 
 async def provision(db_url: str, account: str, token: str, voice_url: str, status_callback: str | None) -> str:
