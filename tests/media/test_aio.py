@@ -108,16 +108,25 @@ async def test_latches_to_the_peer_and_a_stranger_neither_moves_audio_nor_inject
         stranger.close()
 
 
-async def test_strangers_random_packets_through_the_adapter_change_nothing(engine: MediaEngine, peer: RawPeer) -> None:
-    """Fuzz the source address through the real receive path: after the peer latched, random packets (RTP-shaped or
-    not, telephone-events included) from other sockets move nothing, report nothing and stop nothing."""
+@pytest.mark.parametrize("sdp", ["peer", "decoy"])
+async def test_strangers_random_packets_through_the_adapter_change_nothing(
+    engine: MediaEngine, peer: RawPeer, sdp: str
+) -> None:
+    """Fuzz the source address through the real receive path: after the peer spoke, random packets (RTP-shaped or
+    not, telephone-events included) from other sockets move nothing, report nothing and stop nothing. With the SDP
+    naming the peer itself, the reader modes pin the socket to it and the kernel drops the strangers' packets; with
+    a decoy in the SDP and the peer latched (two accepted sources), the leg's own check drops and counts them."""
     rng = random.Random(4733)
     strangers = [RawPeer() for _ in range(4)]
+    decoy = RawPeer()
     try:
         leg_id, port = engine.create_leg()
-        engine.set_remote(leg_id, "127.0.0.1", peer.port)
+        engine.set_remote(leg_id, "127.0.0.1", peer.port if sdp == "peer" else decoy.port)
         peer.send(build(0, 1, 0, 1234, b"\xff" * 160), port)
         await peer.recv(2)
+        while not engine.events.empty():
+            engine.events.get_nowait()  # the latch to the peer, with the decoy
+        pinned = sdp == "peer" and engine.io_mode != "protocol"
         rtp_shaped = 0  # sure to reach the source check (a random body may too, if it looks like RTP v2)
         for k in range(200):
             pt = rng.choice([0, 8, 101, 13, 200, 127])
@@ -127,7 +136,7 @@ async def test_strangers_random_packets_through_the_adapter_change_nothing(engin
             rtp_shaped += bool(k % 4) and to == port
             rng.choice(strangers).send(pkt, to)
         for _ in range(100):
-            if engine.leg(leg_id).foreign_packets >= rtp_shaped:
+            if pinned or engine.leg(leg_id).foreign_packets >= rtp_shaped:
                 break
             await asyncio.sleep(0.02)
         await peer.recv(10)  # the ticker ran on: the leg still sends to its peer, and only to it
@@ -135,13 +144,53 @@ async def test_strangers_random_packets_through_the_adapter_change_nothing(engin
         while not engine.events.empty():
             queued.append(engine.events.get_nowait())
         assert not [e for e in queued if isinstance(e, DigitReceived | RemoteLatched)]
-        assert engine.leg(leg_id).remote == peer.addr and engine.leg(leg_id).foreign_packets >= rtp_shaped
+        assert engine.leg(leg_id).remote == peer.addr
+        rtp_foreign = engine.leg(leg_id).foreign_packets
+        if pinned:  # only the RTCP socket's share reached a check: the RTP socket never saw a stranger
+            assert rtp_foreign <= 200 - rtp_shaped
+        else:
+            assert rtp_foreign >= rtp_shaped
         for s in strangers:
             with pytest.raises(BlockingIOError):
                 s.sock.recvfrom(2048)
     finally:
-        for s in strangers:
+        for s in strangers + [decoy]:
             s.close()
+
+
+async def test_the_socket_is_pinned_to_a_peer_at_its_sdp_address_until_a_new_address_unpins_it(
+    peer: RawPeer,
+) -> None:
+    """Pinned, a stranger's datagram is refused by the kernel (ICMP port unreachable: its connected socket sees
+    ECONNREFUSED); after ``set_remote`` names a new address the latch window is open to any source again, so a
+    peer behind NAT answering a re-INVITE latches as before."""
+    engine = MediaEngine(port_range=(30000, 60000), rtcp_interval=3600.0)
+    await engine.start()
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    nat, moved = RawPeer(), RawPeer()
+    try:
+        leg_id, port = engine.create_leg()
+        engine.set_remote(leg_id, "127.0.0.1", peer.port)
+        peer.send(build(0, 1, 0, 1234, b"\xff" * 160), port)
+        await peer.recv(2)
+        stranger.bind(("127.0.0.1", 0))
+        stranger.connect(("127.0.0.1", port))
+        stranger.send(build(0, 1, 0, 0xBAD, b"\x00" * 160))
+        stranger.settimeout(2.0)
+        with pytest.raises(ConnectionRefusedError):
+            stranger.recv(2048)
+        assert engine.leg(leg_id).foreign_packets == 0 and engine.leg(leg_id).remote == peer.addr
+        # a re-INVITE moves the media to an address the peer does not send from (its NAT's is another)
+        engine.set_remote(leg_id, "127.0.0.1", moved.port)
+        nat.send(build(0, 2, 160, 1234, b"\xff" * 160), port)
+        assert await next_event(engine, RemoteLatched) == RemoteLatched(leg_id, "127.0.0.1", nat.port)
+        pkts = await nat.recv(3)
+        assert {p.ssrc for p in pkts} == {engine.leg(leg_id).ssrc}
+    finally:
+        stranger.close()
+        nat.close()
+        moved.close()
+        await engine.close()
 
 
 async def test_set_remote_takes_no_host_name(engine: MediaEngine) -> None:

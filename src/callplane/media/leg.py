@@ -489,6 +489,21 @@ class RtpLeg:
         self._buffering = False
         return False
 
+    @property
+    def rtp_source(self) -> Addr | None:
+        """The accepted RTP source once learned (the SDP address or the latched one)."""
+        return self._rtp_from
+
+    def sole_source(self) -> Addr | None:
+        """The one address RTP is accepted from and sent to, once the peer spoke from its SDP address (no other
+        address can be learned from then on, until ``set_remote`` names a new one); ``None`` otherwise. The adapter
+        may connect the socket to it: the kernel then filters sources, and no address is parsed or built per
+        packet."""
+        src = self._rtp_from
+        if src is not None and src == self._sdp and src == self.remote:
+            return src
+        return None
+
     def _learn_rtp(self, addr: Addr, now: float) -> bool:
         """Whether RTP from ``addr`` (not the accepted source) is accepted from now on; latches if so."""
         sdp = self._sdp
