@@ -30,7 +30,8 @@ Events (``events.py``, frozen values): ``DigitReceived(leg_id, digit, duration_m
 on), ``SourceFinished`` (the leg's source returned None; silence follows),
 ``RecordingFinished(leg_id, reason, duration_s, digit, path)`` (after the WAV is written off the loop),
 ``RemoteLatched`` (symmetric RTP moved the remote address: only inside the latch window after ``set_remote``;
-packets from any other source are dropped and counted in ``RtpLeg.foreign_packets``).
+packets from any other source are dropped and counted in ``RtpLeg.foreign_packets``, or dropped by the kernel once
+the socket is pinned to a peer that speaks from its SDP address: see ``aio``).
 
 Modules: ``sources`` (Source/Sink protocol, silence, tone, PCM), ``rtp``/``rtcp`` (RFC 3550 packets),
 ``g711``, ``jitter`` (adaptive reorder buffer), ``dtmf`` (RFC 4733 send/receive, Goertzel), ``energy``, ``recorder``,
