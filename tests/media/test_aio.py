@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -191,6 +192,26 @@ async def test_the_socket_is_pinned_to_a_peer_at_its_sdp_address_until_a_new_add
         nat.close()
         moved.close()
         await engine.close()
+
+
+async def test_after_a_stall_a_leg_hears_current_audio_not_seconds_of_backlog(
+    engine: MediaEngine, peer: RawPeer
+) -> None:
+    """The loop stalls for 1.5 s while the peer sends 3 s of audio: what waits in the socket for the leg is bounded
+    (under a second of it), the rest is dropped by the kernel, so the leg is current again at once."""
+    leg_id, port = engine.create_leg()
+    engine.set_remote(leg_id, "127.0.0.1", peer.port)
+    peer.send(build(0, 0, 0, 1234, b"\xff" * 160), port)
+    await peer.recv(2)
+    before = engine.leg(leg_id).packets_received
+    time.sleep(0.2)  # the loop is blocked from here on
+    for k in range(1, 151):
+        peer.send(build(0, k, 160 * k, 1234, b"\xff" * 160), port)
+    time.sleep(1.3)
+    for _ in range(20):
+        await asyncio.sleep(0.05)  # the loop drains what the socket kept
+    taken = engine.leg(leg_id).packets_received - before
+    assert 1 <= taken <= 50  # about 40 on loopback: 0.8 s of audio, not 3 s
 
 
 async def test_set_remote_takes_no_host_name(engine: MediaEngine) -> None:
