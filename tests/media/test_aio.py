@@ -136,6 +136,8 @@ async def test_strangers_random_packets_through_the_adapter_change_nothing(
             to = rng.choice([port, port + 1])
             rtp_shaped += bool(k % 4) and to == port
             rng.choice(strangers).send(pkt, to)
+            if k % 4 == 3:
+                await asyncio.sleep(0.02)  # read as they come (poll reads 4 a tick): a socket queues under 1 s
         for _ in range(100):
             if pinned or engine.leg(leg_id).foreign_packets >= rtp_shaped:
                 break
