@@ -125,6 +125,8 @@ class _RtpIn(asyncio.DatagramProtocol):
     for "protocol" (the loop's own UDP transport reads, in C with uvloop, and hands us each datagram). Once per
     packet: what they use is bound here, not looked up each time."""
 
+    __slots__ = ("_clock", "_receive", "_recv", "_recvfrom", "_socks", "_tried", "engine", "leg", "pinned", "socks")
+
     def __init__(self, leg: RtpLeg, engine: MediaEngine, socks: _Socks, clock: Callable[[], float]) -> None:
         self.leg = leg
         self.engine = engine

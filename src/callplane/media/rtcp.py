@@ -214,6 +214,20 @@ def ntp_timestamp(unix_seconds: float) -> int:
 class ReceptionStats:
     """Per-source receive counters for report blocks (RFC 3550 §6.4.1 and Appendix A.1, A.3, A.8)."""
 
+    __slots__ = (
+        "_expected_prior",
+        "_received_prior",
+        "_transit",
+        "base_seq",
+        "cycles",
+        "jitter",
+        "last_sr",
+        "last_sr_at",
+        "max_seq",
+        "received",
+        "ssrc",
+    )
+
     def __init__(self, ssrc: int, first_seq: int) -> None:
         self.ssrc = ssrc
         self.base_seq = first_seq
