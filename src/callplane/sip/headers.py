@@ -421,8 +421,21 @@ class Address(TextOnce, _WithParams):
         cached = _ADDRESS_CACHE.get(text)
         if cached is not None:
             return cached
+        # A From or To with a new tag (every call brings two) is a remembered address plus ``;tag=``: the text before
+        # the tag is looked up, and only a full parse remembers it. A tag is a token, so the split is the last
+        # parameter's boundary (no quote or ``>`` can follow it).
+        head, sep, tag = text.rpartition(";tag=")
+        tagged = bool(sep) and bool(tag) and TOKEN_CHARS.issuperset(tag)
+        if tagged:
+            base = _ADDRESS_CACHE.get(head)
+            if base is not None:
+                address = cls(base.uri, base.display_name, (*base.params, ("tag", tag)))
+                remember(_ADDRESS_CACHE, text, address)
+                return address
         address = cls._parse(text)
         remember(_ADDRESS_CACHE, text, address)
+        if tagged and address.params and address.params[-1] == ("tag", tag):
+            remember(_ADDRESS_CACHE, head, cls(address.uri, address.display_name, address.params[:-1]))
         return address
 
     @classmethod
