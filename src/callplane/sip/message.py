@@ -263,8 +263,11 @@ class Headers:
         first: dict[str, str] | None = self._cache.get("")
         if first is None:
             first = self.first_values()
-        if key not in first:
+        value = first.get(key)
+        if value is None:
             return []  # the usual answer for Require, Record-Route, Route...: no scan of the lines
+        if len(first) == len(self._lines):  # no name on two lines (the usual message): ``value`` is its only line
+            return split_list(value) if key in _LIST_HEADERS else [value]
         values = [v for k, _, v in self._lines if k == key]
         if key in _LIST_HEADERS:
             if len(values) == 1:
@@ -504,7 +507,8 @@ class Message:
     @property
     def contacts(self) -> list[Address]:
         """Contact addresses (``*`` is skipped; check ``headers.get("contact") == "*"`` for REGISTER)."""
-        return self.headers.typed("contact:all", _contacts)
+        value: list[Address] | None = self.headers._cache.get("contact:all")
+        return value if value is not None else self.headers.typed("contact:all", _contacts)
 
     @property
     def max_forwards(self) -> int | None:
