@@ -429,7 +429,10 @@ def _cseq(h: Headers) -> CSeq:
 
 
 def _max_forwards(h: Headers) -> int | None:
-    value = h.get("max-forwards")
+    return _max_forwards_of(h.get("max-forwards"))
+
+
+def _max_forwards_of(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
@@ -520,29 +523,44 @@ class Message:
         return value.strip() if value is not None else None
 
     def validate(self) -> None:
-        """Check the mandatory headers and parse the top Via, From, To and CSeq (raises SipParseError)."""
-        headers = self.headers
-        first = headers.first_values()
-        for key, label in _MANDATORY:
-            if key not in first:
-                raise SipParseError(f"missing mandatory header {label}")
-        # The views are stored directly (what the properties would cache): this runs for every message received.
-        cache = headers._cache
-        call_id = first["call-id"].strip()
-        if not call_id:
-            raise SipParseError("malformed Call-ID")
-        cache["call-id"] = call_id
-        if "via" not in cache:
-            vias = split_list(first["via"])  # as _top_via, with the first-value map at hand
-            if not vias:
-                raise SipParseError("malformed Via")
-            cache["via"] = Via.parse(vias[0])
-        if "from" not in cache:
-            cache["from"] = Address.parse(first["from"])
-        if "to" not in cache:
-            cache["to"] = Address.parse(first["to"])
-        if "cseq" not in cache:
-            cache["cseq"] = CSeq.parse(first["cseq"])
+        """Check the mandatory headers and parse the top Via, From, To and CSeq (raises SipParseError); a request's
+        CSeq method must be its method, and its Max-Forwards is parsed too."""
+        _validate(self, self.headers.first_values())
+
+
+def _validate(msg: Message, first: dict[str, str]) -> None:
+    """:meth:`Message.validate` with the first-value map at hand (parse_message runs it on every message)."""
+    for key, label in _MANDATORY:
+        if key not in first:
+            raise SipParseError(f"missing mandatory header {label}")
+    # The views are stored directly (what the properties would cache).
+    cache = msg.headers._cache
+    call_id = first["call-id"].strip()
+    if not call_id:
+        raise SipParseError("malformed Call-ID")
+    cache["call-id"] = call_id
+    if "via" not in cache:
+        via = first["via"]  # the top value, as _top_via takes it
+        if "," in via:
+            vias = split_list(via)
+            via = vias[0] if vias else ""
+        else:
+            via = via.strip()
+        if not via:
+            raise SipParseError("malformed Via")
+        cache["via"] = Via.parse(via)
+    if "from" not in cache:
+        cache["from"] = Address.parse(first["from"])
+    if "to" not in cache:
+        cache["to"] = Address.parse(first["to"])
+    cseq: CSeq | None = cache.get("cseq")
+    if cseq is None:
+        cseq = cache["cseq"] = CSeq.parse(first["cseq"])
+    if isinstance(msg, Request):
+        if cseq.method != msg.method:
+            raise SipParseError("CSeq method does not match the request method")
+        if "max-forwards" not in cache:  # parsed now (raises on a malformed value), as the property would
+            cache["max-forwards"] = _max_forwards_of(first.get("max-forwards"))
 
 
 class Request(Message):
@@ -561,14 +579,6 @@ class Request(Message):
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
-
-    def validate(self) -> None:
-        super().validate()
-        cache = self.headers._cache
-        if cache["cseq"].method != self.method:
-            raise SipParseError("CSeq method does not match the request method")
-        if "max-forwards" not in cache:  # parsed now (raises on a malformed value), as the property would
-            cache["max-forwards"] = _max_forwards(self.headers)
 
     def create_response(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
         """A response per §8.2.6.2: Via lines, From, Call-ID and CSeq copied; To copied, with ``to_tag`` added if it
@@ -766,8 +776,10 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             raise _fail("headers in Request-URI", msg)  # §19.1.5 (RFC 4475 §3.1.2.11)
     _parse_headers(lines, msg, "\n " in text or "\n\t" in text)
     partial = msg if isinstance(msg, Request) else None
+    headers = msg.headers
+    first = headers.first_values()
     # Body (§18.3 / §20.14).
-    length_text = msg.headers.get("content-length")
+    length_text = first.get("content-length")
     if length_text is None:
         if stream:
             raise _fail("missing Content-Length on a stream", partial)
@@ -781,7 +793,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             raise _fail("body shorter than Content-Length", partial)
         msg.body = data[body_start : body_start + length]
     try:
-        msg.validate()
+        _validate(msg, first)
     except SipParseError as exc:
         raise _fail(str(exc), partial, exc.status or 400) from None
     return msg
