@@ -176,6 +176,7 @@ _COPIED_SET = frozenset(_COPIED)
 _COPIED_VIEWS = ("via", "via:all", "from", "to", "call-id", "cseq")  # the parsed views a response shares
 
 _MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+_MANDATORY_KEYS = frozenset(key for key, _ in _MANDATORY)
 
 
 class FramingError(SipParseError):
@@ -530,9 +531,10 @@ class Message:
 
 def _validate(msg: Message, first: dict[str, str]) -> None:
     """:meth:`Message.validate` with the first-value map at hand (parse_message runs it on every message)."""
-    for key, label in _MANDATORY:
-        if key not in first:
-            raise SipParseError(f"missing mandatory header {label}")
+    if not _MANDATORY_KEYS <= first.keys():
+        for key, label in _MANDATORY:
+            if key not in first:
+                raise SipParseError(f"missing mandatory header {label}")
     # The views are stored directly (what the properties would cache).
     cache = msg.headers._cache
     call_id = first["call-id"].strip()
@@ -586,13 +588,23 @@ class Request(Message):
         src = self.headers
         h = Headers()
         lines = h._lines
-        copied: dict[str, tuple[str, str, str]] = {}
-        for line in src._lines:
-            key = line[0]
-            if key == "via":
-                lines.append(line)
-            elif key in _COPIED_SET and key not in copied:
-                copied[key] = line
+        src_lines = src._lines
+        first = src._cache.get("")
+        copied: dict[str, tuple[str, str, str]]
+        if first is not None and len(first) == len(src_lines):
+            # No name on two lines (the usual request, one Via): its lines by name, in one pass.
+            copied = {line[0]: line for line in src_lines}
+            via = copied.get("via")
+            if via is not None:
+                lines.append(via)
+        else:
+            copied = {}
+            for line in src_lines:
+                key = line[0]
+                if key == "via":
+                    lines.append(line)
+                elif key in _COPIED_SET and key not in copied:
+                    copied[key] = line
         cache = h._cache
         src_cache = src._cache
         tagged = False
