@@ -14,6 +14,7 @@ from callplane.sip.headers import (
     SipParseError,
     Via,
     parse_params,
+    quick_init,
     split_list,
 )
 
@@ -260,3 +261,50 @@ def test_a_new_tag_on_a_known_address_reads_as_a_full_parse(text: str) -> None:
                 Address.parse(text.format(bad))
         else:
             assert Address.parse(text.format(bad)) == expected
+
+
+def test_quick_init_makes_the_same_frozen_values_as_the_generated_init() -> None:
+    import dataclasses
+    import inspect
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Plain:
+        a: int
+        b: str = "b"
+        c: tuple[int, ...] = ()
+        memo: str | None = dataclasses.field(default=None, init=False, compare=False)
+
+    @quick_init
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Quick:
+        a: int
+        b: str = "b"
+        c: tuple[int, ...] = ()
+        memo: str | None = dataclasses.field(default=None, init=False, compare=False)
+
+    assert [(p.name, p.default) for p in inspect.signature(Quick).parameters.values()] == [
+        (p.name, p.default) for p in inspect.signature(Plain).parameters.values()
+    ]
+    for args, kwargs in (((1,), {}), ((1, "x"), {"c": (2,)}), ((), {"a": 3, "b": "y"})):
+        quick, plain = Quick(*args, **kwargs), Plain(*args, **kwargs)
+        assert (quick.a, quick.b, quick.c, quick.memo) == (plain.a, plain.b, plain.c, plain.memo)
+        assert quick == Quick(*args, **kwargs) and hash(quick) == hash(Quick(*args, **kwargs))
+        assert repr(quick).replace("Quick", "Plain") == repr(plain)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            quick.a = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Quick()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Quick(1, d=2)  # type: ignore[call-arg]
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class WithFactory:
+        items: list[int] = dataclasses.field(default_factory=list)
+
+    @dataclasses.dataclass(slots=True)
+    class NotFrozen:
+        a: int
+
+    for refused in (WithFactory, NotFrozen):
+        with pytest.raises(TypeError):
+            quick_init(refused)

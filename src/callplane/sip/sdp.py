@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from callplane.core.errors import SipError
-from callplane.sip.headers import TextOnce, remember
+from callplane.sip.headers import TextOnce, quick_init, remember
 
 __all__ = [
     "AUDIO_CODECS",
@@ -62,6 +62,7 @@ class NegotiationError(SipError):
         super().__init__(message, status=488)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Origin:
     """``o=`` (RFC 4566 §5.2). ``version`` grows by one with each new offer or answer (RFC 3264 §8)."""
@@ -88,6 +89,7 @@ class Origin:
         return f"{self.username} {self.session_id} {self.version} {self.nettype} {self.addrtype} {self.address}"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Connection:
     """``c=`` (RFC 4566 §5.7)."""
@@ -112,6 +114,7 @@ class Connection:
         return f"{self.nettype} {self.addrtype} {self.address}"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MediaSection:
     """One ``m=`` section with its lines (RFC 4566 §5.14). ``attributes`` keeps order; flags have value ``None``."""
@@ -192,6 +195,7 @@ def _attribute_lines(attributes: tuple[tuple[str, str | None], ...]) -> list[str
 _ATTRIBUTE_LINES: dict[tuple[tuple[str, str | None], ...], list[str]] = {}
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SessionDescription(TextOnce):
     """A whole SDP body (RFC 4566 §5). ``str()`` ends every line with CRLF."""
@@ -361,6 +365,7 @@ class _SectionBuilder:
 # Offer / answer
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MediaDescription:
     """What the media layer needs to know about the remote side of one call leg.
