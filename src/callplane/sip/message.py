@@ -747,7 +747,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         text = head.decode("utf-8", "surrogateescape")
-    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    lines = text.split("\r\n")
+    if len(lines) == 1:  # no CRLF: bare LF line ends (or a lone start line, the same either way)
+        lines = text.split("\n")
     if not lines or not lines[0]:
         raise _fail("empty message")
     start = lines[0]
@@ -786,7 +788,11 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         if uri.headers is not None:
             _parse_headers(lines, msg)
             raise _fail("headers in Request-URI", msg)  # §19.1.5 (RFC 4475 §3.1.2.11)
-    _parse_headers(lines, msg, "\n " in text or "\n\t" in text)
+    try:
+        _parse_headers(lines, msg, False)  # folding is rare: found by the line that starts with a space or tab
+    except _Folded:
+        msg.headers._lines.clear()
+        _parse_headers(lines, msg)
     partial = msg if isinstance(msg, Request) else None
     headers = msg.headers
     first = headers.first_values()
@@ -816,9 +822,13 @@ _KEYS: dict[str, str] = {}
 _KEYS_MAX = 1024
 
 
+class _Folded(Exception):
+    """A header line starts with a space or tab: parse again with ``folded=True``."""
+
+
 def _parse_headers(lines: list[str], msg: Message, folded: bool = True) -> None:
-    """Append the header lines (``lines[1:]``) to ``msg``. ``folded=False`` promises that no line starts with a space
-    or tab (the caller looked at the whole block at once), which spares the continuation check on every line."""
+    """Append the header lines (``lines[1:]``) to ``msg``. ``folded=False`` spares the continuation check on every
+    line, and raises :class:`_Folded` at a line that starts with a space or tab (a name never does)."""
     out = msg.headers._lines
     keys = _KEYS
     if not folded:
@@ -848,6 +858,8 @@ def _parse_headers(lines: list[str], msg: Message, folded: bool = True) -> None:
 
 def _header_key(name: str, colon: str, msg: Message) -> tuple[str, str]:
     """The canonical key and the name as written of a header line not seen before (or without a colon: raises)."""
+    if name[:1] in (" ", "\t"):
+        raise _Folded  # only without folded=True: a continuation line is joined before its name is looked at
     if not colon:
         raise _fail("malformed header line", msg if isinstance(msg, Request) else None)
     name = name.rstrip()
