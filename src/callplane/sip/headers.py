@@ -614,7 +614,10 @@ class Via(_WithParams):
 
     @property
     def branch(self) -> str | None:
-        return _get(self.params, "branch")
+        params = self.params
+        if params and params[0][0] == "branch":  # where every stack puts it: no scan (read several times per call)
+            return params[0][1]
+        return _get(params, "branch")
 
     @property
     def received(self) -> str | None:
