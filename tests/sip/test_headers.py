@@ -14,6 +14,7 @@ from callplane.sip.headers import (
     SipParseError,
     Via,
     parse_params,
+    quick_init,
     split_list,
 )
 
@@ -230,3 +231,80 @@ def test_an_address_with_our_tag_reads_as_the_tagged_value(text: str) -> None:
     address = Address.parse(text)
     assert address.tagged_text("a1b2") == str(address.with_tag("a1b2"))
     assert Address.parse(address.tagged_text("a1b2")).tag == "a1b2"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sipp <sip:sipp@127.0.0.1:5061>;tag={}",
+        '"A;tag=b" <sip:a@example.com>;x=1;tag={}',
+        "sip:+12125551212@phone2net.com;transport=udp;tag={}",
+        "<sip:a@example.com> ;tag=1;tag={}",
+        '<sip:a@example.com>;x="y;tag=z";tag={}',
+        "<tel:+1555;phone-context=x>;tag={}",
+    ],
+)
+def test_a_new_tag_on_a_known_address_reads_as_a_full_parse(text: str) -> None:
+    """Every call brings a From and a To with a new tag: the address before the tag is remembered, the result is the
+    same value a full parse gives, and a malformed tail is still refused."""
+    first = Address.parse(text.format("t1"))
+    second = Address.parse(text.format("t2-x.Y"))
+    assert first == Address._parse(text.format("t1")) and second == Address._parse(text.format("t2-x.Y"))
+    assert (first.params[-1], second.params[-1]) == (("tag", "t1"), ("tag", "t2-x.Y"))
+    for bad in ("t3>", 't4"', "t 5", "t6;", ""):
+        try:
+            expected: Address | None = Address._parse(text.format(bad))
+        except SipParseError:
+            expected = None
+        if expected is None:
+            with pytest.raises(SipParseError):
+                Address.parse(text.format(bad))
+        else:
+            assert Address.parse(text.format(bad)) == expected
+
+
+def test_quick_init_makes_the_same_frozen_values_as_the_generated_init() -> None:
+    import dataclasses
+    import inspect
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Plain:
+        a: int
+        b: str = "b"
+        c: tuple[int, ...] = ()
+        memo: str | None = dataclasses.field(default=None, init=False, compare=False)
+
+    @quick_init
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Quick:
+        a: int
+        b: str = "b"
+        c: tuple[int, ...] = ()
+        memo: str | None = dataclasses.field(default=None, init=False, compare=False)
+
+    assert [(p.name, p.default) for p in inspect.signature(Quick).parameters.values()] == [
+        (p.name, p.default) for p in inspect.signature(Plain).parameters.values()
+    ]
+    for args, kwargs in (((1,), {}), ((1, "x"), {"c": (2,)}), ((), {"a": 3, "b": "y"})):
+        quick, plain = Quick(*args, **kwargs), Plain(*args, **kwargs)
+        assert (quick.a, quick.b, quick.c, quick.memo) == (plain.a, plain.b, plain.c, plain.memo)
+        assert quick == Quick(*args, **kwargs) and hash(quick) == hash(Quick(*args, **kwargs))
+        assert repr(quick).replace("Quick", "Plain") == repr(plain)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            quick.a = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Quick()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Quick(1, d=2)  # type: ignore[call-arg]
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class WithFactory:
+        items: list[int] = dataclasses.field(default_factory=list)
+
+    @dataclasses.dataclass(slots=True)
+    class NotFrozen:
+        a: int
+
+    for refused in (WithFactory, NotFrozen):
+        with pytest.raises(TypeError):
+            quick_init(refused)

@@ -84,6 +84,29 @@ def test_multi_value_headers_and_order() -> None:
     assert msg.headers.get_all("record-route") == rr
 
 
+def test_a_folded_line_that_looks_like_a_header_continues_the_line_above() -> None:
+    """Folding is found by the line that starts with a space or tab: what came before it is read again as folded."""
+    text = (
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nMax-Forwards: 70\r\nTo: <sip:a@b>\r\n"
+        b"From: <sip:c@d>;tag=1\r\nCall-ID: f1\r\nCSeq: 1 OPTIONS\r\nSubject: lunch\r\n Max-Forwards: 5\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(text)
+    assert msg.headers.get("subject") == "lunch Max-Forwards: 5" and msg.max_forwards == 70
+    assert [n for n, _ in msg.headers] == [
+        "Via",
+        "Max-Forwards",
+        "To",
+        "From",
+        "Call-ID",
+        "CSeq",
+        "Subject",
+        "Content-Length",
+    ]
+    lf = parse_message(text.replace(b"\r\n", b"\n"))
+    assert list(lf.headers) == list(msg.headers)
+
+
 def test_compact_forms_folding_and_unknown_headers() -> None:
     msg = parse_message(load("compact_folded_invite.sip"))
     assert [v.branch for v in msg.vias] == ["z9hG4bK.cmp1", "z9hG4bK.cmp2", "z9hG4bK.cmp3"]

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callplane.sip.sdp import (
+    Connection,
     MediaDescription,
     NegotiationError,
     SdpParseError,
@@ -308,3 +311,19 @@ def test_text_and_codec_choice_are_made_once_per_value_and_do_not_change_equalit
     fresh = SessionDescription._parse(text)  # the same value, without the memos
     assert fresh is not offer and fresh._text is None and fresh.media[0]._choices is None
     assert fresh == offer and hash(fresh) == hash(offer) and hash(fresh.media[0]) == hash(offer.media[0])
+
+
+def test_describe_and_answers_remembered_per_value_follow_every_value() -> None:
+    """The UA and the engine describe the same offer, and every answer to it has the same attribute lines: both are
+    remembered, and a description that shares the offer's media section but not its address or direction is its
+    own."""
+    offer = SessionDescription.parse(SIPP_OFFER)  # no media-level direction
+    assert describe(offer) is describe(offer)
+    moved = replace(offer, connection=Connection.for_address("10.0.0.9"), attributes=(("sendonly", None),))
+    assert moved.media is offer.media
+    assert (describe(moved).address, describe(moved).direction) == ("10.0.0.9", "sendonly")
+    assert (describe(offer).address, describe(offer).direction) == ("127.0.0.1", "sendrecv")
+    first = answer_offer(offer, "127.0.0.1", 40000, session_id="1")
+    held = answer_offer(moved, "127.0.0.1", 40002, session_id="1")
+    assert "a=sendrecv\r\n" in str(first) and "a=recvonly\r\n" in str(held) and "m=audio 40002 " in str(held)
+    assert str(answer_offer(offer, "127.0.0.1", 40000, session_id="1")) == str(first)

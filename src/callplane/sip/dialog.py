@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 
 from callplane.core.errors import SipError
-from callplane.sip.headers import URI, Address, CSeq, Via
+from callplane.sip.headers import URI, Address, CSeq, Via, quick_init
 from callplane.sip.message import DEFAULT_MAX_FORWARDS, Headers, Request, Response
 
 __all__ = [
@@ -74,6 +74,7 @@ TRANSITIONS: dict[tuple[DialogState, DialogEvent], DialogState] = {
 }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DialogId:
     """Call-ID plus local and remote tags (§12): the key of a dialog as seen from our side."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from callplane.sip.headers import quick_init
 from callplane.sip.message import Request
 from callplane.sip.sdp import MediaDescription
 from callplane.sip.transaction_events import Peer, TransactionKey
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class IncomingCall:
     """A new INVITE arrived and was answered 100 Trying (RFC 3261 §13.3.1). Reply with ring/answer/reject.
@@ -55,6 +57,7 @@ class IncomingCall:
     source: tuple[str, int, str]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CallProgress:
     """UAC: a provisional response (180/183...), with early media when it carried SDP."""
@@ -65,6 +68,7 @@ class CallProgress:
     media: MediaDescription | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CallAnswered:
     """UAC: the 2xx arrived and was ACKed; ``media`` is the peer's answer.
@@ -79,6 +83,7 @@ class CallAnswered:
     needs_answer: bool = False
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CallConfirmed:
     """UAS: the ACK for our 2xx arrived; ``media`` is set when the ACK carried the answer to a late offer."""
@@ -87,6 +92,7 @@ class CallConfirmed:
     media: MediaDescription | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CallFailed:
     """UAC: the INVITE ended without a dialog. ``status`` is the final response (408 for Timer B, 503 for a transport
@@ -101,6 +107,7 @@ class CallFailed:
     no_answer: bool = False
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CallCancelled:
     """UAS: the caller hung up before we answered. ``method`` is what it sent: ``"CANCEL"`` (we answered 200 to it
@@ -111,6 +118,7 @@ class CallCancelled:
     method: str = "CANCEL"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CallEnded:
     """A confirmed call ended. ``by`` is ``"remote"`` (BYE received), ``"local"`` (our BYE) or ``"timeout"`` (no ACK
@@ -122,6 +130,7 @@ class CallEnded:
     reason: str = "OK"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MediaUpdated:
     """The peer's media changed in a re-INVITE (either side's): hold (``media.held``), resume, new address."""
@@ -131,6 +140,7 @@ class MediaUpdated:
     sdp: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ReinviteFailed:
     """Our re-INVITE got a non-2xx final (491, 488...); the call keeps its previous media."""
@@ -140,6 +150,7 @@ class ReinviteFailed:
     reason: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ReinviteReceived:
     """The peer's re-INVITE, handed to the engine instead of being answered (a call with re-INVITE relay on, e.g. one
@@ -154,6 +165,7 @@ class ReinviteReceived:
     headers: tuple[tuple[str, str], ...]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ReinviteCancelled:
     """The peer CANCELed a re-INVITE we had not answered yet (we sent 200 to the CANCEL and 487 to the re-INVITE);
@@ -162,6 +174,7 @@ class ReinviteCancelled:
     call: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DtmfReceived:
     """A digit in an in-dialog INFO (``application/dtmf-relay`` or ``application/dtmf``); duration in ms if given."""
@@ -171,6 +184,7 @@ class DtmfReceived:
     duration: int | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RegisterReceived:
     """A REGISTER for our registrar (when the endpoint serves one). The engine runs
@@ -182,6 +196,7 @@ class RegisterReceived:
     source: Peer
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Registered:
     """REGISTER client: the registrar accepted us; ``expires`` is what it granted (0 after an unregister)."""
@@ -190,6 +205,7 @@ class Registered:
     expires: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RegistrationFailed:
     """REGISTER client: a final failure (after at most one authentication round)."""

@@ -176,6 +176,7 @@ _COPIED_SET = frozenset(_COPIED)
 _COPIED_VIEWS = ("via", "via:all", "from", "to", "call-id", "cseq")  # the parsed views a response shares
 
 _MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+_MANDATORY_KEYS = frozenset(key for key, _ in _MANDATORY)
 
 
 class FramingError(SipParseError):
@@ -263,8 +264,11 @@ class Headers:
         first: dict[str, str] | None = self._cache.get("")
         if first is None:
             first = self.first_values()
-        if key not in first:
+        value = first.get(key)
+        if value is None:
             return []  # the usual answer for Require, Record-Route, Route...: no scan of the lines
+        if len(first) == len(self._lines):  # no name on two lines (the usual message): ``value`` is its only line
+            return split_list(value) if key in _LIST_HEADERS else [value]
         values = [v for k, _, v in self._lines if k == key]
         if key in _LIST_HEADERS:
             if len(values) == 1:
@@ -426,7 +430,10 @@ def _cseq(h: Headers) -> CSeq:
 
 
 def _max_forwards(h: Headers) -> int | None:
-    value = h.get("max-forwards")
+    return _max_forwards_of(h.get("max-forwards"))
+
+
+def _max_forwards_of(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
@@ -504,7 +511,8 @@ class Message:
     @property
     def contacts(self) -> list[Address]:
         """Contact addresses (``*`` is skipped; check ``headers.get("contact") == "*"`` for REGISTER)."""
-        return self.headers.typed("contact:all", _contacts)
+        value: list[Address] | None = self.headers._cache.get("contact:all")
+        return value if value is not None else self.headers.typed("contact:all", _contacts)
 
     @property
     def max_forwards(self) -> int | None:
@@ -516,29 +524,45 @@ class Message:
         return value.strip() if value is not None else None
 
     def validate(self) -> None:
-        """Check the mandatory headers and parse the top Via, From, To and CSeq (raises SipParseError)."""
-        headers = self.headers
-        first = headers.first_values()
+        """Check the mandatory headers and parse the top Via, From, To and CSeq (raises SipParseError); a request's
+        CSeq method must be its method, and its Max-Forwards is parsed too."""
+        _validate(self, self.headers.first_values())
+
+
+def _validate(msg: Message, first: dict[str, str]) -> None:
+    """:meth:`Message.validate` with the first-value map at hand (parse_message runs it on every message)."""
+    if not _MANDATORY_KEYS <= first.keys():
         for key, label in _MANDATORY:
             if key not in first:
                 raise SipParseError(f"missing mandatory header {label}")
-        # The views are stored directly (what the properties would cache): this runs for every message received.
-        cache = headers._cache
-        call_id = first["call-id"].strip()
-        if not call_id:
-            raise SipParseError("malformed Call-ID")
-        cache["call-id"] = call_id
-        if "via" not in cache:
-            vias = split_list(first["via"])  # as _top_via, with the first-value map at hand
-            if not vias:
-                raise SipParseError("malformed Via")
-            cache["via"] = Via.parse(vias[0])
-        if "from" not in cache:
-            cache["from"] = Address.parse(first["from"])
-        if "to" not in cache:
-            cache["to"] = Address.parse(first["to"])
-        if "cseq" not in cache:
-            cache["cseq"] = CSeq.parse(first["cseq"])
+    # The views are stored directly (what the properties would cache).
+    cache = msg.headers._cache
+    call_id = first["call-id"].strip()
+    if not call_id:
+        raise SipParseError("malformed Call-ID")
+    cache["call-id"] = call_id
+    if "via" not in cache:
+        via = first["via"]  # the top value, as _top_via takes it
+        if "," in via:
+            vias = split_list(via)
+            via = vias[0] if vias else ""
+        else:
+            via = via.strip()
+        if not via:
+            raise SipParseError("malformed Via")
+        cache["via"] = Via.parse(via)
+    if "from" not in cache:
+        cache["from"] = Address.parse(first["from"])
+    if "to" not in cache:
+        cache["to"] = Address.parse(first["to"])
+    cseq: CSeq | None = cache.get("cseq")
+    if cseq is None:
+        cseq = cache["cseq"] = CSeq.parse(first["cseq"])
+    if isinstance(msg, Request):
+        if cseq.method != msg.method:
+            raise SipParseError("CSeq method does not match the request method")
+        if "max-forwards" not in cache:  # parsed now (raises on a malformed value), as the property would
+            cache["max-forwards"] = _max_forwards_of(first.get("max-forwards"))
 
 
 class Request(Message):
@@ -558,27 +582,29 @@ class Request(Message):
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
 
-    def validate(self) -> None:
-        super().validate()
-        cache = self.headers._cache
-        if cache["cseq"].method != self.method:
-            raise SipParseError("CSeq method does not match the request method")
-        if "max-forwards" not in cache:  # parsed now (raises on a malformed value), as the property would
-            cache["max-forwards"] = _max_forwards(self.headers)
-
     def create_response(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
         """A response per §8.2.6.2: Via lines, From, Call-ID and CSeq copied; To copied, with ``to_tag`` added if it
         has none (not on 100). Timestamp is copied into a 100 (§8.2.6.1)."""
         src = self.headers
         h = Headers()
         lines = h._lines
-        copied: dict[str, tuple[str, str, str]] = {}
-        for line in src._lines:
-            key = line[0]
-            if key == "via":
-                lines.append(line)
-            elif key in _COPIED_SET and key not in copied:
-                copied[key] = line
+        src_lines = src._lines
+        first = src._cache.get("")
+        copied: dict[str, tuple[str, str, str]]
+        if first is not None and len(first) == len(src_lines):
+            # No name on two lines (the usual request, one Via): its lines by name, in one pass.
+            copied = {line[0]: line for line in src_lines}
+            via = copied.get("via")
+            if via is not None:
+                lines.append(via)
+        else:
+            copied = {}
+            for line in src_lines:
+                key = line[0]
+                if key == "via":
+                    lines.append(line)
+                elif key in _COPIED_SET and key not in copied:
+                    copied[key] = line
         cache = h._cache
         src_cache = src._cache
         tagged = False
@@ -721,7 +747,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         text = head.decode("utf-8", "surrogateescape")
-    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    lines = text.split("\r\n")
+    if len(lines) == 1:  # no CRLF: bare LF line ends (or a lone start line, the same either way)
+        lines = text.split("\n")
     if not lines or not lines[0]:
         raise _fail("empty message")
     start = lines[0]
@@ -760,10 +788,16 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         if uri.headers is not None:
             _parse_headers(lines, msg)
             raise _fail("headers in Request-URI", msg)  # §19.1.5 (RFC 4475 §3.1.2.11)
-    _parse_headers(lines, msg, "\n " in text or "\n\t" in text)
+    try:
+        _parse_headers(lines, msg, False)  # folding is rare: found by the line that starts with a space or tab
+    except _Folded:
+        msg.headers._lines.clear()
+        _parse_headers(lines, msg)
     partial = msg if isinstance(msg, Request) else None
+    headers = msg.headers
+    first = headers.first_values()
     # Body (§18.3 / §20.14).
-    length_text = msg.headers.get("content-length")
+    length_text = first.get("content-length")
     if length_text is None:
         if stream:
             raise _fail("missing Content-Length on a stream", partial)
@@ -777,7 +811,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             raise _fail("body shorter than Content-Length", partial)
         msg.body = data[body_start : body_start + length]
     try:
-        msg.validate()
+        _validate(msg, first)
     except SipParseError as exc:
         raise _fail(str(exc), partial, exc.status or 400) from None
     return msg
@@ -788,9 +822,13 @@ _KEYS: dict[str, str] = {}
 _KEYS_MAX = 1024
 
 
+class _Folded(Exception):
+    """A header line starts with a space or tab: parse again with ``folded=True``."""
+
+
 def _parse_headers(lines: list[str], msg: Message, folded: bool = True) -> None:
-    """Append the header lines (``lines[1:]``) to ``msg``. ``folded=False`` promises that no line starts with a space
-    or tab (the caller looked at the whole block at once), which spares the continuation check on every line."""
+    """Append the header lines (``lines[1:]``) to ``msg``. ``folded=False`` spares the continuation check on every
+    line, and raises :class:`_Folded` at a line that starts with a space or tab (a name never does)."""
     out = msg.headers._lines
     keys = _KEYS
     if not folded:
@@ -820,6 +858,8 @@ def _parse_headers(lines: list[str], msg: Message, folded: bool = True) -> None:
 
 def _header_key(name: str, colon: str, msg: Message) -> tuple[str, str]:
     """The canonical key and the name as written of a header line not seen before (or without a colon: raises)."""
+    if name[:1] in (" ", "\t"):
+        raise _Folded  # only without folded=True: a continuation line is joined before its name is looked at
     if not colon:
         raise _fail("malformed header line", msg if isinstance(msg, Request) else None)
     name = name.rstrip()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from callplane.core.errors import SipError
-from callplane.sip.headers import TextOnce, remember
+from callplane.sip.headers import TextOnce, quick_init, remember
 
 __all__ = [
     "AUDIO_CODECS",
@@ -62,6 +62,7 @@ class NegotiationError(SipError):
         super().__init__(message, status=488)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Origin:
     """``o=`` (RFC 4566 §5.2). ``version`` grows by one with each new offer or answer (RFC 3264 §8)."""
@@ -88,6 +89,7 @@ class Origin:
         return f"{self.username} {self.session_id} {self.version} {self.nettype} {self.addrtype} {self.address}"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Connection:
     """``c=`` (RFC 4566 §5.7)."""
@@ -112,6 +114,7 @@ class Connection:
         return f"{self.nettype} {self.addrtype} {self.address}"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MediaSection:
     """One ``m=`` section with its lines (RFC 4566 §5.14). ``attributes`` keeps order; flags have value ``None``."""
@@ -175,10 +178,24 @@ class MediaSection:
             if self.connection is not None:
                 out.append(f"c={self.connection}")
             out += [f"{k}={v}" for k, v in grouped if k != "i"]
-        out += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes]
+        out += _attribute_lines(self.attributes)
         return out
 
 
+def _attribute_lines(attributes: tuple[tuple[str, str | None], ...]) -> list[str]:
+    """The ``a=`` lines of ``attributes``, remembered: answers to the same offer carry the same attributes (see
+    answer_offer), and so do the offers a node makes."""
+    lines = _ATTRIBUTE_LINES.get(attributes)
+    if lines is None:
+        lines = [f"a={k}" if v is None else f"a={k}:{v}" for k, v in attributes]
+        remember(_ATTRIBUTE_LINES, attributes, lines, 256)
+    return lines
+
+
+_ATTRIBUTE_LINES: dict[tuple[tuple[str, str | None], ...], list[str]] = {}
+
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SessionDescription(TextOnce):
     """A whole SDP body (RFC 4566 §5). ``str()`` ends every line with CRLF."""
@@ -348,6 +365,7 @@ class _SectionBuilder:
 # Offer / answer
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MediaDescription:
     """What the media layer needs to know about the remote side of one call leg.
@@ -372,7 +390,15 @@ class MediaDescription:
 
 def mirror_direction(offered: Direction) -> Direction:
     """RFC 3264 §6.1: the answer's direction for an offered one (sendonly <-> recvonly)."""
-    return {"sendonly": "recvonly", "recvonly": "sendonly"}.get(offered, offered)  # type: ignore[return-value]
+    return _MIRROR.get(offered, offered)
+
+
+_MIRROR: dict[str, Direction] = {
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "sendrecv": "sendrecv",
+    "inactive": "inactive",
+}
 
 
 def _intersect(a: Direction, b: Direction) -> Direction:
@@ -505,16 +531,9 @@ def answer_offer(
             sections.append(MediaSection(section.media, 0, section.proto, section.formats[:1] or ("0",)))
             continue
         accepted = True
-        pt, name, rate, event_pt = chosen
-        formats = [pt]
-        attributes: list[tuple[str, str | None]] = [("rtpmap", f"{pt} {name}/{rate}")]
-        if event_pt is not None:
-            formats.append(event_pt)
-            attributes.append(("rtpmap", f"{event_pt} {_TELEPHONE_EVENT}/8000"))
-            attributes.append(("fmtp", f"{event_pt} 0-15"))
-        attributes.append(("ptime", str(ptime)))
-        attributes.append((_intersect(mirror_direction(_section_direction(offer, section)), direction), None))
-        sections.append(MediaSection("audio", port, section.proto, tuple(formats), None, tuple(attributes)))
+        wanted = _intersect(_MIRROR[_section_direction(offer, section)], direction)
+        formats, attributes = _answer_lines(chosen, ptime, wanted)
+        sections.append(MediaSection("audio", port, section.proto, formats, None, attributes))
     if not accepted:
         raise NegotiationError("no acceptable audio stream in the offer")
     conn = Connection.for_address(address)
@@ -524,6 +543,33 @@ def answer_offer(
         connection=conn,
         media=tuple(sections),
     )
+
+
+def _answer_lines(
+    chosen: tuple[str, str, int, str | None], ptime: int, direction: Direction
+) -> tuple[tuple[str, ...], tuple[tuple[str, str | None], ...]]:
+    """The formats and attributes of an accepted stream, remembered: every answer to the same offer has the same."""
+    key = (chosen, ptime, direction)
+    known = _ANSWER_LINES.get(key)
+    if known is None:
+        pt, name, rate, event_pt = chosen
+        formats = [pt]
+        attributes: list[tuple[str, str | None]] = [("rtpmap", f"{pt} {name}/{rate}")]
+        if event_pt is not None:
+            formats.append(event_pt)
+            attributes.append(("rtpmap", f"{event_pt} {_TELEPHONE_EVENT}/8000"))
+            attributes.append(("fmtp", f"{event_pt} 0-15"))
+        attributes.append(("ptime", str(ptime)))
+        attributes.append((direction, None))
+        known = (tuple(formats), tuple(attributes))
+        remember(_ANSWER_LINES, key, known, 256)
+    return known
+
+
+_ANSWER_LINES: dict[
+    tuple[tuple[str, str, int, str | None], int, Direction],
+    tuple[tuple[str, ...], tuple[tuple[str, str | None], ...]],
+] = {}
 
 
 def refuse_offer(offer: SessionDescription, address: str, *, session_id: str) -> SessionDescription:
@@ -565,6 +611,21 @@ def describe(sdp: SessionDescription, supported: tuple[str, ...] = ("PCMU", "PCM
     Used on the peer's answer (UAC side) and on the peer's offer after :func:`answer_offer` accepted it (UAS side): in
     both cases the codec is the first supported one in the peer's list, which is what the answer carries.
     """
+    # An offer is described twice (by the UA for IncomingCall, by the engine's media session), and a remembered parse
+    # (see _PARSED) once per call: recent results are kept by the description's identity (the entry holds it alive).
+    key = (id(sdp), supported)
+    known = _DESCRIBED.get(key)
+    if known is not None and known[0] is sdp:
+        return known[1]
+    media = _describe(sdp, supported)
+    remember(_DESCRIBED, key, (sdp, media), _PARSED_MAX)
+    return media
+
+
+_DESCRIBED: dict[tuple[int, tuple[str, ...]], tuple[SessionDescription, MediaDescription]] = {}
+
+
+def _describe(sdp: SessionDescription, supported: tuple[str, ...]) -> MediaDescription:
     for section in sdp.media:
         if section.media != "audio" or section.port == 0:
             continue

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from callplane.sip.headers import quick_init
 from callplane.sip.message import Request, Response
 
 __all__ = [
@@ -69,6 +70,7 @@ class TransactionKey(NamedTuple):
     sent_by: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RequestReceived:
     request: Request
@@ -76,6 +78,7 @@ class RequestReceived:
     key: TransactionKey
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CancelReceived:
     request: Request
@@ -84,30 +87,35 @@ class CancelReceived:
     invite_key: TransactionKey | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AckReceived:
     request: Request
     source: Peer
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
     response: Response
     key: TransactionKey
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StrayResponse:
     response: Response
     source: Peer
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TransactionTimeout:
     key: TransactionKey
     timer: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AckTimeout:
     key: TransactionKey
@@ -115,6 +123,7 @@ class AckTimeout:
     cseq: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TransportError:
     key: TransactionKey

@@ -399,8 +399,9 @@ class UserAgent(UasCore, UacCore):
         message = getattr(ev, "request", None) or getattr(ev, "response", None)
         if message is not None:
             try:
-                _ = message.contacts
                 first = message.headers.first_values()
+                if "contact" in first:
+                    _ = message.contacts
                 for name in ("record-route", "route"):
                     if name in first:
                         for value in message.headers.get_all(name):

@@ -314,11 +314,12 @@ class UasCore(UaCore):
 def _forwarded(request: Request) -> tuple[tuple[str, str], ...]:
     """The headers a request hands to the engine besides the typed fields (see :class:`IncomingCall`)."""
     # The lines' canonical keys are their lower-cased names, but for a compact form (one letter, never forwarded).
+    # Most lines are headers the UA writes itself (Via, From, To...): never forwarded, they are passed over first.
     return tuple(
         [
             (name, value)
             for key, name, value in request.headers._lines
-            if key.startswith("x-") or (key in FORWARDED_HEADERS and len(name) > 1)
+            if key not in RESERVED_HEADERS and (key.startswith("x-") or (key in FORWARDED_HEADERS and len(name) > 1))
         ]
     )
 
