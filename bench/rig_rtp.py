@@ -40,9 +40,11 @@ _RTP = struct.Struct("!BBHII")
 _SEND, _REARM = 0, 1
 
 
-def bind_ports(count: int, host: str = "127.0.0.1", low: int = 40000, high: int = 60000) -> list[socket.socket]:
-    """``count`` non-blocking UDP sockets on even ports from ``low``, each with port + 1 held as well (the node's
-    RTCP lands there and is never read). Ports that are taken are skipped."""
+def bind_ports(
+    count: int, host: str = "127.0.0.1", low: int = 40000, high: int = 60000
+) -> tuple[list[socket.socket], list[socket.socket]]:
+    """``count`` non-blocking UDP sockets on even ports from ``low``, and the sockets holding each port + 1 (the
+    node's RTCP lands there and is never read; keep them open). Ports that are taken are skipped."""
     socks: list[socket.socket] = []
     held: list[socket.socket] = []
     port = low
@@ -63,8 +65,7 @@ def bind_ports(count: int, host: str = "127.0.0.1", low: int = 40000, high: int 
             socks.append(a)
             held.append(b)
         port += 2
-    bind_ports.held = held  # type: ignore[attr-defined]  # kept open for the process's life
-    return socks
+    return socks, held
 
 
 def injection_file(path: Path, ports: list[int]) -> Path:
@@ -82,7 +83,7 @@ def tone_frames(hz: float = 1000.0, amplitude: float = 0.3) -> list[bytes]:
 def play(count: int, hold: float, ready: Any, stop: Any, out: Any) -> None:
     """Runs in its own process: binds ``count`` ports, sends their numbers (``out``), plays until ``stop``, then
     sends its figures: streams played, packets sent, sends later than 2 ms, and its CPU seconds."""
-    socks = bind_ports(count)
+    socks, _rtcp = bind_ports(count)  # _rtcp: held open until the process ends
     out.send([s.getsockname()[1] for s in socks])
     frames = tone_frames()
     by_fd = {s.fileno(): i for i, s in enumerate(socks)}

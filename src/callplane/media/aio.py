@@ -125,7 +125,7 @@ class _RtpIn(asyncio.DatagramProtocol):
     for "protocol" (the loop's own UDP transport reads, in C with uvloop, and hands us each datagram). Once per
     packet: what they use is bound here, not looked up each time."""
 
-    __slots__ = ("_clock", "_receive", "_recv", "_recvfrom", "_socks", "_tried", "engine", "leg", "pinned", "socks")
+    __slots__ = ("_all_socks", "_clock", "_receive", "_recv", "_recvfrom", "_tried", "engine", "leg", "pinned", "socks")
 
     def __init__(self, leg: RtpLeg, engine: MediaEngine, socks: _Socks, clock: Callable[[], float]) -> None:
         self.leg = leg
@@ -135,7 +135,7 @@ class _RtpIn(asyncio.DatagramProtocol):
         self._recv = socks.rtp.recv
         self._receive = leg.receive_rtp
         self._clock = clock
-        self._socks = engine._socks
+        self._all_socks = engine._socks  # by leg id: where a relayed packet leaves
         self.pinned: tuple[str, int] | None = None  # the leg's accepted source, while the socket is connected to it
         self._tried: object = None  # the accepted source last considered for pinning
 
@@ -164,7 +164,7 @@ class _RtpIn(asyncio.DatagramProtocol):
         leg, socks = self.leg, self.socks
         self._tried = leg.rtp_source
         src = leg.sole_source()
-        if src is None or socks.rtp.fileno() < 0 or leg.remote is None:
+        if src is None or socks.rtp.fileno() < 0:
             return
         try:
             socks.rtp.connect(src)
@@ -190,7 +190,7 @@ class _RtpIn(asyncio.DatagramProtocol):
             return
         # A bridge relays it: it goes out now, on the socket of the leg whose stream it joins, not on the tick.
         leg_id, pkt, to = out
-        s = self._socks.get(leg_id)
+        s = self._all_socks.get(leg_id)
         if s is None:
             return
         dst = self.leg.relay_to

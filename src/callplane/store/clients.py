@@ -19,7 +19,7 @@ from callplane.core.errors import Conflict, NotFound
 from callplane.core.ids import IdSource
 from callplane.core.secrets import digest_ha1
 from callplane.store import registrations
-from callplane.store.db import Database, from_us, to_us
+from callplane.store.db import Database, first_with_status, from_us, to_us
 from callplane.store.schema import accounts
 from callplane.store.schema import clients as t
 
@@ -123,12 +123,8 @@ _FOR_LOGIN = (
 async def with_account_status(db: Database, login: str) -> tuple[ClientRecord, str] | None:
     """The Client with ``login`` and its account's status, in one query on the store's cheap path (a suspended or
     closed account's Clients neither register nor call)."""
-    row = await db.run(lambda conn: conn.execute(_FOR_LOGIN, {"login": login}).mappings().first())
-    if row is None:
-        return None
-    values = dict(row)
-    status = str(values.pop("account_status"))
-    return _record(values), status
+    found = await first_with_status(db, _FOR_LOGIN, {"login": login})
+    return None if found is None else (_record(found[0]), found[1])
 
 
 async def list_for(db: Database, account_sid: str) -> list[ClientRecord]:

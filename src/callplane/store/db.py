@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -18,6 +18,7 @@ from sqlalchemy import Table, create_engine, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql import Executable
 
 from callplane.core.errors import Conflict, StoreError
 
@@ -197,3 +198,15 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+async def first_with_status(
+    db: Database, query: Executable, params: dict[str, Any]
+) -> tuple[dict[str, Any], str] | None:
+    """The first row of ``query`` (a record's columns joined with its account's, labelled ``account_status``), in one
+    unit of work on the store's cheap path: the record's columns and the account's status apart; None for no row."""
+    row = await db.run(lambda conn: conn.execute(query, params).mappings().first())
+    if row is None:
+        return None
+    values = dict(row)
+    return values, str(values.pop("account_status"))

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 
-from callplane.store.db import Database, from_us, to_us
+from callplane.store.db import Database, first_with_status, from_us, to_us
 from callplane.store.listing import ListQuery, like, page_rows, prefix_range
 from callplane.store.schema import accounts
 from callplane.store.schema import incoming_phone_numbers as t
@@ -137,12 +137,8 @@ _FOR_CALL = (
 async def for_inbound_call(db: Database, e164: str) -> tuple[NumberRecord, str] | None:
     """The number ``e164`` (already normalised) and its account's status, in one query on the store's cheap path:
     every inbound INVITE to a number asks."""
-    row = await db.run(lambda conn: conn.execute(_FOR_CALL, {"number": e164}).mappings().first())
-    if row is None:
-        return None
-    values = dict(row)
-    status = str(values.pop("account_status"))
-    return _record(values), status
+    found = await first_with_status(db, _FOR_CALL, {"number": e164})
+    return None if found is None else (_record(found[0]), found[1])
 
 
 _FIXED = frozenset({"sid", "account_sid", "phone_number", "date_created"})
